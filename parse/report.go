@@ -1,0 +1,175 @@
+// Package parse decodes bounce messages into a Report.
+//
+// It reads RFC 3464 delivery status notifications (multipart/report with
+// message/delivery-status), their RFC 6533 internationalised form
+// (message/global-delivery-status), RFC 5965 feedback reports (ARF),
+// RFC 3834 auto-replies, and the non-standard plain-text bounces that real
+// MTAs still send. Enhanced status codes follow RFC 3463.
+//
+// The package is pure: it does no I/O beyond reading the message it is
+// given, keeps no state, and does not log. Problems that do not stop decoding
+// (an unknown charset, a malformed field) are returned as Report.Warnings.
+package parse
+
+import "errors"
+
+// ErrNotBounce is returned (with a Report of Kind Unknown) when a message has
+// no recognisable delivery report, auto-reply or complaint.
+var ErrNotBounce = errors.New("not a bounce")
+
+// Kind says what a message or a recipient record is.
+type Kind string
+
+const (
+	KindBounce    Kind = "bounce"    // delivery failed
+	KindDelay     Kind = "delay"     // delivery delayed, will retry (Action: delayed)
+	KindComplaint Kind = "complaint" // RFC 5965 feedback report
+	KindAutoReply Kind = "autoreply" // RFC 3834 auto-reply, vacation message
+	KindDelivered Kind = "delivered" // Action: delivered, relayed or expanded
+	KindUnknown   Kind = "unknown"   // could not be decoded
+)
+
+// Class says whether a bounce is permanent.
+type Class string
+
+const (
+	ClassHard Class = "hard" // permanent failure (5.x.x)
+	ClassSoft Class = "soft" // temporary failure or delay (4.x.x)
+	ClassNone Class = "none" // not a failure
+)
+
+// Action is the RFC 3464 §2.3.3 Action field.
+type Action string
+
+const (
+	Failed    Action = "failed"
+	Delayed   Action = "delayed"
+	Delivered Action = "delivered"
+	Relayed   Action = "relayed"
+	Expanded  Action = "expanded"
+)
+
+// Report is everything decoded from one message.
+type Report struct {
+	// Kind of the message as a whole: the kind of its first failed
+	// recipient, else of its first recipient, else what the message is.
+	Kind Kind `json:"kind"`
+
+	// Per-message DSN fields (RFC 3464 §2.2). Address-type prefixes such as
+	// "dns;" are removed; the type is kept in the *Type field.
+	ReportingMTA       string `json:"reporting_mta,omitempty"`
+	ReportingMTAType   string `json:"reporting_mta_type,omitempty"`
+	OriginalEnvelopeID string `json:"original_envelope_id,omitempty"`
+	DSNGateway         string `json:"dsn_gateway,omitempty"`
+	ReceivedFromMTA    string `json:"received_from_mta,omitempty"`
+	ArrivalDate        string `json:"arrival_date,omitempty"`
+
+	Recipients []Recipient `json:"recipients,omitempty"`
+
+	// Original holds headers of the returned message (message/rfc822 or
+	// text/rfc822-headers part, or an inline copy in a plain-text bounce).
+	Original *Original `json:"original,omitempty"`
+
+	// Feedback is set for RFC 5965 reports.
+	Feedback *Feedback `json:"feedback,omitempty"`
+
+	// Subject and From of the report itself.
+	Subject string `json:"subject,omitempty"`
+	From    string `json:"from,omitempty"`
+
+	// Warnings lists problems that did not stop decoding.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Recipient is one per-recipient block (RFC 3464 §2.3), or what a
+// non-standard rule found for one recipient.
+type Recipient struct {
+	// Addresses with the address type ("rfc822;", "utf-8;") removed.
+	FinalRecipient        string `json:"final_recipient,omitempty"`
+	FinalRecipientType    string `json:"final_recipient_type,omitempty"`
+	OriginalRecipient     string `json:"original_recipient,omitempty"`
+	OriginalRecipientType string `json:"original_recipient_type,omitempty"`
+
+	Action Action `json:"action,omitempty"`
+
+	// Status is the effective enhanced status code (RFC 3463): the literal
+	// Status field, or a more specific code found in the diagnostic text
+	// when the literal one is generic (x.0.0), or one inferred from an SMTP
+	// reply code. StatusLiteral is what the Status field said.
+	Status         string `json:"status,omitempty"`
+	StatusLiteral  string `json:"status_literal,omitempty"`
+	StatusInferred bool   `json:"status_inferred,omitempty"`
+	// ReplyCode is the SMTP reply code (RFC 5321) found in the diagnostic.
+	ReplyCode string `json:"reply_code,omitempty"`
+
+	RemoteMTA       string `json:"remote_mta,omitempty"`
+	DiagnosticType  string `json:"diagnostic_type,omitempty"`
+	DiagnosticCode  string `json:"diagnostic_code,omitempty"`
+	LastAttemptDate string `json:"last_attempt_date,omitempty"`
+	WillRetryUntil  string `json:"will_retry_until,omitempty"`
+	FinalLogID      string `json:"final_log_id,omitempty"`
+
+	Kind   Kind   `json:"kind"`
+	Class  Class  `json:"class"`
+	Reason Reason `json:"reason,omitempty"`
+
+	// DecodedBy names the RFC path or the rule that produced this record,
+	// e.g. "rfc3464", "rfc6533", "arf", "rfc3834", "text/qmail".
+	DecodedBy string `json:"decoded_by"`
+}
+
+// Address returns the best known recipient address: the final recipient,
+// else the original recipient.
+func (r *Recipient) Address() string {
+	if r.FinalRecipient != "" {
+		return r.FinalRecipient
+	}
+	return r.OriginalRecipient
+}
+
+// Original is what is known about the message that bounced.
+type Original struct {
+	MessageID string `json:"message_id,omitempty"`
+	From      string `json:"from,omitempty"`
+	To        string `json:"to,omitempty"`
+	Subject   string `json:"subject,omitempty"`
+	Date      string `json:"date,omitempty"`
+	// XHeaders holds the X- headers (canonical key, first value), such as
+	// X-Campaign or X-Listmonk-Campaign, so a bounce can be tied to a send.
+	XHeaders map[string]string `json:"x_headers,omitempty"`
+}
+
+// Feedback holds the RFC 5965 §3.1 fields of a complaint.
+type Feedback struct {
+	FeedbackType      string `json:"feedback_type,omitempty"`
+	UserAgent         string `json:"user_agent,omitempty"`
+	OriginalMailFrom  string `json:"original_mail_from,omitempty"`
+	OriginalRcptTo    string `json:"original_rcpt_to,omitempty"`
+	SourceIP          string `json:"source_ip,omitempty"`
+	ReportedDomain    string `json:"reported_domain,omitempty"`
+	ArrivalDate       string `json:"arrival_date,omitempty"`
+	AuthenticationRes string `json:"authentication_results,omitempty"`
+}
+
+// Reason is a coarse cause category for a failure, derived from the status
+// code and the diagnostic text. See reason.go for the table.
+type Reason string
+
+// Limits bound the cost of decoding a hostile message. Zero fields take the
+// defaults of DefaultLimits.
+type Limits struct {
+	MaxDepth       int // MIME nesting depth
+	MaxParts       int // MIME parts in all
+	MaxHeaderBytes int // bytes of one header block
+	MaxPartBytes   int // bytes read from one text part for decoding
+	MaxRecipients  int // recipient records kept from one report
+}
+
+// DefaultLimits are used for zero fields of Limits.
+var DefaultLimits = Limits{
+	MaxDepth:       10,
+	MaxParts:       100,
+	MaxHeaderBytes: 64 << 10,
+	MaxPartBytes:   1 << 20,
+	MaxRecipients:  1000,
+}

@@ -1,0 +1,58 @@
+package store
+
+import (
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+)
+
+// Envelope is what the SMTP session knew about a message.
+type Envelope struct {
+	MailFrom string   `json:"mail_from"`
+	RcptTo   []string `json:"rcpt_to"`
+	ClientIP string   `json:"client_ip,omitempty"`
+	Helo     string   `json:"helo,omitempty"`
+	// VERP is the recipient decoded from the envelope recipient's local
+	// part ("bounces+user=example.com@..." → "user@example.com"), if any.
+	VERP string `json:"verp,omitempty"`
+	// Verified is true when VERP came from a valid signed token.
+	Verified bool `json:"verified,omitempty"`
+}
+
+// Delivery is one message accepted over SMTP, ready to be stored: the raw
+// bytes, the envelope and what the decoder made of it.
+type Delivery struct {
+	Received   time.Time
+	Envelope   Envelope
+	Raw        []byte
+	Report     *parse.Report // nil if decoding failed outright
+	ParseError string        // why decoding failed, if it did
+}
+
+// Record is one stored (message, recipient) pair. A message with no
+// recipient record is stored as one Record with an empty Addr.
+type Record struct {
+	ID       string    `json:"id"`     // time-ordered, unique
+	MsgID    string    `json:"msg_id"` // id of the raw message, shared by its records
+	Received time.Time `json:"received"`
+	Envelope Envelope  `json:"envelope"`
+	Addr     string    `json:"recipient"` // effective address, lower-cased domain
+	Domain   string    `json:"domain"`    // recipient domain, lower case
+
+	parse.Recipient
+
+	ReportingMTA       string          `json:"reporting_mta,omitempty"`
+	OriginalEnvelopeID string          `json:"original_envelope_id,omitempty"`
+	DSNGateway         string          `json:"dsn_gateway,omitempty"`
+	ReceivedFromMTA    string          `json:"received_from_mta,omitempty"`
+	ArrivalDate        string          `json:"arrival_date,omitempty"`
+	Original           *parse.Original `json:"original,omitempty"`
+	Feedback           *parse.Feedback `json:"feedback,omitempty"`
+	ParseError         string          `json:"parse_error,omitempty"`
+
+	// Verdict is what policy decided for this record ("suppress",
+	// "count", "record", ...), and Suppressed whether it put the address on
+	// the suppression list.
+	Verdict    string `json:"verdict,omitempty"`
+	Suppressed bool   `json:"suppressed,omitempty"`
+}
