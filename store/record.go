@@ -54,5 +54,6 @@ type Record struct {
 	// "count", "record", ...), and Suppressed whether it put the address on
 	// the suppression list.
 	Verdict    string `json:"verdict,omitempty"`
+	Rule       string `json:"rule,omitempty"` // policy rule that gave the verdict, if named
 	Suppressed bool   `json:"suppressed,omitempty"`
 }

@@ -1,0 +1,362 @@
+// Package store keeps bounce records durably in a bbolt file: the raw
+// message, the envelope, the decoded report (one Record per recipient),
+// indexes for the queries of `bouncer query` and `bouncer domains`, and the
+// suppression list.
+//
+// # Bucket layout
+//
+// Keys named K below are record keys: 12 bytes, an 8-byte big-endian
+// Unix-nanosecond time followed by a 4-byte big-endian sequence number, so
+// they sort in arrival order. Record.ID and Record.MsgID are K in lower-case
+// hex (24 characters). lp(s) is s cut to 255 bytes, preceded by one length
+// byte, so that a prefix scan for one value never matches another.
+//
+//	meta        "version" → schema version (decimal ASCII)
+//	raw         K(msg) → raw message, compressed with DEFLATE (RFC 1951)
+//	records     K → Record as JSON
+//	idx_rcpt    lp(recipient) K → ""
+//	idx_domain  lp(domain) K → ""
+//	idx_status  lp(status) K → ""
+//	idx_dstatus lp(domain) lp(status) K → ""
+//	suppress    address → Suppression as JSON
+//	sup_domain  lp(domain) address → ""
+//	soft        address → soft counter as JSON (recent soft event times)
+//	domains     domain → DomainStat as JSON
+//	dom_status  lp(status) domain → ""
+//
+// The primary key is time ordered, so the records bucket is the time
+// index. Index keys cut over-long values (an attacker chooses addresses and
+// status strings), so a query through an index always checks the record
+// itself before returning it.
+//
+// All writes of one message (raw, records, indexes, counters, suppressions,
+// domain aggregates) happen in one transaction, and Save returns only after
+// it is committed and synced. Saves are queued to one writer goroutine that
+// commits everything queued in a single transaction (group commit).
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the version of the bucket layout written by this code.
+const SchemaVersion = 1
+
+var (
+	// ErrNotFound is returned when a record, raw message or suppression
+	// does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrLocked is returned by Open when another process holds the file.
+	ErrLocked = errors.New("database is locked by another process")
+	// ErrSchema is returned by Open when the file's schema version is not
+	// SchemaVersion.
+	ErrSchema = errors.New("unsupported database schema version")
+	// ErrClosed is returned by Save after Close.
+	ErrClosed = errors.New("database is closed")
+	// ErrReadOnly is returned by writes on a database opened read-only.
+	ErrReadOnly = errors.New("database is opened read-only")
+	// ErrExists is returned by AddSuppression for an address already on
+	// the list.
+	ErrExists = errors.New("already exists")
+)
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketRaw        = []byte("raw")
+	bucketRecords    = []byte("records")
+	bucketIdxRcpt    = []byte("idx_rcpt")
+	bucketIdxDomain  = []byte("idx_domain")
+	bucketIdxStatus  = []byte("idx_status")
+	bucketIdxDStatus = []byte("idx_dstatus")
+	bucketSuppress   = []byte("suppress")
+	bucketSupDomain  = []byte("sup_domain")
+	bucketSoft       = []byte("soft")
+	bucketDomains    = []byte("domains")
+	bucketDomStatus  = []byte("dom_status")
+
+	keyVersion = []byte("version")
+)
+
+var allBuckets = [][]byte{
+	bucketMeta, bucketRaw, bucketRecords, bucketIdxRcpt, bucketIdxDomain,
+	bucketIdxStatus, bucketIdxDStatus, bucketSuppress, bucketSupDomain,
+	bucketSoft, bucketDomains, bucketDomStatus,
+}
+
+// Options configure Open. Zero fields take defaults.
+type Options struct {
+	// LockTimeout is how long Open waits for the file lock (default 5s).
+	LockTimeout time.Duration
+	// ReadOnly opens the file with a shared lock for queries; writes fail
+	// with ErrReadOnly.
+	ReadOnly bool
+	// Decide gives the policy verdict for a record; DefaultDecide if nil.
+	Decide func(*Record) Decision
+	// Now is the clock (time.Now if nil); tests inject time through it.
+	Now func() time.Time
+	// MaxBatch caps the deliveries committed in one transaction (default
+	// 256). 1 gives one transaction per delivery.
+	MaxBatch int
+	// QueueLen is the number of deliveries that may wait for the writer
+	// (default 1024); Save blocks (respecting its context) when it is full.
+	QueueLen int
+
+	// beforeCommit, if set, runs in the write transaction after the batch
+	// is written; an error fails the transaction. Tests use it to inject
+	// commit failures.
+	beforeCommit func(batch []*request) error
+}
+
+// DB is an open bounce database.
+type DB struct {
+	bolt   *bolt.DB
+	opts   Options
+	now    func() time.Time
+	decide func(*Record) Decision
+
+	mu      sync.RWMutex // guards closed and sending on queue
+	closed  bool
+	queue   chan *request
+	done    chan struct{} // closed when the writer has exited
+	idgen   idGen         // used by the writer goroutine only
+	closeMu sync.Mutex
+}
+
+// Open opens or creates the database at path. It fails with ErrLocked
+// (wrapped) when another process holds the file longer than
+// opts.LockTimeout, and with ErrSchema when the file was written by a
+// different schema version.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 5 * time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 1024
+	}
+	db := &DB{opts: opts, now: opts.Now, decide: opts.Decide}
+	if db.now == nil {
+		db.now = time.Now
+	}
+	if db.decide == nil {
+		db.decide = DefaultDecide
+	}
+	bopts := &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		ReadOnly:     opts.ReadOnly,
+		FreelistType: bolt.FreelistMapType,
+	}
+	bdb, err := bolt.Open(path, 0o600, bopts)
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("opening %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	db.bolt = bdb
+	if opts.ReadOnly {
+		err = bdb.View(checkSchema)
+	} else {
+		err = bdb.Update(initSchema)
+	}
+	if err == nil && !opts.ReadOnly {
+		err = bdb.View(db.idgen.init)
+	}
+	if err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if !opts.ReadOnly {
+		db.queue = make(chan *request, opts.QueueLen)
+		db.done = make(chan struct{})
+		go db.writer()
+	}
+	return db, nil
+}
+
+// checkSchema verifies the meta bucket of an existing database.
+func checkSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return errors.New("not a bouncer database: no meta bucket")
+	}
+	v := meta.Get(keyVersion)
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return fmt.Errorf("%w: %q", ErrSchema, truncate(string(v), 20))
+	}
+	if n != SchemaVersion {
+		return fmt.Errorf("%w: file has %d, this program reads %d", ErrSchema, n, SchemaVersion)
+	}
+	return nil
+}
+
+// initSchema creates the buckets of a new database, or checks the schema
+// version of an existing one and creates buckets it lacks.
+func initSchema(tx *bolt.Tx) error {
+	if tx.Bucket(bucketMeta) == nil {
+		empty := true
+		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return errors.New("not a bouncer database: no meta bucket")
+		}
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return fmt.Errorf("creating meta bucket: %w", err)
+		}
+		if err := meta.Put(keyVersion, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			return fmt.Errorf("writing schema version: %w", err)
+		}
+	} else if err := checkSchema(tx); err != nil {
+		return err
+	}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("creating bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Close waits for queued Saves to be committed, stops the writer and
+// closes the file. Saves after Close fail with ErrClosed.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	defer db.closeMu.Unlock()
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	if db.queue != nil {
+		close(db.queue)
+	}
+	db.mu.Unlock()
+	if db.done != nil {
+		<-db.done
+	}
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("closing database: %w", err)
+	}
+	return nil
+}
+
+// Path returns the file name of the database.
+func (db *DB) Path() string { return db.bolt.Path() }
+
+// keyLen is the length of a record or message key.
+const keyLen = 12
+
+// idGen hands out strictly increasing time-ordered keys.
+type idGen struct {
+	nanos uint64
+	seq   uint32
+}
+
+// init continues after the largest key already stored, so that a clock
+// that went backwards (or a fixed test clock) never reuses a key.
+func (g *idGen) init(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketRecords, bucketRaw} {
+		k, _ := tx.Bucket(name).Cursor().Last()
+		if len(k) != keyLen {
+			continue
+		}
+		n, s := binary.BigEndian.Uint64(k), binary.BigEndian.Uint32(k[8:])
+		if n > g.nanos || (n == g.nanos && s >= g.seq) {
+			g.nanos, g.seq = n, s+1
+		}
+	}
+	return nil
+}
+
+// next returns a key not before now and after every key handed out.
+func (g *idGen) next(now time.Time) []byte {
+	n := uint64(now.UnixNano())
+	if n > g.nanos {
+		g.nanos, g.seq = n, 0
+	}
+	k := make([]byte, keyLen)
+	binary.BigEndian.PutUint64(k, g.nanos)
+	binary.BigEndian.PutUint32(k[8:], g.seq)
+	if g.seq == ^uint32(0) {
+		g.nanos, g.seq = g.nanos+1, 0
+	} else {
+		g.seq++
+	}
+	return k
+}
+
+// keyTime is the time encoded in a record key.
+func keyTime(k []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k)))
+}
+
+// encodeID renders a key as a Record.ID.
+func encodeID(k []byte) string { return hex.EncodeToString(k) }
+
+// decodeID parses a Record.ID or MsgID.
+func decodeID(id string) ([]byte, error) {
+	k, err := hex.DecodeString(id)
+	if err != nil || len(k) != keyLen {
+		return nil, fmt.Errorf("invalid id %q: want %d hex digits", truncate(id, 40), 2*keyLen)
+	}
+	return k, nil
+}
+
+// maxIndexValue caps a value used in an index key.
+const maxIndexValue = 255
+
+// lp appends s, cut to maxIndexValue bytes and preceded by its length, to b.
+func lp(b []byte, s string) []byte {
+	if len(s) > maxIndexValue {
+		s = s[:maxIndexValue]
+	}
+	b = append(b, byte(len(s)))
+	return append(b, s...)
+}
+
+// indexKey builds an index key: lp of each value, then the record key.
+func indexKey(k []byte, values ...string) []byte {
+	n := len(k)
+	for _, v := range values {
+		n += 1 + min(len(v), maxIndexValue)
+	}
+	b := make([]byte, 0, n)
+	for _, v := range values {
+		b = lp(b, v)
+	}
+	return append(b, k...)
+}
+
+// prefixEnd returns the first key after every key with prefix p, or nil
+// if there is none.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// truncate cuts s to at most n bytes for use in error messages.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

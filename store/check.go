@@ -1,0 +1,150 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxCheckErrors caps the problems Check reports.
+const maxCheckErrors = 100
+
+// Check verifies the file (bbolt's page consistency check) and the
+// store's own invariants: every record decodes, its message is in the raw
+// bucket and its index entries exist; every index entry points to a record
+// that belongs there; every suppression has its domain index entry and
+// back. It returns nil or the problems found (at most 100), joined.
+func (db *DB) Check() error {
+	var errs []error
+	add := func(err error) bool {
+		errs = append(errs, err)
+		return len(errs) < maxCheckErrors
+	}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() { // read to the end so the checker goroutine ends
+			if len(errs) < maxCheckErrors {
+				errs = append(errs, fmt.Errorf("bbolt: %w", err))
+			}
+		}
+		if len(errs) >= maxCheckErrors {
+			return nil
+		}
+		if !checkRecords(tx, add) {
+			return nil
+		}
+		if !checkIndexes(tx, add) {
+			return nil
+		}
+		checkSuppressions(tx, add)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(errs) > maxCheckErrors {
+		errs = errs[:maxCheckErrors]
+	}
+	return errors.Join(errs...)
+}
+
+// checkRecords checks each record against the raw bucket and indexes.
+func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
+	raw := tx.Bucket(bucketRaw)
+	c := tx.Bucket(bucketRecords).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != keyLen {
+			if !add(fmt.Errorf("record key %x: wrong length", k)) {
+				return false
+			}
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			if !add(fmt.Errorf("record %s: %w", encodeID(k), err)) {
+				return false
+			}
+			continue
+		}
+		if r.ID != encodeID(k) {
+			if !add(fmt.Errorf("record %s: id field is %q", encodeID(k), r.ID)) {
+				return false
+			}
+		}
+		if mk, err := decodeID(r.MsgID); err != nil || raw.Get(mk) == nil {
+			if !add(fmt.Errorf("record %s: raw message %q missing", encodeID(k), r.MsgID)) {
+				return false
+			}
+		}
+		for name, ik := range indexEntries(k, &r) {
+			if tx.Bucket([]byte(name)).Get(ik) == nil {
+				if !add(fmt.Errorf("record %s: entry missing in %s", encodeID(k), name)) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// checkIndexes checks that each index entry points to a record that
+// has that entry.
+func checkIndexes(tx *bolt.Tx, add func(error) bool) bool {
+	records := tx.Bucket(bucketRecords)
+	for _, name := range [][]byte{bucketIdxRcpt, bucketIdxDomain, bucketIdxStatus, bucketIdxDStatus} {
+		c := tx.Bucket(name).Cursor()
+		for ik, _ := c.First(); ik != nil; ik, _ = c.Next() {
+			if len(ik) < keyLen+1 {
+				if !add(fmt.Errorf("%s: short key %x", name, ik)) {
+					return false
+				}
+				continue
+			}
+			k := ik[len(ik)-keyLen:]
+			v := records.Get(k)
+			var r Record
+			if v == nil || json.Unmarshal(v, &r) != nil {
+				if !add(fmt.Errorf("%s: entry for missing record %s", name, encodeID(k))) {
+					return false
+				}
+				continue
+			}
+			if !bytes.Equal(indexEntries(k, &r)[string(name)], ik) {
+				if !add(fmt.Errorf("%s: entry %x does not match record %s", name, ik, encodeID(k))) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// checkSuppressions checks the suppression list against its domain index.
+func checkSuppressions(tx *bolt.Tx, add func(error) bool) bool {
+	sup, idx := tx.Bucket(bucketSuppress), tx.Bucket(bucketSupDomain)
+	c := sup.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var s Suppression
+		if err := json.Unmarshal(v, &s); err != nil || s.Address != string(k) {
+			if !add(fmt.Errorf("suppression %q: bad entry", k)) {
+				return false
+			}
+		}
+		if idx.Get(append(lp(nil, addrDomain(string(k))), k...)) == nil {
+			if !add(fmt.Errorf("suppression %q: domain index entry missing", k)) {
+				return false
+			}
+		}
+	}
+	c = idx.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) < 1 || len(k) < 1+int(k[0]) || sup.Get(k[1+int(k[0]):]) == nil {
+			if !add(fmt.Errorf("sup_domain: entry %q without suppression", k)) {
+				return false
+			}
+		}
+	}
+	return true
+}
