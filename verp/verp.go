@@ -74,10 +74,10 @@ func (o Options) Validate() error {
 	if e == "" {
 		e = "="
 	}
-	if err := checkSeparator("delimiter", d); err != nil {
+	if err := checkSeparator("delimiter", d, true); err != nil {
 		return err
 	}
-	if err := checkSeparator("equals", e); err != nil {
+	if err := checkSeparator("equals", e, false); err != nil {
 		return err
 	}
 	if d == e {
@@ -106,10 +106,11 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// checkSeparator accepts one atext character (RFC 5322 §3.2.3) that cannot
-// occur in a domain name, so that splitting at it is unambiguous.
-func checkSeparator(name, s string) error {
-	if len(s) != 1 || !isAtext(s[0]) || isAlnum(s[0]) || s[0] == '-' {
+// checkSeparator accepts one atext character (RFC 5322 §3.2.3) that is not
+// a letter or digit. Equals must not be "-" either: a domain may contain
+// "-", and the encoded address is split at the last Equals.
+func checkSeparator(name, s string, hyphenOK bool) error {
+	if len(s) != 1 || !isAtext(s[0]) || isAlnum(s[0]) || s[0] == '-' && !hyphenOK {
 		return fmt.Errorf("verp: %s %q must be one character such as + or =", name, s)
 	}
 	return nil
