@@ -1,0 +1,83 @@
+package parse
+
+import "strings"
+
+// autoReply recognises an RFC 3834 automatic reply and adds one record for
+// the address that replied (the From of the reply). It reports whether it
+// did.
+//
+// Signals, any one of which is enough:
+//   - Auto-Submitted: auto-replied (RFC 3834 §5); auto-generated alone is
+//     not enough, since bounces carry it too;
+//   - X-Autoreply, X-Autorespond, X-Vacation style headers;
+//   - a subject that starts like a vacation notice ("Auto:", "Automatic
+//     reply", "Out of Office", "Away", "Vacation", "Abwesenheit").
+func (d *decoder) autoReply() bool {
+	h := d.top
+	as := strings.ToLower(h.Get("Auto-Submitted"))
+	ok := strings.HasPrefix(as, "auto-replied")
+	for _, k := range []string{"X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Vacation", "X-Mailer-Autoreply"} {
+		if h.Has(k) {
+			ok = true
+		}
+	}
+	if !ok && isVacationSubject(d.rep.Subject) {
+		ok = true
+	}
+	if !ok {
+		return false
+	}
+	d.rep.Recipients = append(d.rep.Recipients, Recipient{
+		FinalRecipient: firstAddress(h.Get("From")), Kind: KindAutoReply, Class: ClassNone, DecodedBy: "rfc3834",
+	})
+	return true
+}
+
+var vacationPrefixes = []string{
+	"auto:", "automatic reply", "autoreply", "auto reply", "auto-reply", "auto response", "autoresponse",
+	"out of office", "out of the office", "away from", "away until", "on vacation", "vacation",
+	"abwesenheit", "absence", "absent", "réponse automatique", "reponse automatique", "respuesta automática",
+	"automatische antwort", "i am away", "i'm away", "currently away",
+}
+
+func isVacationSubject(s string) bool {
+	s = strings.ToLower(strings.TrimSpace(s))
+	for _, p := range vacationPrefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// looksLikeBounce reports whether the message presents itself as a
+// delivery failure notice: sent by a mailer daemon or postmaster, or with
+// a subject that says delivery failed. Such messages are never taken for
+// auto-replies, even with Auto-Submitted: auto-replied (Postfix sets it on
+// its bounces).
+func (d *decoder) looksLikeBounce() bool {
+	from := strings.ToLower(d.rep.From)
+	for _, w := range []string{"mailer-daemon", "postmaster", "mail delivery", "mail-daemon", "mailer_daemon"} {
+		if strings.Contains(from, w) {
+			return true
+		}
+	}
+	return isBounceSubject(d.rep.Subject)
+}
+
+var bounceSubjects = []string{
+	"undeliver", "undelivered", "returned mail", "delivery status", "delivery failure", "delivery failed",
+	"failure notice", "mail delivery", "delivery notification", "non-delivery", "nondeliver",
+	"could not be delivered", "delivery problem", "mail system error", "returned to sender", "rejected",
+	"warning: could not send", "delayed mail", "delivery delayed", "failed delivery",
+}
+
+func isBounceSubject(s string) bool {
+	s = strings.ToLower(s)
+	for _, w := range bounceSubjects {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}

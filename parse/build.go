@@ -1,0 +1,185 @@
+package parse
+
+import (
+	"strings"
+
+	"github.com/emersion/go-message"
+)
+
+// finish turns what the walk collected into recipient records, in the
+// order of trust: delivery-status parts, a feedback report, an
+// auto-reply, then the plain-text rules.
+func (d *decoder) finish() {
+	for _, p := range d.dsn {
+		d.applyDSN(p)
+	}
+	if len(d.rep.Recipients) == 0 {
+		d.mistypedDSN()
+	}
+	d.setOriginal()
+	switch {
+	case d.feedback || d.reportTyp == "feedback-report":
+		d.complaint()
+	case len(d.rep.Recipients) > 0:
+	case !d.looksLikeBounce() && d.autoReply():
+	default:
+		d.heuristics()
+	}
+	d.finishRecipients()
+	d.setKind()
+}
+
+// mistypedDSN looks for delivery-status fields in text parts: reports whose
+// delivery-status part was labelled text/plain, or pasted into the body.
+func (d *decoder) mistypedDSN() {
+	for _, t := range d.texts {
+		i := indexFold(t.body, "final-recipient:")
+		if i < 0 {
+			i = indexFold(t.body, "original-recipient:")
+		}
+		if i < 0 || indexFold(t.body, "status:") < 0 && indexFold(t.body, "action:") < 0 {
+			continue
+		}
+		// Start at the beginning of the block holding the first field, so
+		// per-message fields above it are read too.
+		start := strings.LastIndex(t.body[:i], "\n\n")
+		if start < 0 {
+			start = 0
+		}
+		if j := indexFold(t.body[:i], "reporting-mta:"); j >= 0 && j < start {
+			start = strings.LastIndex(t.body[:j], "\n") + 1
+		}
+		d.applyDSN(dsnPart{body: []byte(t.body[start:]), mistyped: true})
+		if len(d.rep.Recipients) > 0 {
+			return
+		}
+	}
+}
+
+// setOriginal fills Report.Original from the first returned message
+// header, or from headers quoted in the text of a plain-text bounce.
+func (d *decoder) setOriginal() {
+	if len(d.returned) > 0 {
+		d.rep.Original = d.originalFrom(d.returned[0])
+		return
+	}
+	for _, t := range d.texts {
+		if h, ok := inlineHeader(t.body); ok {
+			d.rep.Original = d.originalFrom(h)
+			return
+		}
+	}
+}
+
+func (d *decoder) originalFrom(h message.Header) *Original {
+	o := &Original{
+		MessageID: strings.TrimSpace(h.Get("Message-Id")),
+		From:      d.headerText(h, "From"),
+		To:        d.headerText(h, "To"),
+		Subject:   d.headerText(h, "Subject"),
+		Date:      h.Get("Date"),
+	}
+	for f := h.Fields(); f.Next(); {
+		k := f.Key()
+		if len(k) > 2 && (k[0] == 'X' || k[0] == 'x') && k[1] == '-' {
+			if o.XHeaders == nil {
+				o.XHeaders = make(map[string]string)
+			}
+			if _, ok := o.XHeaders[k]; !ok && len(o.XHeaders) < 50 {
+				o.XHeaders[k] = truncate(f.Value(), 1000)
+			}
+		}
+	}
+	if o.MessageID == "" && o.From == "" && o.To == "" && o.Subject == "" && o.Date == "" && o.XHeaders == nil {
+		return nil
+	}
+	return o
+}
+
+// finishRecipients resolves status, reason, kind and class of each record.
+func (d *decoder) finishRecipients() {
+	for i := range d.rep.Recipients {
+		rc := &d.rep.Recipients[i]
+		if rc.Kind == KindComplaint || rc.Kind == KindAutoReply {
+			continue
+		}
+		if rc.DiagnosticCode == "" {
+			rc.DiagnosticCode = d.textDiagnostic(rc)
+		}
+		if rc.Status == "" {
+			rc.Reason = classify(rc.StatusLiteral, rc.DiagnosticCode)
+			resolveStatus(rc)
+		}
+		rc.Reason = classify(rc.Status, rc.DiagnosticCode)
+		rc.Kind, rc.Class = kindOf(rc.Action, rc.Status)
+		if rc.Kind == KindDelivered {
+			rc.Reason = ""
+		}
+	}
+}
+
+// kindOf derives kind and class from the Action (RFC 3464 §2.3.3) and the
+// status class (RFC 3463 §3.1).
+func kindOf(a Action, status string) (Kind, Class) {
+	c := byte(0)
+	if status != "" {
+		c = status[0]
+	}
+	switch a {
+	case Delayed:
+		return KindDelay, ClassSoft
+	case Delivered, Relayed, Expanded:
+		return KindDelivered, ClassNone
+	case Failed:
+		if c == '4' {
+			return KindBounce, ClassSoft
+		}
+		return KindBounce, ClassHard
+	}
+	switch c {
+	case '2':
+		return KindDelivered, ClassNone
+	case '4':
+		return KindBounce, ClassSoft
+	case '5':
+		return KindBounce, ClassHard
+	}
+	return KindBounce, ClassHard
+}
+
+// setKind sets Report.Kind: the kind of the first failed recipient, else
+// of the first recipient.
+func (d *decoder) setKind() {
+	rs := d.rep.Recipients
+	for _, rc := range rs {
+		if rc.Kind == KindBounce {
+			d.rep.Kind = KindBounce
+			return
+		}
+	}
+	if len(rs) > 0 {
+		d.rep.Kind = rs[0].Kind
+	}
+}
+
+// indexFold is strings.Index ignoring ASCII case; sub must be lower case.
+func indexFold(s, sub string) int {
+	if len(sub) == 0 {
+		return 0
+	}
+	first := sub[0]
+	upper := first
+	if first >= 'a' && first <= 'z' {
+		upper = first - 32
+	}
+	for i := 0; i+len(sub) <= len(s); i++ {
+		c := s[i]
+		if c != first && c != upper {
+			continue
+		}
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,96 @@
+package parse
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/textproto"
+
+	mtextproto "github.com/emersion/go-message/textproto"
+)
+
+// readHeader reads a header block (RFC 5322 §2.2) up to the blank line that
+// ends it, leniently: lines that are not fields (an mbox "From " line,
+// stray text) are skipped, folded lines are joined with one space. It reads
+// at most max bytes and then fails with errHeaderSize. The reader must
+// deliver LF line endings (see lineReader).
+func readHeader(br *bufio.Reader, max int) (mtextproto.Header, error) {
+	return readHeaderUntil(&src{br: br}, max)
+}
+
+// readHeaderUntil is readHeader that also stops, without consuming it, at a
+// line starting with one of s's delimiters (a part with no body).
+func readHeaderUntil(s *src, max int) (mtextproto.Header, error) {
+	br := s.br
+	var keys []string
+	var vals [][]byte
+	n := 0
+	var err error
+	for {
+		if s.atDelim() >= 0 {
+			break
+		}
+		var line []byte
+		line, err = br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			line = append([]byte(nil), line...)
+			for err == bufio.ErrBufferFull && n+len(line) <= max {
+				var more []byte
+				more, err = br.ReadSlice('\n')
+				line = append(line, more...)
+			}
+		}
+		n += len(line)
+		if n > max {
+			return makeHeader(keys, vals), errHeaderSize
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if t := bytes.TrimSpace(line); len(t) > 0 && len(vals) > 0 {
+				v := vals[len(vals)-1]
+				if len(v) > 0 {
+					v = append(v, ' ')
+				}
+				vals[len(vals)-1] = append(v, t...)
+			}
+		} else if i := bytes.IndexByte(line, ':'); i > 0 && validKey(line[:i]) {
+			keys = append(keys, textproto.CanonicalMIMEHeaderKey(string(bytes.TrimRight(line[:i], " \t"))))
+			vals = append(vals, append([]byte(nil), bytes.TrimSpace(line[i+1:])...))
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return makeHeader(keys, vals), err
+}
+
+// makeHeader builds a go-message header whose Get returns the first value
+// of a key, as ReadHeader's does.
+func makeHeader(keys []string, vals [][]byte) mtextproto.Header {
+	var h mtextproto.Header
+	for i := len(keys) - 1; i >= 0; i-- {
+		h.Add(keys[i], string(vals[i]))
+	}
+	return h
+}
+
+// validKey reports whether b is a field name (RFC 5322 §3.6.8: printable
+// ASCII but colon), allowing trailing blanks seen in the wild.
+func validKey(b []byte) bool {
+	b = bytes.TrimRight(b, " \t")
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c >= 127 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,403 @@
+package parse
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset" // RFC 2046 charsets for text parts
+)
+
+// Message decodes one RFC 5322 message into a Report. It always returns a
+// non-nil Report. The error is ErrNotBounce when nothing was recognised, or
+// a decoding error (with whatever was decoded before it in the Report).
+//
+// Bodies that are not needed (attachments, the body of a returned message)
+// are skipped while streaming; text parts are read up to lim.MaxPartBytes.
+func Message(r io.Reader, lim Limits) (*Report, error) {
+	lim = lim.withDefaults()
+	rep := &Report{Kind: KindUnknown}
+	d := &decoder{lim: lim, rep: rep}
+	err := d.run(r)
+	d.finish()
+	if err != nil {
+		return rep, err
+	}
+	if rep.Kind == KindUnknown {
+		return rep, ErrNotBounce
+	}
+	return rep, nil
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultLimits.MaxDepth
+	}
+	if l.MaxParts <= 0 {
+		l.MaxParts = DefaultLimits.MaxParts
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultLimits.MaxHeaderBytes
+	}
+	if l.MaxPartBytes <= 0 {
+		l.MaxPartBytes = DefaultLimits.MaxPartBytes
+	}
+	if l.MaxRecipients <= 0 {
+		l.MaxRecipients = DefaultLimits.MaxRecipients
+	}
+	return l
+}
+
+// Errors for limits that stop decoding. They wrap ErrLimit.
+var (
+	ErrLimit      = errors.New("limit exceeded")
+	errDepth      = fmt.Errorf("mime nesting too deep: %w", ErrLimit)
+	errParts      = fmt.Errorf("too many mime parts: %w", ErrLimit)
+	errHeaderSize = fmt.Errorf("header too large: %w", ErrLimit)
+)
+
+// textPart is a decoded text body kept for the non-standard rules.
+type textPart struct {
+	mediaType string
+	body      string
+}
+
+// decoder holds the state of decoding one message.
+type decoder struct {
+	lim   Limits
+	rep   *Report
+	parts int
+
+	top       message.Header // header of the outer message
+	reportTyp string         // report-type of the first multipart/report
+	texts     []textPart     // text parts, in order, bounded
+	textBytes int
+	dsn       []dsnPart // delivery-status parts
+	feedback  bool
+	rcptTo    []string // RFC 5965 Original-Rcpt-To values
+	returned  []message.Header // headers of returned messages
+}
+
+// dsnPart is the raw body of a delivery-status part and how it was found.
+type dsnPart struct {
+	body     []byte
+	global   bool // RFC 6533 message/global-delivery-status
+	inReport bool // inside multipart/report
+	mistyped bool // found in a part with another media type
+}
+
+func (d *decoder) run(r io.Reader) error {
+	br := bufio.NewReaderSize(newLineReader(r), 4096)
+	h, err := readHeader(br, d.lim.MaxHeaderBytes)
+	if err != nil {
+		return fmt.Errorf("reading message header: %w", err)
+	}
+	d.top = message.Header{Header: h}
+	d.rep.Subject = d.headerText(d.top, "Subject")
+	d.rep.From = d.headerText(d.top, "From")
+	return d.entity(d.top, &src{br: br}, 0, "")
+}
+
+func (d *decoder) warn(format string, args ...any) {
+	if len(d.rep.Warnings) < 20 {
+		d.rep.Warnings = append(d.rep.Warnings, fmt.Sprintf(format, args...))
+	}
+}
+
+// headerText returns the RFC 2047-decoded value of a header field, or the
+// raw value when it cannot be decoded.
+func (d *decoder) headerText(h message.Header, key string) string {
+	raw := h.Get(key)
+	if !strings.Contains(raw, "=?") {
+		return raw
+	}
+	s, err := h.Text(key)
+	if err != nil {
+		return raw
+	}
+	return s
+}
+
+// entity decodes one MIME entity whose header is h and whose body is read
+// from s. parent is the media type of the enclosing multipart, if any.
+func (d *decoder) entity(h message.Header, s *src, depth int, parent string) error {
+	if depth > d.lim.MaxDepth {
+		return errDepth
+	}
+	mt, params, err := h.ContentType()
+	if err != nil || mt == "" {
+		if ct := h.Get("Content-Type"); ct != "" {
+			mt = guessMediaType(ct)
+			params = map[string]string{}
+			if b := guessBoundary(ct); b != "" {
+				params["boundary"] = b
+			}
+		} else {
+			mt = "text/plain" // RFC 2045 §5.2 default
+		}
+	}
+	if strings.HasPrefix(mt, "multipart/") {
+		return d.multipart(mt, params, s, depth)
+	}
+	b := &body{s: s}
+	defer b.drain()
+	switch {
+	case mt == "message/delivery-status" || mt == "message/global-delivery-status":
+		raw, err := d.readBody(h, b)
+		if err != nil {
+			return err
+		}
+		d.dsn = append(d.dsn, dsnPart{body: raw, global: mt == "message/global-delivery-status",
+			inReport: parent == "multipart/report"})
+	case mt == "message/feedback-report":
+		raw, err := d.readBody(h, b)
+		if err != nil {
+			return err
+		}
+		d.feedback = true
+		d.parseFeedback(raw)
+	case mt == "message/rfc822" || mt == "message/global" ||
+		mt == "text/rfc822-headers" || mt == "message/global-headers":
+		return d.returnedMessage(h, s, b, depth, mt)
+	case strings.HasPrefix(mt, "text/"):
+		raw, err := d.readBody(h, b)
+		if err != nil {
+			return err
+		}
+		d.addText(mt, raw)
+	}
+	return nil
+}
+
+// guessMediaType returns the media type of a Content-Type value that
+// mime.ParseMediaType refused (a bad parameter, say).
+func guessMediaType(ct string) string {
+	if i := strings.IndexAny(ct, "; \t"); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(ct)
+}
+
+// guessBoundary digs the boundary parameter out of a Content-Type value
+// that mime.ParseMediaType refused.
+func guessBoundary(ct string) string {
+	i := indexFold(ct, "boundary=")
+	if i < 0 {
+		return ""
+	}
+	v := ct[i+len("boundary="):]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.IndexByte(v[1:], '"'); j >= 0 {
+			return v[1 : j+1]
+		}
+		return ""
+	}
+	if j := strings.IndexAny(v, "; \t"); j >= 0 {
+		v = v[:j]
+	}
+	return v
+}
+
+// multipart decodes the parts of a multipart entity (RFC 2046 §5.1). When
+// the declared boundary never appears, the preamble is searched for a
+// delimiter line and decoded again with it, or kept as text.
+func (d *decoder) multipart(mt string, params map[string]string, s *src, depth int) error {
+	boundary := params["boundary"]
+	if mt == "multipart/report" && d.reportTyp == "" {
+		d.reportTyp = strings.ToLower(params["report-type"])
+	}
+	if boundary == "" {
+		d.warn("%s without boundary", mt)
+		return d.preamble(mt, s, nil, depth)
+	}
+	in := &src{br: s.br, delims: make([][]byte, 0, len(s.delims)+1)}
+	in.delims = append(in.delims, []byte("--"+boundary))
+	in.delims = append(in.delims, s.delims...)
+	// Preamble: skip to the first delimiter.
+	found, err := d.skipPreamble(mt, in, depth)
+	if !found || err != nil {
+		return err
+	}
+	for {
+		if closing, _ := d.delimLine(in); closing {
+			return nil
+		}
+		d.parts++
+		if d.parts > d.lim.MaxParts {
+			return errParts
+		}
+		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes)
+		if err != nil {
+			return fmt.Errorf("reading part header: %w", err)
+		}
+		if err := d.entity(message.Header{Header: ph}, in, depth+1, mt); err != nil {
+			return err
+		}
+		// Skip what the part left unread, up to the next delimiter.
+		(&body{s: in}).drain()
+		if i := in.atDelim(); i != 0 {
+			if i < 0 {
+				d.warn("%s: missing closing delimiter", mt)
+			}
+			return nil // EOF, or a parent's delimiter: this multipart is over
+		}
+	}
+}
+
+// delimLine consumes the delimiter line the reader is at and reports
+// whether it is a closing delimiter ("--boundary--").
+func (d *decoder) delimLine(in *src) (closing bool, err error) {
+	p, _ := in.br.Peek(len(in.delims[0]) + 2)
+	closing = bytes.HasSuffix(p, []byte("--")) && len(p) == len(in.delims[0])+2
+	return closing, in.skipLine()
+}
+
+// skipPreamble skips to the first delimiter of the multipart in. It
+// reports whether one was found; if not, what it skipped is decoded by
+// preamble.
+func (d *decoder) skipPreamble(mt string, in *src, depth int) (bool, error) {
+	var kept []byte
+	for {
+		i := in.atDelim()
+		if i == 0 {
+			return true, nil
+		}
+		if i > 0 {
+			break
+		}
+		line, err := in.br.ReadSlice('\n')
+		if len(kept) < d.lim.MaxPartBytes {
+			kept = append(kept, line...)
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			break
+		}
+	}
+	d.warn("%s: boundary not found", mt)
+	return false, d.preamble(mt, in, kept, depth)
+}
+
+// preamble decodes the body of a multipart whose boundary is missing or
+// wrong: with a delimiter line found in it, or else as plain text.
+func (d *decoder) preamble(mt string, s *src, kept []byte, depth int) error {
+	if kept == nil {
+		b := &body{s: s}
+		var err error
+		kept, err = io.ReadAll(io.LimitReader(b, int64(d.lim.MaxPartBytes)))
+		b.drain()
+		if err != nil {
+			return nil
+		}
+	}
+	if bd := findDelimiter(kept); bd != "" && depth < d.lim.MaxDepth {
+		inner := &src{br: bufio.NewReader(bytes.NewReader(kept))}
+		params := map[string]string{"boundary": bd}
+		return d.multipart(mt, params, inner, depth+1)
+	}
+	d.addText("text/plain", kept)
+	return nil
+}
+
+// findDelimiter returns the boundary of the first line that looks like a
+// MIME delimiter ("--" and a boundary of RFC 2046 §5.1.1 length) and is
+// followed by a header line.
+func findDelimiter(b []byte) string {
+	for len(b) > 0 {
+		line := b
+		rest := []byte(nil)
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, rest = b[:i], b[i+1:]
+		}
+		b = rest
+		line = bytes.TrimRight(line, " \t")
+		if len(line) < 4 || len(line) > 72 || line[0] != '-' || line[1] != '-' || bytes.ContainsAny(line, " \t") {
+			continue
+		}
+		if bytes.HasSuffix(line, []byte("--")) {
+			continue
+		}
+		if c := bytes.IndexByte(rest, ':'); c > 0 && c < 40 && bytes.IndexByte(rest[:c], '\n') < 0 {
+			return string(line[2:])
+		}
+	}
+	return ""
+}
+
+// readBody returns the transfer- and charset-decoded body of a leaf part,
+// at most MaxPartBytes of it; the rest is skipped.
+func (d *decoder) readBody(h message.Header, b io.Reader) ([]byte, error) {
+	e, err := message.New(h, b)
+	if err != nil {
+		if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+			return nil, fmt.Errorf("decoding part: %w", err)
+		}
+		d.warn("%v", err)
+	}
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes)))
+	if err != nil {
+		d.warn("reading part body: %v", err)
+	}
+	if buf.Len() >= d.lim.MaxPartBytes {
+		d.warn("part truncated at %d bytes", d.lim.MaxPartBytes)
+	}
+	return buf.Bytes(), nil
+}
+
+func (d *decoder) addText(mt string, b []byte) {
+	if d.textBytes > 2*d.lim.MaxPartBytes || len(d.texts) >= 8 {
+		return
+	}
+	d.textBytes += len(b)
+	d.texts = append(d.texts, textPart{mediaType: mt, body: string(b)})
+}
+
+// returnedMessage reads the header of a returned message (RFC 3464 §2.1,
+// third part) and, when it is itself a report, decodes its body too.
+func (d *decoder) returnedMessage(h message.Header, s *src, b *body, depth int, mt string) error {
+	in := s
+	if cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))); cte != "" &&
+		cte != "7bit" && cte != "8bit" && cte != "binary" {
+		// A transfer-encoded message: decode it into a reader of its own.
+		e, err := message.New(h, b)
+		if err != nil {
+			d.warn("%v", err)
+			return nil
+		}
+		in = &src{br: bufio.NewReader(newLineReader(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes))))}
+	}
+	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes)
+	if err != nil {
+		return fmt.Errorf("reading returned header: %w", err)
+	}
+	inner := message.Header{Header: ih}
+	if ih.Len() > 0 {
+		d.returned = append(d.returned, inner)
+	}
+	if mt != "message/rfc822" && mt != "message/global" {
+		return nil
+	}
+	// A forwarded bounce: the report is inside the attached message.
+	imt, _, _ := inner.ContentType()
+	if imt == "multipart/report" || len(d.dsn) == 0 && isBounceHeader(inner) {
+		return d.entity(inner, in, depth+1, "")
+	}
+	return nil
+}
+
+// isBounceHeader says whether a header looks like the header of a bounce.
+func isBounceHeader(h message.Header) bool {
+	from := strings.ToLower(h.Get("From"))
+	return strings.Contains(from, "mailer-daemon") || strings.Contains(from, "postmaster")
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,95 @@
+package parse
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+)
+
+// src is where a MIME entity's body is read from: the shared buffered
+// reader of the message, and the delimiter lines ("--boundary") of every
+// enclosing multipart, innermost first. A body ends at the first line that
+// starts with any of them, so a part with a broken or missing closing
+// delimiter cannot swallow the parts of its parents (RFC 2046 §5.1.1).
+type src struct {
+	br     *bufio.Reader
+	delims [][]byte
+}
+
+// atDelim reports which delimiter the next line starts with (its index in
+// s.delims), without consuming it, or -1.
+func (s *src) atDelim() int {
+	if len(s.delims) == 0 {
+		return -1
+	}
+	for i, d := range s.delims {
+		p, _ := s.br.Peek(len(d))
+		if bytes.Equal(p, d) {
+			return i
+		}
+	}
+	return -1
+}
+
+// skipLine consumes one line, however long.
+func (s *src) skipLine() error {
+	for {
+		_, err := s.br.ReadSlice('\n')
+		if err != bufio.ErrBufferFull {
+			return err
+		}
+	}
+}
+
+// body reads an entity body up to the next delimiter line or EOF.
+type body struct {
+	s       *src
+	buf     []byte // rest of the current line, inside br's buffer
+	midLine bool   // the last ReadSlice stopped inside a long line
+	done    bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if len(b.buf) == 0 {
+		if b.done {
+			return 0, io.EOF
+		}
+		if !b.midLine && b.s.atDelim() >= 0 {
+			b.done = true
+			return 0, io.EOF
+		}
+		line, err := b.s.br.ReadSlice('\n')
+		b.midLine = err == bufio.ErrBufferFull
+		b.buf = line
+		if err != nil && err != bufio.ErrBufferFull {
+			b.done = true
+			if len(line) == 0 {
+				if err == io.EOF {
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+		}
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	return n, nil
+}
+
+// drain skips the rest of a body.
+func (b *body) drain() {
+	if b.done {
+		return
+	}
+	b.buf = nil
+	if b.midLine {
+		if b.s.skipLine() != nil {
+			return
+		}
+	}
+	for b.s.atDelim() < 0 {
+		if b.s.skipLine() != nil {
+			return
+		}
+	}
+}
