@@ -1,0 +1,395 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// listener admits connections within the connection limits. A connection
+// over a limit is answered 421 4.7.0 at once and closed, so a client is
+// never left hanging in the accept queue.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		c, err := l.s.admit(nc)
+		if err == nil {
+			return c, nil
+		}
+		l.s.refuse(nc, err)
+	}
+}
+
+// refuse answers a connection that is over a limit and closes it. The reply
+// fits in any socket buffer, and the write deadline bounds it anyway.
+func (s *Server) refuse(nc net.Conn, why error) {
+	s.stats.refused.Add(1)
+	s.log.Info("connection refused", "remote", nc.RemoteAddr().String(), "reason", why.Error())
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(nc, replyLine(toSMTP(why), s.opts.Hostname))
+	nc.Close()
+}
+
+// replyLine formats a one-line reply written outside go-smtp.
+func replyLine(e *smtp.SMTPError, host string) string {
+	return fmt.Sprintf("%d %d.%d.%d %s %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], host, e.Message)
+}
+
+// admit checks the limits for a new connection and registers it.
+func (s *Server) admit(nc net.Conn) (*conn, error) {
+	key := ipKey(nc.RemoteAddr())
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return nil, errShuttingDown
+	case len(s.conns) >= s.opts.MaxConns, s.perIP[key] >= s.opts.MaxConnsPerIP:
+		return nil, errTooManyConns
+	case !s.takeToken(key, now):
+		return nil, errConnectRate
+	}
+	c := &conn{
+		Conn:  nc,
+		s:     s,
+		key:   key,
+		id:    newID(),
+		start: now,
+	}
+	s.conns[c] = struct{}{}
+	s.perIP[key]++
+	s.stats.connections.Add(1)
+	return c, nil
+}
+
+// release unregisters a closed connection.
+func (s *Server) release(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
+		delete(s.perIP, c.key)
+	}
+}
+
+// bucket is a token bucket for one client address's connect rate.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// takeToken spends one connect token of key; s.mu must be held. Buckets
+// that have refilled are pruned once a minute, so the map stays bounded by
+// the addresses seen in the last minute or so.
+func (s *Server) takeToken(key string, now time.Time) bool {
+	perSec := s.opts.ConnectRate / 60
+	burst := float64(s.opts.ConnectBurst)
+	if now.Sub(s.lastPrun) > time.Minute {
+		for k, b := range s.buckets {
+			if b.tokens+now.Sub(b.last).Seconds()*perSec >= burst {
+				delete(s.buckets, k)
+			}
+		}
+		s.lastPrun = now
+	}
+	b := s.buckets[key]
+	if b == nil {
+		b = &bucket{tokens: burst, last: now}
+		s.buckets[key] = b
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*perSec)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// ipKey is the address a client is counted under: its IPv4 address, or the
+// /64 of its IPv6 address (one host usually holds a whole /64).
+func ipKey(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newID returns a short random id for a connection.
+func newID() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+// conn wraps a client connection. Every read gets a fresh deadline: the
+// idle timeout, cut short by the session cap and, while DATA streams, by the
+// minimum data rate. A read error is sticky, so after a timeout in DATA the
+// rest of the body can never be read as commands. It also counts the 5xx
+// replies go-smtp writes and ends the session after MaxBadCommands.
+type conn struct {
+	net.Conn
+	s     *Server
+	key   string
+	id    string
+	start time.Time
+
+	mu        sync.Mutex
+	readErr   error // sticky
+	saidBye   bool  // a final reply was written by goodbye
+	closing   bool  // server is shutting down
+	inData    bool
+	dataStart time.Time
+	dataBytes int64
+	bytesIn   int64
+	timeout   string // which deadline expired, for the log
+
+	// reply scanning (plaintext only)
+	bad       int
+	greets    int // 220 replies seen; the second means STARTTLS began
+	encrypted bool
+	linePos   int
+	lineHead  [4]byte
+
+	// set by the session
+	helo     string
+	messages int
+
+	closeOnce sync.Once
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.readErr != nil {
+		err := c.readErr
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.closing && !c.inData {
+		c.mu.Unlock()
+		return 0, c.goodbye(errShuttingDown)
+	}
+	deadline := c.deadline(time.Now())
+	c.Conn.SetReadDeadline(deadline)
+	c.mu.Unlock()
+
+	n, err := c.Conn.Read(p)
+
+	c.mu.Lock()
+	c.bytesIn += int64(n)
+	if c.inData {
+		c.dataBytes += int64(n)
+	}
+	closing := c.closing && !c.inData
+	c.mu.Unlock()
+	if err == nil {
+		return n, nil
+	}
+	if closing && isTimeout(err) {
+		// Shutdown interrupted a wait for the next command.
+		return n, c.goodbye(errShuttingDown)
+	}
+	c.mu.Lock()
+	if isTimeout(err) {
+		c.timeout = c.deadlineName(time.Now())
+	}
+	c.readErr = err
+	c.mu.Unlock()
+	return n, err
+}
+
+// deadline is when the current read must be done; c.mu must be held.
+func (c *conn) deadline(now time.Time) time.Time {
+	o := &c.s.opts
+	d := now.Add(o.ReadTimeout)
+	if end := c.start.Add(o.SessionTimeout); end.Before(d) {
+		d = end
+	}
+	if c.inData {
+		rate := c.dataStart.Add(o.DataRateGrace + time.Duration(c.dataBytes*int64(time.Second)/o.MinDataRate))
+		if rate.Before(d) {
+			d = rate
+		}
+	}
+	return d
+}
+
+// deadlineName names the deadline that expired at now; c.mu must be held.
+func (c *conn) deadlineName(now time.Time) string {
+	o := &c.s.opts
+	switch {
+	case !now.Before(c.start.Add(o.SessionTimeout)):
+		return "session"
+	case c.inData && c.deadline(now).Before(now.Add(o.ReadTimeout)):
+		return "data rate"
+	}
+	return "idle"
+}
+
+// SetReadDeadline is a no-op: conn sets its own deadline before each read,
+// replacing go-smtp's, which is set once per command and so would cap a
+// whole DATA transfer instead of each read.
+func (c *conn) SetReadDeadline(time.Time) error { return nil }
+
+// SetDeadline only sets the write deadline, for the same reason.
+func (c *conn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
+
+// goodbye writes a final reply for why, makes further reads return io.EOF
+// (which go-smtp takes as a quiet end of session) and returns io.EOF.
+func (c *conn) goodbye(why error) error {
+	c.mu.Lock()
+	already := c.saidBye
+	c.saidBye = true
+	c.readErr = io.EOF
+	c.mu.Unlock()
+	if !already {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		io.WriteString(c.Conn, replyLine(toSMTP(why), c.s.opts.Hostname))
+	}
+	return io.EOF
+}
+
+// kill makes further reads fail with io.EOF, ending the session quietly
+// after the reply go-smtp is about to write.
+func (c *conn) kill() {
+	c.mu.Lock()
+	if c.readErr == nil || !errors.Is(c.readErr, io.EOF) {
+		c.readErr = io.EOF
+	}
+	c.mu.Unlock()
+}
+
+// Write passes replies through and counts the final lines of 5xx replies
+// ("5yz " at the start of a line). After STARTTLS the bytes are ciphertext
+// and nothing is counted; go-smtp's own limit on syntax errors still holds.
+func (c *conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	bye := c.saidBye
+	c.mu.Unlock()
+	if bye {
+		// Replies to commands go-smtp had already buffered are dropped:
+		// the client has been told the session is over.
+		return len(p), nil
+	}
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	tooMany := c.scan(p[:n])
+	c.mu.Unlock()
+	if tooMany {
+		c.goodbye(errTooManyBad)
+	}
+	return n, err
+}
+
+// scan inspects reply bytes; c.mu must be held. It reports whether the
+// bad-command limit has just been passed.
+func (c *conn) scan(p []byte) bool {
+	if c.encrypted {
+		return false
+	}
+	over := false
+	for _, b := range p {
+		if b == '\n' {
+			c.linePos = 0
+			continue
+		}
+		if c.linePos < len(c.lineHead) {
+			c.lineHead[c.linePos] = b
+			c.linePos++
+			if c.linePos == len(c.lineHead) && c.lineHead[3] == ' ' {
+				switch {
+				case c.lineHead[0] == '5':
+					c.bad++
+					over = over || c.bad == c.s.opts.MaxBadCommands
+				case string(c.lineHead[:3]) == "220":
+					// The greeting, then "220 Ready to start TLS".
+					if c.greets++; c.greets == 2 {
+						c.encrypted = true
+						return over
+					}
+				}
+			}
+		}
+	}
+	return over
+}
+
+// beginData and endData bracket a message transfer: the data rate applies,
+// and Shutdown lets it finish.
+func (c *conn) beginData() {
+	c.mu.Lock()
+	c.inData = true
+	c.dataStart = time.Now()
+	c.dataBytes = 0
+	c.mu.Unlock()
+}
+
+func (c *conn) endData() {
+	c.mu.Lock()
+	c.inData = false
+	c.messages++
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		// Wake a read that may have begun before the transfer ended.
+		c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+// shutdown marks the connection for closing and interrupts a wait for the
+// next command. A message transfer in progress is left to finish.
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closing = true
+	if !c.inData {
+		c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.s.release(c)
+		c.mu.Lock()
+		attrs := []any{
+			"cid", c.id,
+			"remote", c.RemoteAddr().String(),
+			"helo", c.helo,
+			"duration", time.Since(c.start).Round(time.Millisecond),
+			"messages", c.messages,
+			"bytes_in", c.bytesIn,
+			"bad_replies", c.bad,
+		}
+		if c.timeout != "" {
+			attrs = append(attrs, "timeout", c.timeout)
+		}
+		c.mu.Unlock()
+		c.s.log.Info("connection closed", attrs...)
+	})
+	return err
+}

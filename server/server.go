@@ -1,0 +1,338 @@
+// Package server is bouncer's SMTP side: a go-smtp Backend and Session that
+// accept bounces for the configured bounce domains, decode them with parse
+// and hand them to a Saver (the store), answering 250 only after the Saver
+// has committed the message.
+//
+// It owns every limit on what a client may do: message size, recipients,
+// line length, per-read idle and whole-session deadlines, a minimum data
+// rate while DATA streams, connection caps (total, per client address, and a
+// connect rate per address) and a cap on rejected commands. go-smtp's zero
+// values mean "unlimited", so every limit here has a non-zero default.
+//
+// Protocols: SMTP (RFC 5321) with the extensions go-smtp implements: 8BITMIME
+// (RFC 6152), PIPELINING (RFC 2920), SIZE (RFC 1870), ENHANCEDSTATUSCODES
+// (RFC 2034, codes from RFC 3463), CHUNKING (RFC 3030), SMTPUTF8 (RFC 6531,
+// so RFC 6533 global DSNs can arrive) and STARTTLS (RFC 3207) when a TLS
+// configuration is given. Recipients are accepted only for the bounce
+// domains and postmaster (RFC 5321 §4.5.1); the local part is decoded as a
+// VERP address by package verp.
+//
+// Bare CR and LF in DATA are normalised to CRLF before decoding and storage
+// (RFC 5321 §2.3.8 allows CR and LF only as a pair); a bare LF never ends the
+// data, so message bytes cannot run as commands.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/parse"
+	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/verp"
+)
+
+// Saver stores one accepted message. It must return only after the
+// message is durable: the client gets 250 when Save returns nil.
+type Saver interface {
+	Save(ctx context.Context, d *store.Delivery) ([]store.Record, error)
+}
+
+// VERPDecoder decodes the local part of an envelope recipient.
+// *verp.Decoder implements it.
+type VERPDecoder interface {
+	Decode(local string) (verp.Result, error)
+}
+
+// Options configure a Server. Zero fields take the defaults in
+// DefaultOptions; there is no way to switch a limit off.
+type Options struct {
+	// Hostname is announced in the greeting and in 421 replies.
+	Hostname string
+	// Domains are the bounce domains whose recipients are accepted, matched
+	// case-insensitively. Empty means any domain: the caller decides when
+	// that is safe (bouncer allows it only on loopback).
+	Domains []string
+	// VERP decodes recipient local parts. Nil uses verp.NewDecoder with
+	// its defaults.
+	VERP VERPDecoder
+
+	MaxMessageBytes int64 // DATA/BDAT size and the SIZE= limit (RFC 1870)
+	MaxRecipients   int   // RCPT per transaction; more get 452 4.5.3
+	MaxLineLength   int   // bytes in one line, commands and DATA alike
+
+	// ReadTimeout is the idle deadline, renewed on every read from the
+	// client (in DATA too). WriteTimeout bounds each reply.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// SessionTimeout caps a whole connection, however active.
+	SessionTimeout time.Duration
+	// MinDataRate (bytes per second) must be kept up while DATA streams,
+	// once DataRateGrace has passed since DATA began.
+	MinDataRate   int64
+	DataRateGrace time.Duration
+	// SaveTimeout bounds one Saver.Save call; past it the client gets 451.
+	SaveTimeout time.Duration
+
+	MaxConns      int // open connections in all
+	MaxConnsPerIP int // open connections per client address (IPv6: per /64)
+	// ConnectRate is how many new connections per minute one client
+	// address may open, with bursts of up to ConnectBurst.
+	ConnectRate  float64
+	ConnectBurst int
+	// MaxBadCommands closes a connection after this many 5xx replies
+	// (unknown commands, refused recipients, syntax errors).
+	MaxBadCommands int
+
+	// Parse bounds the decoder; zero fields take parse.DefaultLimits.
+	Parse parse.Limits
+
+	// TLSConfig enables STARTTLS. TLS versions below 1.2 are refused.
+	TLSConfig *tls.Config
+	// Debug, if set, receives the full SMTP transcript. It contains
+	// addresses: switch it on only when asked to.
+	Debug io.Writer
+
+	// Decode is the message decoder; nil means parse.Message.
+	Decode func(r io.Reader, lim parse.Limits) (*parse.Report, error)
+}
+
+// DefaultOptions holds the default of every limit.
+var DefaultOptions = Options{
+	Hostname:        "localhost",
+	MaxMessageBytes: 10 << 20, // enough for RET=FULL bounces of normal mail
+	MaxRecipients:   10,       // a bounce has one return path
+	MaxLineLength:   4000,     // RFC 5321 says 1000; real bounces carry longer lines
+	ReadTimeout:     5 * time.Minute,
+	WriteTimeout:    time.Minute,
+	SessionTimeout:  30 * time.Minute,
+	MinDataRate:     1024,
+	DataRateGrace:   30 * time.Second,
+	SaveTimeout:     30 * time.Second,
+	MaxConns:        500,
+	MaxConnsPerIP:   10,
+	ConnectRate:     120,
+	ConnectBurst:    30,
+	MaxBadCommands:  10,
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions
+	if o.Hostname == "" {
+		o.Hostname = d.Hostname
+	}
+	if o.VERP == nil {
+		o.VERP = verp.NewDecoder(verp.Options{})
+	}
+	if o.Decode == nil {
+		o.Decode = parse.Message
+	}
+	setDefault(&o.MaxMessageBytes, d.MaxMessageBytes)
+	setDefault(&o.MaxRecipients, d.MaxRecipients)
+	setDefault(&o.MaxLineLength, d.MaxLineLength)
+	setDefault(&o.ReadTimeout, d.ReadTimeout)
+	setDefault(&o.WriteTimeout, d.WriteTimeout)
+	setDefault(&o.SessionTimeout, d.SessionTimeout)
+	setDefault(&o.MinDataRate, d.MinDataRate)
+	setDefault(&o.DataRateGrace, d.DataRateGrace)
+	setDefault(&o.SaveTimeout, d.SaveTimeout)
+	setDefault(&o.MaxConns, d.MaxConns)
+	setDefault(&o.MaxConnsPerIP, d.MaxConnsPerIP)
+	setDefault(&o.ConnectRate, d.ConnectRate)
+	setDefault(&o.ConnectBurst, d.ConnectBurst)
+	setDefault(&o.MaxBadCommands, d.MaxBadCommands)
+	if o.TLSConfig != nil && o.TLSConfig.MinVersion < tls.VersionTLS12 {
+		o.TLSConfig = o.TLSConfig.Clone()
+		o.TLSConfig.MinVersion = tls.VersionTLS12
+	}
+	return o
+}
+
+// setDefault replaces a zero or negative limit with its default.
+func setDefault[T int | int64 | float64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// Stats are counters since the server started.
+type Stats struct {
+	Connections int64 // accepted connections
+	Refused     int64 // connections answered 421 at once (limits, shutdown)
+	Stored      int64 // messages saved and answered 250
+	Unparsed    int64 // of Stored, those the decoder could not decode
+	Failed      int64 // messages answered 4xx because saving failed
+	Rejected    int64 // recipients refused
+	Panics      int64 // panics recovered in sessions
+}
+
+type counters struct {
+	connections, refused, stored, unparsed, failed, rejected, panics atomic.Int64
+}
+
+// Server is a bounce-receiving SMTP server.
+type Server struct {
+	opts    Options
+	saver   Saver
+	log     *slog.Logger
+	smtp    *smtp.Server
+	domains map[string]bool
+	stats   counters
+
+	mu       sync.Mutex
+	closing  bool
+	conns    map[*conn]struct{}
+	perIP    map[string]int
+	buckets  map[string]*bucket
+	lastPrun time.Time
+	ln       net.Listener
+}
+
+// New returns a Server that stores accepted messages with saver.
+func New(opts Options, saver Saver, logger *slog.Logger) *Server {
+	opts = opts.withDefaults()
+	s := &Server{
+		opts:    opts,
+		saver:   saver,
+		log:     logger,
+		domains: make(map[string]bool),
+		conns:   make(map[*conn]struct{}),
+		perIP:   make(map[string]int),
+		buckets: make(map[string]*bucket),
+	}
+	for _, d := range opts.Domains {
+		s.domains[normDomain(d)] = true
+	}
+	srv := smtp.NewServer(&backend{s: s})
+	srv.Domain = opts.Hostname
+	srv.MaxMessageBytes = opts.MaxMessageBytes
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.MaxLineLength = opts.MaxLineLength
+	// The deadlines go-smtp sets are replaced by conn's own (idle, session,
+	// data rate); these values are set anyway so no go-smtp limit is zero.
+	srv.ReadTimeout = opts.ReadTimeout
+	srv.WriteTimeout = opts.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.TLSConfig = opts.TLSConfig
+	srv.Debug = opts.Debug
+	srv.ErrorLog = &errorLog{s: s}
+	s.smtp = srv
+	return s
+}
+
+// Serve accepts connections on l until Shutdown or Close. It returns nil
+// after Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.ln = l
+	s.mu.Unlock()
+	return s.smtp.Serve(&listener{Listener: l, s: s})
+}
+
+// Addr is the address Serve listens on, nil before Serve.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Shutdown stops accepting connections, answers 421 to clients that are
+// between transactions, lets messages whose DATA has begun finish (and get
+// their 250 or 451), and returns when every connection is closed. If ctx
+// ends first, the remaining connections are closed at once and ctx's error
+// is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown()
+	}
+	err := s.smtp.Shutdown(ctx)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		s.smtp.Close()
+		return ctx.Err()
+	}
+	return err
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	err := s.smtp.Close()
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Connections: c.connections.Load(),
+		Refused:     c.refused.Load(),
+		Stored:      c.stored.Load(),
+		Unparsed:    c.unparsed.Load(),
+		Failed:      c.failed.Load(),
+		Rejected:    c.rejected.Load(),
+		Panics:      c.panics.Load(),
+	}
+}
+
+// acceptsDomain reports whether recipients at domain are ours.
+func (s *Server) acceptsDomain(domain string) bool {
+	if len(s.domains) == 0 {
+		return true
+	}
+	return s.domains[normDomain(domain)]
+}
+
+func normDomain(d string) string {
+	return strings.ToLower(strings.TrimSuffix(d, "."))
+}
+
+// errorLog receives go-smtp's internal error messages. It counts the panics
+// go-smtp recovers itself (outside our session methods) and logs the rest.
+type errorLog struct{ s *Server }
+
+func (l *errorLog) Printf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "panic serving") {
+		l.s.stats.panics.Add(1)
+		l.s.log.Error("panic in smtp server", "detail", msg)
+		return
+	}
+	// go-smtp reports connection errors (resets, timeouts) here; they are
+	// the client's business, not the operator's.
+	l.s.log.Debug("smtp server", "detail", msg)
+}
+
+func (l *errorLog) Println(v ...any) { l.Printf("%s", fmt.Sprintln(v...)) }

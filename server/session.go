@@ -1,0 +1,309 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/parse"
+	"github.com/bouncer/bouncer/store"
+)
+
+// backend makes a session for each client that says HELO or EHLO.
+type backend struct{ s *Server }
+
+func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
+	nc := sc.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, ok := nc.(*conn)
+	if !ok {
+		// Every connection comes through listener, so this cannot happen;
+		// refuse rather than run without limits.
+		b.s.log.Error("connection without limits", "remote", nc.RemoteAddr().String())
+		return nil, toSMTP(errors.New("unwrapped connection"))
+	}
+	c.mu.Lock()
+	c.helo = sc.Hostname()
+	c.mu.Unlock()
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	return &session{
+		s:    b.s,
+		c:    c,
+		ip:   host,
+		helo: sc.Hostname(),
+		log:  b.s.log.With("cid", c.id, "remote", c.RemoteAddr().String()),
+	}, nil
+}
+
+// session is one client's SMTP session. go-smtp calls its methods from one
+// goroutine at a time.
+type session struct {
+	s    *Server
+	c    *conn
+	log  *slog.Logger
+	ip   string
+	helo string
+	seq  int // messages begun, for reply ids
+
+	// the current transaction
+	from     string
+	rcpts    []string
+	verp     string
+	verified bool
+}
+
+// Reset discards the current transaction (RSET, EHLO, after DATA).
+func (s *session) Reset() {
+	s.from, s.rcpts, s.verp, s.verified = "", nil, "", false
+}
+
+// Logout is called when the connection closes; conn.Close logs the session.
+func (s *session) Logout() error { return nil }
+
+// Mail accepts any sender, the null sender of bounces (RFC 5321 §4.5.5)
+// first of all. go-smtp has already checked SIZE= against the limit.
+func (s *session) Mail(from string, _ *smtp.MailOptions) (err error) {
+	defer s.catch(&err, "")
+	s.Reset()
+	if !utf8.ValidString(from) || len(from) > maxPath {
+		return s.refuse(errBadSender, "", "from", from)
+	}
+	s.from = from
+	return nil
+}
+
+// maxPath is the longest forward or reverse path, RFC 5321 §4.5.3.1.3
+// (256 octets with the angle brackets).
+const maxPath = 254
+
+// Rcpt accepts recipients at the bounce domains and postmaster. The local
+// part is decoded as VERP; a local part that is not VERP is accepted, and
+// a signed token that fails its check is refused.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
+	defer s.catch(&err, "")
+	i := strings.LastIndexByte(to, '@')
+	if i <= 0 || i == len(to)-1 || !utf8.ValidString(to) || len(to) > maxPath || strings.ContainsAny(to, "\x00\r\n") {
+		return s.refuse(errBadRecipient, "", "rcpt", to)
+	}
+	local, domain := to[:i], to[i+1:]
+	if strings.EqualFold(local, "postmaster") {
+		// RFC 5321 §4.5.1: postmaster must be accepted at every domain
+		// the server accepts mail for, which includes its own name.
+		if !s.s.acceptsDomain(domain) && normDomain(domain) != normDomain(s.s.opts.Hostname) {
+			return s.refuse(errForeignDomain, "", "rcpt", to)
+		}
+		s.rcpts = append(s.rcpts, to)
+		return nil
+	}
+	if !s.s.acceptsDomain(domain) {
+		return s.refuse(errForeignDomain, "", "rcpt", to)
+	}
+	res, err := s.s.opts.VERP.Decode(local)
+	if err != nil {
+		return s.refuse(err, "", "rcpt", to)
+	}
+	if res.Recipient != "" && s.verp == "" {
+		// A bounce is about one message, so one return path; with several
+		// VERP recipients the first one is kept.
+		s.verp, s.verified = res.Recipient, res.Verified
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+// refuse logs a refused command at Info (a client mistake) and returns the
+// reply, tagged with the connection id.
+func (s *session) refuse(err error, id string, attrs ...any) error {
+	s.s.stats.rejected.Add(1)
+	if id == "" {
+		id = s.c.id
+	}
+	e := toSMTP(err)
+	s.log.Info("command refused", append(attrs, "id", id, "code", e.Code, "reason", err.Error())...)
+	return withID(e, id)
+}
+
+// Data reads the message, decodes it and saves it. It answers 250 only
+// after the Saver returned nil; a message the decoder cannot read is saved
+// raw with the reason and also answered 250, since refusing it would only
+// make a bounce of a bounce.
+func (s *session) Data(r io.Reader) (err error) {
+	s.seq++
+	id := fmt.Sprintf("%s.%d", s.c.id, s.seq)
+	defer s.catch(&err, id)
+	received := time.Now()
+
+	s.c.beginData()
+	raw, err := readBody(r, s.s.opts.MaxMessageBytes)
+	s.c.endData()
+	if err != nil {
+		return s.dataFailed(err, id, len(raw))
+	}
+	raw, bare := normalizeCRLF(raw)
+
+	d := &store.Delivery{
+		Received: received,
+		Envelope: store.Envelope{
+			MailFrom: s.from,
+			RcptTo:   append([]string(nil), s.rcpts...),
+			ClientIP: s.ip,
+			Helo:     s.helo,
+			VERP:     s.verp,
+			Verified: s.verified,
+		},
+		Raw: raw,
+	}
+	d.Report, err = s.decode(raw)
+	if err != nil {
+		d.ParseError = err.Error()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.s.opts.SaveTimeout)
+	recs, err := s.s.saver.Save(ctx, d)
+	cancel()
+	if err != nil {
+		s.s.stats.failed.Add(1)
+		s.log.Error("storing bounce failed", "id", id, "size", len(raw), "err", err)
+		return withID(toSMTP(&saveError{err}), id)
+	}
+	s.s.stats.stored.Add(1)
+	if d.ParseError != "" {
+		s.s.stats.unparsed.Add(1)
+	}
+	s.logStored(id, d, recs, bare)
+	// go-smtp writes the code and text of an *SMTPError returned from
+	// Data as they are; a 250 is returned this way so the reply carries
+	// the id (RFC 5321 §4.2 lets the text be anything).
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK, bounce stored (id " + id + ")"}
+}
+
+// dataFailed handles a message that could not be read in full.
+func (s *session) dataFailed(err error, id string, n int) error {
+	if !errors.Is(err, smtp.ErrDataTooLarge) {
+		// A timeout or broken connection: the stream is out of step, so
+		// the session ends after this reply; nothing after it may be read
+		// as a command.
+		s.c.kill()
+	}
+	e := toSMTP(err)
+	s.log.Info("message refused", "id", id, "code", e.Code, "read", n, "reason", err.Error())
+	return withID(e, id)
+}
+
+// readBody reads a message of at most max bytes.
+func readBody(r io.Reader, max int64) ([]byte, error) {
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
+	if err != nil {
+		return buf.Bytes(), &readError{err}
+	}
+	if n > max {
+		// go-smtp enforces the limit for DATA and BDAT itself; this is a
+		// second fence.
+		return nil, smtp.ErrDataTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// normalizeCRLF turns bare CR and bare LF into CRLF (RFC 5321 §2.3.8) and
+// returns how many it changed.
+func normalizeCRLF(b []byte) ([]byte, int) {
+	bare := 0
+	for i, c := range b {
+		switch {
+		case c == '\r' && (i+1 == len(b) || b[i+1] != '\n'):
+			bare++
+		case c == '\n' && (i == 0 || b[i-1] != '\r'):
+			bare++
+		}
+	}
+	if bare == 0 {
+		return b, 0
+	}
+	out := make([]byte, 0, len(b)+bare)
+	for i, c := range b {
+		switch {
+		case c == '\r' && (i+1 == len(b) || b[i+1] != '\n'):
+			out = append(out, '\r', '\n')
+		case c == '\n' && (i == 0 || b[i-1] != '\r'):
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out, bare
+}
+
+// decode runs the decoder. A panic in it is counted and turned into a
+// parse error, so the message is still saved raw instead of being refused
+// again on every retry.
+func (s *session) decode(raw []byte) (rep *parse.Report, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.s.stats.panics.Add(1)
+			s.log.Error("panic in decoder", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			rep, err = nil, fmt.Errorf("decoder panic: %v", v)
+		}
+	}()
+	return s.s.opts.Decode(bytes.NewReader(raw), s.s.opts.Parse)
+}
+
+// logStored writes the one line per accepted message.
+func (s *session) logStored(id string, d *store.Delivery, recs []store.Record, bare int) {
+	attrs := []any{
+		"id", id,
+		"from", d.Envelope.MailFrom,
+		"rcpt", strings.Join(d.Envelope.RcptTo, ","),
+		"size", len(d.Raw),
+		"records", len(recs),
+	}
+	if len(recs) > 0 {
+		attrs = append(attrs, "msg_id", recs[0].MsgID)
+	}
+	if d.Envelope.VERP != "" {
+		attrs = append(attrs, "verp", d.Envelope.VERP, "verified", d.Envelope.Verified)
+	}
+	if rep := d.Report; rep != nil {
+		attrs = append(attrs, "kind", string(rep.Kind))
+		if len(rep.Recipients) > 0 {
+			r := rep.Recipients[0]
+			attrs = append(attrs, "recipient", r.Address(), "action", string(r.Action), "status", r.Status)
+		}
+	}
+	if d.ParseError != "" {
+		attrs = append(attrs, "parse_error", d.ParseError)
+	}
+	if bare > 0 {
+		attrs = append(attrs, "bare_newlines", bare)
+	}
+	s.log.Info("bounce stored", attrs...)
+}
+
+// catch recovers a panic in a session method: it is counted and logged,
+// the client gets 421 and the connection closes; the server keeps running.
+func (s *session) catch(err *error, id string) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.s.stats.panics.Add(1)
+	if id == "" {
+		id = s.c.id
+	}
+	s.log.Error("panic in session", "id", id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	s.c.kill()
+	*err = withID(toSMTP(&panicError{v}), id)
+}
