@@ -1,0 +1,228 @@
+// Package api is bouncer's admin HTTP API: JSON over versioned paths, for
+// the query commands of the bouncer CLI and for operators' scripts.
+//
+//	GET /healthz                     200 "ok" when the store answers
+//	GET /v1/bounces?status=&domain=&recipient=&kind=&since=&limit=
+//	GET /v1/bounces/{id}             one record
+//	GET /v1/bounces/{id}/raw         the raw message of a record (message/rfc822)
+//	GET /v1/suppressions?domain=     the suppression list (JSON lines)
+//	GET /v1/suppressions/{addr}      one entry, 404 when not suppressed
+//	GET /v1/domains?status=          recipient domains with bounces
+//
+// With tokens configured every request but /healthz needs
+// "Authorization: Bearer TOKEN".
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+	"github.com/bouncer/bouncer/store"
+)
+
+// Handler serves the API from a store.
+type Handler struct {
+	db     *store.DB
+	tokens [][]byte
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New returns the API handler. An empty tokens list means no
+// authentication (the caller only allows that on loopback).
+func New(db *store.DB, tokens []string, logger *slog.Logger) *Handler {
+	h := &Handler{db: db, log: logger, mux: http.NewServeMux()}
+	for _, t := range tokens {
+		h.tokens = append(h.tokens, []byte(t))
+	}
+	h.mux.HandleFunc("GET /healthz", h.healthz)
+	h.mux.HandleFunc("GET /v1/bounces", h.auth(h.bounces))
+	h.mux.HandleFunc("GET /v1/bounces/{id}", h.auth(h.bounce))
+	h.mux.HandleFunc("GET /v1/bounces/{id}/raw", h.auth(h.raw))
+	h.mux.HandleFunc("GET /v1/suppressions", h.auth(h.suppressions))
+	h.mux.HandleFunc("GET /v1/suppressions/{addr}", h.auth(h.suppressed))
+	h.mux.HandleFunc("GET /v1/domains", h.auth(h.domains))
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if len(h.tokens) > 0 && !h.validToken(r.Header.Get("Authorization")) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bouncer"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (h *Handler) validToken(header string) bool {
+	tok, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok {
+		return false
+	}
+	valid := 0
+	for _, t := range h.tokens {
+		valid |= subtle.ConstantTimeCompare([]byte(tok), t)
+	}
+	return valid == 1
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.db.Query(store.Filter{Limit: 1}); err != nil {
+		h.log.Error("health check failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store unavailable")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
+}
+
+// filterFrom reads a store.Filter from query parameters.
+func filterFrom(r *http.Request) (store.Filter, error) {
+	q := r.URL.Query()
+	f := store.Filter{
+		Status:    q.Get("status"),
+		Domain:    q.Get("domain"),
+		Recipient: q.Get("recipient"),
+		Kind:      parse.Kind(q.Get("kind")),
+	}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return f, errors.New("since: want an RFC 3339 time")
+		}
+		f.Since = t
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return f, errors.New("limit: want a non-negative number")
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+// BouncesResponse is the body of GET /v1/bounces.
+type BouncesResponse struct {
+	Records []store.Record `json:"records"`
+}
+
+func (h *Handler) bounces(w http.ResponseWriter, r *http.Request) {
+	f, err := filterFrom(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	recs, err := h.db.Query(f)
+	if err != nil {
+		h.fail(w, "querying bounces", err)
+		return
+	}
+	if recs == nil {
+		recs = []store.Record{}
+	}
+	writeJSON(w, BouncesResponse{Records: recs})
+}
+
+func (h *Handler) bounce(w http.ResponseWriter, r *http.Request) {
+	rec, err := h.db.Record(r.PathValue("id"))
+	if err != nil {
+		h.fail(w, "reading record", err)
+		return
+	}
+	writeJSON(w, rec)
+}
+
+func (h *Handler) raw(w http.ResponseWriter, r *http.Request) {
+	rec, err := h.db.Record(r.PathValue("id"))
+	if err != nil {
+		h.fail(w, "reading record", err)
+		return
+	}
+	raw, err := h.db.Raw(rec.MsgID)
+	if err != nil {
+		h.fail(w, "reading raw message", err)
+		return
+	}
+	w.Header().Set("Content-Type", "message/rfc822")
+	w.Write(raw)
+}
+
+func (h *Handler) suppressions(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	err := h.db.Suppressions(r.URL.Query().Get("domain"), func(s store.Suppression) error {
+		return enc.Encode(s)
+	})
+	if err != nil {
+		// Headers may be out already; the client sees a truncated stream.
+		h.log.Error("listing suppressions", "err", err)
+	}
+}
+
+func (h *Handler) suppressed(w http.ResponseWriter, r *http.Request) {
+	s, err := h.db.Suppressed(r.PathValue("addr"))
+	if err != nil {
+		h.fail(w, "reading suppression", err)
+		return
+	}
+	writeJSON(w, s)
+}
+
+// DomainsResponse is the body of GET /v1/domains.
+type DomainsResponse struct {
+	Domains []store.DomainStat `json:"domains"`
+}
+
+func (h *Handler) domains(w http.ResponseWriter, r *http.Request) {
+	ds, err := h.db.Domains(r.URL.Query().Get("status"))
+	if err != nil {
+		h.fail(w, "listing domains", err)
+		return
+	}
+	if ds == nil {
+		ds = []store.DomainStat{}
+	}
+	writeJSON(w, DomainsResponse{Domains: ds})
+}
+
+// fail answers 404 for ErrNotFound and a generic 500 otherwise, logging
+// the cause; internals never reach the client.
+func (h *Handler) fail(w http.ResponseWriter, what string, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not found")
+		return
+	}
+	h.log.Error(what, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error")
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

@@ -1,0 +1,148 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/bouncer/bouncer/store"
+)
+
+// Client calls a running bouncer's admin API.
+type Client struct {
+	BaseURL string // e.g. "http://127.0.0.1:8025"
+	Token   string // bearer token, if the server wants one
+	HTTP    *http.Client
+}
+
+// maxResponseBytes caps what the client reads from one answer.
+const maxResponseBytes = 256 << 20
+
+// StatusError is an answer other than 200.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("admin API answered %d: %s", e.Code, e.Message)
+}
+
+func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	u := c.BaseURL + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var eb errorBody
+		json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&eb)
+		if resp.StatusCode == http.StatusNotFound {
+			return nil, fmt.Errorf("%w: %s", store.ErrNotFound, path)
+		}
+		return nil, &StatusError{Code: resp.StatusCode, Message: eb.Error}
+	}
+	return resp, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
+	resp, err := c.get(ctx, path, q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(v); err != nil {
+		return fmt.Errorf("decoding admin API answer: %w", err)
+	}
+	return nil
+}
+
+// Query lists bounce records like store.DB.Query.
+func (c *Client) Query(ctx context.Context, f store.Filter) ([]store.Record, error) {
+	q := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("status", f.Status)
+	set("domain", f.Domain)
+	set("recipient", f.Recipient)
+	set("kind", string(f.Kind))
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var br BouncesResponse
+	err := c.getJSON(ctx, "/v1/bounces", q, &br)
+	return br.Records, err
+}
+
+// Suppressed returns the suppression entry of addr, or an error wrapping
+// store.ErrNotFound.
+func (c *Client) Suppressed(ctx context.Context, addr string) (*store.Suppression, error) {
+	var s store.Suppression
+	if err := c.getJSON(ctx, "/v1/suppressions/"+url.PathEscape(addr), nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Suppressions streams the suppression list of domain ("" for all).
+func (c *Client) Suppressions(ctx context.Context, domain string, fn func(store.Suppression) error) error {
+	q := url.Values{}
+	if domain != "" {
+		q.Set("domain", domain)
+	}
+	resp, err := c.get(ctx, "/v1/suppressions", q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var s store.Suppression
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			return fmt.Errorf("decoding admin API answer: %w", err)
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// Domains lists recipient domains like store.DB.Domains.
+func (c *Client) Domains(ctx context.Context, status string) ([]store.DomainStat, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	var dr DomainsResponse
+	err := c.getJSON(ctx, "/v1/domains", q, &dr)
+	return dr.Domains, err
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is the whole configuration file. It is the source of truth:
+// config.example.toml lists every key with its default, and a test decodes
+// that file strictly against this struct.
+type Config struct {
+	SMTP  SMTPConfig  `toml:"smtp"`
+	VERP  VERPConfig  `toml:"verp"`
+	HTTP  HTTPConfig  `toml:"http"`
+	Store StoreConfig `toml:"store"`
+	Log   LogConfig   `toml:"log"`
+}
+
+// SMTPConfig configures the inbound SMTP listener and its limits.
+type SMTPConfig struct {
+	Listen          string   `toml:"listen"`
+	Hostname        string   `toml:"hostname"`
+	Domains         []string `toml:"domains"`
+	MaxMessageBytes int64    `toml:"max_message_bytes"`
+	MaxRecipients   int      `toml:"max_recipients"`
+	MaxLineLength   int      `toml:"max_line_length"`
+	ReadTimeout     Duration `toml:"read_timeout"`
+	WriteTimeout    Duration `toml:"write_timeout"`
+	SessionTimeout  Duration `toml:"session_timeout"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	SaveTimeout     Duration `toml:"save_timeout"`
+	MinDataRate     int64    `toml:"min_data_rate"`
+	DataRateGrace   Duration `toml:"data_rate_grace"`
+	MaxConns        int      `toml:"max_conns"`
+	MaxConnsPerIP   int      `toml:"max_conns_per_ip"`
+	ConnectRate     float64  `toml:"connect_rate"`
+	ConnectBurst    int      `toml:"connect_burst"`
+	MaxBadCommands  int      `toml:"max_bad_commands"`
+}
+
+// VERPConfig says how envelope recipients encode the bounced address.
+type VERPConfig struct {
+	Delimiter string `toml:"delimiter"`
+	Equals    string `toml:"equals"`
+}
+
+// HTTPConfig configures the admin HTTP API.
+type HTTPConfig struct {
+	Listen string   `toml:"listen"`
+	Tokens []string `toml:"tokens"`
+}
+
+// StoreConfig configures the bbolt database.
+type StoreConfig struct {
+	Path        string   `toml:"path"`
+	LockTimeout Duration `toml:"lock_timeout"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level     string `toml:"level"`
+	SMTPDebug bool   `toml:"smtp_debug"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		SMTP: SMTPConfig{
+			Listen:          "127.0.0.1:2525",
+			Hostname:        "localhost",
+			Domains:         []string{},
+			MaxMessageBytes: 10 << 20,
+			MaxRecipients:   10,
+			MaxLineLength:   4000,
+			ReadTimeout:     Duration(5 * time.Minute),
+			WriteTimeout:    Duration(time.Minute),
+			SessionTimeout:  Duration(30 * time.Minute),
+			ShutdownTimeout: Duration(30 * time.Second),
+			SaveTimeout:     Duration(30 * time.Second),
+			MinDataRate:     1024,
+			DataRateGrace:   Duration(30 * time.Second),
+			MaxConns:        500,
+			MaxConnsPerIP:   10,
+			ConnectRate:     120,
+			ConnectBurst:    30,
+			MaxBadCommands:  10,
+		},
+		VERP:  VERPConfig{Delimiter: "+", Equals: "="},
+		HTTP:  HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
+		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
+		Log:   LogConfig{Level: "info"},
+	}
+}
+
+// loadConfig reads path over the defaults. An empty path gives the
+// defaults. Unknown keys are an error, so a typo cannot silently fall back
+// to a default. Relative paths in the file are resolved against its folder.
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	if path == "" {
+		return cfg, cfg.validate()
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) {
+			return cfg, fmt.Errorf("config %s: unknown keys:\n%s", path, sm.String())
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return cfg, fmt.Errorf("config %s:%d:%d: %v", path, row, col, de)
+		}
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if cfg.Store.Path != "" && !filepath.IsAbs(cfg.Store.Path) {
+		cfg.Store.Path = filepath.Join(filepath.Dir(path), cfg.Store.Path)
+	}
+	return cfg, cfg.validate()
+}
+
+func (c *Config) validate() error {
+	if c.SMTP.Listen == "" {
+		return errors.New("config: smtp.listen is empty")
+	}
+	if c.Store.Path == "" {
+		return errors.New("config: store.path is empty")
+	}
+	for _, n := range []struct {
+		name string
+		v    float64
+	}{
+		{"smtp.max_message_bytes", float64(c.SMTP.MaxMessageBytes)},
+		{"smtp.max_recipients", float64(c.SMTP.MaxRecipients)},
+		{"smtp.max_line_length", float64(c.SMTP.MaxLineLength)},
+		{"smtp.min_data_rate", float64(c.SMTP.MinDataRate)},
+		{"smtp.max_conns", float64(c.SMTP.MaxConns)},
+		{"smtp.max_conns_per_ip", float64(c.SMTP.MaxConnsPerIP)},
+		{"smtp.connect_rate", c.SMTP.ConnectRate},
+		{"smtp.connect_burst", float64(c.SMTP.ConnectBurst)},
+		{"smtp.max_bad_commands", float64(c.SMTP.MaxBadCommands)},
+	} {
+		if n.v <= 0 {
+			return fmt.Errorf("config: %s must be positive (there is no way to switch a limit off)", n.name)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{
+		{"smtp.read_timeout", c.SMTP.ReadTimeout},
+		{"smtp.write_timeout", c.SMTP.WriteTimeout},
+		{"smtp.session_timeout", c.SMTP.SessionTimeout},
+		{"smtp.shutdown_timeout", c.SMTP.ShutdownTimeout},
+		{"smtp.save_timeout", c.SMTP.SaveTimeout},
+		{"smtp.data_rate_grace", c.SMTP.DataRateGrace},
+		{"store.lock_timeout", c.Store.LockTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("config: %s must be positive", d.name)
+		}
+	}
+	if len(c.SMTP.Domains) == 0 && !isLoopback(c.SMTP.Listen) {
+		return fmt.Errorf("config: smtp.domains is empty, which accepts mail for any domain; "+
+			"that is only allowed on a loopback address, not %q", c.SMTP.Listen)
+	}
+	if c.HTTP.Listen != "" && len(c.HTTP.Tokens) == 0 && !isLoopback(c.HTTP.Listen) {
+		return fmt.Errorf("config: http.listen %q is not a loopback address: set http.tokens", c.HTTP.Listen)
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen address binds only loopback
+// interfaces. An empty host ("":2525) binds every interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Duration is a time.Duration written as a string such as "30s" in TOML.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}

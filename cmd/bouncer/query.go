@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bouncer/bouncer/api"
+	"github.com/bouncer/bouncer/parse"
+	"github.com/bouncer/bouncer/store"
+)
+
+// querier answers the query commands, from a running server's admin API or
+// from the database file opened read-only.
+type querier interface {
+	Query(ctx context.Context, f store.Filter) ([]store.Record, error)
+	Suppressed(ctx context.Context, addr string) (*store.Suppression, error)
+	Domains(ctx context.Context, status string) ([]store.DomainStat, error)
+	Close() error
+}
+
+type dbQuerier struct{ db *store.DB }
+
+func (q dbQuerier) Query(_ context.Context, f store.Filter) ([]store.Record, error) {
+	return q.db.Query(f)
+}
+func (q dbQuerier) Suppressed(_ context.Context, addr string) (*store.Suppression, error) {
+	return q.db.Suppressed(addr)
+}
+func (q dbQuerier) Domains(_ context.Context, status string) ([]store.DomainStat, error) {
+	return q.db.Domains(status)
+}
+func (q dbQuerier) Close() error { return q.db.Close() }
+
+type apiQuerier struct{ *api.Client }
+
+func (apiQuerier) Close() error { return nil }
+
+// apiTimeout bounds every call to the admin API from the CLI.
+const apiTimeout = 10 * time.Second
+
+// connect finds the data: the running server's admin API when it answers,
+// else the database file, read-only.
+func connect(ctx context.Context, cfg Config) (querier, error) {
+	var apiErr error
+	if cfg.HTTP.Listen != "" {
+		c := &api.Client{
+			BaseURL: "http://" + dialAddr(cfg.HTTP.Listen),
+			HTTP:    &http.Client{Timeout: apiTimeout},
+		}
+		if len(cfg.HTTP.Tokens) > 0 {
+			c.Token = cfg.HTTP.Tokens[0]
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, apiErr = c.Query(pctx, store.Filter{Limit: 1})
+		cancel()
+		if apiErr == nil {
+			return apiQuerier{c}, nil
+		}
+		var se *api.StatusError
+		if errors.As(apiErr, &se) {
+			// A server answered, but refused: say so rather than
+			// falling back to a file it holds.
+			return nil, fmt.Errorf("admin API at %s: %w", c.BaseURL, apiErr)
+		}
+	}
+	db, err := openStore(cfg, true)
+	if err != nil {
+		if apiErr != nil {
+			return nil, fmt.Errorf("%w (admin API at %s did not answer: %v)", err, cfg.HTTP.Listen, apiErr)
+		}
+		return nil, err
+	}
+	return dbQuerier{db}, nil
+}
+
+// dialAddr turns a listen address into one to dial: a wildcard host
+// becomes loopback.
+func dialAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// commonFlags adds -config to a query command.
+func commonFlags(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "TOML config `file` (default: built-in defaults)")
+}
+
+func (a *app) queryCmd(ctx context.Context, args []string) error {
+	fs := newFlags("query", "query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--kind KIND] [--limit N] [--json]", a.stderr)
+	cfgPath := commonFlags(fs)
+	var f store.Filter
+	fs.StringVar(&f.Status, "status", "", "enhanced status `code`, e.g. 5.4.3")
+	fs.StringVar(&f.Domain, "domain", "", "recipient `domain`")
+	fs.StringVar(&f.Recipient, "recipient", "", "recipient `address`")
+	kind := fs.String("kind", "", "record `kind`: bounce, delay, complaint, autoreply, delivered, unknown")
+	since := fs.String("since", "", "only records newer than a `duration` (24h, 7d) or time (2006-01-02, RFC 3339)")
+	fs.IntVar(&f.Limit, "limit", 100, "most records to print")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("query: unexpected argument %q", pos[0])
+	}
+	if f.Limit <= 0 || f.Limit > store.MaxLimit {
+		return usageError("query: --limit must be between 1 and %d", store.MaxLimit)
+	}
+	f.Kind = parse.Kind(*kind)
+	if *since != "" {
+		if f.Since, err = parseSince(*since, time.Now()); err != nil {
+			return usageError("query: --since: %v", err)
+		}
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	q, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	recs, err := q.Query(ctx, f)
+	if err != nil {
+		return fmt.Errorf("querying: %w", err)
+	}
+	out := bufio.NewWriter(a.stdout)
+	defer out.Flush()
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		for _, r := range recs {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RECEIVED\tRECIPIENT\tKIND\tCLASS\tSTATUS\tREASON\tREMOTE-MTA\tSUPPRESSED")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", r.Received.Local().Format(time.DateTime),
+			dash(r.Addr), r.Kind, r.Class, dash(r.Status), dash(string(r.Reason)), dash(r.RemoteMTA), r.Suppressed)
+	}
+	return tw.Flush()
+}
+
+// parseSince reads a duration ("90m", "24h", "7d") before now, a date, or
+// an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, errors.New("negative duration")
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", time.DateTime, time.DateOnly} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a duration (24h, 7d) nor a time (2006-01-02, RFC 3339)", s)
+}
+
+func (a *app) suppressedCmd(ctx context.Context, args []string) error {
+	fs := newFlags("suppressed", "suppressed [--json] ADDR\n\nExits 0 and says why if ADDR is suppressed, 1 if it is not.", a.stderr)
+	cfgPath := commonFlags(fs)
+	asJSON := fs.Bool("json", false, "print the suppression entry as JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError("suppressed: want exactly one address")
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	q, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	addr := pos[0]
+	s, err := q.Suppressed(ctx, addr)
+	if errors.Is(err, store.ErrNotFound) {
+		if !*asJSON {
+			fmt.Fprintf(a.stdout, "%s is not suppressed\n", addr)
+		}
+		return &exitError{code: 1}
+	}
+	if err != nil {
+		return fmt.Errorf("looking up %s: %w", addr, err)
+	}
+	if *asJSON {
+		return json.NewEncoder(a.stdout).Encode(s)
+	}
+	fmt.Fprintf(a.stdout, "%s is suppressed since %s: %s", s.Address, s.Created.Local().Format(time.DateTime), s.Reason)
+	if s.Status != "" {
+		fmt.Fprintf(a.stdout, " (status %s", s.Status)
+		if s.RecordID != "" {
+			fmt.Fprintf(a.stdout, ", record %s", s.RecordID)
+		}
+		fmt.Fprint(a.stdout, ")")
+	}
+	fmt.Fprintf(a.stdout, " [%s]\n", s.Source)
+	return nil
+}
+
+func (a *app) domainsCmd(ctx context.Context, args []string) error {
+	fs := newFlags("domains", "domains [--status CODE] [--json]", a.stderr)
+	cfgPath := commonFlags(fs)
+	status := fs.String("status", "", "only domains with records of this status `code`")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("domains: unexpected argument %q", pos[0])
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	q, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	ds, err := q.Domains(ctx, *status)
+	if err != nil {
+		return fmt.Errorf("listing domains: %w", err)
+	}
+	return writeDomains(a.stdout, ds, *asJSON)
+}
+
+func writeDomains(w io.Writer, ds []store.DomainStat, asJSON bool) error {
+	out := bufio.NewWriter(w)
+	defer out.Flush()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		for _, d := range ds {
+			if err := enc.Encode(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS")
+	for _, d := range ds {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Domain, d.Total, statusCounts(d.Counts),
+			d.FirstSeen.Local().Format(time.DateTime), d.LastSeen.Local().Format(time.DateTime),
+			dash(strings.Join(d.RemoteMTAs, ",")), dash(strings.Join(d.ReportingMTAs, ",")))
+	}
+	return tw.Flush()
+}
+
+// statusCounts renders {"5.4.3": 2, "5.1.1": 1} as "5.1.1:1 5.4.3:2".
+func statusCounts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%d", dash(k), m[k])
+	}
+	return b.String()
+}

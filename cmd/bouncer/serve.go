@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bouncer/bouncer/api"
+	"github.com/bouncer/bouncer/server"
+	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/verp"
+)
+
+func (a *app) serve(ctx context.Context, args []string) error {
+	fs := newFlags("serve", "serve [-config FILE]", a.stderr)
+	cfgPath := fs.String("config", "", "TOML config `file` (default: built-in defaults)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(a.stderr, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	db, err := openStore(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	srv := server.New(serverOptions(cfg, a.stderr), db, logger)
+	sl, err := net.Listen("tcp", cfg.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("listening for SMTP: %w", err)
+	}
+	var (
+		hl      net.Listener
+		httpSrv *http.Server
+	)
+	if cfg.HTTP.Listen != "" {
+		hl, err = net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			sl.Close()
+			return fmt.Errorf("listening for HTTP: %w", err)
+		}
+		httpSrv = &http.Server{
+			Handler:           api.New(db, cfg.HTTP.Tokens, logger),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      5 * time.Minute,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(sl) }()
+	attrs := []any{"smtp", sl.Addr().String(), "db", db.Path()}
+	var httpAddr net.Addr
+	if httpSrv != nil {
+		httpAddr = hl.Addr()
+		attrs = append(attrs, "http", httpAddr.String())
+		go func() {
+			if err := httpSrv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	logger.Info("bouncer listening", attrs...)
+	if a.onReady != nil {
+		a.onReady(sl.Addr(), httpAddr)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "grace", time.Duration(cfg.SMTP.ShutdownTimeout).String())
+	case serveErr = <-errc:
+		logger.Error("listener failed", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.SMTP.ShutdownTimeout))
+	defer cancel()
+	if httpSrv != nil {
+		httpSrv.Shutdown(sctx)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("connections closed at the end of the grace period", "err", err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("closing database: %w", err)
+	}
+	logger.Info("stopped")
+	return serveErr
+}
+
+// serverOptions copies the config into the server's options.
+func serverOptions(cfg Config, debug io.Writer) server.Options {
+	c := cfg.SMTP
+	opts := server.Options{
+		Hostname:        c.Hostname,
+		Domains:         c.Domains,
+		VERP:            verp.NewDecoder(verp.Options{Delimiter: cfg.VERP.Delimiter, Equals: cfg.VERP.Equals}),
+		MaxMessageBytes: c.MaxMessageBytes,
+		MaxRecipients:   c.MaxRecipients,
+		MaxLineLength:   c.MaxLineLength,
+		ReadTimeout:     time.Duration(c.ReadTimeout),
+		WriteTimeout:    time.Duration(c.WriteTimeout),
+		SessionTimeout:  time.Duration(c.SessionTimeout),
+		MinDataRate:     c.MinDataRate,
+		DataRateGrace:   time.Duration(c.DataRateGrace),
+		SaveTimeout:     time.Duration(c.SaveTimeout),
+		MaxConns:        c.MaxConns,
+		MaxConnsPerIP:   c.MaxConnsPerIP,
+		ConnectRate:     c.ConnectRate,
+		ConnectBurst:    c.ConnectBurst,
+		MaxBadCommands:  c.MaxBadCommands,
+	}
+	if cfg.Log.SMTPDebug {
+		opts.Debug = debug
+	}
+	return opts
+}
+
+// openStore opens the database for serve (read-write) or for a query
+// command (read-only, with a short lock timeout so it never hangs).
+func openStore(cfg Config, readOnly bool) (*store.DB, error) {
+	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly}
+	if readOnly && opts.LockTimeout > time.Second {
+		opts.LockTimeout = time.Second
+	}
+	db, err := store.Open(cfg.Store.Path, opts)
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, store.ErrLocked):
+		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it", cfg.Store.Path)
+	default:
+		return nil, fmt.Errorf("opening database %s: %w", cfg.Store.Path, err)
+	}
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("config: log.level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
