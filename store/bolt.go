@@ -46,6 +46,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the version of the bucket layout written by this code.
@@ -158,7 +159,7 @@ func Open(path string, opts Options) (*DB, error) {
 		FreelistType: bolt.FreelistMapType,
 	}
 	bdb, err := bolt.Open(path, 0o600, bopts)
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
 	}
 	if err != nil {
