@@ -8,21 +8,32 @@ import (
 )
 
 // heuristics runs the non-standard rules on a message without a
-// delivery-status part. Each rule returns the records it found; the first
+// delivery-status part. The bounce text is cut before the copy of the
+// returned message; each rule returns the records it found, and the first
 // rule that finds any wins.
 func (d *decoder) heuristics() {
-	body := d.bounceText()
+	t := d.newBounceText()
+	if !t.bounce {
+		return
+	}
 	for _, r := range textRules {
-		rs := r.fn(d, body)
+		rs := r.fn(t)
 		if len(rs) == 0 {
 			continue
 		}
 		for i := range rs {
-			rs[i].DecodedBy = r.name
 			if len(d.rep.Recipients) >= d.lim.MaxRecipients {
 				break
 			}
-			d.rep.Recipients = append(d.rep.Recipients, rs[i])
+			rc := rs[i]
+			rc.DecodedBy = r.name
+			if rc.Action == "" {
+				rc.Action = t.action
+			}
+			if rc.DiagnosticCode == "" {
+				rc.DiagnosticCode = t.diagnostic(rc.FinalRecipient)
+			}
+			d.rep.Recipients = append(d.rep.Recipients, rc)
 		}
 		return
 	}
@@ -31,44 +42,470 @@ func (d *decoder) heuristics() {
 // textRule is one named non-standard rule.
 type textRule struct {
 	name string
-	fn   func(d *decoder, body string) []Recipient
+	fn   func(t *bounceText) []Recipient
 }
 
-var textRules []textRule
-
-func init() {
-	textRules = []textRule{
-		{"header/x-failed-recipients", (*decoder).xFailedRecipients},
-	}
+// textRules are tried in order. Rules named after an MTA anchor on that
+// MTA's own wording; text/listed and text/any are general.
+var textRules = []textRule{
+	{"header/x-failed-recipients", ruleXFailed},
+	{"text/qmail", ruleAngleColon("qmail-send program", "qmail-")},
+	{"text/postfix", ruleAngleColon("this is the mail system at host", "postfix")},
+	{"text/sendmail", ruleSendmail},
+	{"text/exim", ruleExim},
+	{"text/angle-colon", ruleAngleColon("")},
+	{"text/listed", ruleListed},
+	{"text/any", ruleAny},
+	{"text/original-to", ruleOriginalTo},
 }
 
-// bounceText returns the human-readable part of a bounce: the text parts
-// joined, cut before a copy of the returned message.
-func (d *decoder) bounceText() string {
+// bounceText is the human-readable part of a plain-text bounce.
+type bounceText struct {
+	d      *decoder
+	all    string // text parts joined
+	text   string // all, cut before the returned message
+	lower  string // text in lower case
+	bounce bool   // the message presents itself as a failure notice
+	action Action // Failed, or Delayed when the text says it will retry
+	skip   map[string]bool
+}
+
+func (d *decoder) newBounceText() *bounceText {
 	var b strings.Builder
 	for _, t := range d.texts {
 		if b.Len() > 0 {
 			b.WriteString("\n\n")
 		}
-		b.WriteString(t.body)
+		body := t.body
+		if strings.HasPrefix(t.mediaType, "text/html") {
+			body = stripTags(body)
+		}
+		b.WriteString(body)
 	}
-	return b.String()
+	t := &bounceText{d: d, all: b.String(), action: Failed}
+	t.text = cutReturned(t.all)
+	t.lower = strings.ToLower(t.text)
+	t.bounce = d.looksLikeBounce() || d.top.Has("X-Failed-Recipients") || hasFailureWords(t.lower)
+	if isDelayText(strings.ToLower(d.rep.Subject), t.lower) {
+		t.action = Delayed
+	}
+	// Addresses that are never the failed recipient: the sender of the
+	// report, its recipient (the original sender), the original From.
+	t.skip = map[string]bool{}
+	for _, v := range []string{d.rep.From, d.top.Get("To"), d.top.Get("Return-Path")} {
+		if a := firstAddress(v); a != "" {
+			t.skip[strings.ToLower(a)] = true
+		}
+	}
+	if o := d.rep.Original; o != nil {
+		if a := firstAddress(o.From); a != "" {
+			t.skip[strings.ToLower(a)] = true
+		}
+	}
+	return t
 }
 
-// xFailedRecipients reads Exim's X-Failed-Recipients header.
-func (d *decoder) xFailedRecipients(body string) []Recipient {
-	v := d.top.Get("X-Failed-Recipients")
+var failureWords = []string{
+	"could not be delivered", "couldn't be delivered", "undeliverable", "delivery failed", "failed to deliver",
+	"unable to deliver", "not be delivered", "permanent error", "delivery has failed", "was not delivered",
+	"following address", "following recipient", "did not reach", "user unknown", "delivery to the following",
+	"error delivering", "returned to sender", "could not deliver", "cannot be delivered", "mailbox",
+}
+
+func hasFailureWords(lower string) bool {
+	for _, w := range failureWords {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// isDelayText reports a warning that delivery is only delayed.
+func isDelayText(subject, lower string) bool {
+	if strings.Contains(subject, "delay") || strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") {
+		return true
+	}
+	for _, w := range []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
+		"still trying", "delivery attempts will continue", "no action is required"} {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// returnedMarkers introduce the copy of the returned message in a
+// plain-text bounce.
+var returnedMarkers = []string{
+	"below this line is a copy of the message", "copy of the message", "original message follows",
+	"message headers follow", "header of the original message", "headers of the original message",
+	"original message ---", "original message-----", "----- original message", "-----original message",
+	"unsent message below", "returned message follows", "original message header", "returned mail follows",
+	"original message is attached", "content-type: message/rfc822",
+}
+
+// cutReturned returns s up to the line that introduces the returned
+// message, or up to the first quoted header block.
+func cutReturned(s string) string {
+	l := strings.ToLower(s)
+	end := len(s)
+	for _, m := range returnedMarkers {
+		if i := strings.Index(l, m); i >= 0 && i < end {
+			end = i
+		}
+	}
+	if i := headerBlockStart(s[:end]); i >= 0 {
+		end = i
+	}
+	return s[:end]
+}
+
+// headerBlockStart returns the offset of the first quoted header block
+// (see inlineHeader) in s, or -1.
+func headerBlockStart(s string) int {
+	for off := 0; off < len(s); {
+		end := strings.IndexByte(s[off:], '\n')
+		if end < 0 {
+			end = len(s)
+		} else {
+			end += off
+		}
+		if startsWithKey(s[off:end]) {
+			blk := headerBlock(s[off:])
+			if countHeaderKeys(blk) >= 2 {
+				return off
+			}
+		}
+		off = end + 1
+	}
+	return -1
+}
+
+func countHeaderKeys(blk string) int {
+	n := 0
+	for _, k := range headerKeys {
+		if strings.HasPrefix(strings.ToLower(blk), k) || indexFold(blk, "\n"+k) >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// addresses returns the distinct addresses in s in order, without those
+// in t.skip and role addresses (mailer-daemon, postmaster).
+func (t *bounceText) addresses(s string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range scanAddresses(s) {
+		k := strings.ToLower(a)
+		if seen[k] || t.skip[k] || isRoleAddress(k) {
+			continue
+		}
+		seen[k] = true
+		out = append(out, a)
+	}
+	return out
+}
+
+func isRoleAddress(a string) bool {
+	local := a
+	if i := strings.LastIndexByte(a, '@'); i >= 0 {
+		local = a[:i]
+	}
+	switch local {
+	case "mailer-daemon", "mailer_daemon", "postmaster", "double-bounce", "nobody", "noreply", "no-reply":
+		return true
+	}
+	return false
+}
+
+// scanAddresses finds addr-specs (RFC 5322 §3.4.1, dot-atom forms and
+// quoted local parts) in free text. The domain must have a dot or be an
+// address literal.
+func scanAddresses(s string) []string {
+	var out []string
+	for i := 0; i < len(s); i++ {
+		if s[i] != '@' {
+			continue
+		}
+		j := i
+		for j > 0 && isLocalChar(s[j-1]) {
+			j--
+		}
+		if j > 0 && s[j-1] == '"' { // quoted local part
+			if k := strings.LastIndexByte(s[:j-1], '"'); k >= 0 && i-k < 80 && s[j-1] == '"' && j-1 == i-1 {
+				j = k
+			}
+		}
+		k := i + 1
+		for k < len(s) && isDomainChar(s[k]) {
+			k++
+		}
+		local := strings.TrimLeft(s[j:i], ".")
+		domain := strings.TrimRight(s[i+1:k], ".-")
+		if local == "" || len(local) > 64 || !strings.Contains(domain, ".") || len(domain) > 255 {
+			continue
+		}
+		if domain[0] == '.' || domain[0] == '-' {
+			continue
+		}
+		out = append(out, local+"@"+domain)
+		i = k - 1
+	}
+	return out
+}
+
+func isLocalChar(c byte) bool {
+	return isLetter(c) || isDigit(c) || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0
+}
+
+func isDomainChar(c byte) bool {
+	return isLetter(c) || isDigit(c) || c == '-' || c == '.' || c == '[' || c == ']'
+}
+
+func recipients(addrs []string) []Recipient {
+	rs := make([]Recipient, 0, len(addrs))
+	for _, a := range addrs {
+		rs = append(rs, Recipient{FinalRecipient: a, FinalRecipientType: "rfc822"})
+	}
+	return rs
+}
+
+// ruleXFailed reads Exim's X-Failed-Recipients header.
+func ruleXFailed(t *bounceText) []Recipient {
+	v := t.d.top.Get("X-Failed-Recipients")
 	if v == "" {
 		return nil
 	}
-	var rs []Recipient
-	for _, a := range strings.Split(v, ",") {
-		a = cleanAddress("", a)
-		if strings.Contains(a, "@") {
-			rs = append(rs, Recipient{FinalRecipient: a, Action: Failed})
+	return recipients(scanAddresses(v))
+}
+
+// ruleAngleColon reads "<addr>:" blocks: qmail (#5.1.1 style codes) and
+// Postfix's text notice put each failed address at the start of a line in
+// angle brackets with a colon, the diagnostic on the lines after. With
+// signatures given, the rule applies only when the text has one.
+func ruleAngleColon(signatures ...string) func(t *bounceText) []Recipient {
+	return func(t *bounceText) []Recipient {
+		ok := len(signatures) == 0 || signatures[0] == ""
+		for _, s := range signatures {
+			if s != "" && strings.Contains(t.lower, s) {
+				ok = true
+			}
+		}
+		if !ok {
+			return nil
+		}
+		var addrs []string
+		for _, line := range strings.Split(t.text, "\n") {
+			line = strings.TrimSpace(line)
+			if !strings.HasPrefix(line, "<") {
+				continue
+			}
+			j := strings.Index(line, ">:")
+			if j < 0 {
+				j = strings.Index(line, "> :")
+			}
+			if j < 0 {
+				continue
+			}
+			addrs = append(addrs, t.addresses(line[:j+1])...)
+		}
+		return recipients(addrs)
+	}
+}
+
+// ruleSendmail reads Sendmail's text: the "following addresses had
+// permanent fatal errors" list and the session transcript ("RCPT
+// To:<addr>" or "<addr>... reason").
+func ruleSendmail(t *bounceText) []Recipient {
+	i := strings.Index(t.lower, "following addresses had")
+	if i < 0 {
+		i = strings.Index(t.lower, "transcript of session follows")
+	}
+	if i < 0 {
+		return nil
+	}
+	var addrs []string
+	rest := t.text[i:]
+	for _, line := range strings.Split(rest, "\n") {
+		l := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(l, "<") && strings.HasSuffix(l, ">"), strings.Contains(l, "... "),
+			strings.HasPrefix(strings.ToLower(l), ">>> rcpt to:"):
+			addrs = append(addrs, t.addresses(l)...)
+		}
+		if len(addrs) > 0 && l == "" {
+			break
 		}
 	}
-	return rs
+	return recipients(dedupe(addrs))
+}
+
+// ruleExim reads Exim's "The following address(es) failed:" list: each
+// address on its own indented line, the reason indented below it.
+func ruleExim(t *bounceText) []Recipient {
+	i := -1
+	for _, m := range []string{"following address(es) failed", "following address failed",
+		"following addresses failed", "following recipients failed"} {
+		if j := strings.Index(t.lower, m); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+	}
+	if i < 0 {
+		return nil
+	}
+	rest := t.text[i:]
+	if j := strings.IndexByte(rest, '\n'); j >= 0 {
+		rest = rest[j+1:]
+	}
+	var addrs []string
+	for _, para := range strings.Split(rest, "\n\n") {
+		line := strings.TrimSpace(firstLine(para))
+		if line == "" {
+			continue
+		}
+		as := t.addresses(line)
+		if len(as) == 0 {
+			if strings.Contains(line, "generated by") || strings.HasPrefix(line, "pipe to") || strings.HasPrefix(line, "save to") {
+				as = t.addresses(para)
+			}
+		}
+		if len(as) == 0 {
+			if len(addrs) > 0 {
+				break
+			}
+			continue
+		}
+		addrs = append(addrs, as[len(as)-1])
+	}
+	return recipients(dedupe(addrs))
+}
+
+func firstLine(s string) string {
+	s = strings.TrimLeft(s, "\n")
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// listMarkers introduce a list of failed recipients in many MTAs'
+// wording (Exchange, Gmail, Notes, IMail, Yahoo and others).
+var listMarkers = []string{
+	"following recipient", "following address", "following destination", "following e-mail address",
+	"following email address", "did not reach", "could not be delivered to", "delivery to the following",
+	"error delivering your mail to", "unable to deliver message to", "could not deliver", "not delivered to",
+	"delivery has failed to these recipients", "failed to deliver to", "undeliverable to", "was not delivered to",
+	"recipient:", "recipients:", "to the following", "delivery failed for", "unknown user:",
+}
+
+// ruleListed takes the addresses after the first wording that introduces
+// a list of failed recipients.
+func ruleListed(t *bounceText) []Recipient {
+	i := -1
+	for _, m := range listMarkers {
+		if j := strings.Index(t.lower, m); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+	}
+	if i < 0 {
+		return nil
+	}
+	return recipients(t.addresses(t.text[i:]))
+}
+
+// ruleAny takes every address in the bounce text.
+func ruleAny(t *bounceText) []Recipient {
+	return recipients(t.addresses(t.text))
+}
+
+// ruleOriginalTo falls back on the To of the returned message when the
+// text names no address but says delivery failed.
+func ruleOriginalTo(t *bounceText) []Recipient {
+	o := t.d.rep.Original
+	if o == nil || !hasFailureWords(t.lower) {
+		return nil
+	}
+	as := t.addresses(o.To)
+	if len(as) != 1 {
+		return nil
+	}
+	return recipients(as)
+}
+
+func dedupe(a []string) []string {
+	seen := map[string]bool{}
+	out := a[:0]
+	for _, s := range a {
+		k := strings.ToLower(s)
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// diagnostic returns the text about addr: the rest of the paragraph after
+// its first mention; when that has no SMTP or enhanced code, the first
+// line of the bounce text that has one.
+func (t *bounceText) diagnostic(addr string) string {
+	p := ""
+	if addr != "" {
+		if i := indexFold(t.text, strings.ToLower(addr)); i >= 0 {
+			p = paragraphAfter(t.text, i+len(addr))
+		}
+	}
+	if findEnhanced(p) != "" || findReplyCode(p) != "" {
+		return truncate(p, 1000)
+	}
+	if l := codeLine(t.text); l != "" {
+		if p == "" {
+			return l
+		}
+		return truncate(p+" "+l, 1000)
+	}
+	if p == "" {
+		p = strings.Join(strings.Fields(truncate(t.text, 1000)), " ")
+	}
+	return truncate(p, 1000)
+}
+
+// codeLine returns the first line of s with an enhanced status code or an
+// SMTP reply code, whitespace collapsed.
+func codeLine(s string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if findEnhanced(line) != "" || findReplyCode(line) != "" {
+			return strings.Join(strings.Fields(line), " ")
+		}
+	}
+	return ""
+}
+
+// stripTags turns HTML into text, crudely: tags become spaces, block
+// tags line breaks, and common entities are decoded.
+func stripTags(s string) string {
+	var b strings.Builder
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '<':
+			in = true
+			if l := strings.ToLower(s[i+1 : min(len(s), i+4)]); strings.HasPrefix(l, "br") || strings.HasPrefix(l, "p") ||
+				strings.HasPrefix(l, "/p") || strings.HasPrefix(l, "div") || strings.HasPrefix(l, "/di") || strings.HasPrefix(l, "tr") {
+				b.WriteByte('\n')
+			}
+		case c == '>' && in:
+			in = false
+			b.WriteByte(' ')
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
+	return r.Replace(b.String())
 }
 
 // textDiagnostic finds the diagnostic text about rc in the bounce text:

@@ -78,7 +78,7 @@ type decoder struct {
 	textBytes int
 	dsn       []dsnPart // delivery-status parts
 	feedback  bool
-	rcptTo    []string // RFC 5965 Original-Rcpt-To values
+	rcptTo    []string         // RFC 5965 Original-Rcpt-To values
 	returned  []message.Header // headers of returned messages
 }
 
