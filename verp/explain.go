@@ -32,7 +32,7 @@ func (d *Decoder) Explain(addr string) Explanation {
 	if x.Result.Signed && x.Result.KeyID != "" {
 		_, x.KeyKnown = d.keys[x.Result.KeyID]
 	}
-	if x.Result.Signed && x.Result.KeyID != "" && x.Detail != "malformed signed token: bad key id, day or MAC characters" {
+	if x.Result.Signed && x.Result.KeyID != "" && x.Detail != detailBadHeader {
 		today := epochDay(d.opts.Now())
 		age := int(((today-int64(x.Result.Day))%dayMod + dayMod) % dayMod)
 		if age >= dayMod-futureDays {

@@ -179,7 +179,7 @@ func (s *Signer) Sign(recipient, campaign, list string, now time.Time) (string, 
 		addr = addr[1 : len(addr)-1]
 	}
 	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 || len(addr) > 254 {
+	if at <= 0 || at == len(addr)-1 || len(addr) > 254 || !validPlainLocal(addr[:at]) || !validDomain(addr[at+1:]) {
 		return "", fmt.Errorf("verp: recipient %q is not an address", recipient)
 	}
 	day := encodeDay(epochDay(now))
@@ -209,6 +209,10 @@ func (s *Signer) local(version byte, day, campaign, list, subject, tail string) 
 		e + campaign + e + list + e + tail
 }
 
+// detailBadHeader is the detail when the fixed-width header does not parse;
+// Explain then has no day to show.
+const detailBadHeader = "malformed signed token: bad key id, day or MAC characters"
+
 // decodeSigned parses and verifies the token that follows "<prefix>D E".
 // The Result is filled as far as parsing got, for Explain; Decode discards
 // it on error.
@@ -229,7 +233,7 @@ func (d *Decoder) decodeSigned(tok string) (Result, string, error) {
 	res.KeyID = kid
 	n, ok := decodeDay(day)
 	if !ok || !isAlnum(kid[0]) || !isB32(mac) {
-		return res, "malformed signed token: bad key id, day or MAC characters", ErrBadMAC
+		return res, detailBadHeader, ErrBadMAC
 	}
 	res.Day = n
 	fields := strings.SplitN(tok[headerLen+len(e):], e, 3)

@@ -127,6 +127,9 @@ func TestSignErrors(t *testing.T) {
 		{"user@example.com", "a.b", ""},
 		{"user@example.com", "", "a=b"},
 		{"user@example.com", "c\x00", ""},
+		{"us\x00er@example.com", "", ""},
+		{"user@exa mple.com", "", ""},
+		{"\xffuser@example.com", "", ""},
 	} {
 		if a, err := s.Sign(c.rcpt, c.campaign, c.list, testNow); err == nil {
 			t.Errorf("Sign(%q, %q, %q) = %q, want error", c.rcpt, c.campaign, c.list, a)
@@ -340,6 +343,48 @@ func TestBruteForceRejected(t *testing.T) {
 		}
 		if err != ErrBadMAC && err != ErrUnknownKey {
 			t.Fatalf("random token %q: err %v", local, err)
+		}
+	}
+}
+
+func TestSignedMarkerWithoutToken(t *testing.T) {
+	// "<prefix>+=" starts a signed token; no plain form starts that way, so
+	// these are refused rather than read as plain VERP.
+	for _, local := range []string{"bounces+=example.com", "bounces+=", "bounces+==a=b", "bounces+=" + strings.Repeat("a", 40)} {
+		for _, d := range []*Decoder{newTestDecoder(0, testKey), newTestDecoder(0)} {
+			if res, err := d.Decode(local); err != ErrBadMAC || res != (Result{}) {
+				t.Errorf("%q: %+v, %v; want ErrBadMAC", local, res, err)
+			}
+		}
+	}
+}
+
+func BenchmarkSign(b *testing.B) {
+	s, err := NewSigner(SignerOptions{Key: testKey, Domain: "bounce.example.org"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.Sign("user@example.com", "c42", "news", testNow); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeSigned(b *testing.B) {
+	s, err := NewSigner(SignerOptions{Key: testKey, Domain: "bounce.example.org"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := s.Sign("user@example.com", "c42", "news", testNow)
+	if err != nil {
+		b.Fatal(err)
+	}
+	local := localOf(a)
+	d := NewDecoder(Options{Keys: []Key{testKey}, Now: func() time.Time { return testNow }})
+	for b.Loop() {
+		if _, err := d.Decode(local); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
