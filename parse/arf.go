@@ -18,7 +18,7 @@ func (d *decoder) parseFeedback(b []byte) {
 				fb.UserAgent = f.value
 			case "original-mail-from":
 				fb.OriginalMailFrom = cleanAddress("", f.value)
-			case "original-rcpt-to":
+			case "original-rcpt-to", "removal-recipient":
 				a := cleanAddress("", f.value)
 				if fb.OriginalRcptTo == "" {
 					fb.OriginalRcptTo = a
@@ -47,7 +47,7 @@ func (d *decoder) complaint() {
 	addrs := d.rcptTo
 	if len(addrs) == 0 && len(d.returned) > 0 {
 		h := d.returned[0]
-		for _, k := range []string{"X-Hmxmroriginalrecipient", "To"} {
+		for _, k := range []string{"X-Hmxmroriginalrecipient", "X-Original-To", "To"} {
 			if a := firstAddress(h.Get(k)); a != "" {
 				addrs = []string{a}
 				break
@@ -92,4 +92,37 @@ func firstAddress(v string) string {
 		}
 	}
 	return ""
+}
+
+// isJMRP recognises a complaint in the layout of Microsoft's junk mail
+// reporting program: a plain multipart message whose attached message
+// carries X-HmXmrOriginalRecipient, or a "complaint about message"
+// subject.
+func (d *decoder) isJMRP() bool {
+	for _, h := range d.returned {
+		if h.Has("X-Hmxmroriginalrecipient") {
+			return true
+		}
+	}
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(d.rep.Subject)), "complaint about message")
+}
+
+// unsubscribe recognises a one-line unsubscribe request sent by a mail
+// client on the user's behalf (Apple Mail's "unsubscribe" button and
+// mailto: List-Unsubscribe, RFC 2369 §3.2): a complaint of type opt-out by
+// the From address.
+func (d *decoder) unsubscribe() bool {
+	subj := strings.ToLower(strings.TrimSpace(d.rep.Subject))
+	if subj != "unsubscribe" && !strings.HasPrefix(subj, "unsubscribe ") {
+		return false
+	}
+	a := firstAddress(d.rep.From)
+	if a == "" {
+		return false
+	}
+	d.rep.Feedback = &Feedback{FeedbackType: "opt-out", OriginalRcptTo: a}
+	d.rep.Recipients = append(d.rep.Recipients, Recipient{
+		FinalRecipient: a, Kind: KindComplaint, Class: ClassNone, DecodedBy: "text/unsubscribe",
+	})
+	return true
 }

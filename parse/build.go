@@ -18,9 +18,11 @@ func (d *decoder) finish() {
 	}
 	d.setOriginal()
 	switch {
-	case d.feedback || d.reportTyp == "feedback-report":
+	case d.feedback || d.reportTyp == "feedback-report" || len(d.rep.Recipients) == 0 && d.isJMRP():
 		d.complaint()
 	case len(d.rep.Recipients) > 0:
+	case d.sesNotification():
+	case d.unsubscribe():
 	case !d.looksLikeBounce() && d.autoReply():
 	default:
 		d.heuristics()

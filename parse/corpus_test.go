@@ -23,10 +23,10 @@ const corpusDir = "testdata/sisimai"
 // Ratchet floors, in percent: the corpus test fails below them. Raise them
 // when the decoder gets better; never lower them.
 const (
-	floorRecipient = 95.4
-	floorStatus    = 97.6
-	floorPermTemp  = 94.4
-	floorNonBounce = 82.0
+	floorRecipient = 98.1
+	floorStatus    = 99.4
+	floorPermTemp  = 96.9
+	floorNonBounce = 100.0
 )
 
 type corpusRow struct {

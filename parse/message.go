@@ -161,7 +161,7 @@ func (d *decoder) entity(h message.Header, s *src, depth int, parent string) err
 		d.feedback = true
 		d.parseFeedback(raw)
 	case mt == "message/rfc822" || mt == "message/global" ||
-		mt == "text/rfc822-headers" || mt == "message/global-headers":
+		mt == "text/rfc822-headers" || mt == "message/global-headers" || mt == "text/rfc822-header":
 		return d.returnedMessage(h, s, b, depth, mt)
 	case strings.HasPrefix(mt, "text/"):
 		raw, err := d.readBody(h, b)
