@@ -78,7 +78,7 @@ func (s *session) Logout() error { return nil }
 func (s *session) Mail(from string, _ *smtp.MailOptions) (err error) {
 	defer s.catch(&err, "")
 	s.Reset()
-	if !utf8.ValidString(from) || len(from) > maxPath {
+	if !utf8.ValidString(from) || len(from) > maxPath || hasControl(from) {
 		return s.refuse(errBadSender, "", "from", from)
 	}
 	s.from = from
@@ -95,7 +95,7 @@ const maxPath = 254
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	defer s.catch(&err, "")
 	i := strings.LastIndexByte(to, '@')
-	if i <= 0 || i == len(to)-1 || !utf8.ValidString(to) || len(to) > maxPath || strings.ContainsAny(to, "\x00\r\n") {
+	if i <= 0 || i == len(to)-1 || !utf8.ValidString(to) || len(to) > maxPath || hasControl(to) {
 		return s.refuse(errBadRecipient, "", "rcpt", to)
 	}
 	local, domain := to[:i], to[i+1:]
@@ -122,6 +122,17 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
+}
+
+// hasControl reports whether an address holds ASCII control characters,
+// which RFC 5321 §4.1.2 allows nowhere in a path (not even quoted).
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // refuse logs a refused command at Info (a client mistake) and returns the
