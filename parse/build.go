@@ -27,8 +27,54 @@ func (d *decoder) finish() {
 	default:
 		d.heuristics()
 	}
+	d.repairAddresses()
 	d.finishRecipients()
 	d.setKind()
+}
+
+// repairAddresses replaces a delivery-status recipient that is not an
+// address ("@mx.example.org", a file or program) with one the bounce text
+// or the returned message names, when there is exactly one candidate left.
+func (d *decoder) repairAddresses() {
+	var t *bounceText
+	for i := range d.rep.Recipients {
+		rc := &d.rep.Recipients[i]
+		if rc.Kind != "" || isAddress(rc.FinalRecipient) || isAddress(rc.OriginalRecipient) {
+			continue
+		}
+		if t == nil {
+			t = d.newBounceText()
+		}
+		var cands []string
+		for _, a := range t.addresses(t.text) {
+			if !d.hasRecipient(a) {
+				cands = append(cands, a)
+			}
+		}
+		if len(cands) == 0 && d.rep.Original != nil {
+			cands = t.addresses(d.rep.Original.To)
+		}
+		if len(cands) == 1 {
+			d.warn("final-recipient %q is not an address; using %s from the text", truncate(rc.FinalRecipient, 80), cands[0])
+			rc.FinalRecipient = cands[0]
+			rc.DecodedBy += "+text"
+		}
+	}
+}
+
+func (d *decoder) hasRecipient(a string) bool {
+	for _, rc := range d.rep.Recipients {
+		if strings.EqualFold(rc.FinalRecipient, a) || strings.EqualFold(rc.OriginalRecipient, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// isAddress reports whether a looks like local@domain.
+func isAddress(a string) bool {
+	i := strings.LastIndexByte(a, '@')
+	return i > 0 && i < len(a)-1 && !strings.ContainsAny(a, " \t/|")
 }
 
 // mistypedDSN looks for delivery-status fields in text parts: reports whose

@@ -23,9 +23,9 @@ const corpusDir = "testdata/sisimai"
 // Ratchet floors, in percent: the corpus test fails below them. Raise them
 // when the decoder gets better; never lower them.
 const (
-	floorRecipient = 98.1
+	floorRecipient = 98.9
 	floorStatus    = 99.4
-	floorPermTemp  = 96.9
+	floorPermTemp  = 97.5
 	floorNonBounce = 100.0
 )
 

@@ -54,6 +54,7 @@ var textRules = []textRule{
 	{"text/sendmail", ruleSendmail},
 	{"text/exim", ruleExim},
 	{"text/angle-colon", ruleAngleColon("")},
+	{"text/rcpt-to", ruleRcptTo},
 	{"text/listed", ruleListed},
 	{"text/any", ruleAny},
 	{"text/original-to", ruleOriginalTo},
@@ -110,6 +111,7 @@ var failureWords = []string{
 	"unable to deliver", "not be delivered", "permanent error", "delivery has failed", "was not delivered",
 	"following address", "following recipient", "did not reach", "user unknown", "delivery to the following",
 	"error delivering", "returned to sender", "could not deliver", "cannot be delivered", "mailbox",
+	"invalid user", "no such user", "unknown user", "not delivered", "delivery failure", "unable to deliver",
 }
 
 func hasFailureWords(lower string) bool {
@@ -448,16 +450,36 @@ func ruleListed(t *bounceText) []Recipient {
 	return recipients(t.addresses(t.text[i:]))
 }
 
+// ruleRcptTo takes the addresses of "RCPT TO:" lines in an SMTP
+// transcript or a summary of the failed message.
+func ruleRcptTo(t *bounceText) []Recipient {
+	var addrs []string
+	for off := 0; ; {
+		i := strings.Index(t.lower[off:], "rcpt to:")
+		if i < 0 {
+			break
+		}
+		i += off
+		end := strings.IndexByte(t.text[i:], '\n')
+		if end < 0 {
+			end = len(t.text) - i
+		}
+		addrs = append(addrs, t.listed(t.text[i:i+end])...)
+		off = i + end
+	}
+	return recipients(dedupe(addrs))
+}
+
 // ruleAny takes every address in the bounce text.
 func ruleAny(t *bounceText) []Recipient {
 	return recipients(t.addresses(t.text))
 }
 
-// ruleOriginalTo falls back on the To of the returned message when the
-// text names no address but says delivery failed.
+// ruleOriginalTo falls back on the To of the returned message when a
+// failure notice names no address. Only a single To is trusted.
 func ruleOriginalTo(t *bounceText) []Recipient {
 	o := t.d.rep.Original
-	if o == nil || !hasFailureWords(t.lower) {
+	if o == nil {
 		return nil
 	}
 	as := t.addresses(o.To)
@@ -487,7 +509,7 @@ func (t *bounceText) diagnostic(addr string) string {
 	p := ""
 	if addr != "" {
 		if i := indexFold(t.text, strings.ToLower(addr)); i >= 0 {
-			p = paragraphAfter(t.text, i+len(addr))
+			p = lineAround(t.text, i, len(addr))
 		}
 	}
 	if findEnhanced(p) != "" || findReplyCode(p) != "" {
@@ -505,15 +527,41 @@ func (t *bounceText) diagnostic(addr string) string {
 	return truncate(p, 1000)
 }
 
-// codeLine returns the first line of s with an enhanced status code or an
-// SMTP reply code, whitespace collapsed.
+// lineAround returns the text about the address at s[i:i+n]: what
+// precedes it on its line when that holds a reply code ("554 <addr>...
+// reason"), and the rest of its paragraph.
+func lineAround(s string, i, n int) string {
+	after := paragraphAfter(s, i+n)
+	start := strings.LastIndexByte(s[:i], '\n') + 1
+	before := strings.TrimSpace(s[start:i])
+	before = strings.TrimRight(before, "<\"'")
+	if before != "" && (findReplyCode(before) != "" || findEnhanced(before) != "") {
+		return strings.Join(strings.Fields(before), " ") + " " + after
+	}
+	return after
+}
+
+// codeLine returns the first line of s with a failure code (4xx or 5xx
+// reply, 4.x.x or 5.x.x status), else the first with any code, whitespace
+// collapsed.
 func codeLine(s string) string {
+	any := ""
 	for _, line := range strings.Split(s, "\n") {
-		if findEnhanced(line) != "" || findReplyCode(line) != "" {
+		c := findEnhanced(line)
+		if c == "" {
+			c = findReplyCode(line)
+		}
+		if c == "" {
+			continue
+		}
+		if c[0] != '2' {
 			return strings.Join(strings.Fields(line), " ")
 		}
+		if any == "" {
+			any = strings.Join(strings.Fields(line), " ")
+		}
 	}
-	return ""
+	return any
 }
 
 // stripTags turns HTML into text, crudely: tags become spaces, block

@@ -130,6 +130,11 @@ func resolveStatus(rc *Recipient) {
 		rc.ReplyCode = findReplyCode(rc.DiagnosticCode)
 	}
 	switch {
+	case lit != "" && diag != "" && diag[0] != lit[0] && rc.ReplyCode != "" && rc.ReplyCode[0] == diag[0] &&
+		diag[0] != '2' && lit[0] != '2':
+		// The remote server's reply ("550 5.5.0") contradicts the class
+		// of the Status field: the reply is what happened.
+		rc.Status = diag
 	case lit != "" && !isGeneric(lit):
 		rc.Status = lit
 	case lit != "" && diag != "" && diag[0] == lit[0] && !isGeneric(diag):
