@@ -129,6 +129,7 @@ type DB struct {
 	queue   chan *request
 	done    chan struct{} // closed when the writer has exited
 	idgen   idGen         // used by the writer goroutine only
+	flaters sync.Pool     // *flate.Writer for raw messages
 	closeMu sync.Mutex
 }
 

