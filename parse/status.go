@@ -36,6 +36,24 @@ func findEnhanced(s string) string {
 	return first
 }
 
+// failureEnhanced returns the first failure code (4.x.x, 5.x.x) in s
+// (a transcript can hold "250 2.1.5 Ok" before "451 4.3.0"), else the
+// first code.
+func failureEnhanced(s string) string {
+	c := findEnhanced(s)
+	if c == "" || c[0] != '2' {
+		return c
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] == '4' || s[i] == '5') && (i == 0 || !isDigit(s[i-1]) && s[i-1] != '.' && !isLetter(s[i-1])) {
+			if n := codeLen(s[i:]); n > 0 {
+				return s[i : i+n]
+			}
+		}
+	}
+	return c
+}
+
 // codeLen returns the length of the enhanced status code at the start of
 // s, or 0.
 func codeLen(s string) int {
@@ -90,7 +108,9 @@ func findReplyCode(s string) string {
 		return t[:3]
 	}
 	for i := 0; i+3 <= len(s); i++ {
-		if !isReplyCode(s[i : i+3]) {
+		// In running text only failure replies count: "222" or "250" in
+		// a summary is too likely to be some other number.
+		if s[i] == '2' || !isReplyCode(s[i:i+3]) {
 			continue
 		}
 		if i > 0 && (isDigit(s[i-1]) || isLetter(s[i-1]) || s[i-1] == '.' || s[i-1] == '-' || s[i-1] == '+' || s[i-1] == ':' || s[i-1] == '/') {
@@ -125,7 +145,7 @@ func resolveStatus(rc *Recipient) {
 	if findEnhanced(lit) != lit {
 		lit = ""
 	}
-	diag := findEnhanced(rc.DiagnosticCode)
+	diag := failureEnhanced(rc.DiagnosticCode)
 	if rc.ReplyCode == "" {
 		rc.ReplyCode = findReplyCode(rc.DiagnosticCode)
 	}
@@ -156,6 +176,10 @@ func resolveStatus(rc *Recipient) {
 func inferStatus(reply string, action Action, reason Reason) string {
 	var class byte
 	switch {
+	case reply == "" && reason == ReasonExpired:
+		// Queue lifetime ran out after temporary failures: Sendmail and
+		// Postfix report 4.4.7 with Action failed (RFC 3463 X.4.7).
+		return "4.4.7"
 	case reply != "":
 		class = reply[0]
 	case action == Delayed:
