@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -119,6 +120,9 @@ func loadConfig(path string) (Config, error) {
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			row, col := de.Position()
+			if k := de.Key(); len(k) > 0 {
+				return cfg, fmt.Errorf("config %s:%d:%d: %s: %v", path, row, col, strings.Join(k, "."), de)
+			}
 			return cfg, fmt.Errorf("config %s:%d:%d: %v", path, row, col, de)
 		}
 		return cfg, fmt.Errorf("config %s: %w", path, err)

@@ -8,6 +8,7 @@
 //	bouncer query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--limit N] [--json]
 //	bouncer suppressed ADDR
 //	bouncer domains [--status CODE] [--json]
+//	bouncer check
 //
 // Every command takes -config FILE and --help.
 package main
@@ -84,6 +85,7 @@ Commands:
   query        list stored bounce records, newest first
   suppressed   exit 0 and say why if an address is suppressed, exit 1 if not
   domains      recipient domains with bounces, per status, with the MTAs seen
+  check        verify the database file (with the server stopped)
 
 Run "bouncer COMMAND --help" for a command's flags.
 `
@@ -108,6 +110,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.suppressedCmd(ctx, rest)
 	case "domains":
 		err = a.domainsCmd(ctx, rest)
+	case "check":
+		err = a.checkCmd(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, topUsage)
 		return nil

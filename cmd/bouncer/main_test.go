@@ -1,0 +1,395 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/store"
+)
+
+func tcheck(t testing.TB, err error, msg string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", msg, err)
+	}
+}
+
+// testWriter sends what is written to t.Log, so a failing test shows its
+// own server log.
+type testWriter struct {
+	t  testing.TB
+	mu sync.Mutex
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// writeConfig writes a config file into dir and returns its path.
+func writeConfig(t testing.TB, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "bouncer.toml")
+	tcheck(t, os.WriteFile(p, []byte(body), 0o600), "writing config")
+	return p
+}
+
+// testServer is a running "bouncer serve".
+type testServer struct {
+	smtpAddr, httpAddr string
+	dir                string
+	cliConfig          string // config for CLI commands: the server's store and API
+	cancel             context.CancelFunc
+	done               chan error
+}
+
+// newTestServer starts serve on loopback ports chosen by the kernel, with
+// its database in a temp dir, and waits until it listens.
+func newTestServer(t *testing.T, extra string) *testServer {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, `
+[smtp]
+listen = "127.0.0.1:0"
+hostname = "bouncer.test"
+domains = ["localhost", "bounce.example.org"]
+[http]
+listen = "127.0.0.1:0"
+[store]
+path = "bouncer.db"
+`+extra)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [2]string, 1)
+	a := &app{stdout: &testWriter{t: t}, stderr: &testWriter{t: t}, onReady: func(s, h net.Addr) {
+		ready <- [2]string{s.String(), h.String()}
+	}}
+	ts := &testServer{dir: dir, cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- a.run(ctx, []string{"serve", "-config", cfg}) }()
+	select {
+	case addrs := <-ready:
+		ts.smtpAddr, ts.httpAddr = addrs[0], addrs[1]
+	case err := <-ts.done:
+		cancel()
+		t.Fatalf("serve stopped before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("serve did not listen within 30s")
+	}
+	ts.cliConfig = writeConfig(t, t.TempDir(), fmt.Sprintf(`
+[http]
+listen = %q
+[store]
+path = %q
+`, ts.httpAddr, filepath.Join(dir, "bouncer.db")))
+	t.Cleanup(func() { ts.stop(t) })
+	return ts
+}
+
+// stop shuts the server down and checks that serve returned nil.
+func (ts *testServer) stop(t testing.TB) {
+	t.Helper()
+	if ts.cancel == nil {
+		return
+	}
+	ts.cancel()
+	ts.cancel = nil
+	select {
+	case err := <-ts.done:
+		if err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("serve did not stop within 30s")
+	}
+}
+
+// deliver sends the file testdata/name from the null sender to rcpt.
+func deliver(t testing.TB, addr, rcpt string, msg []byte) error {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		return err
+	}
+	if err := c.SendMail("", []string{rcpt}, bytes.NewReader(msg)); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	tcheck(t, err, "reading testdata")
+	return b
+}
+
+// runCLI runs a command and returns its stdout and exit code.
+func runCLI(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	var out bytes.Buffer
+	errw := &testWriter{t: t}
+	a := &app{stdout: &out, stderr: errw}
+	err := a.run(context.Background(), args)
+	return out.String(), exitCode(err, errw)
+}
+
+func queryJSON(t testing.TB, args ...string) []store.Record {
+	t.Helper()
+	out, code := runCLI(t, append([]string{"query", "--json"}, args...)...)
+	if code != 0 {
+		t.Fatalf("query %v: exit %d", args, code)
+	}
+	var recs []store.Record
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var r store.Record
+		tcheck(t, dec.Decode(&r), "decoding query output")
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func TestExampleConfigIsTheDefault(t *testing.T) {
+	// config.example.toml must list every key with its default: decoded
+	// strictly, it must give exactly defaultConfig(), and every key of
+	// the struct must appear in it.
+	got, err := loadConfig("../../config.example.toml")
+	tcheck(t, err, "loading config.example.toml")
+	want := defaultConfig()
+	want.Store.Path = filepath.Join("../..", want.Store.Path)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("config.example.toml differs from defaultConfig():\n got %+v\nwant %+v", got, want)
+	}
+	example, err := os.ReadFile("../../config.example.toml")
+	tcheck(t, err, "reading example")
+	for _, key := range tomlKeys(reflect.TypeOf(Config{}), "") {
+		section, name, _ := strings.Cut(key, ".")
+		if !strings.Contains(string(example), "["+section+"]") || !strings.Contains(string(example), "\n"+name+" = ") {
+			t.Errorf("config.example.toml does not list %s", key)
+		}
+	}
+}
+
+// tomlKeys lists "section.key" for every leaf field of Config.
+func tomlKeys(typ reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		name := f.Tag.Get("toml")
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, tomlKeys(f.Type, prefix+name+".")...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	return keys
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown key", "[smtp]\nlisten_addr = \"x\"\n", "listen_addr"},
+		{"any domain off loopback", "[smtp]\nlisten = \"0.0.0.0:25\"\n", "smtp.domains is empty"},
+		{"bad duration", "[smtp]\nread_timeout = \"soon\"\n", "read_timeout"},
+		{"zero limit", "[smtp]\nmax_recipients = 0\n", "smtp.max_recipients must be positive"},
+		{"open API off loopback", "[http]\nlisten = \"192.0.2.1:8025\"\n", "http.tokens"},
+		{"bad level", "[log]\nlevel = \"loud\"\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeConfig(t, t.TempDir(), tc.body)
+			_, err := loadConfig(p)
+			if tc.want == "" {
+				return // checked when the logger is built, see TestServeRefusesBadLevel
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+	// A non-loopback listener is fine once domains are set.
+	p := writeConfig(t, t.TempDir(), "[smtp]\nlisten = \"0.0.0.0:25\"\ndomains = [\"bounce.example.org\"]\n")
+	_, err := loadConfig(p)
+	tcheck(t, err, "config with domains")
+}
+
+func TestServeRefusesBadLevel(t *testing.T) {
+	p := writeConfig(t, t.TempDir(), "[log]\nlevel = \"loud\"\n[store]\npath = \"x.db\"\n")
+	_, code := runCLI(t, "serve", "-config", p)
+	if code == 0 {
+		t.Fatal("serve started with log.level = loud")
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"24h":                  now.Add(-24 * time.Hour),
+		"7d":                   now.AddDate(0, 0, -7),
+		"2026-11-20T10:00:00Z": time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseSince(in, now)
+		tcheck(t, err, in)
+		if !got.Equal(want) {
+			t.Errorf("parseSince(%q) = %v, want %v", in, got, want)
+		}
+	}
+	if _, err := parseSince("yesterday", now); err == nil {
+		t.Error("parseSince(yesterday) gave no error")
+	}
+}
+
+func TestServeEndToEnd(t *testing.T) {
+	ts := newTestServer(t, "")
+
+	// A Postfix DSN with Status 5.4.3 to a VERP return path, and an
+	// Exim DSN that says Status 5.0.0 with 550 5.4.3 in Diagnostic-Code.
+	tcheck(t, deliver(t, ts.smtpAddr, "bounces+user=dead.test@localhost", readTestdata(t, "postfix-543.eml")), "delivering postfix DSN")
+	tcheck(t, deliver(t, ts.smtpAddr, "bounces+other=dead.test@localhost", readTestdata(t, "exim-500.eml")), "delivering exim DSN")
+
+	// A foreign domain is refused before DATA.
+	err := deliver(t, ts.smtpAddr, "bounces+x=dead.test@elsewhere.example", readTestdata(t, "exim-500.eml"))
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("foreign domain: got %v, want 550 5.7.1", err)
+	}
+
+	// The query commands read through the running server's API.
+	recs := queryJSON(t, "-config", ts.cliConfig, "--status", "5.4.3")
+	got := map[string]store.Record{}
+	for _, r := range recs {
+		got[r.Addr] = r
+	}
+	if len(recs) != 2 {
+		t.Fatalf("query --status 5.4.3 gave %d records, want 2: %+v", len(recs), recs)
+	}
+	pf := got["user@dead.test"]
+	if pf.Status != "5.4.3" || pf.Kind != "bounce" || pf.Class != "hard" || !pf.Suppressed ||
+		pf.RemoteMTA != "relay.dead.test" || pf.ReportingMTA != "mx.example.net" || pf.Envelope.VERP != "user@dead.test" {
+		t.Errorf("postfix record: %+v", pf)
+	}
+	if pf.Original == nil || pf.Original.MessageID != "<campaign-7.user@sender.example.org>" && pf.Original.MessageID != "campaign-7.user@sender.example.org" {
+		t.Errorf("postfix record lost the returned Message-ID: %+v", pf.Original)
+	}
+	ex := got["other@dead.test"]
+	if ex.Status != "5.4.3" || ex.StatusLiteral != "5.0.0" || !ex.Suppressed {
+		t.Errorf("exim record: status %q literal %q suppressed %v", ex.Status, ex.StatusLiteral, ex.Suppressed)
+	}
+
+	for addr, want := range map[string]int{"user@dead.test": 0, "other@dead.test": 0, "alive@dead.test": 1} {
+		if out, code := runCLI(t, "suppressed", "-config", ts.cliConfig, addr); code != want {
+			t.Errorf("suppressed %s: exit %d (%q), want %d", addr, code, out, want)
+		}
+	}
+
+	out, code := runCLI(t, "domains", "-config", ts.cliConfig, "--json")
+	if code != 0 || !strings.Contains(out, `"domain":"dead.test"`) || !strings.Contains(out, "relay.dead.test") {
+		t.Errorf("domains: exit %d, output %s", code, out)
+	}
+
+	// Once the server has stopped, the same commands read the file.
+	ts.stop(t)
+	recs = queryJSON(t, "-config", ts.cliConfig, "--domain", "dead.test")
+	if len(recs) != 2 {
+		t.Fatalf("query from the file after stop gave %d records, want 2", len(recs))
+	}
+	if _, code := runCLI(t, "suppressed", "-config", ts.cliConfig, "user@dead.test"); code != 0 {
+		t.Errorf("suppressed from the file: exit %d, want 0", code)
+	}
+}
+
+func TestQueryWhileDatabaseHeld(t *testing.T) {
+	// Another process (here: this one) holds the file and no API answers:
+	// the query must fail quickly with a clear message, not hang.
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{})
+	tcheck(t, err, "opening store")
+	defer db.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tcheck(t, err, "reserving a port")
+	deadAPI := l.Addr().String()
+	l.Close()
+	cfg := writeConfig(t, dir, fmt.Sprintf("[http]\nlisten = %q\n[store]\npath = \"bouncer.db\"\nlock_timeout = \"200ms\"\n", deadAPI))
+	var stderr bytes.Buffer
+	a := &app{stdout: &bytes.Buffer{}, stderr: &stderr}
+	err = a.run(context.Background(), []string{"query", "-config", cfg})
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("got %v, want a 'busy' error", err)
+	}
+}
+
+func TestParseCommand(t *testing.T) {
+	out, code := runCLI(t, "parse", "--json", "testdata/exim-500.eml", "testdata/mbox-0")
+	if code != 0 {
+		t.Fatalf("parse: exit %d", code)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("parse printed %d lines, want the exim record and the mbox's messages", len(lines))
+	}
+	var first map[string]any
+	tcheck(t, json.Unmarshal([]byte(lines[0]), &first), "decoding first line")
+	for k, want := range map[string]any{
+		"file": "testdata/exim-500.eml", "recipient": "other@dead.test", "status": "5.4.3",
+		"status_literal": "5.0.0", "action": "failed", "remote_mta": "relay.dead.test",
+		"reporting_mta": "mx.example.com", "kind": "bounce", "class": "hard",
+	} {
+		if first[k] != want {
+			t.Errorf("%s = %v, want %v", k, first[k], want)
+		}
+	}
+	for _, k := range []string{"diagnostic_code", "decoded_by", "reason"} {
+		if s, _ := first[k].(string); s == "" {
+			t.Errorf("%s is empty", k)
+		}
+	}
+	mboxLines := 0
+	for _, l := range lines[1:] {
+		if strings.Contains(l, `"file":"testdata/mbox-0"`) {
+			mboxLines++
+		}
+	}
+	if mboxLines < 2 {
+		t.Errorf("mbox-0 gave %d lines, want one per message at least", mboxLines)
+	}
+
+	if _, code := runCLI(t, "parse", "testdata/does-not-exist.eml"); code != 1 {
+		t.Errorf("parse of a missing file: exit %d, want 1", code)
+	}
+	if _, code := runCLI(t, "parse"); code != 2 {
+		t.Errorf("parse without files: exit %d, want 2", code)
+	}
+}
+
+func TestHelpAndUsage(t *testing.T) {
+	for _, cmd := range []string{"serve", "parse", "query", "suppressed", "domains"} {
+		if _, code := runCLI(t, cmd, "--help"); code != 0 {
+			t.Errorf("%s --help: exit %d", cmd, code)
+		}
+	}
+	if _, code := runCLI(t, "frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+	if _, code := runCLI(t, "query", "--limit", "x"); code != 2 {
+		t.Errorf("bad flag: exit %d, want 2", code)
+	}
+}
