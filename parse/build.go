@@ -154,11 +154,12 @@ func (d *decoder) finishRecipients() {
 		if rc.DiagnosticCode == "" {
 			rc.DiagnosticCode = d.textDiagnostic(rc)
 		}
+		tr := textReason(rc.DiagnosticCode)
 		if rc.Status == "" {
-			rc.Reason = classify(rc.StatusLiteral, rc.DiagnosticCode)
+			rc.Reason = classify(rc.StatusLiteral, tr)
 			resolveStatus(rc)
 		}
-		rc.Reason = classify(rc.Status, rc.DiagnosticCode)
+		rc.Reason = classify(rc.Status, tr)
 		rc.Kind, rc.Class = kindOf(rc.Action, rc.Status)
 		if rc.Kind == KindDelivered {
 			rc.Reason = ""

@@ -14,14 +14,18 @@ import (
 // stray text) are skipped, folded lines are joined with one space. It reads
 // at most max bytes and then fails with errHeaderSize. The reader must
 // deliver LF line endings (see lineReader).
-func readHeader(br *bufio.Reader, max int) (mtextproto.Header, error) {
-	return readHeaderUntil(&src{br: br}, max)
+//
+// Only fields for which keep returns true are stored: decoding needs a
+// handful, and Received or DKIM fields are most of a header's bytes.
+func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool) (mtextproto.Header, error) {
+	return readHeaderUntil(&src{br: br}, max, keep)
 }
 
 // readHeaderUntil is readHeader that also stops, without consuming it, at a
 // line starting with one of s's delimiters (a part with no body).
-func readHeaderUntil(s *src, max int) (mtextproto.Header, error) {
+func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (mtextproto.Header, error) {
 	br := s.br
+	skipping := false
 	var keys []string
 	var vals [][]byte
 	n := 0
@@ -49,7 +53,7 @@ func readHeaderUntil(s *src, max int) (mtextproto.Header, error) {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if t := bytes.TrimSpace(line); len(t) > 0 && len(vals) > 0 {
+			if t := bytes.TrimSpace(line); len(t) > 0 && len(vals) > 0 && !skipping {
 				v := vals[len(vals)-1]
 				if len(v) > 0 {
 					v = append(v, ' ')
@@ -57,6 +61,10 @@ func readHeaderUntil(s *src, max int) (mtextproto.Header, error) {
 				vals[len(vals)-1] = append(v, t...)
 			}
 		} else if i := bytes.IndexByte(line, ':'); i > 0 && validKey(line[:i]) {
+			key := bytes.TrimRight(line[:i], " \t")
+			if skipping = !keep(key); skipping {
+				continue
+			}
 			keys = append(keys, textproto.CanonicalMIMEHeaderKey(string(bytes.TrimRight(line[:i], " \t"))))
 			vals = append(vals, append([]byte(nil), bytes.TrimSpace(line[i+1:])...))
 		}
@@ -93,4 +101,51 @@ func validKey(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// hasPrefixFold reports whether b starts with the lower-case ASCII prefix.
+func hasPrefixFold(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := b[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalFold(b []byte, s string) bool {
+	return len(b) == len(s) && hasPrefixFold(b, s)
+}
+
+func keepAny(k []byte, names ...string) bool {
+	for _, n := range names {
+		if equalFold(k, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// keepPart keeps the fields of a MIME part header that decoding reads.
+func keepPart(k []byte) bool { return hasPrefixFold(k, "content-") }
+
+// keepTop keeps the fields of the outer header that decoding reads.
+func keepTop(k []byte) bool {
+	return hasPrefixFold(k, "content-") || keepAny(k, "subject", "from", "to", "return-path",
+		"auto-submitted", "x-failed-recipients", "x-autoreply", "x-autorespond", "x-autoresponder",
+		"x-vacation", "x-mailer-autoreply")
+}
+
+// keepReturned keeps the fields of a returned message that go into
+// Original, and those that say what the returned message is.
+func keepReturned(k []byte) bool {
+	return hasPrefixFold(k, "content-") || hasPrefixFold(k, "x-") ||
+		keepAny(k, "message-id", "from", "to", "subject", "date")
 }

@@ -645,7 +645,7 @@ func inlineHeader(body string) (message.Header, bool) {
 				}
 			}
 			if n >= 2 {
-				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20)
+				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned)
 				if h.Len() > 0 {
 					return message.Header{Header: h}, true
 				}

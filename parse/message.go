@@ -92,7 +92,7 @@ type dsnPart struct {
 
 func (d *decoder) run(r io.Reader) error {
 	br := bufio.NewReaderSize(newLineReader(r), 4096)
-	h, err := readHeader(br, d.lim.MaxHeaderBytes)
+	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop)
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
 	}
@@ -164,6 +164,9 @@ func (d *decoder) entity(h message.Header, s *src, depth int, parent string) err
 		mt == "text/rfc822-headers" || mt == "message/global-headers" || mt == "text/rfc822-header":
 		return d.returnedMessage(h, s, b, depth, mt)
 	case strings.HasPrefix(mt, "text/"):
+		if mt == "text/html" && d.hasPlainText() {
+			return nil // the text/plain alternative says the same
+		}
 		raw, err := d.readBody(h, b)
 		if err != nil {
 			return err
@@ -230,7 +233,7 @@ func (d *decoder) multipart(mt string, params map[string]string, s *src, depth i
 		if d.parts > d.lim.MaxParts {
 			return errParts
 		}
-		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes)
+		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepPart)
 		if err != nil {
 			return fmt.Errorf("reading part header: %w", err)
 		}
@@ -370,7 +373,7 @@ func (d *decoder) returnedMessage(h message.Header, s *src, b *body, depth int, 
 		}
 		in = &src{br: bufio.NewReader(newLineReader(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes))))}
 	}
-	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes)
+	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned)
 	if err != nil {
 		return fmt.Errorf("reading returned header: %w", err)
 	}
@@ -400,4 +403,13 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+func (d *decoder) hasPlainText() bool {
+	for _, t := range d.texts {
+		if t.mediaType == "text/plain" {
+			return true
+		}
+	}
+	return false
 }

@@ -123,11 +123,12 @@ var textReasons = []struct {
 		"unauthorized", "forbidden", "prohibit", "administrative"}},
 }
 
-// classify finds the reason for a record from its status and diagnostic
-// text: exact status codes first, then the text table, then the status
+// classify finds the reason for a record from its status and the reason
+// its diagnostic text gives (textReason): exact status codes first, then
+// the text, then the status
 // subject (RFC 3463 §3: X.1 address, X.2 mailbox, X.3 system, X.4 network
 // and routing, X.5 protocol, X.6 content, X.7 security and policy).
-func classify(status, text string) Reason {
+func classify(status string, text Reason) Reason {
 	if status != "" && status[0] == '2' {
 		return ReasonDelivered
 	}
@@ -138,8 +139,8 @@ func classify(status, text string) Reason {
 	if r, ok := statusReasons[sd]; ok {
 		return r
 	}
-	if r := textReason(text); r != "" {
-		return r
+	if text != "" {
+		return text
 	}
 	switch {
 	case strings.HasPrefix(sd, "1."):
