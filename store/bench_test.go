@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/parse"
+	bolt "go.etcd.io/bbolt"
 )
 
 // benchDelivery is the real Postfix DSN of testdata (3.6 KB) for
@@ -129,6 +130,15 @@ func BenchmarkQueryScale(b *testing.B) {
 	defer db.Close()
 	b.Logf("%d records over %d domains: fill %v, %.0f bytes/record, open %v",
 		n, domains, fill, float64(fi.Size())/float64(n), time.Since(start))
+	tcheck(b, db.bolt.View(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			st := tx.Bucket(name).Stats()
+			alloc := st.BranchAlloc + st.LeafAlloc
+			b.Logf("%-12s keys %8d  alloc %6.0f B/record  in use %6.0f B/record",
+				name, st.KeyN, float64(alloc)/float64(n), float64(st.BranchInuse+st.LeafInuse)/float64(n))
+		}
+		return nil
+	}), "bucket stats")
 
 	b.Run("query-status-domain", func(b *testing.B) {
 		for i := range b.N {
