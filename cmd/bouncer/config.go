@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/bouncer/bouncer/verp"
 )
 
 // Config is the whole configuration file. It is the source of truth:
@@ -46,10 +48,30 @@ type SMTPConfig struct {
 	MaxBadCommands  int      `toml:"max_bad_commands"`
 }
 
-// VERPConfig says how envelope recipients encode the bounced address.
+// VERPConfig says how envelope recipients encode the bounced address, and
+// the keys of signed return paths (verp/FORMAT.md).
 type VERPConfig struct {
-	Delimiter string `toml:"delimiter"`
-	Equals    string `toml:"equals"`
+	Delimiter  string      `toml:"delimiter"`
+	Equals     string      `toml:"equals"`
+	Prefix     string      `toml:"prefix"`
+	Keys       []VERPKey   `toml:"keys"`
+	SignKey    string      `toml:"sign_key"`
+	ExpiryDays int         `toml:"expiry_days"`
+	Required   bool        `toml:"required"`
+	Guard      GuardConfig `toml:"guard"`
+}
+
+// VERPKey is one signing key.
+type VERPKey struct {
+	ID     string `toml:"id"`
+	Secret string `toml:"secret"`
+}
+
+// GuardConfig bounds clients that send bad signed tokens.
+type GuardConfig struct {
+	MaxBad int      `toml:"max_bad"`
+	Window Duration `toml:"window"`
+	Ban    Duration `toml:"ban"`
 }
 
 // HTTPConfig configures the admin HTTP API.
@@ -92,7 +114,10 @@ func defaultConfig() Config {
 			ConnectBurst:    30,
 			MaxBadCommands:  10,
 		},
-		VERP:  VERPConfig{Delimiter: "+", Equals: "="},
+		VERP: VERPConfig{
+			Delimiter: "+", Equals: "=", Keys: []VERPKey{}, ExpiryDays: verp.DefaultExpiryDays,
+			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
+		},
 		HTTP:  HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
 		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
 		Log:   LogConfig{Level: "info"},
@@ -174,6 +199,18 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
 	}
+	if err := c.verpOptions().Validate(); err != nil {
+		return fmt.Errorf("config: verp: %w", err)
+	}
+	if c.VERP.SignKey != "" && !c.hasKey(c.VERP.SignKey) {
+		return fmt.Errorf("config: verp.sign_key %q is not one of verp.keys", c.VERP.SignKey)
+	}
+	if c.VERP.Required && len(c.VERP.Keys) == 0 {
+		return errors.New("config: verp.required needs verp.keys")
+	}
+	if c.VERP.Guard.MaxBad <= 0 || c.VERP.Guard.Window <= 0 || c.VERP.Guard.Ban <= 0 {
+		return errors.New("config: verp.guard.max_bad, window and ban must be positive")
+	}
 	if len(c.SMTP.Domains) == 0 && !isLoopback(c.SMTP.Listen) {
 		return fmt.Errorf("config: smtp.domains is empty, which accepts mail for any domain; "+
 			"that is only allowed on a loopback address, not %q", c.SMTP.Listen)
@@ -182,6 +219,30 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: http.listen %q is not a loopback address: set http.tokens", c.HTTP.Listen)
 	}
 	return nil
+}
+
+// verpOptions turns the config into the decoder's options.
+func (c *Config) verpOptions() verp.Options {
+	o := verp.Options{
+		Delimiter:  c.VERP.Delimiter,
+		Equals:     c.VERP.Equals,
+		Prefix:     c.VERP.Prefix,
+		ExpiryDays: c.VERP.ExpiryDays,
+		Required:   c.VERP.Required,
+	}
+	for _, k := range c.VERP.Keys {
+		o.Keys = append(o.Keys, verp.Key{ID: k.ID, Secret: k.Secret})
+	}
+	return o
+}
+
+func (c *Config) hasKey(id string) bool {
+	for _, k := range c.VERP.Keys {
+		if strings.EqualFold(k.ID, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // isLoopback reports whether a listen address binds only loopback

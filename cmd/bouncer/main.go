@@ -9,6 +9,8 @@
 //	bouncer suppressed ADDR
 //	bouncer domains [--status CODE] [--json]
 //	bouncer check
+//	bouncer verp sign --recipient ADDR [--campaign ID] [--list ID]
+//	bouncer verp verify ADDR
 //
 // Every command takes -config FILE and --help.
 package main
@@ -86,6 +88,7 @@ Commands:
   suppressed   exit 0 and say why if an address is suppressed, exit 1 if not
   domains      recipient domains with bounces, per status, with the MTAs seen
   check        verify the database file (with the server stopped)
+  verp         sign a return path, or explain one (verp sign, verp verify)
 
 Run "bouncer COMMAND --help" for a command's flags.
 `
@@ -112,6 +115,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.domainsCmd(ctx, rest)
 	case "check":
 		err = a.checkCmd(ctx, rest)
+	case "verp":
+		err = a.verpCmd(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, topUsage)
 		return nil

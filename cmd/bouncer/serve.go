@@ -109,7 +109,7 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 	opts := server.Options{
 		Hostname:        c.Hostname,
 		Domains:         c.Domains,
-		VERP:            verp.NewDecoder(verp.Options{Delimiter: cfg.VERP.Delimiter, Equals: cfg.VERP.Equals}),
+		VERP:            verp.NewDecoder(cfg.verpOptions()),
 		MaxMessageBytes: c.MaxMessageBytes,
 		MaxRecipients:   c.MaxRecipients,
 		MaxLineLength:   c.MaxLineLength,
