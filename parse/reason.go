@@ -58,8 +58,8 @@ var statusReasons = map[string]Reason{
 }
 
 // textReasons is the ordered table of diagnostic wordings. The first rule
-// with a phrase found in the lower-cased text wins, so more specific
-// wordings come first.
+// with a phrase that starts a word of the text wins (case-insensitive),
+// so more specific wordings come first.
 var textReasons = []struct {
 	reason  Reason
 	phrases []string
@@ -164,18 +164,64 @@ func classify(status string, text Reason) Reason {
 	return ""
 }
 
-// textReason applies textReasons to s.
-func textReason(s string) Reason {
-	if s == "" {
-		return ""
-	}
-	l := strings.ToLower(s)
-	for _, tr := range textReasons {
+// phraseIndex maps the first two bytes of each phrase of textReasons to
+// the phrases, so textReason looks only at the phrases that can start at
+// each word of the text.
+var phraseIndex = func() map[[2]byte][]phraseRef {
+	m := map[[2]byte][]phraseRef{}
+	for i, tr := range textReasons {
 		for _, p := range tr.phrases {
-			if strings.Contains(l, p) {
-				return tr.reason
+			k := [2]byte{p[0], p[1]}
+			m[k] = append(m[k], phraseRef{rule: i, phrase: p})
+		}
+	}
+	return m
+}()
+
+type phraseRef struct {
+	rule   int
+	phrase string
+}
+
+// textReason applies textReasons to s: the first rule with a phrase that
+// starts a word of s (case-insensitive) wins.
+func textReason(s string) Reason {
+	best := len(textReasons)
+	for i := 0; i+1 < len(s); i++ {
+		if i > 0 && isAlnum(s[i-1]) {
+			continue
+		}
+		for _, ref := range phraseIndex[[2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}] {
+			if ref.rule < best && hasPrefixFoldString(s[i:], ref.phrase) {
+				best = ref.rule
 			}
 		}
 	}
-	return ""
+	if best == len(textReasons) {
+		return ""
+	}
+	return textReasons[best].reason
+}
+
+func isAlnum(c byte) bool { return isLetter(c) || isDigit(c) }
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// hasPrefixFoldString reports whether s starts with the lower-case prefix,
+// ignoring ASCII case.
+func hasPrefixFoldString(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if lowerASCII(s[i]) != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
