@@ -54,7 +54,11 @@ func replyLine(e *smtp.SMTPError, host string) string {
 // admit checks the limits for a new connection and registers it.
 func (s *Server) admit(nc net.Conn) (*conn, error) {
 	key := ipKey(nc.RemoteAddr())
+	ip := addrIP(nc.RemoteAddr())
 	now := time.Now()
+	if g := s.opts.Guard; g != nil && ip.IsValid() && g.Banned(ip, now) {
+		return nil, errBanned
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -69,6 +73,7 @@ func (s *Server) admit(nc net.Conn) (*conn, error) {
 		Conn:  nc,
 		s:     s,
 		key:   key,
+		ip:    ip,
 		id:    newID(),
 		start: now,
 	}
@@ -122,14 +127,22 @@ func (s *Server) takeToken(key string, now time.Time) bool {
 	return true
 }
 
+// addrIP is the IP address of a, or the zero Addr.
+func addrIP(a net.Addr) netip.Addr {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
 // ipKey is the address a client is counted under: its IPv4 address, or the
 // /64 of its IPv6 address (one host usually holds a whole /64).
 func ipKey(a net.Addr) string {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
+	ip := addrIP(a)
+	if !ip.IsValid() {
 		return a.String()
 	}
-	ip := ap.Addr().Unmap()
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
 		return p.String()
@@ -155,6 +168,7 @@ type conn struct {
 	net.Conn
 	s     *Server
 	key   string
+	ip    netip.Addr // invalid for non-IP connections
 	id    string
 	start time.Time
 

@@ -21,6 +21,7 @@ var (
 	errShuttingDown  = errors.New("server shutting down")
 	errTooManyConns  = errors.New("too many connections")
 	errConnectRate   = errors.New("connecting too often")
+	errBanned        = errors.New("client banned for bad return path tokens")
 )
 
 // readError wraps an error that happened while reading the message body
@@ -77,6 +78,8 @@ func toSMTP(err error) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many connections, try again later"}
 	case errors.Is(err, errConnectRate):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Connecting too often, try again later"}
+	case errors.Is(err, errBanned):
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many invalid return path tokens, try again later"}
 	case errors.Is(err, errShuttingDown):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 	case errors.Is(err, smtp.ErrTooLongLine):

@@ -223,3 +223,24 @@ func TestRawBDAT(t *testing.T) {
 		t.Errorf("stored %q, want both chunks %q", got[0].Raw, part1+part2)
 	}
 }
+
+// TestRawCommandsAfterQuit pipelines commands after QUIT. go-smtp v0.25.1
+// runs them on the closed connection and panics on its dropped session;
+// that must not count as a session panic, and the server keeps serving.
+func TestRawCommandsAfterQuit(t *testing.T) {
+	ts := newTestServer(t, testOptions(), &memSaver{})
+	c := dialRaw(t, ts.addr, nil)
+	c.write("EHLO client.test\r\nQUIT\r\nMAIL FROM:<>\r\nRCPT TO:<x@" + bounceDomain + ">\r\n")
+	c.expect(250, "")
+	c.expect(221, "2.0.0")
+	c.expectClosed()
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.Stats().ClosedPanics == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := ts.Stats(); s.ClosedPanics != 1 || s.Panics != 0 {
+		t.Errorf("stats = %+v, want 1 panic after close and none in sessions", s)
+	}
+	c = dialRaw(t, ts.addr, nil)
+	c.cmd("EHLO client.test", 250, "")
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/verp"
 )
 
 // backend makes a session for each client that says HELO or EHLO.
@@ -113,6 +114,10 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	}
 	res, err := s.s.opts.VERP.Decode(local)
 	if err != nil {
+		if s.badToken(err) {
+			s.c.kill()
+			return s.refuse(errBanned, "", "rcpt", to, "token_error", err.Error())
+		}
 		return s.refuse(err, "", "rcpt", to)
 	}
 	if res.Recipient != "" && s.verp == "" {
@@ -122,6 +127,19 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
+}
+
+// badToken tells the Guard about a refused signed token and reports
+// whether the client is now banned.
+func (s *session) badToken(err error) bool {
+	g := s.s.opts.Guard
+	if g == nil || !s.c.ip.IsValid() {
+		return false
+	}
+	if !errors.Is(err, verp.ErrBadMAC) && !errors.Is(err, verp.ErrUnknownKey) && !errors.Is(err, verp.ErrExpired) {
+		return false
+	}
+	return g.Bad(s.c.ip, time.Now())
 }
 
 // hasControl reports whether an address holds ASCII control characters,
