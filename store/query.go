@@ -56,7 +56,8 @@ func (db *DB) Query(f Filter) ([]Record, error) {
 // from it stops the walk and is returned.
 func (db *DB) ForEach(f Filter, fn func(Record) error) error {
 	f.Recipient = NormalizeAddr(f.Recipient)
-	f.Domain = strings.ToLower(strings.TrimSpace(f.Domain))
+	f.Domain = strings.ToValidUTF8(strings.ToLower(strings.TrimSpace(f.Domain)), "\uFFFD")
+	f.Status = strings.ToValidUTF8(f.Status, "\uFFFD")
 	bucket, prefix := plan(f)
 	var after []byte // last index key read; nil before the first chunk
 	n := 0

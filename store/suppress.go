@@ -57,9 +57,11 @@ const maxAddrLen = 320
 const maxSoftEvents = 1000
 
 // NormalizeAddr trims spaces and angle brackets from an address and lower-
-// cases its domain. The local part keeps its case (RFC 5321 §2.4).
+// cases its domain. The local part keeps its case (RFC 5321 §2.4). Invalid
+// UTF-8 is replaced, as JSON encoding would do, so that index keys and
+// stored records agree.
 func NormalizeAddr(addr string) string {
-	addr = strings.TrimSpace(addr)
+	addr = strings.ToValidUTF8(strings.TrimSpace(addr), "\uFFFD")
 	addr = strings.TrimSuffix(strings.TrimPrefix(addr, "<"), ">")
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
@@ -88,7 +90,7 @@ func (db *DB) applyPolicy(tx *bolt.Tx, rec *Record, now time.Time) error {
 	d := db.decide(rec)
 	rec.Verdict = d.Action
 	rec.Rule = d.Rule
-	if rec.Addr == "" || len(rec.Addr) > maxAddrLen {
+	if len(rec.Addr) > maxAddrLen || !strings.Contains(rec.Addr, "@") {
 		return nil
 	}
 	switch d.Action {

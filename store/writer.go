@@ -175,7 +175,14 @@ func (db *DB) commit(batch []*request) {
 
 // update writes reqs in one transaction and sets their records.
 func (db *DB) update(reqs []*request) error {
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) (err error) {
+		defer func() {
+			// A panic (say in a policy's Decide) fails this transaction
+			// instead of the writer, which serves every caller.
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic in write transaction: %v", p)
+			}
+		}()
 		w := &txWriter{db: db, tx: tx, domains: map[string]*DomainStat{}}
 		for _, r := range reqs {
 			recs, err := w.write(r)
@@ -312,6 +319,7 @@ func buildRecords(d *Delivery, now time.Time) []Record {
 		if addr == "" {
 			addr = rc.Address()
 		}
+		rec.Status = strings.ToValidUTF8(rec.Status, "\uFFFD")
 		rec.Addr = NormalizeAddr(addr)
 		rec.Domain = addrDomain(rec.Addr)
 		recs[i] = rec

@@ -469,6 +469,36 @@ func TestHostileLengths(t *testing.T) {
 	if len(got) != 0 {
 		t.Fatalf("a status sharing the index prefix matched")
 	}
+	// Invalid UTF-8 in an address: stored, found and consistent.
+	bad := "b\xffad@Bad\xfe.example"
+	recs = save(t, db, bounce(bad, "5.4.3", parse.KindBounce, parse.ClassHard))
+	if !recs[0].Suppressed {
+		t.Fatalf("address with invalid UTF-8 not suppressed")
+	}
+	got, err = db.Query(Filter{Recipient: bad})
+	tcheck(t, err, "query invalid UTF-8")
+	if len(got) != 1 {
+		t.Fatalf("invalid UTF-8 recipient: %d records", len(got))
+	}
+	if _, err := db.Suppressed(bad); err != nil {
+		t.Fatalf("suppressed with invalid UTF-8: %v", err)
+	}
+	tcheck(t, db.Check(), "check")
+}
+
+func TestPanickingPolicy(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{Decide: func(r *Record) Decision {
+		if r.Addr == "boom@x.example" {
+			panic("policy bug")
+		}
+		return DefaultDecide(r)
+	}})
+	if _, err := db.Save(context.Background(), bounce("boom@x.example", "5.1.1", parse.KindBounce, parse.ClassHard)); err == nil || !strings.Contains(err.Error(), "policy bug") {
+		t.Fatalf("panicking policy: got %v", err)
+	}
+	// The writer still serves other callers.
+	save(t, db, bounce("fine@x.example", "5.1.1", parse.KindBounce, parse.ClassHard))
 	tcheck(t, db.Check(), "check")
 }
 
