@@ -1,0 +1,147 @@
+package parse
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the *.golden.json files of TestGolden")
+
+// goldenResult is what a golden file holds: the report and the error text.
+type goldenResult struct {
+	Error  string  `json:"error,omitempty"`
+	Report *Report `json:"report"`
+}
+
+// TestGolden decodes each testdata/golden/*.eml and compares the Report
+// with its .golden.json. Samples named after an MTA come from the sisimai
+// corpus (see testdata/golden/LICENSE.sisimai); exim-543.eml and
+// global-utf8.eml are written for these tests.
+func TestGolden(t *testing.T) {
+	paths, err := filepath.Glob("testdata/golden/*.eml")
+	tcheck(t, err, "listing golden samples")
+	if len(paths) < 10 {
+		t.Fatalf("found %d golden samples, want at least 10", len(paths))
+	}
+	for _, p := range paths {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			raw, err := os.ReadFile(p)
+			tcheck(t, err, "reading sample")
+			rep, err := Message(bytes.NewReader(raw), Limits{})
+			if rep == nil {
+				t.Fatal("nil report")
+			}
+			res := goldenResult{Report: rep}
+			if err != nil {
+				res.Error = err.Error()
+			}
+			got, err := json.MarshalIndent(res, "", "  ")
+			tcheck(t, err, "encoding report")
+			got = append(got, '\n')
+			gp := strings.TrimSuffix(p, ".eml") + ".golden.json"
+			if *update {
+				tcheck(t, os.WriteFile(gp, got, 0o644), "writing golden file")
+				return
+			}
+			want, err := os.ReadFile(gp)
+			tcheck(t, err, "reading golden file (run with -update to create it)")
+			if !bytes.Equal(got, want) {
+				t.Errorf("report differs from %s (run with -update after checking):\n%s", gp, got)
+			}
+		})
+	}
+}
+
+// TestGoldenFacts checks the facts the golden files are about, so that an
+// -update cannot silently bless a regression.
+func TestGoldenFacts(t *testing.T) {
+	decode := func(name string) (*Report, error) {
+		t.Helper()
+		raw, err := os.ReadFile(filepath.Join("testdata/golden", name))
+		tcheck(t, err, "reading sample")
+		return Message(bytes.NewReader(raw), Limits{})
+	}
+	t.Run("exim 5.0.0 with 550 5.4.3", func(t *testing.T) {
+		rep, err := decode("exim-543.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 {
+			t.Fatalf("got %d recipients, want 1", len(rep.Recipients))
+		}
+		rc := rep.Recipients[0]
+		if rc.Status != "5.4.3" || rc.StatusLiteral != "5.0.0" || rc.StatusInferred {
+			t.Errorf("status %q literal %q inferred %v, want 5.4.3 from literal 5.0.0", rc.Status, rc.StatusLiteral, rc.StatusInferred)
+		}
+		if rc.Kind != KindBounce || rc.Class != ClassHard || rc.Reason != ReasonRouting || rc.ReplyCode != "550" {
+			t.Errorf("kind %s class %s reason %s reply %s", rc.Kind, rc.Class, rc.Reason, rc.ReplyCode)
+		}
+		if rc.FinalRecipient != "user@dead.test" || rc.DecodedBy != "rfc3464" || rc.RemoteMTA != "mx.dead.test" {
+			t.Errorf("recipient %q by %q remote %q", rc.FinalRecipient, rc.DecodedBy, rc.RemoteMTA)
+		}
+		o := rep.Original
+		if o == nil || o.MessageID != "<newsletter-42.user@sender.example>" || o.XHeaders["X-Campaign"] != "march-2024" ||
+			o.XHeaders["X-Listmonk-Campaign"] != "17" || o.Subject != "March news" {
+			t.Errorf("original %+v", o)
+		}
+	})
+	t.Run("global delivery status", func(t *testing.T) {
+		rep, err := decode("global-utf8.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 2 {
+			t.Fatalf("got %d recipients, want 2", len(rep.Recipients))
+		}
+		a, b := rep.Recipients[0], rep.Recipients[1]
+		if a.FinalRecipient != "用户@例子.中国" || a.FinalRecipientType != "utf-8" || a.OriginalRecipient != "用户@例子.中国" {
+			t.Errorf("utf-8 recipient %q (%s), original %q", a.FinalRecipient, a.FinalRecipientType, a.OriginalRecipient)
+		}
+		if a.DecodedBy != "rfc6533" || a.Class != ClassHard || a.Reason != ReasonUserUnknown {
+			t.Errorf("first: by %s class %s reason %s", a.DecodedBy, a.Class, a.Reason)
+		}
+		if b.Kind != KindDelay || b.Class != ClassSoft || b.Status != "4.2.2" || b.WillRetryUntil == "" {
+			t.Errorf("second: %+v", b)
+		}
+		if rep.Kind != KindBounce || rep.OriginalEnvelopeID != "env-0001" || rep.Original == nil || rep.Original.Subject != "Grüße" {
+			t.Errorf("report kind %s envid %q original %+v", rep.Kind, rep.OriginalEnvelopeID, rep.Original)
+		}
+	})
+	t.Run("not a bounce", func(t *testing.T) {
+		rep, err := decode("not-bounce.eml")
+		if !errors.Is(err, ErrNotBounce) || rep.Kind != KindUnknown || len(rep.Recipients) != 0 {
+			t.Errorf("err %v kind %s recipients %d", err, rep.Kind, len(rep.Recipients))
+		}
+	})
+	t.Run("truncated", func(t *testing.T) {
+		rep, err := decode("truncated.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "kijitora@example.jp" || rep.Recipients[0].Status != "5.2.1" {
+			t.Errorf("recipients %+v", rep.Recipients)
+		}
+	})
+	t.Run("multi-recipient", func(t *testing.T) {
+		rep, err := decode("postfix-multi-lf.eml")
+		tcheck(t, err, "decoding")
+		if got := addrs(rep); len(got) != 2 || got[0] != "kijitora@example.jp" || got[1] != "noraneko@example.jp" {
+			t.Errorf("recipients %v", got)
+		}
+	})
+	t.Run("complaint", func(t *testing.T) {
+		rep, err := decode("arf-multi.eml")
+		tcheck(t, err, "decoding")
+		if rep.Kind != KindComplaint || rep.Feedback == nil || rep.Feedback.FeedbackType != "abuse" || len(rep.Recipients) != 7 {
+			t.Errorf("kind %s feedback %+v recipients %d", rep.Kind, rep.Feedback, len(rep.Recipients))
+		}
+	})
+	t.Run("vacation", func(t *testing.T) {
+		rep, err := decode("vacation.eml")
+		tcheck(t, err, "decoding")
+		if rep.Kind != KindAutoReply || len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "nekonyaan@example.org" ||
+			rep.Recipients[0].Class != ClassNone {
+			t.Errorf("kind %s recipients %+v", rep.Kind, rep.Recipients)
+		}
+	})
+}
