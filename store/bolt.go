@@ -12,7 +12,7 @@
 // byte, so that a prefix scan for one value never matches another.
 //
 //	meta        "version" → schema version (decimal ASCII)
-//	raw         K(msg) → raw message, compressed with DEFLATE (RFC 1951)
+//	raw         K(msg) → codec byte (0 stored, 1 DEFLATE, RFC 1951) + raw message
 //	records     K → Record as JSON
 //	idx_rcpt    lp(recipient) K → ""
 //	idx_domain  lp(domain) K → ""
@@ -32,7 +32,14 @@
 // All writes of one message (raw, records, indexes, counters, suppressions,
 // domain aggregates) happen in one transaction, and Save returns only after
 // it is committed and synced. Saves are queued to one writer goroutine that
-// commits everything queued in a single transaction (group commit).
+// commits everything queued in a single transaction (group commit). When a
+// group's transaction fails, each delivery in it is retried alone, so one
+// bad delivery fails only its own caller.
+//
+// Files are created with 16 KB pages (compressed raw messages of 1-2 KB
+// fill them far better than 4 KB pages). Query helpers read in chunks of
+// short read transactions, so exports never hold the file open against the
+// writer.
 package store
 
 import (
