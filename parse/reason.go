@@ -51,7 +51,7 @@ var statusReasons = map[string]Reason{
 	"1.1": ReasonUserUnknown, "1.10": ReasonUserUnknown, "1.2": ReasonHostUnknown,
 	"1.3": ReasonSyntax, "1.6": ReasonHasMoved, "2.1": ReasonMailboxDisabled,
 	"2.2": ReasonMailboxFull, "2.3": ReasonTooBig, "3.1": ReasonSystemFull,
-	"3.4": ReasonTooBig, "4.7": ReasonExpired, "4.6": ReasonRouting,
+	"3.4": ReasonTooBig, "4.1": ReasonNetwork, "4.2": ReasonNetwork, "4.7": ReasonExpired, "4.6": ReasonRouting,
 	"4.3": ReasonRouting, "4.4": ReasonRouting, "7.23": ReasonAuthFailure,
 	"7.24": ReasonAuthFailure, "7.25": ReasonBlocked, "7.26": ReasonAuthFailure,
 	"7.27": ReasonHostUnknown, "7.7": ReasonContent,
