@@ -1,0 +1,148 @@
+//go:build integration
+
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// expect says how an MTA reports the stub's replies.
+type expect struct {
+	mta string // sample file prefix: "postfix", "exim"
+	// literal543 is the Status field the MTA writes for the stub's
+	// "550 5.4.3": Postfix copies the reply's code, Exim writes 5.0.0 and
+	// puts the reply in Diagnostic-Code.
+	literal543 string
+	// final is how long to wait for the 4.4.3 message's final failure,
+	// after its delay notice.
+	final time.Duration
+}
+
+// Addresses at dead.test; the stub answers by local part (stubReply).
+var (
+	routeA   = "route-a@" + deadDomain   // with unknownA in one message
+	unknownA = "unknown-a@" + deadDomain // 550 5.1.1
+	routeB   = "route-b@" + deadDomain   // alone, VERP sender, DSN parameters
+	laterC   = "later-c@" + deadDomain   // 451 4.4.3 until the queue lifetime runs out
+)
+
+// verpFrom is the VERP return path bouncer decodes back to addr.
+func verpFrom(addr string) string {
+	local, domain, _ := strings.Cut(addr, "@")
+	return "bounces+" + local + "=" + domain + "@" + bounceDomain
+}
+
+// sendScenario submits the three test messages to the MTA at addr:
+//   - to routeA and unknownA with a plain (non-VERP) return path, so the
+//     MTA sends one DSN with two recipient blocks and bouncer takes the
+//     recipients from the report;
+//   - to routeB from its VERP address with RET=HDRS, ENVID, NOTIFY and ORCPT;
+//   - to laterC from its VERP address with ENVID and NOTIFY=DELAY,FAILURE.
+func sendScenario(t *testing.T, addr string, e expect) {
+	t.Helper()
+	submit(t, addr, message{
+		from: "bounces@" + bounceDomain,
+		to:   []string{routeA, unknownA},
+	})
+	submit(t, addr, message{
+		from: verpFrom(routeB),
+		to:   []string{routeB},
+		mail: &smtp.MailOptions{Return: smtp.DSNReturnHeaders, EnvelopeID: e.mta + "-envid-route-b"},
+		rcpt: &smtp.RcptOptions{
+			Notify:                []smtp.DSNNotify{smtp.DSNNotifyFailure, smtp.DSNNotifyDelayed},
+			OriginalRecipientType: smtp.DSNAddressTypeRFC822,
+			OriginalRecipient:     routeB,
+		},
+		header: "X-Campaign: integration-" + e.mta + "\r\n",
+	})
+	submit(t, addr, message{
+		from: verpFrom(laterC),
+		to:   []string{laterC},
+		mail: &smtp.MailOptions{Return: smtp.DSNReturnHeaders, EnvelopeID: e.mta + "-envid-later-c"},
+		rcpt: &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifyDelayed, smtp.DSNNotifyFailure}},
+	})
+}
+
+// checkScenario waits for the DSNs of sendScenario to reach bouncer and
+// checks what it recorded, through the query commands of the binary.
+func checkScenario(t *testing.T, b *bouncerProc, e expect) {
+	t.Helper()
+	failed := func(r record) bool { return r.Action == "failed" }
+	delayed := func(r record) bool { return r.Action == "delayed" }
+
+	// One DSN, two recipient blocks.
+	ra := b.waitRecord(t, routeA, time.Minute, "failed DSN", failed)
+	ua := b.waitRecord(t, unknownA, time.Minute, "failed DSN", failed)
+	checkRecord(t, ra, "5.4.3", e.literal543, "bounce", "hard")
+	checkRecord(t, ua, "5.1.1", "", "bounce", "hard")
+	if ra.MsgID != ua.MsgID {
+		t.Errorf("%s and %s came in different messages (%s, %s), want one DSN with two blocks",
+			routeA, unknownA, ra.MsgID, ua.MsgID)
+	}
+	if !strings.Contains(ra.DiagnosticCode, "5.4.3") {
+		t.Errorf("%s: diagnostic_code %q does not carry the stub's 5.4.3 reply", routeA, ra.DiagnosticCode)
+	}
+	if ra.ReportingMTA == "" {
+		t.Errorf("%s: no reporting_mta", routeA)
+	}
+	saveSample(t, e.mta+"-5.4.3-and-5.1.1.eml", b.raw(t, ra.ID))
+
+	// VERP return path and DSN parameters.
+	rb := b.waitRecord(t, routeB, time.Minute, "failed DSN", failed)
+	checkRecord(t, rb, "5.4.3", e.literal543, "bounce", "hard")
+	if want := e.mta + "-envid-route-b"; rb.OriginalEnvelopeID != want {
+		t.Errorf("%s: original_envelope_id %q, want %q", routeB, rb.OriginalEnvelopeID, want)
+	}
+	if rb.Envelope.VERP != routeB {
+		t.Errorf("%s: envelope verp %q, want it decoded from %s", routeB, rb.Envelope.VERP, verpFrom(routeB))
+	}
+	if !strings.EqualFold(strings.TrimPrefix(strings.ToLower(rb.OriginalRecipient), "rfc822;"), routeB) {
+		t.Errorf("%s: original_recipient %q, want the ORCPT %s", routeB, rb.OriginalRecipient, routeB)
+	}
+
+	for _, addr := range []string{routeA, routeB} {
+		if !b.suppressed(t, addr) {
+			t.Errorf("bouncer suppressed %s: exit 1, want 0 after a 5.4.3", addr)
+		}
+	}
+	if b.suppressed(t, unknownA) {
+		t.Logf("note: %s (5.1.1) is suppressed too", unknownA)
+	}
+
+	// 4.4.3: a delay notice first, which must not suppress ...
+	lc := b.waitRecord(t, laterC, time.Minute, "delay DSN", delayed)
+	checkRecord(t, lc, "4.4.3", "", "delay", "soft")
+	if want := e.mta + "-envid-later-c"; lc.OriginalEnvelopeID != want {
+		t.Errorf("%s: original_envelope_id %q, want %q", laterC, lc.OriginalEnvelopeID, want)
+	}
+	if b.suppressed(t, laterC) {
+		t.Errorf("bouncer suppressed %s: exit 0 after a delay notice, want 1", laterC)
+	}
+	saveSample(t, e.mta+"-4.4.3-delayed.eml", b.raw(t, lc.ID))
+
+	// ... then the failure once the queue lifetime ran out: still a
+	// temporary status, so soft and not suppressed.
+	lf := b.waitRecord(t, laterC, e.final, "final failed DSN", failed)
+	checkRecord(t, lf, "4.4.3", "", "bounce", "soft")
+	if b.suppressed(t, laterC) {
+		t.Errorf("bouncer suppressed %s: exit 0 after a 4.4.3 failure, want 1", laterC)
+	}
+	saveSample(t, e.mta+"-4.4.3-failed.eml", b.raw(t, lf.ID))
+}
+
+// checkRecord compares a record's status, kind and class. literal is the
+// Status field as the MTA wrote it when that differs from status.
+func checkRecord(t *testing.T, r record, status, literal, kind, class string) {
+	t.Helper()
+	if r.Status != status || r.Kind != kind || r.Class != class {
+		t.Errorf("%s: status %s kind %s class %s, want %s %s %s (%s)",
+			r.Recipient, r.Status, r.Kind, r.Class, status, kind, class, r)
+	}
+	if literal != "" && literal != status && r.StatusLiteral != literal {
+		t.Errorf("%s: status_literal %q, want the MTA's %q", r.Recipient, r.StatusLiteral, literal)
+	}
+}
