@@ -135,7 +135,7 @@ func TestCorpus(t *testing.T) {
 		}
 		reports[name] = rep
 	}
-	var rcpt, status, permTemp, nonBounce figure
+	var rcpt, status, permTemp, nonBounce, reason figure
 	var bad []string
 	for _, r := range rows {
 		rep := reports[r.File]
@@ -159,6 +159,12 @@ func TestCorpus(t *testing.T) {
 			status.add(ok)
 			if !ok {
 				bad = append(bad, fmt.Sprintf("status %s #%d: want %s %v, got %q (%s, %s)", r.File, r.Index, r.Status, r.DSNStatusFields, got, r.Reason, r.MTA))
+			}
+		}
+		if want, ok := sisimaiReasons[r.Reason]; ok && found {
+			reason.add(rc.Reason == want)
+			if rc.Reason != want {
+				bad = append(bad, fmt.Sprintf("reason %s #%d: want %s (%s), got %s: %.100s", r.File, r.Index, want, r.Reason, rc.Reason, rc.DiagnosticCode))
 			}
 		}
 		want1, got1 := first(r.Status), first(got)
@@ -207,6 +213,7 @@ func TestCorpus(t *testing.T) {
 	t.Logf("status accuracy         %6.2f%% (%d/%d)", status.pct(), status.ok, status.n)
 	t.Logf("permanent/temporary     %6.2f%% (%d/%d)", permTemp.pct(), permTemp.ok, permTemp.n)
 	t.Logf("non-bounce accuracy     %6.2f%% (%d/%d)", nonBounce.pct(), nonBounce.ok, nonBounce.n)
+	t.Logf("reason agreement        %6.2f%% (%d/%d, informative: the categories differ)", reason.pct(), reason.ok, reason.n)
 	for _, c := range []struct {
 		name  string
 		got   float64
@@ -221,6 +228,19 @@ func TestCorpus(t *testing.T) {
 			t.Errorf("%s accuracy %.2f%% fell below the floor %.2f%%", c.name, c.got, c.floor)
 		}
 	}
+}
+
+// sisimaiReasons maps the corpus' reason names to ours where the two
+// mean the same; the reason figure is printed, not enforced.
+var sisimaiReasons = map[string]Reason{
+	"userunknown": ReasonUserUnknown, "mailboxfull": ReasonMailboxFull, "hostunknown": ReasonHostUnknown,
+	"expired": ReasonExpired, "mesgtoobig": ReasonTooBig, "blocked": ReasonBlocked, "spamdetected": ReasonSpam,
+	"authfailure": ReasonAuthFailure, "norelaying": ReasonRelayDenied, "suspend": ReasonMailboxDisabled,
+	"systemerror": ReasonSystemError, "networkerror": ReasonNetwork, "virusdetected": ReasonVirus,
+	"toomanyconn": ReasonRateLimit, "speeding": ReasonRateLimit, "hasmoved": ReasonHasMoved,
+	"syntaxerror": ReasonSyntax, "requireptr": ReasonBlocked, "badreputation": ReasonBlocked,
+	"policyviolation": ReasonPolicy, "contenterror": ReasonContent, "notcompliantrfc": ReasonContent,
+	"systemfull": ReasonSystemFull,
 }
 
 func first(s string) string {

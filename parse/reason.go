@@ -43,18 +43,25 @@ var reasonCodes = map[Reason]string{
 	ReasonSystemFull:      ".3.1",
 	ReasonExpired:         ".4.7",
 	ReasonRelayDenied:     ".7.1",
+	ReasonSystemError:     ".3.0",
 }
 
-// statusReasons maps enhanced codes whose meaning is exact (RFC 3463 §3,
-// RFC 7372, RFC 7505) to a reason. It is consulted before the text rules.
+// exactStatus maps enhanced codes that name one cause (RFC 3463 §3, RFC
+// 7372, RFC 7505 and the IANA registry of RFC 5248) to a reason. They are
+// consulted before the text rules.
+var exactStatus = map[string]Reason{
+	"1.1": ReasonUserUnknown, "1.10": ReasonUserUnknown, "2.2": ReasonMailboxFull, "3.4": ReasonTooBig,
+	"4.7": ReasonExpired, "7.13": ReasonMailboxDisabled, "7.23": ReasonAuthFailure, "7.24": ReasonAuthFailure,
+	"7.25": ReasonBlocked, "7.26": ReasonAuthFailure, "7.27": ReasonHostUnknown,
+}
+
+// statusReasons maps enhanced codes that MTAs use loosely (5.2.1 often
+// means "no such user", 5.4.4 "host not found") to a reason. They are
+// consulted after the text rules.
 var statusReasons = map[string]Reason{
-	"1.1": ReasonUserUnknown, "1.10": ReasonUserUnknown, "1.2": ReasonHostUnknown,
-	"1.3": ReasonSyntax, "1.6": ReasonHasMoved, "2.1": ReasonMailboxDisabled,
-	"2.2": ReasonMailboxFull, "2.3": ReasonTooBig, "3.1": ReasonSystemFull,
-	"3.4": ReasonTooBig, "4.1": ReasonNetwork, "4.2": ReasonNetwork, "4.7": ReasonExpired, "4.6": ReasonRouting,
-	"4.3": ReasonRouting, "4.4": ReasonRouting, "7.23": ReasonAuthFailure,
-	"7.24": ReasonAuthFailure, "7.25": ReasonBlocked, "7.26": ReasonAuthFailure,
-	"7.27": ReasonHostUnknown, "7.7": ReasonContent,
+	"1.2": ReasonHostUnknown, "1.3": ReasonSyntax, "1.6": ReasonHasMoved, "2.1": ReasonMailboxDisabled,
+	"2.3": ReasonTooBig, "3.1": ReasonSystemFull, "4.1": ReasonNetwork, "4.2": ReasonNetwork,
+	"4.3": ReasonRouting, "4.4": ReasonRouting, "4.6": ReasonRouting, "7.7": ReasonContent,
 }
 
 // textReasons is the ordered table of diagnostic wordings. The first rule
@@ -68,28 +75,32 @@ var textReasons = []struct {
 		"relay not permitted", "unable to relay", "relaying not allowed", "relaying to", "we do not relay", "not allowed to relay",
 		"relay not allowed"}},
 	{ReasonAuthFailure, []string{"spf", "dkim", "dmarc", "sender policy framework", "not authenticated", "authentication failed",
-		"authentication required"}},
+		"authentication required", "unauthenticated", "authentication information"}},
+	{ReasonSystemFull, []string{"insufficient system storage", "disk full", "system full", "out of storage",
+		"no space left", "insufficient disk space"}},
+	{ReasonRateLimit, []string{"at a rate", "rate limit", "too many connections", "too many messages"}},
 	{ReasonMailboxFull, []string{"mailbox full", "mailbox is full", "mail box full", "mailbox has exceeded", "over quota",
 		"overquota", "quota exceeded", "exceeded storage", "exceeds quota", "quota", "mailbox size limit", "full mailbox",
 		"mailfolder is full", "mailbox is over", "too much mail", "box is full", "storage allocation",
-		"has exceeded the storage", "user is over", "insufficient disk space"}},
+		"has exceeded the storage", "user is over", "mailbox exceeds", "mailbox exceeded", "exceeds allowed size",
+		"number of messages in"}},
 	{ReasonMailboxDisabled, []string{"account disabled", "account has been disabled", "mailbox disabled", "is disabled",
 		"has been disabled", "inactive", "suspended", "deactivated", "account is locked", "account has expired",
-		"mailbox is frozen", "not active", "account expired", "temporarily locked", "blocked account"}},
+		"mailbox is frozen", "not active", "account expired", "temporarily locked", "blocked account", "disabled"}},
+	{ReasonHostUnknown, []string{"host unknown", "unknown host", "domain not found", "no such domain", "host not found",
+		"name or service not known", "domain does not exist", "nxdomain", "unrouteable mail domain", "no mx",
+		"domain name not found", "unknown domain", "host or domain name not found", "dns error", "domain lookup failed",
+		"unresolvable", "mx record", "non-existent domain", "could not be resolved", "no such host"}},
 	{ReasonUserUnknown, []string{"user unknown", "unknown user", "no such user", "user not found", "recipient not found",
 		"no mailbox", "mailbox not found", "mailbox unavailable", "mailbox not available", "does not exist", "doesn't exist",
 		"dosn't exist", "not exist", "invalid recipient", "unknown recipient", "no such recipient", "not a valid mailbox",
 		"invalid mailbox", "unrouteable address", "unknown local part", "addressee unknown", "no such mailbox",
 		"no such account", "unknown account", "account unknown", "recipient rejected", "bad recipient", "unknown address",
 		"couldn't be found", "could not be found", "user doesn't have", "no longer valid", "not our customer",
-		"invalid address", "address rejected", "unknown or illegal alias", "mailbox name not allowed", "no such person",
+		"invalid address", "unknown or illegal alias", "mailbox name not allowed", "no such person",
 		"not listed in", "recipient unknown", "user invalid", "invalid user", "unknown mailbox", "not a known user",
 		"name not recognized", "no account by that name", "user does not", "no valid recipients", "address unknown",
-		"deliverable address", "recipient address rejected", "not found", "unavailable mailbox", "is not a valid"}},
-	{ReasonHostUnknown, []string{"host unknown", "unknown host", "domain not found", "no such domain", "host not found",
-		"name or service not known", "domain does not exist", "nxdomain", "unrouteable mail domain", "no mx",
-		"domain name not found", "unknown domain", "host or domain name not found", "dns error", "domain lookup failed",
-		"unresolvable", "mx record", "non-existent domain", "could not be resolved", "no such host"}},
+		"deliverable address", "not found", "not recognized", "unavailable mailbox", "is not a valid"}},
 	{ReasonHasMoved, []string{"has moved", "moved to", "is no longer", "no longer in use"}},
 	{ReasonVirus, []string{"virus", "malware", "infected", "trojan"}},
 	{ReasonTooBig, []string{"message too big", "too large", "size exceeds", "message size", "exceeds the maximum",
@@ -100,6 +111,8 @@ var textReasons = []struct {
 		"giving up", "could not be delivered within", "too long in queue", "been delayed", "maximum time",
 		"retry period", "not able to deliver for", "delivery failed for", "have been failing", "has been failing",
 		"failing for a long time", "in the queue too long"}},
+	{ReasonBlocked, []string{"spamhaus", "spamcop", "sorbs", "barracudacentral", "blocked using", "listed at", "listed on",
+		"listed in", "blacklist", "black list", "blocklist", "block list", "dnsbl", "rbl"}},
 	{ReasonSpam, []string{"spam", "junk", "bulk mail", "unsolicited", "scored", "content filter", "filtered"}},
 	{ReasonBlocked, []string{"blocked", "blacklist", "black list", "blocklist", "block list", "rbl", "dnsbl", "spamhaus",
 		"spamcop", "reputation", "reverse dns", "ptr record", "reverse lookup", "rdns", "client host rejected",
@@ -110,8 +123,6 @@ var textReasons = []struct {
 	{ReasonNetwork, []string{"connection refused", "connection timed out", "timed out", "timeout", "connection reset",
 		"lost connection", "unreachable", "could not connect", "can't connect", "cannot connect", "network",
 		"connect to", "tls", "broken pipe", "conversation with"}},
-	{ReasonSystemFull, []string{"insufficient system storage", "disk full", "system full", "out of storage",
-		"no space left"}},
 	{ReasonContent, []string{"content", "attachment", "prohibited", "not compliant", "rfc 5322", "rfc5322", "rfc 2822",
 		"rfc2822", "header", "encoding", "8-bit", "8bit"}},
 	{ReasonSyntax, []string{"syntax error", "bad address syntax", "malformed", "illegal address", "address syntax",
@@ -136,11 +147,14 @@ func classify(status string, text Reason) Reason {
 	if i := strings.IndexByte(status, '.'); i > 0 {
 		sd = status[i+1:]
 	}
-	if r, ok := statusReasons[sd]; ok {
+	if r, ok := exactStatus[sd]; ok {
 		return r
 	}
 	if text != "" {
 		return text
+	}
+	if r, ok := statusReasons[sd]; ok {
+		return r
 	}
 	switch {
 	case strings.HasPrefix(sd, "1."):

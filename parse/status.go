@@ -119,11 +119,11 @@ func findReplyCode(s string) string {
 		if i+3 < len(s) && s[i+3] != ' ' && s[i+3] != '-' && s[i+3] != ']' && s[i+3] != ')' {
 			continue
 		}
-		if i+4 < len(s) && s[i+3] == '-' && !isDigit(s[i+4]) {
+		if i+4 < len(s) && s[i+3] == '-' && !isDigit(s[i+4]) && s[i+4] != '\'' && s[i+4] != '"' {
 			continue
 		}
 		// Followed by an enhanced code or a word: "550 5.1.1", "550 Requested".
-		rest := strings.TrimLeft(s[i+3:], " -")
+		rest := strings.TrimLeft(s[i+3:], " -'\"")
 		if rest != "" && (isDigit(rest[0]) && codeLen(rest) > 0 || isLetter(rest[0]) || rest[0] == '<' || rest[0] == '#') {
 			return s[i : i+3]
 		}

@@ -1,0 +1,217 @@
+package parse
+
+import (
+	"strings"
+	"testing"
+)
+
+// plain builds a one-part text message.
+func plain(from, subject, body string, extra ...string) string {
+	h := "From: " + from + "\nTo: sender@example.org\nSubject: " + subject + "\n"
+	for _, e := range extra {
+		h += e + "\n"
+	}
+	return h + "\n" + body
+}
+
+// TestTextRules checks each non-standard rule on a bounce in its layout:
+// the recipients found, the rule that found them, and the status.
+func TestTextRules(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		msg    string
+		by     string
+		addrs  []string
+		status string
+		kind   Kind
+	}{
+		{"qmail", plain("MAILER-DAEMON@mx.example.net", "failure notice",
+			"Hi. This is the qmail-send program at mx.example.net.\nI'm afraid I wasn't able to deliver your message to the following addresses.\n"+
+				"This is a permanent error; I've given up. Sorry it didn't work out.\n\n<gone@example.com>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"+
+				"--- Below this line is a copy of the message.\n\nReturn-Path: <sender@example.org>\nTo: gone@example.com\nSubject: hi\nMessage-ID: <x@example.org>\n\nhi\n"),
+			"text/qmail", []string{"gone@example.com"}, "5.1.1", KindBounce},
+		{"postfix text", plain("MAILER-DAEMON@mx.example.net (Mail Delivery System)", "Undelivered Mail Returned to Sender",
+			"This is the mail system at host mx.example.net.\n\n<a@example.com>: host mx.example.com[192.0.2.1] said: 552 5.2.2\n    Mailbox full (in reply to RCPT TO command)\n\n"+
+				"<b@example.com>: Host or domain name not found. Name service error for\n    name=example.com type=MX: Host not found\n"),
+			"text/postfix", []string{"a@example.com", "b@example.com"}, "5.2.2", KindBounce},
+		{"exim", plain("Mail Delivery System <Mailer-Daemon@mx.example.net>", "Mail delivery failed: returning message to sender",
+			"This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\n"+
+				"recipients. This is a permanent error. The following address(es) failed:\n\n  x@example.com\n    host mx.example.com [192.0.2.1]\n"+
+				"    SMTP error from remote mail server after RCPT TO:<x@example.com>:\n    550 5.4.3 Routing server failure\n\n"+
+				"------ This is a copy of the message, including all the headers. ------\n"),
+			"text/exim", []string{"x@example.com"}, "5.4.3", KindBounce},
+		{"x-failed-recipients", plain("Mailer-Daemon@mx.example.net", "Mail delivery failed",
+			"Something went wrong.\n\n  y@example.com\n    all hosts have been failing for a long time\n", "X-Failed-Recipients: y@example.com"),
+			"header/x-failed-recipients", []string{"y@example.com"}, "4.4.7", KindBounce},
+		{"sendmail", plain("Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>", "Returned mail: see transcript for details",
+			"The original message was received at Mon, 1 Jan 2024 00:00:00 GMT\n\n   ----- The following addresses had permanent fatal errors -----\n"+
+				"<u@example.com>\n    (reason: 550 5.1.1 <u@example.com>... User unknown)\n\n   ----- Transcript of session follows -----\n"+
+				"... while talking to mx.example.com.:\n>>> RCPT To:<u@example.com>\n<<< 550 5.1.1 <u@example.com>... User unknown\n"),
+			"text/sendmail", []string{"u@example.com"}, "5.1.1", KindBounce},
+		{"exchange", plain("System Administrator <postmaster@example.net>", "Undeliverable: hello",
+			"Your message\n\n  To:      other@example.org\n  Subject: hello\n  Sent:    Thu, 29 Apr 2010 00:00:00 -0000\n\n"+
+				"did not reach the following recipient(s):\n\nz@example.net on Thu, 29 Apr 2010 00:00:00 -0000\n    The recipient name is not recognized\n"),
+			"text/listed", []string{"z@example.net"}, "5.1.1", KindBounce},
+		{"gmail delay", plain("Mail Delivery Subsystem <mailer-daemon@googlemail.com>", "Delivery Status Notification (Delay)",
+			"This is an automatically generated Delivery Status Notification\n\nTHIS IS A WARNING MESSAGE ONLY.\n\n"+
+				"Delivery to the following recipient has been delayed:\n\n     slow@example.com\n\nMessage will be retried for 2 more day(s)\n"),
+			"text/listed", []string{"slow@example.com"}, "4.0.0", KindDelay},
+		{"rcpt to summary", plain("post_master@example.net", "Re: hello",
+			"Error: Invalid user address\nError message below:\n550 - Requested action not taken: no such user here\n\n"+
+				"Message details:\n  Subject: hello\n  MAIL FROM: sender@example.org\n  RCPT TO: who@example.net\n  Size (in bytes): 222\n"),
+			"text/rcpt-to", []string{"who@example.net"}, "5.1.1", KindBounce},
+		{"reply code only", plain("MAILER-DAEMON@example.net", "Undeliverable mail",
+			"Unknown user: nobody-here@example.com\n\n"),
+			"text/listed", []string{"nobody-here@example.com"}, "5.1.1", KindBounce},
+		{"original to", plain("MAILER-DAEMON@example.net", "Undelivered Mail Returned to Sender",
+			"Delivery report unavailable.\n\n--- Original message follows.\n\nFrom: sender@example.org\nTo: target@example.com\nSubject: x\nMessage-ID: <1@example.org>\n\nbody\n"),
+			"text/original-to", []string{"target@example.com"}, "5.0.0", KindBounce},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Message(strings.NewReader(c.msg), Limits{})
+			tcheck(t, err, "decoding")
+			got := addrs(rep)
+			if strings.Join(got, ",") != strings.Join(c.addrs, ",") {
+				t.Fatalf("recipients %v, want %v", got, c.addrs)
+			}
+			rc := rep.Recipients[0]
+			if rc.DecodedBy != c.by || rc.Status != c.status || rc.Kind != c.kind {
+				t.Errorf("by %s status %s kind %s, want %s %s %s (diag %q)", rc.DecodedBy, rc.Status, rc.Kind, c.by, c.status, c.kind, rc.DiagnosticCode)
+			}
+		})
+	}
+}
+
+func TestNonBounces(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		msg  string
+		kind Kind
+		by   string
+		rcpt string
+	}{
+		{"auto-submitted", plain("Cat <cat@example.net>", "Re: hello", "I read mail on Mondays.\n", "Auto-Submitted: auto-replied"),
+			KindAutoReply, "rfc3834", "cat@example.net"},
+		{"vacation subject", plain("dog@example.net", "Out of Office: hello", "Back next week.\n"),
+			KindAutoReply, "rfc3834", "dog@example.net"},
+		{"bounce with auto-replied is not vacation", plain("MAILER-DAEMON@example.net", "Undelivered Mail Returned to Sender",
+			"<gone@example.com>: 550 5.1.1 user unknown\n", "Auto-Submitted: auto-replied"), KindBounce, "text/angle-colon", "gone@example.com"},
+		{"unsubscribe", plain("reader@example.net", "unsubscribe", "Please unsubscribe me.\n"),
+			KindComplaint, "text/unsubscribe", "reader@example.net"},
+		{"ses complaint", plain("no-reply@sns.amazonaws.com", "AWS Notification Message",
+			`{"notificationType":"Complaint","complaint":{"complaintFeedbackType":"abuse","complainedRecipients":[{"emailAddress":"angry@example.com"}]}}`),
+			KindComplaint, "json/ses", "angry@example.com"},
+		{"ses bounce", plain("no-reply@sns.amazonaws.com", "AWS Notification Message",
+			`{"Type":"Notification","Message":"{\"notificationType\":\"Bounce\",\"bounce\":{\"bounceType\":\"Permanent\",\"bouncedRecipients\":[{\"emailAddress\":\"gone@example.com\",\"action\":\"failed\",\"status\":\"5.1.1\",\"diagnosticCode\":\"smtp; 550 5.1.1 user unknown\"}]}}"}`),
+			KindBounce, "json/ses", "gone@example.com"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Message(strings.NewReader(c.msg), Limits{})
+			tcheck(t, err, "decoding")
+			if rep.Kind != c.kind || len(rep.Recipients) != 1 || rep.Recipients[0].DecodedBy != c.by || rep.Recipients[0].Address() != c.rcpt {
+				t.Errorf("kind %s recipients %+v, want %s by %s for %s", rep.Kind, rep.Recipients, c.kind, c.by, c.rcpt)
+			}
+		})
+	}
+	rep, err := Message(strings.NewReader(plain("friend@example.net", "lunch?", "See you at noon.\n")), Limits{})
+	if err != ErrNotBounce || rep.Kind != KindUnknown {
+		t.Errorf("plain mail: err %v kind %s", err, rep.Kind)
+	}
+}
+
+func TestFindCodes(t *testing.T) {
+	for _, c := range []struct{ in, enhanced, reply string }{
+		{"550 5.4.3 Routing server failure", "5.4.3", "550"},
+		{"smtp; 550-5.1.1 The email account", "5.1.1", "550"},
+		{"Exim 4.92.3 said: 452 4.2.2 over quota", "4.2.2", "452"},
+		{"host 192.0.2.55 said: 550 no such user", "", "550"},
+		{"5.1.0 - Unknown address error 550-'5.7.1 <x@example.com>... Access denied'", "5.7.1", "550"},
+		{"Sorry (#5.1.1)", "5.1.1", ""},
+		{"Size (in bytes): 222 lines 2", "", ""},
+		{"version 5.10.100.1", "", ""},
+		{"421 4.7.0 Try again later", "4.7.0", "421"},
+	} {
+		if got := findEnhanced(c.in); got != c.enhanced {
+			t.Errorf("findEnhanced(%q) = %q, want %q", c.in, got, c.enhanced)
+		}
+		if got := findReplyCode(c.in); got != c.reply {
+			t.Errorf("findReplyCode(%q) = %q, want %q", c.in, got, c.reply)
+		}
+	}
+}
+
+func TestResolveStatus(t *testing.T) {
+	for _, c := range []struct {
+		lit, diag string
+		action    Action
+		status    string
+		inferred  bool
+		kind      Kind
+		class     Class
+	}{
+		{"5.0.0", "550 5.4.3 Routing server failure", Failed, "5.4.3", false, KindBounce, ClassHard},
+		{"5.1.1", "550 5.1.1 user unknown", Failed, "5.1.1", false, KindBounce, ClassHard},
+		{"4.5.0", "550 5.5.0 Service refused", Failed, "5.5.0", false, KindBounce, ClassHard},
+		{"", "550 no such user here", Failed, "5.1.1", true, KindBounce, ClassHard},
+		{"", "552 Requested mail action aborted", Failed, "5.2.2", true, KindBounce, ClassHard},
+		{"", "451 local error in processing", Failed, "4.3.0", true, KindBounce, ClassSoft},
+		{"", "421 closing channel", Delayed, "4.3.2", true, KindDelay, ClassSoft},
+		{"4.4.7", "", Failed, "4.4.7", false, KindBounce, ClassSoft},
+		{"2.0.0", "250 ok", Delivered, "2.0.0", false, KindDelivered, ClassNone},
+		{"", "", Failed, "5.0.0", true, KindBounce, ClassHard},
+	} {
+		rc := Recipient{StatusLiteral: c.lit, DiagnosticCode: c.diag, Action: c.action}
+		tr := textReason(c.diag)
+		rc.Reason = classify(rc.StatusLiteral, tr)
+		resolveStatus(&rc)
+		k, cl := kindOf(rc.Action, rc.Status)
+		if rc.Status != c.status || rc.StatusInferred != c.inferred || k != c.kind || cl != c.class {
+			t.Errorf("%q %q %s: status %s inferred %v kind %s class %s, want %s %v %s %s", c.lit, c.diag, c.action,
+				rc.Status, rc.StatusInferred, k, cl, c.status, c.inferred, c.kind, c.class)
+		}
+	}
+}
+
+func TestReasons(t *testing.T) {
+	for _, c := range []struct {
+		status, text string
+		want         Reason
+	}{
+		{"5.1.1", "anything", ReasonUserUnknown},
+		{"5.0.0", "550 Requested action not taken: mailbox unavailable", ReasonUserUnknown},
+		{"5.0.0", "Recipient address rejected: Access denied. AS(201806281)", ReasonBlocked},
+		{"5.7.1", "Service unavailable, Client host [192.0.2.1] blocked using Spamhaus", ReasonBlocked},
+		{"5.7.1", "Relay access denied", ReasonRelayDenied},
+		{"5.7.1", "550 5.7.1 SPF check failed", ReasonAuthFailure},
+		{"4.2.2", "", ReasonMailboxFull},
+		{"5.0.0", "Mailbox full", ReasonMailboxFull},
+		{"5.0.0", "Host or domain name not found", ReasonHostUnknown},
+		{"5.4.3", "", ReasonRouting},
+		{"5.0.0", "message size exceeds fixed maximum message size", ReasonTooBig},
+		{"5.7.0", "Message rejected as spam", ReasonSpam},
+		{"4.4.7", "", ReasonExpired},
+		{"5.0.0", "account has been disabled", ReasonMailboxDisabled},
+		{"5.3.0", "", ReasonSystemError},
+		{"2.0.0", "", ReasonDelivered},
+		{"5.0.0", "something odd", ReasonOther},
+	} {
+		if got := classify(c.status, textReason(c.text)); got != c.want {
+			t.Errorf("classify(%q, %q) = %s, want %s", c.status, c.text, got, c.want)
+		}
+	}
+}
+
+func TestCleanAddress(t *testing.T) {
+	for _, c := range []struct{ typ, in, want string }{
+		{"rfc822", "<user@example.com>", "user@example.com"},
+		{"rfc822", "user@example.com (Some Name)", "user@example.com"},
+		{"rfc822", `"a..b"@example.com`, `"a..b"@example.com`},
+		{"rfc822", "|/usr/bin/prog user@example.com /home/x", "user@example.com"},
+		{"utf-8", `\x{7528}@example.com`, "用@example.com"},
+		{"utf-8", `bad\x{zz}@example.com`, `bad\x{zz}@example.com`},
+	} {
+		if got := cleanAddress(c.typ, c.in); got != c.want {
+			t.Errorf("cleanAddress(%q, %q) = %q, want %q", c.typ, c.in, got, c.want)
+		}
+	}
+}
