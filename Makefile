@@ -12,3 +12,9 @@ check:
 	$(GO) vet ./...
 	staticcheck ./...
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needs to run on:"; echo "$$out"; exit 1; fi
+
+# Issue 8's benchmark: SMTP intake against smtp-sink and a go-smtp discard
+# server, bouncer's memory under 200 x 1 MiB, and the store at scale.
+# Needs Debian's postfix package (smtp-sink, smtp-source). See BENCHMARKS.md.
+bench:
+	sh bench/run.sh

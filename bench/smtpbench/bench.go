@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Goals of issue 8; reported as met or not, never adjusted.
+const (
+	goalVsDiscard = 0.60
+	goalVsSink    = 0.45
+	goalP99       = 20 * time.Millisecond
+	goalRSS       = 100 << 20
+)
+
+type benchFlags struct {
+	bouncer, sink, source, msgFile, workDir string
+	count, rssSessions, rssCount, rssSize  int
+	sessions                               []int
+	keep                                   bool
+}
+
+// row is one server at one session count.
+type row struct {
+	server     string
+	sessions   int
+	sourceRate float64 // smtp-source, msg/s
+	load       loadResult
+	peak       int64 // VmHWM of the server process, bytes
+	stored     int   // bouncer: records in the database afterwards
+}
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f benchFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.bouncer, "bouncer", "", "bouncer `binary` (required)")
+	fs.StringVar(&f.sink, "sink", "/usr/sbin/smtp-sink", "Postfix smtp-sink `binary`")
+	fs.StringVar(&f.source, "source", "/usr/sbin/smtp-source", "Postfix smtp-source `binary`")
+	fs.StringVar(&f.msgFile, "msg", "cmd/bouncer/testdata/postfix-543.eml", "the DSN `file` every message is")
+	fs.StringVar(&f.workDir, "dir", "", "work `folder` for databases and logs (default: a new temporary folder)")
+	fs.IntVar(&f.count, "m", 20000, "messages per run")
+	sessions := fs.String("s", "20,1", "session counts, comma-separated")
+	fs.IntVar(&f.rssSessions, "rss-s", 200, "sessions of the memory check")
+	fs.IntVar(&f.rssCount, "rss-m", 600, "messages of the memory check")
+	fs.IntVar(&f.rssSize, "rss-size", 1<<20, "message size of the memory check, bytes")
+	fs.BoolVar(&f.keep, "keep", false, "keep the work folder")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if f.bouncer == "" {
+		return errors.New("-bouncer is required")
+	}
+	for _, s := range strings.Split(*sessions, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad session count %q", s)
+		}
+		f.sessions = append(f.sessions, n)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if f.workDir == "" {
+		if f.workDir, err = os.MkdirTemp("", "smtpbench-"); err != nil {
+			return err
+		}
+		if !f.keep {
+			defer os.RemoveAll(f.workDir)
+		}
+	}
+	msg, err := os.ReadFile(f.msgFile)
+	if err != nil {
+		return err
+	}
+	return bench(ctx, f, self, msg, stdout)
+}
+
+const rcpt = "bounces+user=dead.test@localhost"
+
+func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Writer) error {
+	fmt.Fprintf(out, "smtpbench %s  load average at start: %s\n", time.Now().Format(time.RFC3339), loadAvg())
+	fmt.Fprintf(out, "message %s (%d bytes), MAIL FROM:<> RCPT TO:<%s>, %d messages per run, new connection per message\n",
+		f.msgFile, len(msg), rcpt, f.count)
+	fmt.Fprintf(out, "bouncer: max_conns_per_ip and max_conns raised, connect_rate 1e7/min, connect_burst 100000; log level info; DB in %s\n\n", f.workDir)
+	data := dataPayload(msg)
+	var rows []row
+	for _, s := range f.sessions {
+		for _, server := range []string{"smtp-sink", "go-smtp discard", "bouncer"} {
+			r, err := measure(ctx, f, self, server, s, data)
+			if err != nil {
+				return fmt.Errorf("%s, %d sessions: %w", server, s, err)
+			}
+			fmt.Fprintf(out, "  done: %-15s %3d sessions  smtp-source %6.0f msg/s  go-load %6.0f msg/s\n",
+				server, s, r.sourceRate, r.load.rate())
+			rows = append(rows, r)
+		}
+	}
+	big := bigBounce(msg, f.rssSize)
+	rss, err := measureRSS(ctx, f, big)
+	if err != nil {
+		return fmt.Errorf("memory check: %w", err)
+	}
+	fmt.Fprintln(out)
+	printTable(out, f, rows, rss, len(big))
+	fmt.Fprintf(out, "\nload average at end: %s\n", loadAvg())
+	return nil
+}
+
+// measure starts one server fresh, drives it with smtp-source and then the
+// Go load generator (same message, envelope and count), and stops it.
+func measure(ctx context.Context, f benchFlags, self, server string, sessions int, data []byte) (row, error) {
+	r := row{server: server, sessions: sessions}
+	tag := fmt.Sprintf("%s-%d", strings.ReplaceAll(server, " ", "-"), sessions)
+	logPath := filepath.Join(f.workDir, tag+".log")
+	var (
+		p   *proc
+		err error
+	)
+	switch server {
+	case "smtp-sink":
+		p, err = startSink(f.sink, logPath)
+	case "go-smtp discard":
+		p, err = startDiscard(self, logPath)
+	default:
+		p, err = startBouncer(f.bouncer, filepath.Join(f.workDir, tag), logPath, 2*sessions+10)
+	}
+	if err != nil {
+		return r, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			p.stop()
+		}
+	}()
+	if r.sourceRate, err = runSource(ctx, f, p.addr, sessions); err != nil {
+		return r, err
+	}
+	r.load = runLoad(ctx, loadOptions{Addr: p.addr, Sessions: sessions, Count: f.count, Rcpt: rcpt, Data: data, Timeout: time.Minute})
+	if r.load.FirstErr != nil {
+		return r, fmt.Errorf("go load generator: %d failed, first: %w", r.load.Failed, r.load.FirstErr)
+	}
+	if r.peak, err = p.peakRSS(); err != nil {
+		return r, err
+	}
+	stopped = true
+	if err := p.stop(); err != nil {
+		return r, fmt.Errorf("stopping %s: %w (log %s)", server, err, logPath)
+	}
+	if server == "bouncer" {
+		if r.stored, err = storedRecords(f.bouncer, p.cfg); err != nil {
+			return r, err
+		}
+		if want := f.count + r.load.Sent; r.stored != want {
+			return r, fmt.Errorf("bouncer answered 250 to %d messages but stored %d records", want, r.stored)
+		}
+	}
+	return r, nil
+}
+
+// runSource runs smtp-source and returns messages per second. smtp-source
+// exits non-zero on any reply other than the expected one.
+func runSource(ctx context.Context, f benchFlags, addr string, sessions int) (float64, error) {
+	cmd := exec.CommandContext(ctx, f.source, "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(f.count),
+		"-f", "", "-t", rcpt, "-F", f.msgFile, addr)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("smtp-source: %w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return float64(f.count) / time.Since(start).Seconds(), nil
+}
+
+// storedRecords asks bouncer (stopped) how many records its database holds.
+func storedRecords(bouncerPath, cfg string) (int, error) {
+	out, err := exec.Command(bouncerPath, "domains", "-config", cfg, "-json").Output()
+	if err != nil {
+		return 0, fmt.Errorf("bouncer domains: %w", err)
+	}
+	n := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var d struct {
+			Total int `json:"total"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			return 0, fmt.Errorf("reading bouncer domains output: %w", err)
+		}
+		n += d.Total
+	}
+	return n, nil
+}
+
+// rssResult is the memory check: many sessions sending large bounces.
+type rssResult struct {
+	load   loadResult
+	peak   int64
+	stored int
+}
+
+func measureRSS(ctx context.Context, f benchFlags, big []byte) (rssResult, error) {
+	var res rssResult
+	dir := filepath.Join(f.workDir, "bouncer-rss")
+	logPath := filepath.Join(f.workDir, "bouncer-rss.log")
+	p, err := startBouncer(f.bouncer, dir, logPath, f.rssSessions+10)
+	if err != nil {
+		return res, err
+	}
+	res.load = runLoad(ctx, loadOptions{Addr: p.addr, Sessions: f.rssSessions, Count: f.rssCount, Rcpt: rcpt,
+		Data: dataPayload(big), Timeout: 5 * time.Minute})
+	peak, perr := p.peakRSS()
+	serr := p.stop()
+	if res.load.FirstErr != nil {
+		return res, fmt.Errorf("%d failed, first: %w", res.load.Failed, res.load.FirstErr)
+	}
+	if perr != nil {
+		return res, perr
+	}
+	if serr != nil {
+		return res, serr
+	}
+	res.peak = peak
+	if res.stored, err = storedRecords(f.bouncer, filepath.Join(dir, "bouncer.toml")); err != nil {
+		return res, err
+	}
+	if res.stored != res.load.Sent {
+		return res, fmt.Errorf("bouncer answered 250 to %d messages but stored %d records", res.load.Sent, res.stored)
+	}
+	return res, nil
+}
+
+func printTable(out io.Writer, f benchFlags, rows []row, rss rssResult, bigSize int) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\tsessions\tsmtp-source msg/s\tgo-load msg/s\tp50 DATA→250\tp99 DATA→250\tpeak RSS\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t\n", r.server, r.sessions, r.sourceRate, r.load.rate(),
+			ms(r.load.percentile(50)), ms(r.load.percentile(99)), mib(r.peak))
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	find := func(server string, s int) *row {
+		for i := range rows {
+			if rows[i].server == server && rows[i].sessions == s {
+				return &rows[i]
+			}
+		}
+		return nil
+	}
+	for _, s := range f.sessions {
+		b, d, k := find("bouncer", s), find("go-smtp discard", s), find("smtp-sink", s)
+		vsD, vsK := b.sourceRate/d.sourceRate, b.sourceRate/k.sourceRate
+		fmt.Fprintf(out, "%d sessions (smtp-source rates): bouncer/go-smtp discard %.0f %%, bouncer/smtp-sink %.0f %%", s, 100*vsD, 100*vsK)
+		fmt.Fprintf(out, "  (go-load: %.0f %%, %.0f %%)\n", 100*b.load.rate()/d.load.rate(), 100*b.load.rate()/k.load.rate())
+		if s == 20 {
+			goal(out, fmt.Sprintf("bouncer ≥ 60 %% of go-smtp discard at 20 sessions: %.0f %%", 100*vsD), vsD >= goalVsDiscard)
+			goal(out, fmt.Sprintf("bouncer ≥ 45 %% of smtp-sink at 20 sessions: %.0f %%", 100*vsK), vsK >= goalVsSink)
+			p99 := b.load.percentile(99)
+			goal(out, fmt.Sprintf("bouncer p99 end of DATA → 250 ≤ 20 ms at 20 sessions: %s", ms(p99)), p99 <= goalP99)
+		}
+	}
+	fmt.Fprintf(out, "memory check: %d sessions, %d messages of %d bytes: %.0f msg/s (%.1f MiB/s), p50 %s p99 %s, %d records stored\n",
+		f.rssSessions, rss.load.Sent, bigSize, rss.load.rate(), rss.load.rate()*float64(bigSize)/(1<<20),
+		ms(rss.load.percentile(50)), ms(rss.load.percentile(99)), rss.stored)
+	goal(out, fmt.Sprintf("bouncer peak RSS ≤ 100 MiB with %d × %d-byte messages: %s", f.rssSessions, bigSize, mib(rss.peak)), rss.peak <= goalRSS)
+}
+
+func goal(out io.Writer, what string, met bool) {
+	verdict := "NOT MET"
+	if met {
+		verdict = "met"
+	}
+	fmt.Fprintf(out, "goal: %s — %s\n", what, verdict)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

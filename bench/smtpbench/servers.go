@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a server under test, started as its own process.
+type proc struct {
+	name string
+	addr string
+	cmd  *exec.Cmd
+	done chan error
+	cfg  string // bouncer's config file
+}
+
+// startSink runs Postfix's smtp-sink on a free loopback port. As root it
+// must drop privileges (-u); it takes a listen backlog argument.
+func startSink(sinkPath, logPath string) (*proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{addr, "1024"}
+	if os.Geteuid() == 0 {
+		args = append([]string{"-u", "nobody"}, args...)
+	}
+	p, err := startProc("smtp-sink", logPath, nil, sinkPath, args...)
+	if err != nil {
+		return nil, err
+	}
+	p.addr = addr
+	if err := waitDial(p, addr); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// startDiscard runs this program's discard subcommand and reads back the
+// address it listens on.
+func startDiscard(self, logPath string) (*proc, error) {
+	pr, pw := io.Pipe()
+	p, err := startProc("go-smtp discard", logPath, pw, self, "discard", "-listen", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := scanAddr(pr, regexp.MustCompile(`^listening (\S+)`), p)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	p.addr = addr
+	return p, nil
+}
+
+// bouncerConfig is the benchmark's bouncer configuration: defaults except
+// the per-client limits, which one load generator on 127.0.0.1 would
+// otherwise hit at once (max_conns_per_ip 10, connect_rate 120/min).
+const bouncerConfig = `[smtp]
+listen = "127.0.0.1:0"
+domains = ["localhost"]
+max_conns = %d
+max_conns_per_ip = %d
+connect_rate = 1e7
+connect_burst = 100000
+
+[http]
+listen = ""
+
+[store]
+path = %q
+
+[log]
+level = "info"
+`
+
+// startBouncer runs bouncer serve on a new database in dir and reads the
+// SMTP address from its "bouncer listening" log line. Its log goes to
+// logPath (info level: a line per connection and per message, as in
+// production).
+func startBouncer(bouncerPath, dir, logPath string, maxConns int) (*proc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "bouncer.toml")
+	text := fmt.Sprintf(bouncerConfig, maxConns, maxConns, filepath.Join(dir, "bouncer.db"))
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	p, err := startProcErr("bouncer", logPath, pw, bouncerPath, "serve", "-config", cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.cfg = cfg
+	addr, err := scanAddr(pr, regexp.MustCompile(`msg="bouncer listening".* smtp=(\S+)`), p)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	p.addr = addr
+	return p, nil
+}
+
+// startProc starts a command with stderr to logPath and stdout to w (or
+// logPath if w is nil).
+func startProc(name, logPath string, w io.Writer, path string, args ...string) (*proc, error) {
+	return start(name, logPath, w, false, path, args...)
+}
+
+// startProcErr is startProc with stderr going to w, tee'd to logPath.
+func startProcErr(name, logPath string, w io.Writer, path string, args ...string) (*proc, error) {
+	return start(name, logPath, w, true, path, args...)
+}
+
+func start(name, logPath string, w io.Writer, watchStderr bool, path string, args ...string) (*proc, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if w != nil && watchStderr {
+		cmd.Stderr = io.MultiWriter(lf, w)
+	} else if w != nil {
+		cmd.Stdout = io.MultiWriter(lf, w)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() {
+		err := cmd.Wait()
+		lf.Close()
+		if c, ok := w.(io.Closer); ok {
+			c.Close()
+		}
+		p.done <- err
+	}()
+	return p, nil
+}
+
+// scanAddr reads lines from r until re matches, and keeps draining r
+// afterwards so the process never blocks on its output.
+func scanAddr(r io.Reader, re *regexp.Regexp, p *proc) (string, error) {
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		sent := false
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				found <- m[1]
+				sent = true
+			}
+		}
+		io.Copy(io.Discard, r)
+	}()
+	select {
+	case a := <-found:
+		return a, nil
+	case err := <-p.done:
+		p.done <- err
+		return "", fmt.Errorf("%s exited before listening: %v", p.name, err)
+	case <-time.After(30 * time.Second):
+		return "", fmt.Errorf("%s did not report its address within 30s", p.name)
+	}
+}
+
+// waitDial waits until addr accepts connections.
+func waitDial(p *proc, addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return fmt.Errorf("%s exited: %v", p.name, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not accepting on %s after 10s", p.name, addr)
+}
+
+// peakRSS returns the process's peak resident set (VmHWM) in bytes.
+func (p *proc) peakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", p.cmd.Process.Pid)
+}
+
+// stop sends SIGTERM and waits up to 30s, then kills the process group.
+func (p *proc) stop() error {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if ee, ok := err.(*exec.ExitError); ok && ee.Sys().(syscall.WaitStatus).Signaled() {
+			return nil // smtp-sink dies of SIGTERM
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("%s did not stop within 30s of SIGTERM; killed", p.name)
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
