@@ -12,6 +12,12 @@ import (
 // limits. Such rejections say nothing bad about the address.
 const senderSide = "spam,blocked,auth_failure,policy,relay_denied,virus,content_rejected,message_too_big,rate_limited"
 
+// weakHard lists the reasons of permanent failures that do not show the
+// address is dead: the text blames a network or system, a protocol error
+// (X.5.x; a bad address syntax is X.1.3, matched by "5.1.*"), or could not
+// be classified at all.
+const weakHard = "other,network_error,system_error,system_full,expired,syntax_error"
+
 // defaultRule is a default rule with the reason it is there.
 type defaultRule struct {
 	Rule
@@ -33,6 +39,8 @@ var defaults = []defaultRule{
 		"other permanent network and routing failures (5.4.0, 5.4.5 congestion, 5.4.6 loop,\n5.4.7 expired) may be an outage on either side: suppress after 3 within 14 days"},
 	{Rule{Status: "5.1.*", Kind: "bounce", Action: "suppress"},
 		"bad destination address: no such mailbox (5.1.1), no such domain (5.1.2), ..."},
+	{Rule{Status: "5.1.*", Kind: "bounce", Reason: senderSide, Action: "record"},
+		"... unless the text says the sender was blocked (\"5.1.0 ... listed at ...\")"},
 	{Rule{Status: "5.1.7", Kind: "bounce", Action: "record"},
 		"bad sender's mailbox address syntax: our return path, not the recipient"},
 	{Rule{Status: "5.1.8", Kind: "bounce", Action: "record"},
@@ -43,8 +51,12 @@ var defaults = []defaultRule{
 		"security or policy rejection (block list, reputation, SPF/DKIM/DMARC): blames the sender"},
 	{Rule{Status: "5.*.*", Kind: "bounce", Reason: senderSide, Action: "record"},
 		"other permanent rejections whose text blames the sender or the message"},
+	{Rule{Status: "5.*.*", Kind: "bounce", Reason: "mailbox_full", Action: "count", Threshold: 5, Window: "14d"},
+		"other permanent failures whose text says the mailbox is full"},
+	{Rule{Status: "5.*.*", Kind: "bounce", Reason: weakHard, Action: "count", Threshold: 3, Window: "14d"},
+		"other permanent failures whose text blames a network, a system or nothing in particular\n(a bare 5.0.0 is often a filter or an expiry): suppress only if it repeats"},
 	{Rule{Status: "5.*.*", Kind: "bounce", Action: "suppress"},
-		"every other permanent failure"},
+		"every other permanent failure: unknown or disabled mailbox (5.0.0 \"user unknown\", 5.2.1, ...)"},
 	{Rule{Status: "4.4.3", Kind: "bounce", Action: "count", Threshold: 5, Window: "14d"},
 		"routing server failure that may pass: suppress only when it persists"},
 	{Rule{Status: "4.7.*", Kind: "bounce", Action: "record"},

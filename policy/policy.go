@@ -360,10 +360,12 @@ func (c *compiled) matches(r *store.Record) bool {
 	if c.statusN == 0 {
 		return true
 	}
-	fs := strings.Split(r.Status, ".")
-	if len(fs) != 3 {
+	class, rest, ok1 := strings.Cut(r.Status, ".")
+	subject, detail, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(detail, ".") {
 		return false
 	}
+	fs := [3]string{class, subject, detail}
 	for i := range c.statusN {
 		if fs[i] != c.status[i] {
 			return false

@@ -3,6 +3,9 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +95,8 @@ func TestDefaults(t *testing.T) {
 		{"5.1.1 user unknown", dsn(a, "failed", "5.1.1", "550 5.1.1 <user@example.com>: Recipient address rejected: User unknown"), "suppress", "5.1.* bounce suppress"},
 		{"5.1.2 host unknown", dsn(a, "failed", "5.1.2", "Host or domain name not found"), "suppress", "5.1.* bounce suppress"},
 		{"5.1.10 null MX", dsn(a, "failed", "5.1.10", "550 5.1.10 recipient domain has a null MX"), "suppress", "5.1.* bounce suppress"},
+		{"5.1.0 blocked", dsn(a, "failed", "5.1.0", "550 5.1.0 Sender rejected: your IP is listed at bl.example"), "record", "5.1.* bounce reason=" + senderSide + " record"},
+		{"5.5.0 protocol", dsn(a, "failed", "5.5.0", "500 5.5.0 Syntax error, command unrecognized"), "count", "5.*.* bounce reason=" + weakHard + " count 3/14d"},
 		{"5.1.8 bad sender domain", dsn(a, "failed", "5.1.8", "553 5.1.8 Sender address rejected: Domain not found"), "record", "5.1.8 bounce record"},
 		{"5.2.1 disabled", dsn(a, "failed", "5.2.1", "550 5.2.1 The email account that you tried to reach is disabled"), "suppress", "5.*.* bounce suppress"},
 		{"5.2.2 mailbox full", dsn(a, "failed", "5.2.2", "552 5.2.2 Mailbox full"), "count", "5.2.2 bounce count 5/14d"},
@@ -100,6 +105,9 @@ func TestDefaults(t *testing.T) {
 		{"5.0.0 spam", dsn(a, "failed", "5.0.0", "550 Message rejected: spam detected"), "record", "5.*.* bounce reason=" + senderSide + " record"},
 		{"5.0.0 reputation", dsn(a, "failed", "5.0.0", "550 Your IP has a poor reputation"), "record", "5.*.* bounce reason=" + senderSide + " record"},
 		{"5.3.4 too big", dsn(a, "failed", "5.3.4", "552 5.3.4 Message size exceeds fixed limit"), "record", "5.*.* bounce reason=" + senderSide + " record"},
+		{"5.0.0 unclassified", dsn(a, "failed", "5.0.0", "550 Message not delivered"), "count", "5.*.* bounce reason=" + weakHard + " count 3/14d"},
+		{"5.0.0 full", dsn(a, "failed", "5.0.0", "550 Mailbox is full"), "count", "5.*.* bounce reason=mailbox_full count 5/14d"},
+		{"5.3.0 system error", dsn(a, "failed", "5.3.0", "554 5.3.0 Internal error"), "count", "5.*.* bounce reason=" + weakHard + " count 3/14d"},
 		{"5.0.0 mailbox unavailable", dsn(a, "failed", "5.0.0", "550 Requested action not taken: mailbox unavailable"), "suppress", "5.*.* bounce suppress"},
 		{"4.4.3 routing", dsn(a, "failed", "4.4.3", "451 4.4.3 Routing server failure"), "count", "4.4.3 bounce count 5/14d"},
 		{"4.4.1 no answer", dsn(a, "failed", "4.4.1", "connect to mx.example.com[192.0.2.9]:25: Connection timed out"), "count", "4.*.* bounce count 5/14d"},
@@ -316,4 +324,71 @@ func TestRender(t *testing.T) {
 	}
 	_, err := Compile(cfg.Policy.Rules[:len(DefaultRules())])
 	tcheck(t, err, "compiling rendered defaults")
+}
+
+// TestCorpus runs the real bounces of parse/testdata through the parser
+// and the default table. It logs how they are decided and checks the
+// promises of the defaults: sender-side 5.7.x rejections, delays,
+// auto-replies and delivery reports never suppress.
+func TestCorpus(t *testing.T) {
+	tab := mustCompile(t, DefaultRules())
+	files, err := filepath.Glob("../parse/testdata/sisimai/maildir/*/*.eml")
+	tcheck(t, err, "listing corpus")
+	if len(files) < 100 {
+		t.Fatalf("only %d corpus files", len(files))
+	}
+	byRule := map[string]int{}
+	byAction := map[string]int{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		tcheck(t, err, "reading")
+		rep, err := parse.Message(bytes.NewReader(raw), parse.Limits{})
+		if err != nil {
+			continue
+		}
+		for _, rc := range rep.Recipients {
+			r := &store.Record{Recipient: rc}
+			d := tab.Decide(r)
+			byRule[d.Rule]++
+			byAction[d.Action]++
+			if os.Getenv("POLICY_DUMP") != "" {
+				t.Logf("%s %s %s %s", d.Rule, rc.Status, rc.Reason, f)
+			}
+			if d.Action == store.ActionRecord {
+				continue
+			}
+			if strings.HasPrefix(rc.Status, "5.7.") || strings.HasPrefix(rc.Status, "4.7.") {
+				t.Errorf("%s: %s %s %s: %s by %q", f, rc.Kind, rc.Status, rc.Reason, d.Action, d.Rule)
+			}
+			if rc.Kind != parse.KindBounce && rc.Kind != parse.KindComplaint {
+				t.Errorf("%s: kind %s: %s by %q", f, rc.Kind, d.Action, d.Rule)
+			}
+		}
+	}
+	rules := make([]string, 0, len(byRule))
+	for r := range byRule {
+		rules = append(rules, r)
+	}
+	slices.Sort(rules)
+	for _, r := range rules {
+		t.Logf("%4d %s", byRule[r], r)
+	}
+	t.Logf("%d files: %v", len(files), byAction)
+}
+
+func BenchmarkDecide(b *testing.B) {
+	tab, err := Compile(DefaultRules())
+	if err != nil {
+		b.Fatal(err)
+	}
+	recs := []*store.Record{
+		{Recipient: parse.Recipient{Kind: parse.KindBounce, Status: "5.4.3", Reason: parse.ReasonRouting}},
+		{Recipient: parse.Recipient{Kind: parse.KindBounce, Status: "5.0.0", Reason: parse.ReasonUserUnknown}},
+		{Recipient: parse.Recipient{Kind: parse.KindDelay, Status: "4.4.1", Reason: parse.ReasonNetwork}},
+		{Recipient: parse.Recipient{Kind: parse.KindComplaint}},
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tab.Decide(recs[i%len(recs)])
+	}
 }
