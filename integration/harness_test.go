@@ -470,6 +470,24 @@ func requireRoot(t *testing.T, mta string) {
 	}
 }
 
+// lockedBuffer collects a child's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func writeFile(t *testing.T, name, s string) {
 	t.Helper()
 	tcheck(t, os.WriteFile(name, []byte(s), 0o644), "writing "+name)
