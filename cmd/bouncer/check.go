@@ -22,7 +22,7 @@ func (a *app) checkCmd(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := openStore(cfg, true)
+	db, err := openStore(cfg, true, nil)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -19,11 +20,19 @@ import (
 // config.example.toml lists every key with its default, and a test decodes
 // that file strictly against this struct.
 type Config struct {
-	SMTP  SMTPConfig  `toml:"smtp"`
-	VERP  VERPConfig  `toml:"verp"`
-	HTTP  HTTPConfig  `toml:"http"`
-	Store StoreConfig `toml:"store"`
-	Log   LogConfig   `toml:"log"`
+	SMTP   SMTPConfig   `toml:"smtp"`
+	VERP   VERPConfig   `toml:"verp"`
+	HTTP   HTTPConfig   `toml:"http"`
+	Store  StoreConfig  `toml:"store"`
+	Log    LogConfig    `toml:"log"`
+	Policy PolicyConfig `toml:"policy"`
+}
+
+// PolicyConfig is the table that turns a record into a suppression
+// verdict (package policy). A file that lists any [[policy.rules]] replaces
+// the whole default table.
+type PolicyConfig struct {
+	Rules []policy.Rule `toml:"rules"`
 }
 
 // SMTPConfig configures the inbound SMTP listener and its limits.
@@ -118,9 +127,10 @@ func defaultConfig() Config {
 			Delimiter: "+", Equals: "=", Keys: []VERPKey{}, ExpiryDays: verp.DefaultExpiryDays,
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
-		HTTP:  HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
-		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
-		Log:   LogConfig{Level: "info"},
+		HTTP:   HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
+		Store:  StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
+		Log:    LogConfig{Level: "info"},
+		Policy: PolicyConfig{Rules: policy.DefaultRules()},
 	}
 }
 
@@ -201,6 +211,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)
+	}
+	if _, err := policy.Compile(c.Policy.Rules); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if c.VERP.SignKey != "" && !c.hasKey(c.VERP.SignKey) {
 		return fmt.Errorf("config: verp.sign_key %q is not one of verp.keys", c.VERP.SignKey)

@@ -182,6 +182,12 @@ func TestExampleConfigIsTheDefault(t *testing.T) {
 	example, err := os.ReadFile("../../config.example.toml")
 	tcheck(t, err, "reading example")
 	for _, key := range tomlKeys(reflect.TypeOf(Config{}), "") {
+		if strings.HasPrefix(key, "[[") {
+			if !strings.Contains(string(example), "\n"+key+"\n") {
+				t.Errorf("config.example.toml does not list %s", key)
+			}
+			continue
+		}
 		i := strings.LastIndex(key, ".")
 		section, name := key[:i], key[i+1:]
 		if !strings.Contains(string(example), "["+section+"]") || !strings.Contains(string(example), "\n"+name+" = ") {
@@ -196,6 +202,10 @@ func tomlKeys(typ reflect.Type, prefix string) []string {
 	for i := 0; i < typ.NumField(); i++ {
 		f := typ.Field(i)
 		name := f.Tag.Get("toml")
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && f.Type.Elem().Name() == "Rule" {
+			keys = append(keys, "[["+prefix+name+"]]")
+			continue
+		}
 		if f.Type.Kind() == reflect.Struct {
 			keys = append(keys, tomlKeys(f.Type, prefix+name+".")...)
 			continue

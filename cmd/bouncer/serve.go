@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/api"
+	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/verp"
@@ -31,7 +32,11 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := openStore(cfg, false)
+	table, err := policy.Compile(cfg.Policy.Rules)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	db, err := openStore(cfg, false, table.Decide)
 	if err != nil {
 		return err
 	}
@@ -133,8 +138,9 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 
 // openStore opens the database for serve (read-write) or for a query
 // command (read-only, with a short lock timeout so it never hangs).
-func openStore(cfg Config, readOnly bool) (*store.DB, error) {
-	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly}
+// decide is the policy, for a read-write open.
+func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*store.DB, error) {
+	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide}
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second
 	}
