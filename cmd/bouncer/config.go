@@ -26,6 +26,17 @@ type Config struct {
 	Store  StoreConfig  `toml:"store"`
 	Log    LogConfig    `toml:"log"`
 	Policy PolicyConfig `toml:"policy"`
+	MX     MXConfig     `toml:"mx"`
+}
+
+// MXConfig configures MX checks ("bouncer mx").
+type MXConfig struct {
+	Resolver string   `toml:"resolver"`
+	Port     int      `toml:"port"`
+	Timeout  Duration `toml:"timeout"`
+	MaxMX    int      `toml:"max_mx"`
+	MaxAddrs int      `toml:"max_addrs"`
+	IPv6     bool     `toml:"ipv6"`
 }
 
 // PolicyConfig is the table that turns a record into a suppression
@@ -131,6 +142,7 @@ func defaultConfig() Config {
 		Store:  StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
+		MX:     MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true},
 	}
 }
 
@@ -188,6 +200,9 @@ func (c *Config) validate() error {
 		{"smtp.connect_rate", c.SMTP.ConnectRate},
 		{"smtp.connect_burst", float64(c.SMTP.ConnectBurst)},
 		{"smtp.max_bad_commands", float64(c.SMTP.MaxBadCommands)},
+		{"mx.port", float64(c.MX.Port)},
+		{"mx.max_mx", float64(c.MX.MaxMX)},
+		{"mx.max_addrs", float64(c.MX.MaxAddrs)},
 	} {
 		if n.v <= 0 {
 			return fmt.Errorf("config: %s must be positive (there is no way to switch a limit off)", n.name)
@@ -204,6 +219,7 @@ func (c *Config) validate() error {
 		{"smtp.save_timeout", c.SMTP.SaveTimeout},
 		{"smtp.data_rate_grace", c.SMTP.DataRateGrace},
 		{"store.lock_timeout", c.Store.LockTimeout},
+		{"mx.timeout", c.MX.Timeout},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("config: %s must be positive", d.name)

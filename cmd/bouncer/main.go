@@ -9,6 +9,7 @@
 //	bouncer suppressed ADDR
 //	bouncer domains [--status CODE] [--json]
 //	bouncer check
+//	bouncer mx DOMAIN
 //	bouncer verp sign --recipient ADDR [--campaign ID] [--list ID]
 //	bouncer verp verify ADDR
 //
@@ -88,6 +89,7 @@ Commands:
   suppressed   exit 0 and say why if an address is suppressed, exit 1 if not
   domains      recipient domains with bounces, per status, with the MTAs seen
   check        verify the database file (with the server stopped)
+  mx           check a domain's MX records and whether each MX answers
   verp         sign a return path, or explain one (verp sign, verp verify)
 
 Run "bouncer COMMAND --help" for a command's flags.
@@ -117,6 +119,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.checkCmd(ctx, rest)
 	case "verp":
 		err = a.verpCmd(ctx, rest)
+	case "mx":
+		err = a.mxCmd(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, topUsage)
 		return nil
