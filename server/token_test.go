@@ -1,0 +1,52 @@
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/verp"
+)
+
+// TestSignedTokens drives real signed return paths from verp.Signer: a
+// valid one is decoded and marked verified, a tampered one is refused with
+// 550 5.7.1, and after too many bad tokens the client is banned with 421.
+func TestSignedTokens(t *testing.T) {
+	key := verp.Key{ID: "a", Secret: "0123456789abcdef0123"}
+	signer, err := verp.NewSigner(verp.SignerOptions{Key: key, Domain: bounceDomain})
+	tcheck(t, err, "signer")
+	good, err := signer.Sign("user@dead.test", "c1", "l1", time.Now())
+	tcheck(t, err, "signing")
+	bad := strings.Replace(good, "user=dead.test", "uses=dead.test", 1)
+	if bad == good {
+		t.Fatalf("could not tamper with %q", good)
+	}
+
+	opts := testOptions()
+	opts.VERP = verp.NewDecoder(verp.Options{Keys: []verp.Key{key}})
+	opts.Guard = verp.NewGuard(verp.GuardOptions{MaxBad: 2})
+	saver := &memSaver{}
+	ts := newTestServer(t, opts, saver)
+
+	c := dial(t, ts.addr)
+	_, err = send(c, "", []string{good}, readTestdata(t, "lhost-postfix-03.eml"))
+	tcheck(t, err, "sending to a signed return path")
+	got := saver.all()
+	if len(got) != 1 || got[0].Envelope.VERP != "user@dead.test" || !got[0].Envelope.Verified {
+		t.Fatalf("got %+v, want one delivery verified for user@dead.test", got)
+	}
+
+	tcheck(t, c.Mail("", nil), "mail")
+	wantCode(t, c.Rcpt(bad, nil), 550, smtp.EnhancedCode{5, 7, 1})
+	// The second bad token bans the client: 421 and the connection ends.
+	wantCode(t, c.Rcpt(bad, nil), 421, smtp.EnhancedCode{4, 7, 0})
+	if err := c.Noop(); err == nil {
+		t.Errorf("NOOP after the ban succeeded, want a closed connection")
+	}
+	// A banned client is refused when it connects again.
+	r := connectRaw(t, ts.addr, nil)
+	r.expect(421, "4.7.0")
+	r.expectClosed()
+}
