@@ -37,6 +37,7 @@ func (d *decoder) finish() {
 // or the returned message names, when there is exactly one candidate left.
 func (d *decoder) repairAddresses() {
 	var t *bounceText
+	var found []string
 	for i := range d.rep.Recipients {
 		rc := &d.rep.Recipients[i]
 		if rc.Kind != "" || isAddress(rc.FinalRecipient) || isAddress(rc.OriginalRecipient) {
@@ -44,9 +45,10 @@ func (d *decoder) repairAddresses() {
 		}
 		if t == nil {
 			t = d.newBounceText()
+			found = t.addresses(t.text)
 		}
 		var cands []string
-		for _, a := range t.addresses(t.text) {
+		for _, a := range found {
 			if !d.hasRecipient(a) {
 				cands = append(cands, a)
 			}
@@ -151,7 +153,7 @@ func (d *decoder) finishRecipients() {
 		if rc.Kind == KindComplaint || rc.Kind == KindAutoReply {
 			continue
 		}
-		if rc.DiagnosticCode == "" {
+		if rc.DiagnosticCode == "" && i < 100 {
 			rc.DiagnosticCode = d.textDiagnostic(rc)
 		}
 		tr := textReason(rc.DiagnosticCode)

@@ -18,6 +18,15 @@ type field struct {
 func parseBlocks(b []byte) [][]field {
 	var blocks [][]field
 	var cur []field
+	var val strings.Builder // value of the last field of cur, while folded lines follow
+	folded := false
+	flushVal := func() {
+		if folded {
+			cur[len(cur)-1].value = val.String()
+			val.Reset()
+			folded = false
+		}
+	}
 	s := string(b)
 	for len(s) > 0 {
 		var line string
@@ -29,6 +38,7 @@ func parseBlocks(b []byte) [][]field {
 		line = strings.TrimRight(line, " \t\r")
 		if line == "" {
 			if len(cur) > 0 {
+				flushVal()
 				blocks = append(blocks, cur)
 				cur = nil
 			}
@@ -36,8 +46,14 @@ func parseBlocks(b []byte) [][]field {
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(cur) > 0 {
-				f := &cur[len(cur)-1]
-				f.value = strings.TrimSpace(f.value + " " + strings.TrimSpace(line))
+				if !folded {
+					val.WriteString(cur[len(cur)-1].value)
+					folded = true
+				}
+				if val.Len() > 0 {
+					val.WriteByte(' ')
+				}
+				val.WriteString(strings.TrimSpace(line))
 			}
 			continue
 		}
@@ -45,9 +61,11 @@ func parseBlocks(b []byte) [][]field {
 		if i <= 0 || !isToken(line[:i]) {
 			continue
 		}
+		flushVal()
 		cur = append(cur, field{key: strings.ToLower(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
 	}
 	if len(cur) > 0 {
+		flushVal()
 		blocks = append(blocks, cur)
 	}
 	return blocks

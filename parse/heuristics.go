@@ -69,6 +69,30 @@ type bounceText struct {
 	bounce bool   // the message presents itself as a failure notice
 	action Action // Failed, or Delayed when the text says it will retry
 	skip   map[string]bool
+
+	pos          map[string]int // first offset in text of each address, lower case
+	codeLine     string         // first line of text with a failure code
+	codeLineDone bool
+}
+
+// position returns the offset of the first mention of addr in t.text.
+func (t *bounceText) position(addr string) int {
+	if t.pos == nil {
+		t.pos = map[string]int{}
+		for _, a := range scanAddresses(t.text) {
+			k := strings.ToLower(a.addr)
+			if _, ok := t.pos[k]; !ok {
+				t.pos[k] = a.at
+			}
+		}
+	}
+	if i, ok := t.pos[strings.ToLower(addr)]; ok {
+		return i
+	}
+	if len(t.text) > 64<<10 {
+		return -1
+	}
+	return indexFold(t.text, strings.ToLower(addr))
 }
 
 func (d *decoder) newBounceText() *bounceText {
@@ -178,6 +202,9 @@ func headerBlockStart(s string) int {
 			if isReturnedHeader(blk) {
 				return off
 			}
+			if len(blk) > end-off {
+				end = off + len(blk) // the block's other lines start no block
+			}
 		}
 		off = end + 1
 	}
@@ -189,7 +216,7 @@ func headerBlockStart(s string) int {
 // trace or MIME field, or four of the usual fields.
 func isReturnedHeader(blk string) bool {
 	for _, k := range []string{"received:", "return-path:", "message-id:", "mime-version:", "content-type:", "dkim-signature:"} {
-		if strings.HasPrefix(strings.ToLower(blk), k) || indexFold(blk, "\n"+k) >= 0 {
+		if hasPrefixFoldString(blk, k) || indexFold(blk, "\n"+k) >= 0 {
 			return true
 		}
 	}
@@ -199,7 +226,7 @@ func isReturnedHeader(blk string) bool {
 func countHeaderKeys(blk string) int {
 	n := 0
 	for _, k := range headerKeys {
-		if strings.HasPrefix(strings.ToLower(blk), k) || indexFold(blk, "\n"+k) >= 0 {
+		if hasPrefixFoldString(blk, k) || indexFold(blk, "\n"+k) >= 0 {
 			n++
 		}
 	}
@@ -223,7 +250,8 @@ func (t *bounceText) listed(s string) []string {
 func (t *bounceText) scan(s string, skip map[string]bool) []string {
 	var out, roles []string
 	seen := map[string]bool{}
-	for _, a := range scanAddresses(s) {
+	for _, at := range scanAddresses(s) {
+		a := at.addr
 		k := strings.ToLower(a)
 		if seen[k] || skip[k] {
 			continue
@@ -258,8 +286,8 @@ func isRoleAddress(a string) bool {
 // scanAddresses finds addr-specs (RFC 5322 §3.4.1, dot-atom forms and
 // quoted local parts) in free text. The domain must have a dot or be an
 // address literal.
-func scanAddresses(s string) []string {
-	var out []string
+func scanAddresses(s string) []addrAt {
+	var out []addrAt
 	for i := 0; i < len(s); i++ {
 		if s[i] != '@' {
 			continue
@@ -285,10 +313,16 @@ func scanAddresses(s string) []string {
 		if domain[0] == '.' || domain[0] == '-' {
 			continue
 		}
-		out = append(out, local+"@"+domain)
+		out = append(out, addrAt{addr: local + "@" + domain, at: j})
 		i = k - 1
 	}
 	return out
+}
+
+// addrAt is an address found in text and its offset.
+type addrAt struct {
+	addr string
+	at   int
 }
 
 func isLocalChar(c byte) bool {
@@ -508,14 +542,17 @@ func dedupe(a []string) []string {
 func (t *bounceText) diagnostic(addr string) string {
 	p := ""
 	if addr != "" {
-		if i := indexFold(t.text, strings.ToLower(addr)); i >= 0 {
+		if i := t.position(addr); i >= 0 {
 			p = lineAround(t.text, i, len(addr))
 		}
 	}
 	if findEnhanced(p) != "" || findReplyCode(p) != "" {
 		return truncate(p, 1000)
 	}
-	if l := codeLine(t.text); l != "" {
+	if !t.codeLineDone {
+		t.codeLine, t.codeLineDone = codeLine(t.text), true
+	}
+	if l := t.codeLine; l != "" {
 		if p == "" {
 			return l
 		}
@@ -597,11 +634,15 @@ func (d *decoder) textDiagnostic(rc *Recipient) string {
 		return ""
 	}
 	for _, t := range d.texts {
-		i := indexFold(t.body, strings.ToLower(a))
+		body := t.body
+		if len(body) > 64<<10 {
+			body = body[:64<<10] // the notice is at the top; bound the search
+		}
+		i := indexFold(body, strings.ToLower(a))
 		if i < 0 {
 			continue
 		}
-		return paragraphAfter(t.body, i+len(a))
+		return paragraphAfter(body, i+len(a))
 	}
 	return ""
 }
@@ -640,7 +681,7 @@ func inlineHeader(body string) (message.Header, bool) {
 			blk := headerBlock(body[off:])
 			n := 0
 			for _, k := range headerKeys {
-				if indexFold(blk, "\n"+k) >= 0 || strings.HasPrefix(strings.ToLower(blk), k) {
+				if hasPrefixFoldString(blk, k) || indexFold(blk, "\n"+k) >= 0 {
 					n++
 				}
 			}
@@ -650,8 +691,9 @@ func inlineHeader(body string) (message.Header, bool) {
 					return message.Header{Header: h}, true
 				}
 			}
-			off += len(blk) + 1
-			continue
+			if len(blk) > end-off {
+				end = off + len(blk)
+			}
 		}
 		if i < 0 {
 			break

@@ -323,7 +323,11 @@ func findDelimiter(b []byte) string {
 		if bytes.HasSuffix(line, []byte("--")) {
 			continue
 		}
-		if c := bytes.IndexByte(rest, ':'); c > 0 && c < 40 && bytes.IndexByte(rest[:c], '\n') < 0 {
+		next := rest
+		if n := bytes.IndexByte(next, '\n'); n >= 0 {
+			next = next[:n]
+		}
+		if c := bytes.IndexByte(next, ':'); c > 0 && c < 40 {
 			return string(line[2:])
 		}
 	}
