@@ -195,6 +195,24 @@ func TestCorpus(t *testing.T) {
 			bad = append(bad, fmt.Sprintf("kind %s #%d: want %s, got %s", r.File, r.Index, want, gotKind))
 		}
 	}
+	// Precision: records whose address no row of their file expects.
+	expected := map[string]map[string]bool{}
+	for _, r := range rows {
+		if expected[r.File] == nil {
+			expected[r.File] = map[string]bool{}
+		}
+		expected[r.File][strings.ToLower(r.Recipient)] = true
+	}
+	var precision figure
+	for name, want := range expected {
+		for _, rc := range reports[name].Recipients {
+			ok := want[strings.ToLower(rc.FinalRecipient)] || want[strings.ToLower(rc.OriginalRecipient)]
+			precision.add(ok)
+			if !ok {
+				bad = append(bad, fmt.Sprintf("extra %s: %s (%s)", name, rc.Address(), rc.DecodedBy))
+			}
+		}
+	}
 	for name, rep := range reports {
 		if strings.HasPrefix(name, "maildir/not/") {
 			nonBounce.add(rep.Kind == KindUnknown)
@@ -213,6 +231,7 @@ func TestCorpus(t *testing.T) {
 	t.Logf("status accuracy         %6.2f%% (%d/%d)", status.pct(), status.ok, status.n)
 	t.Logf("permanent/temporary     %6.2f%% (%d/%d)", permTemp.pct(), permTemp.ok, permTemp.n)
 	t.Logf("non-bounce accuracy     %6.2f%% (%d/%d)", nonBounce.pct(), nonBounce.ok, nonBounce.n)
+	t.Logf("recipient precision     %6.2f%% (%d/%d records expected, informative)", precision.pct(), precision.ok, precision.n)
 	t.Logf("reason agreement        %6.2f%% (%d/%d, informative: the categories differ)", reason.pct(), reason.ok, reason.n)
 	for _, c := range []struct {
 		name  string

@@ -306,14 +306,27 @@ func scanAddresses(s string) []addrAt {
 			k++
 		}
 		local := strings.TrimLeft(s[j:i], ".")
+		// In URLs and query strings ("...?email=user@example.com",
+		// "identity/user@example.com") the address is the last part.
+		if c := strings.LastIndexAny(local, "/?&"); c >= 0 {
+			local = local[c+1:]
+		}
+		if e := strings.LastIndexByte(local, '='); e >= 0 && !strings.Contains(local[:e], "+") {
+			local = local[e+1:]
+		}
 		domain := strings.TrimRight(s[i+1:k], ".-")
+		if !strings.HasPrefix(domain, "[") {
+			if b := strings.IndexAny(domain, "[]"); b >= 0 {
+				domain = strings.TrimRight(domain[:b], ".-")
+			}
+		}
 		if local == "" || len(local) > 64 || !strings.Contains(domain, ".") || len(domain) > 255 {
 			continue
 		}
 		if domain[0] == '.' || domain[0] == '-' {
 			continue
 		}
-		out = append(out, addrAt{addr: local + "@" + domain, at: j})
+		out = append(out, addrAt{addr: local + "@" + domain, at: i - len(local)})
 		i = k - 1
 	}
 	return out
@@ -380,7 +393,7 @@ func ruleAngleColon(signatures ...string) func(t *bounceText) []Recipient {
 			}
 			addrs = append(addrs, t.listed(line[:j+1])...)
 		}
-		return recipients(addrs)
+		return recipients(dedupe(addrs))
 	}
 }
 
@@ -399,9 +412,13 @@ func ruleSendmail(t *bounceText) []Recipient {
 	rest := t.text[i:]
 	for _, line := range strings.Split(rest, "\n") {
 		l := strings.TrimSpace(line)
+		ll := strings.ToLower(l)
 		switch {
+		case strings.HasPrefix(l, "<<<"), strings.HasPrefix(ll, ">>> mail from"):
+			// The remote server's reply, or our MAIL command: the
+			// address there is the sender's.
 		case strings.HasPrefix(l, "<") && strings.HasSuffix(l, ">"), strings.Contains(l, "... "),
-			strings.HasPrefix(strings.ToLower(l), ">>> rcpt to:"):
+			strings.HasPrefix(ll, ">>> rcpt to:"):
 			addrs = append(addrs, t.listed(l)...)
 		}
 		if len(addrs) > 0 && l == "" {

@@ -50,11 +50,11 @@ func (d *decoder) sesNotification() bool {
 			Type    string `json:"Type"`
 			Message string `json:"Message"`
 		}
-		if json.Unmarshal([]byte(raw), &env) == nil && env.Type == "Notification" && env.Message != "" {
+		if unmarshalFolded(raw, &env) && env.Type == "Notification" && env.Message != "" {
 			raw = env.Message
 		}
 		var ev sesEvent
-		if json.Unmarshal([]byte(raw), &ev) != nil {
+		if !unmarshalFolded(raw, &ev) {
 			continue
 		}
 		if d.addSES(&ev) {
@@ -112,4 +112,14 @@ func (d *decoder) addSES(ev *sesEvent) bool {
 		}
 	}
 	return len(d.rep.Recipients) > 0
+}
+
+// unmarshalFolded decodes JSON that a mailer may have folded into lines
+// ("\n " inserted in long lines): as it is, else with the folds undone.
+func unmarshalFolded(raw string, v any) bool {
+	if json.Unmarshal([]byte(raw), v) == nil {
+		return true
+	}
+	unfolded := strings.ReplaceAll(strings.ReplaceAll(raw, "\n ", ""), "\n", "")
+	return json.Unmarshal([]byte(unfolded), v) == nil
 }
