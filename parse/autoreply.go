@@ -24,6 +24,9 @@ func (d *decoder) autoReply() bool {
 	if !ok && isVacationSubject(d.rep.Subject) {
 		ok = true
 	}
+	if !ok && d.autoReplyBody() {
+		ok = true
+	}
 	if !ok {
 		return false
 	}
@@ -31,6 +34,38 @@ func (d *decoder) autoReply() bool {
 		FinalRecipient: firstAddress(h.Get("From")), Kind: KindAutoReply, Class: ClassNone, DecodedBy: "rfc3834",
 	})
 	return true
+}
+
+// autoReplyBody recognises a vacation notice by its text, when the
+// header marks it as automatic (Precedence: auto_reply, bulk or junk,
+// RFC 3834 §3.1.8) or it answers a message ("Re:" subject): a short body
+// with vacation wording.
+func (d *decoder) autoReplyBody() bool {
+	prec := strings.ToLower(d.top.Get("Precedence"))
+	subj := strings.ToLower(strings.TrimSpace(d.rep.Subject))
+	if prec != "auto_reply" && prec != "bulk" && prec != "junk" && !strings.HasPrefix(subj, "re:") &&
+		!d.top.Has("X-Auto-Response-Suppress") {
+		return false
+	}
+	for _, t := range d.texts {
+		if len(t.body) > 4000 {
+			continue
+		}
+		l := strings.ToLower(t.body)
+		for _, p := range vacationPhrases {
+			if strings.Contains(l, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var vacationPhrases = []string{
+	"out of the office", "out of office", "on vacation", "on holiday", "on annual leave", "on leave until",
+	"away from the office", "away from my desk", "currently away", "i am away", "i'm away", "limited access to e-mail",
+	"limited access to email", "this is an automatic reply", "this is an automated reply", "auto-reply", "autoreply",
+	"abwesend", "nicht im büro", "absent du bureau",
 }
 
 var vacationPrefixes = []string{

@@ -140,7 +140,7 @@ func keepPart(k []byte) bool { return hasPrefixFold(k, "content-") }
 func keepTop(k []byte) bool {
 	return hasPrefixFold(k, "content-") || keepAny(k, "subject", "from", "to", "return-path",
 		"auto-submitted", "x-failed-recipients", "x-autoreply", "x-autorespond", "x-autoresponder",
-		"x-vacation", "x-mailer-autoreply")
+		"x-vacation", "x-mailer-autoreply", "precedence", "x-auto-response-suppress")
 }
 
 // keepReturned keeps the fields of a returned message that go into

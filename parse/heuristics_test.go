@@ -94,6 +94,8 @@ func TestNonBounces(t *testing.T) {
 			KindAutoReply, "rfc3834", "cat@example.net"},
 		{"vacation subject", plain("dog@example.net", "Out of Office: hello", "Back next week.\n"),
 			KindAutoReply, "rfc3834", "dog@example.net"},
+		{"vacation body", plain("owl@example.net", "Re: hello", "Thank you for your mail. I am out of the office until Monday.\n", "Precedence: auto_reply"),
+			KindAutoReply, "rfc3834", "owl@example.net"},
 		{"bounce with auto-replied is not vacation", plain("MAILER-DAEMON@example.net", "Undelivered Mail Returned to Sender",
 			"<gone@example.com>: 550 5.1.1 user unknown\n", "Auto-Submitted: auto-replied"), KindBounce, "text/angle-colon", "gone@example.com"},
 		{"unsubscribe", plain("reader@example.net", "unsubscribe", "Please unsubscribe me.\n"),
