@@ -130,6 +130,13 @@ level = "debug"
 		}
 	})
 
+	// The server's log is shown only when the test fails.
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("bouncer serve log:\n%s", logs.String())
+		}
+	})
 	found := make(chan [2]string, 1)
 	go func() {
 		defer close(done)
@@ -137,7 +144,7 @@ level = "debug"
 		sent := false
 		for sc.Scan() {
 			line := sc.Text()
-			t.Log("bouncer:", line)
+			logs.Write([]byte(line + "\n"))
 			if m := listenRE.FindStringSubmatch(line); m != nil && !sent {
 				found <- [2]string{m[1], m[2]}
 				sent = true

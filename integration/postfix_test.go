@@ -18,6 +18,7 @@ import (
 // whose transport map sends dead.test to the stub and bounce.test to
 // bouncer, submits the scenario and checks the DSNs Postfix generated.
 func TestPostfix(t *testing.T) {
+	t.Parallel()
 	postfix := lookMTA("postfix", "/usr/sbin/postfix")
 	if postfix == "" {
 		t.Skip("SKIP: postfix not found (apt-get install postfix; .ci/run does this)")

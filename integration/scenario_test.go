@@ -104,6 +104,8 @@ func checkScenario(t *testing.T, b *bouncerProc, e expect) {
 		t.Errorf("%s: original_recipient %q, want the ORCPT %s", routeB, rb.OriginalRecipient, routeB)
 	}
 
+	saveSample(t, e.mta+"-5.4.3-envid-orcpt.eml", b.raw(t, rb.ID))
+
 	for _, addr := range []string{routeA, routeB} {
 		if !b.suppressed(t, addr) {
 			t.Errorf("bouncer suppressed %s: exit 1, want 0 after a 5.4.3", addr)

@@ -1,0 +1,94 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestSamples decodes the DSNs that Postfix and Exim produced in an earlier
+// run (saved with -update) through "bouncer parse --json", so the real
+// samples are checked on machines without the MTAs too. Dates and queue
+// ids change from run to run; what is checked here does not.
+func TestSamples(t *testing.T) {
+	if *update {
+		t.Skip("SKIP: -update rewrites the samples in this run")
+	}
+	type want struct {
+		recipient, action, status, literal, kind, class, envid string
+	}
+	tests := []struct {
+		file string
+		want []want
+	}{
+		{"postfix-5.4.3-and-5.1.1.eml", []want{
+			{routeA, "failed", "5.4.3", "5.4.3", "bounce", "hard", ""},
+			{unknownA, "failed", "5.1.1", "5.1.1", "bounce", "hard", ""},
+		}},
+		{"postfix-5.4.3-envid-orcpt.eml", []want{
+			{routeB, "failed", "5.4.3", "5.4.3", "bounce", "hard", "postfix-envid-route-b"},
+		}},
+		{"postfix-4.4.3-delayed.eml", []want{
+			{laterC, "delayed", "4.4.3", "4.4.3", "delay", "soft", "postfix-envid-later-c"},
+		}},
+		{"postfix-4.4.3-failed.eml", []want{
+			{laterC, "failed", "4.4.3", "4.4.3", "bounce", "soft", "postfix-envid-later-c"},
+		}},
+		// Exim writes a generic Status and the reply in Diagnostic-Code.
+		{"exim-5.4.3-and-5.1.1.eml", []want{
+			{routeA, "failed", "5.4.3", "5.0.0", "bounce", "hard", ""},
+			{unknownA, "failed", "5.1.1", "5.0.0", "bounce", "hard", ""},
+		}},
+		{"exim-5.4.3-envid-orcpt.eml", []want{
+			{routeB, "failed", "5.4.3", "5.0.0", "bounce", "hard", "exim-envid-route-b"},
+		}},
+		{"exim-4.4.3-delayed.eml", []want{
+			{laterC, "delayed", "4.4.3", "4.0.0", "delay", "soft", "exim-envid-later-c"},
+		}},
+		{"exim-4.4.3-failed.eml", []want{
+			{laterC, "failed", "4.4.3", "5.0.0", "bounce", "soft", "exim-envid-later-c"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			out, err := exec.Command(bouncerBin, "parse", "--json", filepath.Join("testdata", tt.file)).Output()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("bouncer parse %s: %v: %s", tt.file, err, ee.Stderr)
+			}
+			tcheck(t, err, "bouncer parse")
+			var got []want
+			dec := json.NewDecoder(bytes.NewReader(out))
+			for dec.More() {
+				var r struct {
+					Recipient          string `json:"recipient"`
+					Action             string `json:"action"`
+					Status             string `json:"status"`
+					StatusLiteral      string `json:"status_literal"`
+					Kind               string `json:"kind"`
+					Class              string `json:"class"`
+					OriginalEnvelopeID string `json:"original_envelope_id"`
+				}
+				tcheck(t, dec.Decode(&r), "decoding bouncer parse output")
+				got = append(got, want{r.Recipient, r.Action, r.Status, r.StatusLiteral, r.Kind, r.Class, r.OriginalEnvelopeID})
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("%d records, want %d:\n%s", len(got), len(tt.want), out)
+			}
+			for _, w := range tt.want {
+				found := false
+				for _, g := range got {
+					found = found || g == w
+				}
+				if !found {
+					t.Errorf("no record %+v in\n%s", w, out)
+				}
+			}
+		})
+	}
+}
