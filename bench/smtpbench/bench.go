@@ -28,9 +28,9 @@ const (
 
 type benchFlags struct {
 	bouncer, sink, source, msgFile, workDir string
-	count, rssSessions, rssCount, rssSize  int
-	sessions                               []int
-	keep                                   bool
+	count, rssSessions, rssCount, rssSize   int
+	sessions                                []int
+	keep                                    bool
 }
 
 // row is one server at one session count.
