@@ -92,12 +92,32 @@ func isVacationSubject(s string) bool {
 // its bounces).
 func (d *decoder) looksLikeBounce() bool {
 	from := strings.ToLower(d.rep.From)
-	for _, w := range []string{"mailer-daemon", "postmaster", "mail delivery", "mail-daemon", "mailer_daemon"} {
+	for _, w := range []string{"mailer-daemon", "postmaster", "mail delivery", "mail-daemon", "mailer_daemon",
+		"post_master", "mailerdaemon"} {
 		if strings.Contains(from, w) {
 			return true
 		}
 	}
+	if a := firstAddress(from); systemSenders[localPart(a)] &&
+		hasFailureWords(strings.ToLower(d.firstText())) {
+		return true
+	}
 	return isBounceSubject(d.rep.Subject)
+}
+
+// systemSenders are local parts of machine senders. Mail from them is a
+// failure notice when its text also says so.
+var systemSenders = map[string]bool{
+	"no-reply": true, "noreply": true, "do-not-reply": true, "donotreply": true, "mailer": true,
+	"mail": true, "daemon": true, "root": true, "system": true, "administrator": true, "admin": true,
+	"bounce": true, "bounces": true, "notify": true, "notification": true, "notifications": true,
+}
+
+func (d *decoder) firstText() string {
+	if len(d.texts) == 0 {
+		return ""
+	}
+	return truncate(d.texts[0].body, 8<<10)
 }
 
 var bounceSubjects = []string{
@@ -105,6 +125,8 @@ var bounceSubjects = []string{
 	"failure notice", "mail delivery", "delivery notification", "non-delivery", "nondeliver",
 	"could not be delivered", "delivery problem", "mail system error", "returned to sender", "rejected",
 	"warning: could not send", "delayed mail", "delivery delayed", "failed delivery",
+	"unzustellbar", "nicht zustellbar", "non remis", "non distribuable", "no entregado", "non recapitabile",
+	"onbestelbaar", "エラー", "不能", "退信", "undeliverable",
 }
 
 func isBounceSubject(s string) bool {
@@ -115,4 +137,12 @@ func isBounceSubject(s string) bool {
 		}
 	}
 	return false
+}
+
+// localPart returns what precedes the last @ of an address.
+func localPart(a string) string {
+	if i := strings.LastIndexByte(a, '@'); i >= 0 {
+		return a[:i]
+	}
+	return a
 }

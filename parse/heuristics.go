@@ -110,7 +110,11 @@ func (d *decoder) newBounceText() *bounceText {
 	t := &bounceText{d: d, all: b.String(), action: Failed}
 	t.text = cutReturned(t.all)
 	t.lower = strings.ToLower(t.text)
-	t.bounce = d.looksLikeBounce() || d.top.Has("X-Failed-Recipients") || hasFailureWords(t.lower)
+	// A message that does not present itself as a failure notice must
+	// both say so and carry an SMTP or enhanced status code: a reader's
+	// mail that mentions "delivery failed" must not suppress addresses.
+	t.bounce = d.looksLikeBounce() || d.top.Has("X-Failed-Recipients") ||
+		hasFailureWords(t.lower) && (findEnhanced(t.text) != "" || findReplyCode(t.text) != "")
 	if isDelayText(strings.ToLower(d.rep.Subject), t.lower) {
 		t.action = Delayed
 	}
@@ -134,7 +138,7 @@ var failureWords = []string{
 	"could not be delivered", "couldn't be delivered", "undeliverable", "delivery failed", "failed to deliver",
 	"unable to deliver", "not be delivered", "permanent error", "delivery has failed", "was not delivered",
 	"following address", "following recipient", "did not reach", "user unknown", "delivery to the following",
-	"error delivering", "returned to sender", "could not deliver", "cannot be delivered", "mailbox",
+	"error delivering", "returned to sender", "could not deliver", "cannot be delivered",
 	"invalid user", "no such user", "unknown user", "not delivered", "delivery failure", "unable to deliver",
 }
 

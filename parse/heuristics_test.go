@@ -115,9 +115,15 @@ func TestNonBounces(t *testing.T) {
 			}
 		})
 	}
-	rep, err := Message(strings.NewReader(plain("friend@example.net", "lunch?", "See you at noon.\n")), Limits{})
-	if err != ErrNotBounce || rep.Kind != KindUnknown {
-		t.Errorf("plain mail: err %v kind %s", err, rep.Kind)
+	for _, body := range []string{
+		"See you at noon.\n",
+		"My old mailbox bob@old.example is full, please write to bob@new.example.\n",
+		"Your newsletter could not be delivered to my colleague carol@example.com, she says.\n",
+	} {
+		rep, err := Message(strings.NewReader(plain("friend@example.net", "lunch?", body)), Limits{})
+		if err != ErrNotBounce || rep.Kind != KindUnknown {
+			t.Errorf("plain mail %q: err %v kind %s recipients %v", body, err, rep.Kind, addrs(rep))
+		}
 	}
 }
 
