@@ -113,8 +113,19 @@ type Recipient struct {
 	Class  Class  `json:"class"`
 	Reason Reason `json:"reason,omitempty"`
 
-	// DecodedBy names the RFC path or the rule that produced this record,
-	// e.g. "rfc3464", "rfc6533", "arf", "rfc3834", "text/qmail".
+	// DecodedBy names the RFC path or the rule that produced this record:
+	//   rfc3464, rfc6533           delivery-status part of a multipart/report
+	//   rfc3464/loose, .../loose   delivery-status fields outside a report or
+	//                              in a mistyped part; "+text" when the
+	//                              address came from the text (repairAddresses)
+	//   arf, arf/loose             RFC 5965 feedback report, or a complaint in
+	//                              another layout (Microsoft JMRP)
+	//   rfc3834                    auto-reply
+	//   json/ses                   Amazon SES notification
+	//   text/unsubscribe           unsubscribe request (complaint, opt-out)
+	//   header/x-failed-recipients, text/qmail, text/postfix, text/sendmail,
+	//   text/exim, text/angle-colon, text/rcpt-to, text/listed, text/any,
+	//   text/original-to           plain-text rules, see heuristics.go
 	DecodedBy string `json:"decoded_by"`
 }
 

@@ -1,0 +1,508 @@
+package parse
+
+import (
+	"bufio"
+	"strings"
+
+	"github.com/emersion/go-message"
+)
+
+// bounceText is the human-readable part of a plain-text bounce.
+type bounceText struct {
+	d      *decoder
+	all    string // text parts joined
+	text   string // all, cut before the returned message
+	lower  string // text in lower case
+	bounce bool   // the message presents itself as a failure notice
+	action Action // Failed, or Delayed when the text says it will retry
+	skip   map[string]bool
+
+	pos          map[string]int // first offset in text of each address, lower case
+	codeLine     string         // first line of text with a failure code
+	codeLineDone bool
+}
+
+// position returns the offset of the first mention of addr in t.text.
+func (t *bounceText) position(addr string) int {
+	if t.pos == nil {
+		t.pos = map[string]int{}
+		for _, a := range scanAddresses(t.text) {
+			k := strings.ToLower(a.addr)
+			if _, ok := t.pos[k]; !ok {
+				t.pos[k] = a.at
+			}
+		}
+	}
+	if i, ok := t.pos[strings.ToLower(addr)]; ok {
+		return i
+	}
+	if len(t.text) > 64<<10 {
+		return -1
+	}
+	return indexFold(t.text, strings.ToLower(addr))
+}
+
+func (d *decoder) newBounceText() *bounceText {
+	var b strings.Builder
+	for _, t := range d.texts {
+		if b.Len() > 0 {
+			b.WriteString("\n\n")
+		}
+		body := t.body
+		if strings.HasPrefix(t.mediaType, "text/html") {
+			body = stripTags(body)
+		}
+		b.WriteString(body)
+	}
+	t := &bounceText{d: d, all: b.String(), action: Failed}
+	t.text = cutReturned(t.all)
+	t.lower = strings.ToLower(t.text)
+	// A message that does not present itself as a failure notice must
+	// both say so and carry an SMTP or enhanced status code: a reader's
+	// mail that mentions "delivery failed" must not suppress addresses.
+	t.bounce = d.looksLikeBounce() || d.top.Has("X-Failed-Recipients") ||
+		hasFailureWords(t.lower) && (findEnhanced(t.text) != "" || findReplyCode(t.text) != "")
+	if isDelayText(strings.ToLower(d.rep.Subject), t.lower) {
+		t.action = Delayed
+	}
+	// Addresses that are never the failed recipient: the sender of the
+	// report, its recipient (the original sender), the original From.
+	t.skip = map[string]bool{}
+	for _, v := range []string{d.rep.From, d.top.Get("To"), d.top.Get("Return-Path")} {
+		if a := firstAddress(v); a != "" {
+			t.skip[strings.ToLower(a)] = true
+		}
+	}
+	if o := d.rep.Original; o != nil {
+		if a := firstAddress(o.From); a != "" {
+			t.skip[strings.ToLower(a)] = true
+		}
+	}
+	return t
+}
+
+var failureWords = []string{
+	"could not be delivered", "couldn't be delivered", "undeliverable", "delivery failed", "failed to deliver",
+	"unable to deliver", "not be delivered", "permanent error", "delivery has failed", "was not delivered",
+	"following address", "following recipient", "did not reach", "user unknown", "delivery to the following",
+	"error delivering", "returned to sender", "could not deliver", "cannot be delivered",
+	"invalid user", "no such user", "unknown user", "not delivered", "delivery failure", "unable to deliver",
+}
+
+func hasFailureWords(lower string) bool {
+	for _, w := range failureWords {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// isDelayText reports a warning that delivery is only delayed.
+func isDelayText(subject, lower string) bool {
+	if strings.Contains(subject, "delay") || strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") {
+		return true
+	}
+	for _, w := range []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
+		"still trying", "delivery attempts will continue", "no action is required"} {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// returnedMarkers introduce the copy of the returned message in a
+// plain-text bounce.
+var returnedMarkers = []string{
+	"below this line is a copy of the message", "copy of the message", "original message follows",
+	"message headers follow", "header of the original message", "headers of the original message",
+	"original message ---", "original message-----", "----- original message", "-----original message",
+	"unsent message below", "returned message follows", "original message header", "returned mail follows",
+	"original message is attached", "content-type: message/rfc822",
+}
+
+// cutReturned returns s up to the line that introduces the returned
+// message, or up to the first quoted header block.
+func cutReturned(s string) string {
+	l := strings.ToLower(s)
+	end := len(s)
+	for _, m := range returnedMarkers {
+		if i := strings.Index(l, m); i >= 0 && i < end {
+			end = i
+		}
+	}
+	if i := headerBlockStart(s[:end]); i >= 0 {
+		end = i
+	}
+	return s[:end]
+}
+
+// headerBlockStart returns the offset of the first quoted header block
+// (see inlineHeader) in s, or -1.
+func headerBlockStart(s string) int {
+	for off := 0; off < len(s); {
+		end := strings.IndexByte(s[off:], '\n')
+		if end < 0 {
+			end = len(s)
+		} else {
+			end += off
+		}
+		if startsWithKey(s[off:end]) {
+			blk := headerBlock(s[off:])
+			if isReturnedHeader(blk) {
+				return off
+			}
+			if len(blk) > end-off {
+				end = off + len(blk) // the block's other lines start no block
+			}
+		}
+		off = end + 1
+	}
+	return -1
+}
+
+// isReturnedHeader tells a copied header block from a short summary
+// ("Subject: ...", "Date: ...") written by the bounce itself: it has a
+// trace or MIME field, or four of the usual fields.
+func isReturnedHeader(blk string) bool {
+	for _, k := range []string{"received:", "return-path:", "message-id:", "mime-version:", "content-type:", "dkim-signature:"} {
+		if hasPrefixFoldString(blk, k) || indexFold(blk, "\n"+k) >= 0 {
+			return true
+		}
+	}
+	return countHeaderKeys(blk) >= 4
+}
+
+func countHeaderKeys(blk string) int {
+	n := 0
+	for _, k := range headerKeys {
+		if hasPrefixFoldString(blk, k) || indexFold(blk, "\n"+k) >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// addresses returns the distinct addresses in s in order, without those
+// in t.skip. Role addresses (postmaster, mailer-daemon) count only when
+// there is no other.
+func (t *bounceText) addresses(s string) []string {
+	return t.scan(s, t.skip)
+}
+
+// listed is addresses for text whose layout marks the failed addresses
+// (qmail and Postfix blocks, Exim lists): only role addresses are dropped,
+// since a message sent to oneself bounces too.
+func (t *bounceText) listed(s string) []string {
+	return t.scan(s, nil)
+}
+
+func (t *bounceText) scan(s string, skip map[string]bool) []string {
+	var out, roles []string
+	seen := map[string]bool{}
+	for _, at := range scanAddresses(s) {
+		a := at.addr
+		k := strings.ToLower(a)
+		if seen[k] || skip[k] {
+			continue
+		}
+		seen[k] = true
+		if isRoleAddress(k) {
+			if !strings.HasPrefix(k, "mailer-daemon@") && !t.skip[k] {
+				roles = append(roles, a)
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return roles
+	}
+	return out
+}
+
+func isRoleAddress(a string) bool {
+	local := a
+	if i := strings.LastIndexByte(a, '@'); i >= 0 {
+		local = a[:i]
+	}
+	switch local {
+	case "mailer-daemon", "mailer_daemon", "postmaster", "double-bounce", "nobody", "noreply", "no-reply":
+		return true
+	}
+	return false
+}
+
+// scanAddresses finds addr-specs (RFC 5322 §3.4.1, dot-atom forms and
+// quoted local parts) in free text. The domain must have a dot or be an
+// address literal.
+func scanAddresses(s string) []addrAt {
+	var out []addrAt
+	for i := 0; i < len(s); i++ {
+		if s[i] != '@' {
+			continue
+		}
+		j := i
+		for j > 0 && isLocalChar(s[j-1]) {
+			j--
+		}
+		if j > 0 && s[j-1] == '"' { // quoted local part
+			if k := strings.LastIndexByte(s[:j-1], '"'); k >= 0 && i-k < 80 && s[j-1] == '"' && j-1 == i-1 {
+				j = k
+			}
+		}
+		k := i + 1
+		for k < len(s) && isDomainChar(s[k]) {
+			k++
+		}
+		local := strings.TrimLeft(s[j:i], ".")
+		// In URLs and query strings ("...?email=user@example.com",
+		// "identity/user@example.com") the address is the last part.
+		if c := strings.LastIndexAny(local, "/?&"); c >= 0 {
+			local = local[c+1:]
+		}
+		if e := strings.LastIndexByte(local, '='); e >= 0 && !strings.Contains(local[:e], "+") {
+			local = local[e+1:]
+		}
+		domain := strings.TrimRight(s[i+1:k], ".-")
+		if !strings.HasPrefix(domain, "[") {
+			if b := strings.IndexAny(domain, "[]"); b >= 0 {
+				domain = strings.TrimRight(domain[:b], ".-")
+			}
+		}
+		if local == "" || len(local) > 64 || !strings.Contains(domain, ".") || len(domain) > 255 {
+			continue
+		}
+		if domain[0] == '.' || domain[0] == '-' {
+			continue
+		}
+		out = append(out, addrAt{addr: local + "@" + domain, at: i - len(local)})
+		i = k - 1
+	}
+	return out
+}
+
+// addrAt is an address found in text and its offset.
+type addrAt struct {
+	addr string
+	at   int
+}
+
+func isLocalChar(c byte) bool {
+	return isLetter(c) || isDigit(c) || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0
+}
+
+func isDomainChar(c byte) bool {
+	return isLetter(c) || isDigit(c) || c == '-' || c == '.' || c == '[' || c == ']'
+}
+
+// diagnostic returns the text about addr: the rest of the paragraph after
+// its first mention; when that has no SMTP or enhanced code, the first
+// line of the bounce text that has one.
+func (t *bounceText) diagnostic(addr string) string {
+	p := ""
+	if addr != "" {
+		if i := t.position(addr); i >= 0 {
+			p = lineAround(t.text, i, len(addr))
+		}
+	}
+	if findEnhanced(p) != "" || findReplyCode(p) != "" {
+		return truncate(p, 1000)
+	}
+	if !t.codeLineDone {
+		t.codeLine, t.codeLineDone = codeLine(t.text), true
+	}
+	if l := t.codeLine; l != "" {
+		if p == "" {
+			return l
+		}
+		return truncate(p+" "+l, 1000)
+	}
+	if p == "" {
+		p = strings.Join(strings.Fields(truncate(t.text, 1000)), " ")
+	}
+	return truncate(p, 1000)
+}
+
+// lineAround returns the text about the address at s[i:i+n]: what
+// precedes it on its line when that holds a reply code ("554 <addr>...
+// reason"), and the rest of its paragraph.
+func lineAround(s string, i, n int) string {
+	after := paragraphAfter(s, i+n)
+	start := strings.LastIndexByte(s[:i], '\n') + 1
+	before := strings.TrimSpace(s[start:i])
+	before = strings.TrimRight(before, "<\"'")
+	if before != "" && (findReplyCode(before) != "" || findEnhanced(before) != "") {
+		return strings.Join(strings.Fields(before), " ") + " " + after
+	}
+	return after
+}
+
+// codeLine returns the first line of s with a failure code (4xx or 5xx
+// reply, 4.x.x or 5.x.x status), else the first with any code, whitespace
+// collapsed.
+func codeLine(s string) string {
+	any := ""
+	for _, line := range strings.Split(s, "\n") {
+		c := findEnhanced(line)
+		if c == "" {
+			c = findReplyCode(line)
+		}
+		if c == "" {
+			continue
+		}
+		if c[0] != '2' {
+			return strings.Join(strings.Fields(line), " ")
+		}
+		if any == "" {
+			any = strings.Join(strings.Fields(line), " ")
+		}
+	}
+	return any
+}
+
+// stripTags turns HTML into text, crudely: tags become spaces, block
+// tags line breaks, and common entities are decoded.
+func stripTags(s string) string {
+	var b strings.Builder
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '<':
+			in = true
+			if l := strings.ToLower(s[i+1 : min(len(s), i+4)]); strings.HasPrefix(l, "br") || strings.HasPrefix(l, "p") ||
+				strings.HasPrefix(l, "/p") || strings.HasPrefix(l, "div") || strings.HasPrefix(l, "/di") || strings.HasPrefix(l, "tr") {
+				b.WriteByte('\n')
+			}
+		case c == '>' && in:
+			in = false
+			b.WriteByte(' ')
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
+	return r.Replace(b.String())
+}
+
+// textDiagnostic finds the diagnostic text about rc in the bounce text:
+// the lines that follow the first mention of its address.
+func (d *decoder) textDiagnostic(rc *Recipient) string {
+	a := rc.Address()
+	if a == "" {
+		return ""
+	}
+	for _, t := range d.texts {
+		body := t.body
+		if len(body) > 64<<10 {
+			body = body[:64<<10] // the notice is at the top; bound the search
+		}
+		i := indexFold(body, strings.ToLower(a))
+		if i < 0 {
+			continue
+		}
+		return paragraphAfter(body, i+len(a))
+	}
+	return ""
+}
+
+// paragraphAfter returns the text from i to the end of its paragraph, or
+// of the next one when the rest of the line is empty, bounded in length.
+func paragraphAfter(s string, i int) string {
+	s = s[i:]
+	if len(s) > 2000 {
+		s = s[:2000]
+	}
+	s = strings.TrimLeft(s, ">: \t")
+	s = strings.TrimLeft(s, "\n")
+	if j := strings.Index(s, "\n\n"); j >= 0 {
+		s = s[:j]
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// headerKeys are fields that mark a quoted header block of a returned
+// message.
+var headerKeys = []string{"message-id:", "subject:", "from:", "to:", "date:"}
+
+// inlineHeader finds the header of a returned message quoted in a text
+// body and parses it.
+func inlineHeader(body string) (message.Header, bool) {
+	lines := body
+	for off := 0; off < len(body); {
+		i := strings.IndexByte(lines[off:], '\n')
+		end := len(body)
+		if i >= 0 {
+			end = off + i
+		}
+		line := body[off:end]
+		if startsWithKey(line) {
+			blk := headerBlock(body[off:])
+			n := 0
+			for _, k := range headerKeys {
+				if hasPrefixFoldString(blk, k) || indexFold(blk, "\n"+k) >= 0 {
+					n++
+				}
+			}
+			if n >= 2 {
+				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned)
+				if h.Len() > 0 {
+					return message.Header{Header: h}, true
+				}
+			}
+			if len(blk) > end-off {
+				end = off + len(blk)
+			}
+		}
+		if i < 0 {
+			break
+		}
+		off = end + 1
+	}
+	return message.Header{}, false
+}
+
+var blockStartKeys = []string{"return-path:", "received:", "message-id:", "from:", "to:", "subject:", "date:",
+	"delivered-to:", "mime-version:", "dkim-signature:", "x-"}
+
+func startsWithKey(line string) bool {
+	if len(line) < 3 {
+		return false
+	}
+	for _, k := range blockStartKeys {
+		if len(line) >= len(k) && strings.EqualFold(line[:len(k)], k) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerBlock returns the lines from the start of s that look like header
+// fields or their continuations.
+func headerBlock(s string) string {
+	n := 0
+	for n < len(s) {
+		i := strings.IndexByte(s[n:], '\n')
+		line := s[n:]
+		if i >= 0 {
+			line = s[n : n+i]
+		}
+		ok := len(line) > 0 && (line[0] == ' ' || line[0] == '\t') && n > 0
+		if !ok {
+			if c := strings.IndexByte(line, ':'); c > 0 && isToken(line[:c]) {
+				ok = true
+			}
+		}
+		if !ok {
+			break
+		}
+		if i < 0 {
+			n = len(s)
+			break
+		}
+		n += i + 1
+	}
+	return strings.TrimRight(s[:n], "\n")
+}
