@@ -261,4 +261,3 @@ func dedupe(a []string) []string {
 	}
 	return out
 }
-
