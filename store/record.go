@@ -17,6 +17,8 @@ type Envelope struct {
 	VERP string `json:"verp,omitempty"`
 	// Verified is true when VERP came from a valid signed token.
 	Verified bool `json:"verified,omitempty"`
+	// Campaign is the campaign id of a valid signed token, if any.
+	Campaign string `json:"campaign,omitempty"`
 }
 
 // Delivery is one message accepted over SMTP, ready to be stored: the raw

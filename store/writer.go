@@ -245,6 +245,9 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if err := w.countDomain(rec); err != nil {
 			return nil, err
 		}
+		if err := w.db.outboxAdd(w.tx, rec); err != nil {
+			return nil, err
+		}
 	}
 	return recs, nil
 }
