@@ -174,7 +174,7 @@ func TestUnknownCharset(t *testing.T) {
 		"Content-Transfer-Encoding: 8bit\n\n<user@example.com>:\n550 5.1.1 no such user \xff\xfe here\n"
 	rep, err := Message(strings.NewReader(msg), Limits{})
 	tcheck(t, err, "decoding")
-	if len(rep.Recipients) != 1 || rep.Recipients[0].Status != "5.1.1" {
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Status != "5.1.1" || rep.Recipients[0].DecodedBy != "rfc3464" {
 		t.Errorf("recipients %+v", rep.Recipients)
 	}
 	if len(rep.Warnings) == 0 || !strings.Contains(strings.Join(rep.Warnings, " "), "charset") {
@@ -302,5 +302,20 @@ func TestSplitMbox(t *testing.T) {
 	stop := errors.New("stop")
 	if err := SplitMbox(strings.NewReader(in), func([]byte) error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("err %v, want the callback's", err)
+	}
+}
+
+// TestBoundaryPrefix: a parent delimiter ("--b2") that extends a part's
+// boundary ("b") ends the part, which lacks its closing delimiter, and is
+// not taken for the part's own delimiter.
+func TestBoundaryPrefix(t *testing.T) {
+	msg := "From: MAILER-DAEMON@example.net\nContent-Type: multipart/report; report-type=delivery-status; boundary=b2\n\n" +
+		"--b2\nContent-Type: multipart/alternative; boundary=b\n\n--b\nContent-Type: text/plain\n\nnotice\n" +
+		"--b2\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; example.net\n\n" +
+		"Final-Recipient: rfc822; p@example.com\nAction: failed\nStatus: 5.1.1\n--b2--\n"
+	rep, err := Message(strings.NewReader(msg), Limits{})
+	tcheck(t, err, "decoding")
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Status != "5.1.1" || rep.Recipients[0].DecodedBy != "rfc3464" {
+		t.Errorf("recipients %+v warnings %q", rep.Recipients, rep.Warnings)
 	}
 }

@@ -23,8 +23,17 @@ func (s *src) atDelim() int {
 		return -1
 	}
 	for i, d := range s.delims {
-		p, _ := s.br.Peek(len(d))
-		if bytes.Equal(p, d) {
+		p, _ := s.br.Peek(len(d) + 1)
+		if len(p) < len(d) || !bytes.Equal(p[:len(d)], d) {
+			continue
+		}
+		// RFC 2046 §5.1.1: the boundary is followed by "--", blanks or
+		// the line end, so "--b" does not match a line "--b2".
+		if len(p) == len(d) {
+			return i
+		}
+		switch p[len(d)] {
+		case '-', ' ', '\t', '\r', '\n':
 			return i
 		}
 	}
