@@ -30,7 +30,7 @@ type benchFlags struct {
 	bouncer, sink, source, msgFile, workDir string
 	count, rssSessions, rssCount, rssSize   int
 	sessions                                []int
-	keep                                    bool
+	keep, rssOnly                           bool
 }
 
 // row is one server at one session count.
@@ -58,6 +58,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.rssCount, "rss-m", 600, "messages of the memory check")
 	fs.IntVar(&f.rssSize, "rss-size", 1<<20, "message size of the memory check, bytes")
 	fs.BoolVar(&f.keep, "keep", false, "keep the work folder")
+	fs.BoolVar(&f.rssOnly, "rss-only", false, "run only the memory check")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,6 +100,9 @@ func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Wr
 	fmt.Fprintf(out, "bouncer: max_conns_per_ip and max_conns raised, connect_rate 1e7/min, connect_burst 100000; log level info; DB in %s\n\n", f.workDir)
 	data := dataPayload(msg)
 	var rows []row
+	if f.rssOnly {
+		f.sessions = nil
+	}
 	for _, s := range f.sessions {
 		for _, server := range []string{"smtp-sink", "go-smtp discard", "bouncer"} {
 			r, err := measure(ctx, f, self, server, s, data)

@@ -184,12 +184,16 @@ func loadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	from := fs.String("f", "", "reverse path (\"\" is the null sender)")
 	rcpt := fs.String("t", "bounces+user=dead.test@localhost", "recipient")
 	file := fs.String("F", "", "message `file` (required)")
+	grow := fs.Int("grow", 0, "grow the message to this many `bytes` as a RET=FULL bounce (0: as is)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	msg, err := os.ReadFile(*file)
 	if err != nil {
 		return err
+	}
+	if *grow > 0 {
+		msg = bigBounce(msg, *grow)
 	}
 	r := runLoad(ctx, loadOptions{Addr: *addr, Sessions: max(*sessions, 1), Count: *count,
 		From: *from, Rcpt: *rcpt, Data: dataPayload(msg), Timeout: time.Minute})

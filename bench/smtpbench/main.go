@@ -9,6 +9,7 @@
 //	smtpbench run [flags]      the whole benchmark; prints the table
 //	smtpbench discard [flags]  the go-smtp discard server alone
 //	smtpbench load [flags]     the Go load generator alone (latency per message)
+//	smtpbench inproc [flags]   bouncer's server and store in process, with pprof profiles
 package main
 
 import (
@@ -32,7 +33,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: smtpbench run|discard|load [flags]")
+		return fmt.Errorf("usage: smtpbench run|discard|load|inproc [flags]")
 	}
 	switch args[0] {
 	case "run":
@@ -41,7 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return discardCmd(ctx, args[1:], stdout, stderr)
 	case "load":
 		return loadCmd(ctx, args[1:], stdout, stderr)
+	case "inproc":
+		return inprocCmd(ctx, args[1:], stdout, stderr)
 	default:
-		return fmt.Errorf("unknown subcommand %q (want run, discard or load)", args[0])
+		return fmt.Errorf("unknown subcommand %q (want run, discard, load or inproc)", args[0])
 	}
 }
