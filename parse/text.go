@@ -56,7 +56,7 @@ func (d *decoder) newBounceText() *bounceText {
 	}
 	t := &bounceText{d: d, all: b.String(), action: Failed}
 	t.text = cutReturned(t.all)
-	t.lower = strings.ToLower(t.text)
+	t.lower = asciiLower(t.text)
 	// A message that does not present itself as a failure notice must
 	// both say so and carry an SMTP or enhanced status code: a reader's
 	// mail that mentions "delivery failed" must not suppress addresses.
@@ -125,7 +125,7 @@ var returnedMarkers = []string{
 // cutReturned returns s up to the line that introduces the returned
 // message, or up to the first quoted header block.
 func cutReturned(s string) string {
-	l := strings.ToLower(s)
+	l := asciiLower(s)
 	end := len(s)
 	for _, m := range returnedMarkers {
 		if i := strings.Index(l, m); i >= 0 && i < end {
@@ -505,4 +505,16 @@ func headerBlock(s string) string {
 		n += i + 1
 	}
 	return strings.TrimRight(s[:n], "\n")
+}
+
+// asciiLower lower-cases ASCII letters only, so offsets in the result are
+// offsets in s (strings.ToLower may change the length of invalid UTF-8).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
