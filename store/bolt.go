@@ -117,6 +117,8 @@ type Options struct {
 	// QueueLen is the number of deliveries that may wait for the writer
 	// (default 1024); Save blocks (respecting its context) when it is full.
 	QueueLen int
+	// Storm configures the storm guard (storm.go); zero switches it off.
+	Storm StormOptions
 
 	// beforeCommit, if set, runs in the write transaction after the batch
 	// is written; an error fails the transaction. Tests use it to inject

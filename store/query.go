@@ -244,6 +244,7 @@ func (db *DB) Domains(status string) ([]DomainStat, error) {
 			if err := json.Unmarshal(v, &st); err != nil {
 				return fmt.Errorf("decoding domain aggregate of %s: %w", dom, err)
 			}
+			addHealth(tx, &st)
 			out = append(out, st)
 			return nil
 		}

@@ -232,6 +232,9 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if err := w.db.applyPolicy(w.tx, rec, now); err != nil {
 			return nil, err
 		}
+		if err := w.db.stormGuard(w.tx, rec, now); err != nil {
+			return nil, err
+		}
 		v, err := json.Marshal(rec)
 		if err != nil {
 			return nil, fmt.Errorf("encoding record: %w", err)
@@ -349,6 +352,13 @@ type DomainStat struct {
 	ReportingMTAs []string       `json:"reporting_mtas,omitempty"`
 	// MTAsCapped is set once an MTA was not kept because a set was full.
 	MTAsCapped bool `json:"mtas_capped,omitempty"`
+
+	// Storm, LastMX and Recovered are filled in by Domains from the
+	// storm_flag and mx_health buckets (storm.go, mxhealth.go); they are
+	// not part of the stored aggregate.
+	Storm     *Storm     `json:"storm,omitempty"`
+	LastMX    *MXCheck   `json:"last_mx,omitempty"`
+	Recovered *time.Time `json:"recovered,omitempty"` // route works again since
 }
 
 // countDomain adds rec to its domain's aggregate.
