@@ -8,7 +8,9 @@
 //
 //	go test -tags integration -v ./integration/
 //
-// Without the MTAs the tests skip with the reason. The MTA configs in
+// With -update they save the DSNs they received into testdata/*.eml,
+// which TestSamples then checks through "bouncer parse" on any machine.
+// Without the MTAs the MTA tests skip with the reason. The MTA configs in
 // testdata are small and commented; README-postfix.md shows the Postfix
 // lines a bouncer user copies.
 package integration

@@ -30,7 +30,7 @@ func TestExim(t *testing.T) {
 	if exim == "" {
 		exim = lookMTA("exim4", "/usr/sbin/exim4")
 	}
-	if exim == "" {
+	if _, err := os.Stat(exim); exim == "" || err != nil {
 		t.Skip("SKIP: exim4 not found; set BOUNCER_EXIM to the exim4 binary of an unpacked exim4-daemon-light (.ci/run does this)")
 	}
 	requireRoot(t, "exim")
@@ -76,7 +76,7 @@ func TestExim(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", p)
 	waitListen(t, addr, 20*time.Second)
 
-	e := expect{mta: "exim", literal543: "5.0.0", final: 2 * time.Minute}
+	e := expect{mta: "exim", reporting: "exim.example.test", literal543: "5.0.0", final: 2 * time.Minute}
 	sendScenario(t, addr, e)
 	checkScenario(t, b, e)
 }

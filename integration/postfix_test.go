@@ -42,7 +42,7 @@ func TestPostfix(t *testing.T) {
 		}
 	})
 
-	e := expect{mta: "postfix", literal543: "5.4.3", final: 2 * time.Minute}
+	e := expect{mta: "postfix", reporting: "mta.example.test", literal543: "5.4.3", final: 2 * time.Minute}
 	sendScenario(t, smtpd, e)
 	checkScenario(t, b, e)
 }

@@ -3,6 +3,8 @@
 package integration
 
 import (
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,9 @@ type expect struct {
 	// "550 5.4.3": Postfix copies the reply's code, Exim writes 5.0.0 and
 	// puts the reply in Diagnostic-Code.
 	literal543 string
+	// reporting is the MTA's name in Reporting-MTA (its myhostname or
+	// primary_hostname in testdata).
+	reporting string
 	// final is how long to wait for the 4.4.3 message's final failure,
 	// after its delay notice.
 	final time.Duration
@@ -114,6 +119,7 @@ func checkScenario(t *testing.T, b *bouncerProc, e expect) {
 	if b.suppressed(t, unknownA) {
 		t.Logf("note: %s (5.1.1) is suppressed too", unknownA)
 	}
+	checkDomain(t, b, e)
 
 	// 4.4.3: a delay notice first, which must not suppress ...
 	lc := b.waitRecord(t, laterC, time.Minute, "delay DSN", delayed)
@@ -134,6 +140,41 @@ func checkScenario(t *testing.T, b *bouncerProc, e expect) {
 		t.Errorf("bouncer suppressed %s: exit 0 after a 4.4.3 failure, want 1", laterC)
 	}
 	saveSample(t, e.mta+"-4.4.3-failed.eml", b.raw(t, lf.ID))
+}
+
+// checkDomain checks "bouncer domains": dead.test has the two 5.4.3
+// bounces, through the stub (Remote-MTA) as reported by the MTA.
+func checkDomain(t *testing.T, b *bouncerProc, e expect) {
+	t.Helper()
+	out, code := b.run(t, "domains", "--json", "--status", "5.4.3")
+	if code != 0 {
+		t.Fatalf("bouncer domains: exit %d", code)
+	}
+	var found bool
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var d struct {
+			Domain        string         `json:"domain"`
+			Counts        map[string]int `json:"counts"`
+			RemoteMTAs    []string       `json:"remote_mtas"`
+			ReportingMTAs []string       `json:"reporting_mtas"`
+		}
+		tcheck(t, dec.Decode(&d), "decoding bouncer domains output")
+		if d.Domain != deadDomain {
+			continue
+		}
+		found = true
+		if d.Counts["5.4.3"] != 2 {
+			t.Errorf("bouncer domains: %s has %d records of 5.4.3, want 2: %s", deadDomain, d.Counts["5.4.3"], out)
+		}
+		if !slices.Contains(d.RemoteMTAs, "127.0.0.1") || !slices.Contains(d.ReportingMTAs, e.reporting) {
+			t.Errorf("bouncer domains: %s remote MTAs %v, reporting MTAs %v; want 127.0.0.1 and %s",
+				deadDomain, d.RemoteMTAs, d.ReportingMTAs, e.reporting)
+		}
+	}
+	if !found {
+		t.Errorf("bouncer domains --status 5.4.3 does not list %s: %q", deadDomain, out)
+	}
 }
 
 // checkRecord compares a record's status, kind and class. literal is the
