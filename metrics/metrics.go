@@ -1,0 +1,183 @@
+// Package metrics exposes bouncer's counters in the Prometheus text
+// format. Everything is registered on a registry the caller passes in
+// (cmd builds one per serve); nothing is global.
+//
+// Counters kept by other packages (server.Stats, the store's outbox,
+// push.Worker.Stats) are read at scrape time by a collector; records and
+// commit latency are observed by Saver, which wraps the store's Save.
+package metrics
+
+import (
+	"context"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bouncer/bouncer/push"
+	"github.com/bouncer/bouncer/server"
+	"github.com/bouncer/bouncer/store"
+)
+
+// Sources are read at each scrape; nil fields are skipped.
+type Sources struct {
+	Server func() server.Stats
+	Outbox func() (queued, dead int, err error)
+	Push   func() []push.TargetStats
+}
+
+var (
+	descConns      = prometheus.NewDesc("bouncer_smtp_connections_total", "SMTP connections accepted.", nil, nil)
+	descRefused    = prometheus.NewDesc("bouncer_smtp_connections_refused_total", "SMTP connections answered 421 at once (limits, shutdown).", nil, nil)
+	descMessages   = prometheus.NewDesc("bouncer_smtp_messages_total", "Messages by outcome: stored (decoded), undecoded (stored raw), temp_failed (4xx, saving failed).", []string{"outcome"}, nil)
+	descRcptReject = prometheus.NewDesc("bouncer_smtp_rcpt_rejected_total", "Recipients refused.", nil, nil)
+	descPanics     = prometheus.NewDesc("bouncer_smtp_panics_total", "Panics recovered in live sessions.", nil, nil)
+	descQueued     = prometheus.NewDesc("bouncer_outbox_queued", "Push events waiting for delivery.", nil, nil)
+	descDead       = prometheus.NewDesc("bouncer_outbox_dead", "Push events on the dead-letter list.", nil, nil)
+	descPushed     = prometheus.NewDesc("bouncer_push_delivered_total", "Push events delivered, by target.", []string{"target"}, nil)
+	descPushFail   = prometheus.NewDesc("bouncer_push_failures_total", "Failed push attempts, by target.", []string{"target"}, nil)
+	descPushDead   = prometheus.NewDesc("bouncer_push_dead_total", "Push events moved to the dead-letter list, by target.", []string{"target"}, nil)
+)
+
+type collector struct{ src Sources }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	if c.src.Server != nil {
+		s := c.src.Server()
+		counter(descConns, s.Connections)
+		counter(descRefused, s.Refused)
+		counter(descMessages, s.Stored-s.Unparsed, "stored")
+		counter(descMessages, s.Unparsed, "undecoded")
+		counter(descMessages, s.Failed, "temp_failed")
+		counter(descRcptReject, s.Rejected)
+		counter(descPanics, s.Panics)
+	}
+	if c.src.Outbox != nil {
+		if q, d, err := c.src.Outbox(); err == nil {
+			ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(q))
+			ch <- prometheus.MustNewConstMetric(descDead, prometheus.GaugeValue, float64(d))
+		}
+	}
+	if c.src.Push != nil {
+		for _, t := range c.src.Push() {
+			counter(descPushed, t.Delivered, t.Target)
+			counter(descPushFail, t.Failed, t.Target)
+			counter(descPushDead, t.Dead, t.Target)
+		}
+	}
+}
+
+// Saver is the server's store interface.
+type Saver interface {
+	Save(ctx context.Context, d *store.Delivery) ([]store.Record, error)
+}
+
+// Metrics holds the counters observed by Saver.
+type Metrics struct {
+	mu       sync.Mutex
+	statuses map[string]bool // status label values in use, at most maxStatuses
+
+	records    *prometheus.CounterVec
+	suppressed prometheus.Counter
+	commit     *prometheus.HistogramVec
+}
+
+// New registers bouncer's metrics on reg.
+func New(reg prometheus.Registerer, src Sources) (*Metrics, error) {
+	m := &Metrics{
+		statuses: map[string]bool{},
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bouncer_records_total",
+			Help: "Records stored, by kind, class and enhanced status (well-formed codes only, else \"other\").",
+		}, []string{"kind", "class", "status"}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bouncer_suppressions_total",
+			Help: "Addresses put on the suppression list by policy.",
+		}),
+		commit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bouncer_store_save_seconds",
+			Help:    "Time from Save to committed and synced, including the wait for the writer, by result.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.records, m.suppressed, m.commit, collector{src}} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// statusRE is a well-formed enhanced status code (RFC 3463 §2).
+var statusRE = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
+
+// kinds and classes bound the label values an attacker can create.
+var (
+	kinds   = map[string]bool{"bounce": true, "delay": true, "complaint": true, "autoreply": true, "delivered": true, "unknown": true}
+	classes = map[string]bool{"hard": true, "soft": true, "none": true, "": true}
+)
+
+// maxStatuses caps the distinct status label values.
+const maxStatuses = 200
+
+// statusLabel bounds the status label: a well-formed code among the
+// first maxStatuses seen, else "other".
+func (m *Metrics) statusLabel(status string) string {
+	if status == "" {
+		return ""
+	}
+	if !statusRE.MatchString(status) {
+		return "other"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.statuses[status] {
+		if len(m.statuses) >= maxStatuses {
+			return "other"
+		}
+		m.statuses[status] = true
+	}
+	return status
+}
+
+// Saver wraps s so that each Save is timed and its records counted.
+func (m *Metrics) Saver(s Saver) Saver { return saver{s, m} }
+
+type saver struct {
+	s Saver
+	m *Metrics
+}
+
+func (sv saver) Save(ctx context.Context, d *store.Delivery) ([]store.Record, error) {
+	start := time.Now()
+	recs, err := sv.s.Save(ctx, d)
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	sv.m.commit.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	for i := range recs {
+		r := &recs[i]
+		kind, class, status := string(r.Kind), string(r.Class), r.Status
+		if !kinds[kind] {
+			kind = "other"
+		}
+		if !classes[class] {
+			class = "other"
+		}
+		status = sv.m.statusLabel(status)
+		sv.m.records.WithLabelValues(kind, class, status).Inc()
+		if r.Suppressed {
+			sv.m.suppressed.Inc()
+		}
+	}
+	return recs, err
+}

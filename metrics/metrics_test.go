@@ -1,0 +1,120 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/bouncer/bouncer/parse"
+	"github.com/bouncer/bouncer/server"
+	"github.com/bouncer/bouncer/store"
+)
+
+// scrape fetches /metrics over loopback and parses it as Prometheus text.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing metrics: %v", err)
+	}
+	return fams
+}
+
+// value returns the value of the metric in fam whose labels include want.
+func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	fam := fams[name]
+	if fam == nil {
+		return -1
+	}
+next:
+	for _, m := range fam.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return -1
+}
+
+func TestMetrics(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "b.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.SetOutboxTargets([]store.OutboxTarget{{Name: "lm", Events: []string{store.EventHard}}}); err != nil {
+		t.Fatal(err)
+	}
+	stats := server.Stats{Connections: 3, Stored: 2, Unparsed: 1, Failed: 1}
+	reg := prometheus.NewRegistry()
+	m, err := New(reg, Sources{Server: func() server.Stats { return stats }, Outbox: db.OutboxStats})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+
+	before := scrape(t, srv.URL)
+	if v := value(before, "bouncer_smtp_messages_total", map[string]string{"outcome": "undecoded"}); v != 1 {
+		t.Fatalf("undecoded %v, want 1", v)
+	}
+	if v := value(before, "bouncer_outbox_queued", nil); v != 0 {
+		t.Fatalf("queued %v, want 0", v)
+	}
+
+	sv := m.Saver(db)
+	for _, st := range []string{"5.4.3", "5.4.3", "x.y.z"} {
+		d := &store.Delivery{
+			Raw: []byte("Subject: x\r\n\r\nx\r\n"),
+			Report: &parse.Report{Kind: parse.KindBounce, Recipients: []parse.Recipient{{
+				FinalRecipient: "a" + st + "@example.com", Status: st, Kind: parse.KindBounce, Class: parse.ClassHard,
+			}}},
+		}
+		if _, err := sv.Save(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := scrape(t, srv.URL)
+	if v := value(after, "bouncer_records_total", map[string]string{"kind": "bounce", "class": "hard", "status": "5.4.3"}); v != 2 {
+		t.Fatalf("records 5.4.3 %v, want 2", v)
+	}
+	if v := value(after, "bouncer_records_total", map[string]string{"status": "other"}); v != 1 {
+		t.Fatalf("records other %v, want 1", v)
+	}
+	if v := value(after, "bouncer_suppressions_total", nil); v != 1 { // the same address twice
+		t.Fatalf("suppressions %v, want 1", v)
+	}
+	if v := value(after, "bouncer_store_save_seconds", map[string]string{"result": "ok"}); v != 3 {
+		t.Fatalf("save observations %v, want 3", v)
+	}
+	if v := value(after, "bouncer_outbox_queued", nil); v != 3 {
+		t.Fatalf("queued %v, want 3", v)
+	}
+}
