@@ -8,6 +8,13 @@
 //	GET /v1/suppressions?domain=     the suppression list (JSON lines)
 //	GET /v1/suppressions/{addr}      one entry, 404 when not suppressed
 //	GET /v1/domains?status=          recipient domains with bounces
+//	POST /v1/suppressions            add {"address","reason"}: 201, 409 when listed
+//	DELETE /v1/suppressions/{addr}   remove: 204, 404 when not suppressed
+//	GET /v1/storms                   domains flagged by the storm guard
+//	GET /v1/holds?domain=            suppressions held back by the storm guard
+//	POST /v1/storms/{domain}/release suppress the held addresses, clear the flag
+//	POST /v1/storms/{domain}/drop    forget the held addresses, clear the flag
+//	PUT /v1/domains/{domain}/mx      store an MX check {"check":{...},"lift":bool}
 //
 // With tokens configured every request but /healthz needs
 // "Authorization: Bearer TOKEN".
@@ -49,6 +56,13 @@ func New(db *store.DB, tokens []string, logger *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET /v1/suppressions", h.auth(h.suppressions))
 	h.mux.HandleFunc("GET /v1/suppressions/{addr}", h.auth(h.suppressed))
 	h.mux.HandleFunc("GET /v1/domains", h.auth(h.domains))
+	h.mux.HandleFunc("POST /v1/suppressions", h.auth(h.addSuppression))
+	h.mux.HandleFunc("DELETE /v1/suppressions/{addr}", h.auth(h.removeSuppression))
+	h.mux.HandleFunc("GET /v1/storms", h.auth(h.storms))
+	h.mux.HandleFunc("GET /v1/holds", h.auth(h.holds))
+	h.mux.HandleFunc("POST /v1/storms/{domain}/release", h.auth(h.endStorm(true)))
+	h.mux.HandleFunc("POST /v1/storms/{domain}/drop", h.auth(h.endStorm(false)))
+	h.mux.HandleFunc("PUT /v1/domains/{domain}/mx", h.auth(h.setMX))
 	return h
 }
 

@@ -12,6 +12,7 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -20,6 +21,10 @@ import (
 )
 
 var bucketMXHealth = []byte("mx_health")
+
+// ErrInvalid is returned (wrapped) by SetMXCheck for an invalid domain or
+// an over-long result.
+var ErrInvalid = errors.New("invalid argument")
 
 // maxMXResult caps the stored result of one check.
 const maxMXResult = 64 << 10
@@ -57,10 +62,10 @@ func (db *DB) SetMXCheck(domain string, c MXCheck, lift bool) (recovered bool, l
 	}
 	domain = strings.ToLower(strings.TrimSpace(domain))
 	if domain == "" || len(domain) > maxIndexValue || strings.ContainsAny(domain, "@ \t\r\n") {
-		return false, 0, fmt.Errorf("storing MX check: invalid domain %q", truncate(domain, 80))
+		return false, 0, fmt.Errorf("storing MX check: %w: domain %q", ErrInvalid, truncate(domain, 80))
 	}
 	if len(c.Result) > maxMXResult {
-		return false, 0, fmt.Errorf("storing MX check: result of %d bytes is over %d", len(c.Result), maxMXResult)
+		return false, 0, fmt.Errorf("storing MX check: %w: result of %d bytes is over %d", ErrInvalid, len(c.Result), maxMXResult)
 	}
 	if c.Checked.IsZero() {
 		c.Checked = db.now()

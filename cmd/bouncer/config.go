@@ -13,6 +13,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/bouncer/bouncer/policy"
+	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -27,6 +28,16 @@ type Config struct {
 	Log    LogConfig    `toml:"log"`
 	Policy PolicyConfig `toml:"policy"`
 	MX     MXConfig     `toml:"mx"`
+	Storm  StormConfig  `toml:"storm"`
+}
+
+// StormConfig configures the storm guard: when more than Threshold
+// distinct addresses of one domain, or behind one remote or reporting MTA,
+// would be suppressed with the same status within Window, new
+// suppressions of the domain are held for the operator ("bouncer storm").
+type StormConfig struct {
+	Threshold int      `toml:"threshold"`
+	Window    Duration `toml:"window"`
 }
 
 // MXConfig configures MX checks ("bouncer mx").
@@ -37,6 +48,13 @@ type MXConfig struct {
 	MaxMX    int      `toml:"max_mx"`
 	MaxAddrs int      `toml:"max_addrs"`
 	IPv6     bool     `toml:"ipv6"`
+	// RecheckInterval is how often serve re-checks domains with 5.4.x
+	// bounces (0 switches it off); RecheckConcurrency bounds the checks
+	// run at once; LiftOnRecovery removes the 5.4.x policy suppressions
+	// of a domain whose route works again.
+	RecheckInterval    Duration `toml:"recheck_interval"`
+	RecheckConcurrency int      `toml:"recheck_concurrency"`
+	LiftOnRecovery     bool     `toml:"lift_on_recovery"`
 }
 
 // PolicyConfig is the table that turns a record into a suppression
@@ -142,7 +160,9 @@ func defaultConfig() Config {
 		Store:  StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
-		MX:     MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true},
+		MX: MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true,
+			RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
+		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
 	}
 }
 
@@ -203,6 +223,7 @@ func (c *Config) validate() error {
 		{"mx.port", float64(c.MX.Port)},
 		{"mx.max_mx", float64(c.MX.MaxMX)},
 		{"mx.max_addrs", float64(c.MX.MaxAddrs)},
+		{"mx.recheck_concurrency", float64(c.MX.RecheckConcurrency)},
 	} {
 		if n.v <= 0 {
 			return fmt.Errorf("config: %s must be positive (there is no way to switch a limit off)", n.name)
@@ -224,6 +245,15 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
+	}
+	if c.MX.RecheckInterval < 0 {
+		return errors.New("config: mx.recheck_interval must not be negative (0 switches it off)")
+	}
+	if c.Storm.Threshold < 0 || c.Storm.Threshold > store.MaxStormThreshold {
+		return fmt.Errorf("config: storm.threshold must be between 0 (off) and %d", store.MaxStormThreshold)
+	}
+	if c.Storm.Window <= 0 {
+		return errors.New("config: storm.window must be positive")
 	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)

@@ -7,7 +7,9 @@
 //	bouncer parse [--json] FILE...
 //	bouncer query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--limit N] [--json]
 //	bouncer suppressed ADDR
-//	bouncer domains [--status CODE] [--json]
+//	bouncer domains [--status CODE] [--check] [--json]
+//	bouncer suppress add ADDR [--reason TEXT] | remove ADDR | list [--domain D] [--json]
+//	bouncer storm list | holds [DOMAIN] | release DOMAIN | drop DOMAIN
 //	bouncer check
 //	bouncer mx DOMAIN
 //	bouncer verp sign --recipient ADDR [--campaign ID] [--list ID]
@@ -87,7 +89,10 @@ Commands:
   parse        decode bounce files and print the records (no server, no database)
   query        list stored bounce records, newest first
   suppressed   exit 0 and say why if an address is suppressed, exit 1 if not
-  domains      recipient domains with bounces, per status, with the MTAs seen
+  domains      recipient domains with bounces, per status, with the MTAs seen,
+               storm flags and the last MX check (--check: check 5.4.x domains now)
+  suppress     add, remove or list suppressed addresses (suppress add|remove|list)
+  storm        domains whose suppressions the storm guard holds (list, holds, release, drop)
   check        verify the database file (with the server stopped)
   mx           check a domain's MX records and whether each MX answers
   verp         sign a return path, or explain one (verp sign, verp verify)
@@ -121,6 +126,10 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.verpCmd(ctx, rest)
 	case "mx":
 		err = a.mxCmd(ctx, rest)
+	case "suppress":
+		err = a.suppressCmd(ctx, rest)
+	case "storm":
+		err = a.stormCmd(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, topUsage)
 		return nil

@@ -236,10 +236,11 @@ func (a *app) suppressedCmd(ctx context.Context, args []string) error {
 }
 
 func (a *app) domainsCmd(ctx context.Context, args []string) error {
-	fs := newFlags("domains", "domains [--status CODE] [--json]", a.stderr)
+	fs := newFlags("domains", "domains [--status CODE] [--check] [--json]", a.stderr)
 	cfgPath := commonFlags(fs)
 	status := fs.String("status", "", "only domains with records of this status `code`")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	check := fs.Bool("check", false, "check the MX route of every domain with 5.4.x bounces now and store the results")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -250,6 +251,9 @@ func (a *app) domainsCmd(ctx context.Context, args []string) error {
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if *check {
+		return a.domainsCheck(ctx, cfg, *asJSON)
 	}
 	q, err := connect(ctx, cfg)
 	if err != nil {
@@ -277,11 +281,12 @@ func writeDomains(w io.Writer, ds []store.DomainStat, asJSON bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS")
+	fmt.Fprintln(tw, "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS\tSTORM\tLAST-MX-CHECK")
 	for _, d := range ds {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Domain, d.Total, statusCounts(d.Counts),
+		storm, route := healthColumns(d)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Domain, d.Total, statusCounts(d.Counts),
 			d.FirstSeen.Local().Format(time.DateTime), d.LastSeen.Local().Format(time.DateTime),
-			dash(strings.Join(d.RemoteMTAs, ",")), dash(strings.Join(d.ReportingMTAs, ",")))
+			dash(strings.Join(d.RemoteMTAs, ",")), dash(strings.Join(d.ReportingMTAs, ",")), storm, route)
 	}
 	return tw.Flush()
 }

@@ -86,6 +86,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		a.onReady(sl.Addr(), httpAddr)
 	}
 
+	recheckDone := a.startRecheck(ctx, db, cfg, logger)
+
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -101,6 +103,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("connections closed at the end of the grace period", "err", err)
 	}
+	recheckDone()
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("closing database: %w", err)
 	}
@@ -140,7 +143,8 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
 func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*store.DB, error) {
-	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide}
+	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
+		Storm: store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)}}
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second
 	}

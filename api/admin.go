@@ -1,0 +1,154 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/bouncer/bouncer/store"
+)
+
+// Limits of write requests.
+const (
+	maxBodyBytes = 128 << 10
+	maxAddrLen   = 320 // as store's limit for suppressed addresses
+	maxReasonLen = 1000
+)
+
+// decodeBody reads a JSON request body of at most maxBodyBytes.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON body")
+		return false
+	}
+	return true
+}
+
+// SuppressionRequest is the body of POST /v1/suppressions.
+type SuppressionRequest struct {
+	Address string `json:"address"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+func (h *Handler) addSuppression(w http.ResponseWriter, r *http.Request) {
+	var req SuppressionRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	addr := store.NormalizeAddr(req.Address)
+	if !strings.Contains(addr, "@") || len(addr) > maxAddrLen || len(req.Reason) > maxReasonLen {
+		writeError(w, http.StatusBadRequest, "invalid address or reason")
+		return
+	}
+	err := h.db.AddSuppression(store.Suppression{Address: addr, Reason: req.Reason})
+	if errors.Is(err, store.ErrExists) {
+		writeError(w, http.StatusConflict, "already suppressed")
+		return
+	}
+	if err != nil {
+		h.fail(w, "adding suppression", err)
+		return
+	}
+	added, err := h.db.Suppressed(req.Address)
+	if err != nil {
+		h.fail(w, "reading suppression", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(added)
+}
+
+func (h *Handler) removeSuppression(w http.ResponseWriter, r *http.Request) {
+	if err := h.db.RemoveSuppression(r.PathValue("addr")); err != nil {
+		h.fail(w, "removing suppression", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// StormsResponse is the body of GET /v1/storms.
+type StormsResponse struct {
+	Storms []store.Storm `json:"storms"`
+}
+
+func (h *Handler) storms(w http.ResponseWriter, r *http.Request) {
+	st, err := h.db.Storms()
+	if err != nil {
+		h.fail(w, "listing storms", err)
+		return
+	}
+	if st == nil {
+		st = []store.Storm{}
+	}
+	writeJSON(w, StormsResponse{Storms: st})
+}
+
+// HoldsResponse is the body of GET /v1/holds.
+type HoldsResponse struct {
+	Holds []store.Hold `json:"holds"`
+}
+
+func (h *Handler) holds(w http.ResponseWriter, r *http.Request) {
+	hs, err := h.db.Holds(r.URL.Query().Get("domain"))
+	if err != nil {
+		h.fail(w, "listing holds", err)
+		return
+	}
+	if hs == nil {
+		hs = []store.Hold{}
+	}
+	writeJSON(w, HoldsResponse{Holds: hs})
+}
+
+// CountResponse is the body of the release and drop answers.
+type CountResponse struct {
+	Count int `json:"count"`
+}
+
+func (h *Handler) endStorm(release bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		end := h.db.DropHolds
+		if release {
+			end = h.db.ReleaseHolds
+		}
+		n, err := end(r.PathValue("domain"))
+		if err != nil {
+			h.fail(w, "ending storm", err)
+			return
+		}
+		writeJSON(w, CountResponse{Count: n})
+	}
+}
+
+// MXRequest is the body of PUT /v1/domains/{domain}/mx.
+type MXRequest struct {
+	Check store.MXCheck `json:"check"`
+	Lift  bool          `json:"lift,omitempty"`
+}
+
+// MXResponse answers PUT /v1/domains/{domain}/mx.
+type MXResponse struct {
+	Recovered bool `json:"recovered"`
+	Lifted    int  `json:"lifted"`
+}
+
+func (h *Handler) setMX(w http.ResponseWriter, r *http.Request) {
+	var req MXRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	rec, n, err := h.db.SetMXCheck(r.PathValue("domain"), req.Check, req.Lift)
+	if errors.Is(err, store.ErrInvalid) {
+		writeError(w, http.StatusBadRequest, "invalid domain or result")
+		return
+	}
+	if err != nil {
+		h.fail(w, "storing MX check", err)
+		return
+	}
+	writeJSON(w, MXResponse{Recovered: rec, Lifted: n})
+}
