@@ -42,8 +42,13 @@ var (
 
 type collector struct{ src Sources }
 
+// Describe lists the descriptors without reading the sources, which may
+// not be ready at registration.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(c, ch)
+	for _, d := range []*prometheus.Desc{descConns, descRefused, descMessages, descRcptReject,
+		descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead} {
+		ch <- d
+	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {

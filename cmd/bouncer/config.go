@@ -28,6 +28,7 @@ type Config struct {
 	Log    LogConfig    `toml:"log"`
 	Policy PolicyConfig `toml:"policy"`
 	MX     MXConfig     `toml:"mx"`
+	Push   PushConfig   `toml:"push"`
 	Storm  StormConfig  `toml:"storm"`
 }
 
@@ -160,6 +161,7 @@ func defaultConfig() Config {
 		Store:  StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
+		Push:   defaultPush(),
 		MX: MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true,
 			RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
 		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
@@ -254,6 +256,9 @@ func (c *Config) validate() error {
 	}
 	if c.Storm.Window <= 0 {
 		return errors.New("config: storm.window must be positive")
+	}
+	if err := c.Push.validate(); err != nil {
+		return err
 	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)

@@ -14,6 +14,8 @@
 //	bouncer mx DOMAIN
 //	bouncer verp sign --recipient ADDR [--campaign ID] [--list ID]
 //	bouncer verp verify ADDR
+//	bouncer export suppressions|bounces [--format csv|json|postfix] [filters]
+//	bouncer outbox [list [--dead]] | retry [--all|SEQ...] | drop [--all|SEQ...]
 //
 // Every command takes -config FILE and --help.
 package main
@@ -96,6 +98,8 @@ Commands:
   check        verify the database file (with the server stopped)
   mx           check a domain's MX records and whether each MX answers
   verp         sign a return path, or explain one (verp sign, verp verify)
+  export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
+  outbox       push events waiting or dead (list, retry, drop)
 
 Run "bouncer COMMAND --help" for a command's flags.
 `
@@ -126,6 +130,10 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.verpCmd(ctx, rest)
 	case "mx":
 		err = a.mxCmd(ctx, rest)
+	case "export":
+		err = a.exportCmd(ctx, rest)
+	case "outbox":
+		err = a.outboxCmd(ctx, rest)
 	case "suppress":
 		err = a.suppressCmd(ctx, rest)
 	case "storm":

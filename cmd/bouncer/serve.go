@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/bouncer/bouncer/api"
+	"github.com/bouncer/bouncer/metrics"
 	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
@@ -42,7 +45,23 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 
-	srv := server.New(serverOptions(cfg, a.stderr), db, logger)
+	pctx, stopPush := context.WithCancel(context.Background())
+	defer stopPush()
+	pusher, waitPush, err := startPush(pctx, cfg.Push, db, logger)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	var srv *server.Server
+	mets, err := metrics.New(reg, metrics.Sources{
+		Server: func() server.Stats { return srv.Stats() },
+		Outbox: db.OutboxStats,
+		Push:   pusher.Stats,
+	})
+	if err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	srv = server.New(serverOptions(cfg, a.stderr), mets.Saver(db), logger)
 	sl, err := net.Listen("tcp", cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listening for SMTP: %w", err)
@@ -58,7 +77,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("listening for HTTP: %w", err)
 		}
 		httpSrv = &http.Server{
-			Handler:           api.New(db, cfg.HTTP.Tokens, logger),
+			Handler:           api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      5 * time.Minute,
@@ -104,6 +123,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		logger.Warn("connections closed at the end of the grace period", "err", err)
 	}
 	recheckDone()
+	stopPush()
+	waitPush()
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("closing database: %w", err)
 	}
