@@ -86,10 +86,10 @@ func connectAdmin(ctx context.Context, cfg Config, write bool) (admin, error) {
 	}
 	switch q := q.(type) {
 	case apiQuerier:
-		return apiAdmin{q.Client}, nil
+		return apiAdmin(q), nil
 	case dbQuerier:
 		if !write {
-			return dbAdmin{q.db}, nil
+			return dbAdmin(q), nil
 		}
 		q.Close()
 		db, err := openStore(cfg, false, nil)
