@@ -61,7 +61,7 @@ func (p *PushConfig) validate() error {
 		seen[t.Name] = true
 		u, err := url.Parse(t.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("config: push target %s: url %q: want http(s)://host/...", t.Name, t.URL)
+			return fmt.Errorf("config: push target %s: url %q: want an http or https URL", t.Name, t.URL)
 		}
 		switch t.Type {
 		case "listmonk":
