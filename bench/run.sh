@@ -25,6 +25,7 @@ go build -o "$bin/bouncer" ./cmd/bouncer
 go build -o "$bin/smtpbench" ./bench/smtpbench
 go build -o "$bin/storefill" ./bench/storefill
 
+echo "commit: $(git describe --always --dirty 2>/dev/null || echo 'not a git checkout')"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; $(uptime)"
 "$bin/smtpbench" run -bouncer "$bin/bouncer" -sink "$(command -v smtp-sink || echo /usr/sbin/smtp-sink)" \
 	-source "$(command -v smtp-source || echo /usr/sbin/smtp-source)" "$@"
