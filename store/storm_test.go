@@ -249,3 +249,44 @@ func TestStormBehindOneMTA(t *testing.T) {
 		t.Fatalf("storms: %+v", storms)
 	}
 }
+
+// BenchmarkStormSave saves 5.4.3 bounces of distinct addresses at a few
+// domains, each suppressed by the default policy: with the guard off, on
+// below its threshold (counting only) and on in a storm (holding).
+func BenchmarkStormSave(b *testing.B) {
+	tab, err := policy.Compile(policy.DefaultRules())
+	tcheck(b, err, "compiling policy")
+	for _, bc := range []struct {
+		name      string
+		threshold int
+		domains   int
+	}{{"off", 0, 1}, {"counting", 20, 1 << 20}, {"storm", 20, 1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			db, err := store.Open(filepath.Join(b.TempDir(), "bouncer.db"), store.Options{
+				Decide: tab.Decide, Storm: store.StormOptions{Threshold: bc.threshold, Window: time.Hour},
+			})
+			tcheck(b, err, "open")
+			defer db.Close()
+			var deliveries []*store.Delivery
+			for i := range 64 {
+				rep, err := parse.Message(strings.NewReader(dsn(fmt.Sprintf("u%d@d.example", i), "5.4.3", "550 5.4.3 Routing server failure")), parse.Limits{})
+				tcheck(b, err, "parsing")
+				deliveries = append(deliveries, &store.Delivery{Raw: []byte("x"), Report: rep})
+			}
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				d := *deliveries[i%len(deliveries)]
+				rep := *d.Report
+				rc := rep.Recipients[0]
+				rc.FinalRecipient = fmt.Sprintf("u%d@d%d.example", i, i%bc.domains)
+				rc.RemoteMTA = fmt.Sprintf("mx.d%d.example", i%bc.domains)
+				rep.Recipients = []parse.Recipient{rc}
+				rep.ReportingMTA = fmt.Sprintf("mta.d%d.example", i%bc.domains)
+				d.Report = &rep
+				if _, err := db.Save(context.Background(), &d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
