@@ -159,7 +159,7 @@ func (d *decoder) finishRecipients() {
 		tr := textReason(rc.DiagnosticCode)
 		if rc.Status == "" {
 			rc.Reason = classify(rc.StatusLiteral, tr)
-			resolveStatus(rc)
+			resolveStatus(rc, d.permanent)
 		}
 		rc.Reason = classify(rc.Status, tr)
 		rc.Kind, rc.Class = kindOf(rc.Action, rc.Status)

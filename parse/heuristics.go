@@ -11,6 +11,7 @@ func (d *decoder) heuristics() {
 	if !t.bounce {
 		return
 	}
+	d.permanent = saysPermanent(t.lower)
 	for _, r := range textRules {
 		rs := r.fn(t)
 		if len(rs) == 0 {
@@ -260,4 +261,15 @@ func dedupe(a []string) []string {
 		}
 	}
 	return out
+}
+
+// saysPermanent reports whether a notice calls its failure permanent.
+func saysPermanent(lower string) bool {
+	for _, w := range []string{"permanent error", "permanent failure", "failed permanently", "giving up",
+		"gave up", "given up", "not going to try again", "will not be retried", "no further attempts"} {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
 }

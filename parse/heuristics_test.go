@@ -43,6 +43,10 @@ func TestTextRules(t *testing.T) {
 		{"x-failed-recipients", plain("Mailer-Daemon@mx.example.net", "Mail delivery failed",
 			"Something went wrong.\n\n  y@example.com\n    all hosts have been failing for a long time\n", "X-Failed-Recipients: y@example.com"),
 			"header/x-failed-recipients", []string{"y@example.com"}, "4.4.7", KindBounce},
+		{"expired, permanent by the notice", plain("MAILER-DAEMON@mx.example.net", "Delivery failure",
+			"Unable to deliver message to the following address(es).\n\n<old@example.com>:\nunable to connect to remote server\n"+
+				"I'm not going to try again; this message has been in the queue too long.\n"),
+			"text/angle-colon", []string{"old@example.com"}, "5.4.7", KindBounce},
 		{"sendmail", plain("Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>", "Returned mail: see transcript for details",
 			"The original message was received at Mon, 1 Jan 2024 00:00:00 GMT\n\n   ----- The following addresses had permanent fatal errors -----\n"+
 				"<u@example.com>\n    (reason: 550 5.1.1 <u@example.com>... User unknown)\n\n   ----- Transcript of session follows -----\n"+
@@ -171,7 +175,7 @@ func TestResolveStatus(t *testing.T) {
 		rc := Recipient{StatusLiteral: c.lit, DiagnosticCode: c.diag, Action: c.action}
 		tr := textReason(c.diag)
 		rc.Reason = classify(rc.StatusLiteral, tr)
-		resolveStatus(&rc)
+		resolveStatus(&rc, false)
 		k, cl := kindOf(rc.Action, rc.Status)
 		if rc.Status != c.status || rc.StatusInferred != c.inferred || k != c.kind || cl != c.class {
 			t.Errorf("%q %q %s: status %s inferred %v kind %s class %s, want %s %v %s %s", c.lit, c.diag, c.action,

@@ -80,6 +80,7 @@ type decoder struct {
 	feedback  bool
 	rcptTo    []string         // RFC 5965 Original-Rcpt-To values
 	returned  []message.Header // headers of returned messages
+	permanent bool             // the plain-text notice calls the failure permanent
 }
 
 // dsnPart is the raw body of a delivery-status part and how it was found.

@@ -140,7 +140,11 @@ func isGeneric(code string) bool {
 // field): the literal code, a more specific one from the diagnostic when
 // the literal one is generic, or one inferred (RFC 3463) from the reply code
 // and the reason.
-func resolveStatus(rc *Recipient) {
+//
+// permanent says the notice calls the failure permanent ("This is a
+// permanent error", "Giving up"); it only matters for an expired delivery
+// without any code.
+func resolveStatus(rc *Recipient, permanent bool) {
 	lit := rc.StatusLiteral
 	if findEnhanced(lit) != lit {
 		lit = ""
@@ -164,18 +168,21 @@ func resolveStatus(rc *Recipient) {
 	case diag != "":
 		rc.Status = diag
 	default:
-		rc.Status = inferStatus(rc.ReplyCode, rc.Action, rc.Reason)
+		rc.Status = inferStatus(rc.ReplyCode, rc.Action, rc.Reason, permanent)
 		rc.StatusInferred = rc.Status != ""
 	}
 }
 
 // inferStatus infers an enhanced status code when a report gives none.
+// An expired delivery is 4.4.7 unless the notice calls it permanent.
 // RFC 3463 §2 lets the class follow the SMTP reply (2yz → 2, 4yz → 4, 5yz →
 // 5); the subject and detail come from the reply code where RFC 5321 §4.2.2
 // gives it one meaning, else from the reason category (see reasonCodes).
-func inferStatus(reply string, action Action, reason Reason) string {
+func inferStatus(reply string, action Action, reason Reason, permanent bool) string {
 	var class byte
 	switch {
+	case reply == "" && reason == ReasonExpired && action == Failed && permanent:
+		return "5.4.7" // the reporting MTA itself calls it permanent
 	case reply == "" && reason == ReasonExpired:
 		// Queue lifetime ran out after temporary failures: Sendmail and
 		// Postfix report 4.4.7 with Action failed (RFC 3463 X.4.7).

@@ -119,7 +119,7 @@ var returnedMarkers = []string{
 	"message headers follow", "header of the original message", "headers of the original message",
 	"original message ---", "original message-----", "----- original message", "-----original message",
 	"unsent message below", "returned message follows", "original message header", "returned mail follows",
-	"original message is attached", "content-type: message/rfc822",
+	"original message is attached", "content-type: message/rfc822", "unsent message follows",
 }
 
 // cutReturned returns s up to the line that introduces the returned
@@ -418,9 +418,30 @@ func paragraphAfter(s string, i int) string {
 	s = strings.TrimLeft(s, ">: \t")
 	s = strings.TrimLeft(s, "\n")
 	if j := strings.Index(s, "\n\n"); j >= 0 {
-		s = s[:j]
+		p := s[:j]
+		if letters(p) < 12 {
+			// "<addr>." or "because:" alone: the reason is in the next
+			// paragraph.
+			rest := strings.TrimLeft(s[j:], "\n \t")
+			if k := strings.Index(rest, "\n\n"); k >= 0 {
+				rest = rest[:k]
+			}
+			p += "\n" + rest
+		}
+		s = p
 	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// letters counts the ASCII letters of s.
+func letters(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if isLetter(s[i]) {
+			n++
+		}
+	}
+	return n
 }
 
 // headerKeys are fields that mark a quoted header block of a returned
