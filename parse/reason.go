@@ -50,7 +50,7 @@ var reasonCodes = map[Reason]string{
 // 7372, RFC 7505 and the IANA registry of RFC 5248) to a reason. They are
 // consulted before the text rules.
 var exactStatus = map[string]Reason{
-	"1.1": ReasonUserUnknown, "1.10": ReasonUserUnknown, "2.2": ReasonMailboxFull, "3.4": ReasonTooBig,
+	"1.1": ReasonUserUnknown, "1.10": ReasonUserUnknown, "1.2": ReasonHostUnknown, "2.2": ReasonMailboxFull, "3.4": ReasonTooBig,
 	"4.7": ReasonExpired, "7.13": ReasonMailboxDisabled, "7.23": ReasonAuthFailure, "7.24": ReasonAuthFailure,
 	"7.25": ReasonBlocked, "7.26": ReasonAuthFailure, "7.27": ReasonHostUnknown,
 }
@@ -59,7 +59,7 @@ var exactStatus = map[string]Reason{
 // means "no such user", 5.4.4 "host not found") to a reason. They are
 // consulted after the text rules.
 var statusReasons = map[string]Reason{
-	"1.2": ReasonHostUnknown, "1.3": ReasonSyntax, "1.6": ReasonHasMoved, "2.1": ReasonMailboxDisabled,
+	"1.3": ReasonSyntax, "1.6": ReasonHasMoved, "2.1": ReasonMailboxDisabled,
 	"2.3": ReasonTooBig, "3.1": ReasonSystemFull, "4.1": ReasonNetwork, "4.2": ReasonNetwork,
 	"4.3": ReasonRouting, "4.4": ReasonRouting, "4.6": ReasonRouting, "7.7": ReasonContent,
 }
@@ -90,11 +90,11 @@ var textReasons = []struct {
 	{ReasonHostUnknown, []string{"host unknown", "unknown host", "domain not found", "no such domain", "host not found",
 		"name or service not known", "domain does not exist", "nxdomain", "unrouteable mail domain", "no mx",
 		"domain name not found", "unknown domain", "host or domain name not found", "dns error", "domain lookup failed",
-		"unresolvable", "mx record", "non-existent domain", "could not be resolved", "no such host", "host name lookup"}},
+		"unresolvable", "mx record", "non-existent domain", "could not be resolved", "no such host", "host name lookup", "unrouteable address", "lookup failure", "dns lookup"}},
 	{ReasonUserUnknown, []string{"user unknown", "unknown user", "no such user", "user not found", "recipient not found",
 		"no mailbox", "mailbox not found", "mailbox unavailable", "mailbox not available", "does not exist", "doesn't exist",
 		"dosn't exist", "not exist", "invalid recipient", "unknown recipient", "no such recipient", "not a valid mailbox",
-		"invalid mailbox", "unrouteable address", "unknown local part", "addressee unknown", "no such mailbox",
+		"invalid mailbox", "unknown local part", "addressee unknown", "no such mailbox",
 		"no such account", "unknown account", "account unknown", "recipient rejected", "bad recipient", "unknown address",
 		"couldn't be found", "could not be found", "user doesn't have", "no longer valid", "not our customer",
 		"invalid address", "unknown or illegal alias", "mailbox name not allowed", "no such person",
@@ -118,7 +118,7 @@ var textReasons = []struct {
 		"spamcop", "reputation", "reverse dns", "ptr record", "reverse lookup", "rdns", "client host rejected",
 		"banned", "listed", "not accepted from", "your ip", "ip address", "access denied", "connection refused by",
 		"invalid helo", "helo command rejected", "bad helo", "poor", "invalid ip"}},
-	{ReasonRouting, []string{"routing", "no route", "mail loop", "loops back", "too many hops", "hop count",
+	{ReasonRouting, []string{"routing", "mail loop", "loops back", "too many hops", "hop count",
 		"routed", "loop detected"}},
 	{ReasonNetwork, []string{"connection refused", "connection timed out", "timed out", "timeout", "connection reset",
 		"lost connection", "unreachable", "could not connect", "can't connect", "cannot connect", "network",
