@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ func main() {
 
 type options struct {
 	bouncer, msgFile, dir string
+	cpuProfile            string
 	n, domains, workers   int
 	keep                  bool
 }
@@ -58,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.domains, "domains", 50_000, "recipient domains")
 	fs.IntVar(&o.workers, "workers", 1024, "goroutines calling Save")
 	fs.BoolVar(&o.keep, "keep", false, "keep the database")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process store calls to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -143,6 +146,17 @@ func timeInProcess(path string, o options, stdout io.Writer) error {
 		return err
 	}
 	defer db.Close()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	dom := fmt.Sprintf("d%d.example", 10%o.domains)
 	sup := fmt.Sprintf("user%d@d%d.example", (o.n-1)/10*10, (o.n-1)/10*10%o.domains)
 	calls := []struct {
