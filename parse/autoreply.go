@@ -47,7 +47,7 @@ func (d *decoder) autoReplyBody() bool {
 		!d.top.Has("X-Auto-Response-Suppress") {
 		return false
 	}
-	for _, t := range d.texts {
+	for _, t := range d.textBodies() {
 		if len(t.body) > 4000 {
 			continue
 		}
@@ -114,10 +114,11 @@ var systemSenders = map[string]bool{
 }
 
 func (d *decoder) firstText() string {
-	if len(d.texts) == 0 {
+	ts := d.textBodies()
+	if len(ts) == 0 {
 		return ""
 	}
-	return truncate(d.texts[0].body, 8<<10)
+	return truncate(ts[0].body, 8<<10)
 }
 
 var bounceSubjects = []string{

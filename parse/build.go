@@ -82,7 +82,7 @@ func isAddress(a string) bool {
 // mistypedDSN looks for delivery-status fields in text parts: reports whose
 // delivery-status part was labelled text/plain, or pasted into the body.
 func (d *decoder) mistypedDSN() {
-	for _, t := range d.texts {
+	for _, t := range d.textBodies() {
 		i := indexFold(t.body, "final-recipient:")
 		if i < 0 {
 			i = indexFold(t.body, "original-recipient:")
@@ -113,7 +113,7 @@ func (d *decoder) setOriginal() {
 		d.rep.Original = d.originalFrom(d.returned[0])
 		return
 	}
-	for _, t := range d.texts {
+	for _, t := range d.textBodies() {
 		if h, ok := inlineHeader(t.body); ok {
 			d.rep.Original = d.originalFrom(h)
 			return

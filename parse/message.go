@@ -60,10 +60,15 @@ var (
 	errHeaderSize = fmt.Errorf("header too large: %w", ErrLimit)
 )
 
-// textPart is a decoded text body kept for the non-standard rules.
+// textPart is a text part kept for the non-standard rules. It is kept
+// raw and decoded (transfer encoding, charset) only when a rule needs it:
+// most reports never need their text.
 type textPart struct {
 	mediaType string
-	body      string
+	h         message.Header
+	raw       []byte
+	body      string // decoded, once decoded is set
+	decoded   bool
 }
 
 // decoder holds the state of decoding one message.
@@ -168,11 +173,15 @@ func (d *decoder) entity(h message.Header, s *src, depth int, parent string) err
 		if mt == "text/html" && d.hasPlainText() {
 			return nil // the text/plain alternative says the same
 		}
-		raw, err := d.readBody(h, b)
-		if err != nil {
-			return err
+		if d.textBytes > 2*d.lim.MaxPartBytes || len(d.texts) >= 8 {
+			return nil
 		}
-		d.addText(mt, raw)
+		var buf bytes.Buffer
+		if _, err := buf.ReadFrom(io.LimitReader(b, int64(d.lim.MaxPartBytes))); err != nil {
+			d.warn("reading part body: %v", err)
+		}
+		d.textBytes += buf.Len()
+		d.texts = append(d.texts, textPart{mediaType: mt, h: h, raw: buf.Bytes()})
 	}
 	return nil
 }
@@ -361,7 +370,23 @@ func (d *decoder) addText(mt string, b []byte) {
 		return
 	}
 	d.textBytes += len(b)
-	d.texts = append(d.texts, textPart{mediaType: mt, body: string(b)})
+	d.texts = append(d.texts, textPart{mediaType: mt, body: string(b), decoded: true})
+}
+
+// textBodies returns the text parts, decoding those not decoded yet.
+func (d *decoder) textBodies() []textPart {
+	for i := range d.texts {
+		t := &d.texts[i]
+		if t.decoded {
+			continue
+		}
+		b, err := d.readBody(t.h, bytes.NewReader(t.raw))
+		if err != nil {
+			d.warn("%v", err)
+		}
+		t.body, t.raw, t.decoded = string(b), nil, true
+	}
+	return d.texts
 }
 
 // returnedMessage reads the header of a returned message (RFC 3464 §2.1,

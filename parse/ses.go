@@ -39,7 +39,7 @@ type sesEvent struct {
 // wrapped in an SNS envelope ({"Type":"Notification","Message":"..."}).
 // It reports whether it found one.
 func (d *decoder) sesNotification() bool {
-	for _, t := range d.texts {
+	for _, t := range d.textBodies() {
 		i := strings.IndexByte(t.body, '{')
 		j := strings.LastIndexByte(t.body, '}')
 		if i < 0 || j < i || !strings.Contains(t.body[i:j], "Type\"") {

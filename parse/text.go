@@ -44,7 +44,7 @@ func (t *bounceText) position(addr string) int {
 
 func (d *decoder) newBounceText() *bounceText {
 	var b strings.Builder
-	for _, t := range d.texts {
+	for _, t := range d.textBodies() {
 		if b.Len() > 0 {
 			b.WriteString("\n\n")
 		}
@@ -394,7 +394,7 @@ func (d *decoder) textDiagnostic(rc *Recipient) string {
 	if a == "" {
 		return ""
 	}
-	for _, t := range d.texts {
+	for _, t := range d.textBodies() {
 		body := t.body
 		if len(body) > 64<<10 {
 			body = body[:64<<10] // the notice is at the top; bound the search
