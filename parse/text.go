@@ -89,14 +89,9 @@ var failureWords = []string{
 	"invalid user", "no such user", "unknown user", "not delivered", "delivery failure", "unable to deliver",
 }
 
-func hasFailureWords(lower string) bool {
-	for _, w := range failureWords {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
-}
+var failureSet = newPhraseSet(failureWords...)
+
+func hasFailureWords(s string) bool { return failureSet.contains(s) }
 
 // isDelayText reports a warning that delivery is only delayed.
 func isDelayText(subject, lower string) bool {
@@ -122,15 +117,14 @@ var returnedMarkers = []string{
 	"original message is attached", "content-type: message/rfc822", "unsent message follows",
 }
 
+var returnedSet = newPhraseSet(returnedMarkers...)
+
 // cutReturned returns s up to the line that introduces the returned
 // message, or up to the first quoted header block.
 func cutReturned(s string) string {
-	l := asciiLower(s)
 	end := len(s)
-	for _, m := range returnedMarkers {
-		if i := strings.Index(l, m); i >= 0 && i < end {
-			end = i
-		}
+	if i := returnedSet.index(s); i >= 0 {
+		end = i
 	}
 	if i := headerBlockStart(s[:end]); i >= 0 {
 		end = i
