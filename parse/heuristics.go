@@ -12,6 +12,9 @@ func (d *decoder) heuristics() {
 		return
 	}
 	d.permanent = saysPermanent(t.lower)
+	if d.rep.ReportingMTA == "" {
+		d.rep.ReportingMTA = reportingHost(t.text)
+	}
 	for _, r := range textRules {
 		rs := r.fn(t)
 		if len(rs) == 0 {
@@ -28,6 +31,9 @@ func (d *decoder) heuristics() {
 			}
 			if rc.DiagnosticCode == "" {
 				rc.DiagnosticCode = t.diagnostic(rc.FinalRecipient)
+			}
+			if rc.RemoteMTA == "" {
+				rc.RemoteMTA = remoteHost(rc.DiagnosticCode)
 			}
 			d.rep.Recipients = append(d.rep.Recipients, rc)
 		}
@@ -272,4 +278,85 @@ func saysPermanent(lower string) bool {
 		}
 	}
 	return false
+}
+
+// reportingHost finds the host a plain-text notice says it comes from:
+// "This is the mail system at host mx.example.net." (Postfix), "Hi. This
+// is the qmail-send program at mx.example.net." (qmail), "This is the
+// DragonFly Mail Agent v0.13 at mx.example.net." Only the first lines are
+// searched.
+func reportingHost(text string) string {
+	head := truncate(text, 600)
+	for _, line := range strings.Split(head, "\n") {
+		l := asciiLower(line)
+		i := strings.Index(l, "this is the ")
+		if i < 0 {
+			continue
+		}
+		j := strings.LastIndex(l, " at ")
+		if j < i {
+			continue
+		}
+		rest := strings.TrimPrefix(strings.TrimSpace(line[j+4:]), "host ")
+		if k := strings.IndexAny(rest, " \t,;"); k >= 0 {
+			rest = rest[:k]
+		}
+		rest = strings.TrimRight(rest, ".")
+		if isHostname(rest) {
+			return rest
+		}
+	}
+	return ""
+}
+
+// remoteHost finds the remote server named in a diagnostic: "host
+// mx.example.com[192.0.2.1] said:" (Postfix), "host mx.example.com
+// [192.0.2.1]" (Exim), "mx.example.com [192.0.2.1] did not like our RCPT
+// TO" (DragonFly), "remote host 192.0.2.32 said:" (qmail).
+func remoteHost(diag string) string {
+	l := asciiLower(diag)
+	for off := 0; off < len(l); {
+		i := strings.Index(l[off:], "host ")
+		if i < 0 {
+			break
+		}
+		i += off + len("host ")
+		tok := diag[i:]
+		if k := strings.IndexAny(tok, " \t[(:,;"); k >= 0 {
+			tok = tok[:k]
+		}
+		tok = strings.TrimRight(tok, ".")
+		if isHostname(tok) || isIPv4(tok) {
+			return tok
+		}
+		off = i
+	}
+	return ""
+}
+
+// isHostname reports whether s looks like a domain name with a dot.
+func isHostname(s string) bool {
+	if len(s) < 4 || len(s) > 253 || !strings.Contains(s, ".") || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && c != '.' && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return isLetter(s[len(s)-1])
+}
+
+func isIPv4(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 3 || digits(p, 3) != len(p) {
+			return false
+		}
+	}
+	return true
 }

@@ -227,3 +227,21 @@ func TestCleanAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestHosts(t *testing.T) {
+	for _, c := range []struct{ in, reporting, remote string }{
+		{"This is the mail system at host mx.example.net.\n\n<a@example.com>: host mx.example.com[192.0.2.1] said: 550 no",
+			"mx.example.net", "mx.example.com"},
+		{"Hi. This is the qmail-send program at mx4.example.jp.\nremote host 192.0.2.32 said: 550 Unknown user", "mx4.example.jp", "192.0.2.32"},
+		{"This is the DragonFly Mail Agent v0.13 at df.example.jp.\n", "df.example.jp", ""},
+		{"    host mx.example.org [192.0.2.7]\n    SMTP error", "", "mx.example.org"},
+		{"This is the end. Meet at noon.", "", ""},
+	} {
+		if got := reportingHost(c.in); got != c.reporting {
+			t.Errorf("reportingHost(%q) = %q, want %q", c.in, got, c.reporting)
+		}
+		if got := remoteHost(c.in); got != c.remote {
+			t.Errorf("remoteHost(%q) = %q, want %q", c.in, got, c.remote)
+		}
+	}
+}
