@@ -33,44 +33,45 @@ func (d *decoder) finish() {
 }
 
 // repairAddresses replaces a delivery-status recipient that is not an
-// address ("@mx.example.org", a file or program) with one the bounce text
-// or the returned message names, when there is exactly one candidate left.
+// address ("@mx.example.org", a file or program) with the one address the
+// bounce text or the returned message names that no other record has. It
+// repairs a report with one such record only: with more, which address
+// belongs to which record is a guess.
 func (d *decoder) repairAddresses() {
-	var t *bounceText
-	var found []string
-	for i := range d.rep.Recipients {
-		rc := &d.rep.Recipients[i]
+	broken := -1
+	for i, rc := range d.rep.Recipients {
 		if rc.Kind != "" || isAddress(rc.FinalRecipient) || isAddress(rc.OriginalRecipient) {
 			continue
 		}
-		if t == nil {
-			t = d.newBounceText()
-			found = t.addresses(t.text)
+		if broken >= 0 {
+			return
 		}
-		var cands []string
-		for _, a := range found {
-			if !d.hasRecipient(a) {
-				cands = append(cands, a)
-			}
-		}
-		if len(cands) == 0 && d.rep.Original != nil {
-			cands = t.addresses(d.rep.Original.To)
-		}
-		if len(cands) == 1 {
-			d.warn("final-recipient %q is not an address; using %s from the text", truncate(rc.FinalRecipient, 80), cands[0])
-			rc.FinalRecipient = cands[0]
-			rc.DecodedBy += "+text"
-		}
+		broken = i
 	}
-}
-
-func (d *decoder) hasRecipient(a string) bool {
+	if broken < 0 {
+		return
+	}
+	have := map[string]bool{}
 	for _, rc := range d.rep.Recipients {
-		if strings.EqualFold(rc.FinalRecipient, a) || strings.EqualFold(rc.OriginalRecipient, a) {
-			return true
+		have[strings.ToLower(rc.FinalRecipient)] = true
+		have[strings.ToLower(rc.OriginalRecipient)] = true
+	}
+	t := d.newBounceText()
+	var cands []string
+	for _, a := range t.addresses(t.text) {
+		if !have[strings.ToLower(a)] {
+			cands = append(cands, a)
 		}
 	}
-	return false
+	if len(cands) == 0 && d.rep.Original != nil {
+		cands = t.addresses(d.rep.Original.To)
+	}
+	if len(cands) == 1 {
+		rc := &d.rep.Recipients[broken]
+		d.warn("final-recipient %q is not an address; using %s from the text", truncate(rc.FinalRecipient, 80), cands[0])
+		rc.FinalRecipient = cands[0]
+		rc.DecodedBy += "+text"
+	}
 }
 
 // isAddress reports whether a looks like local@domain.

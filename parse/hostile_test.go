@@ -23,7 +23,18 @@ func TestHostile(t *testing.T) {
 		fmt.Fprintf(&dsnMany, "Final-Recipient: rfc822; u%d@example.com\nAction: failed\nStatus: 5.1.1\n\n", i)
 	}
 	dsnMany.WriteString("--B--\n")
+	var broken strings.Builder
+	broken.WriteString(head + "Content-Type: multipart/report; report-type=delivery-status; boundary=B\n\n--B\nContent-Type: text/plain\n\n")
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&broken, "<t%d@example.com>: failed\n", i)
+	}
+	broken.WriteString("\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\n")
+	for i := 0; i < 1000; i++ {
+		broken.WriteString("Final-Recipient: rfc822; @mx.example.com\nAction: failed\nStatus: 5.1.1\n\n")
+	}
+	broken.WriteString("--B--\n")
 	cases := map[string]string{
+		"broken dsn addresses": broken.String(),
 		"folded dsn field": head + "Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; a@example.com\nDiagnostic-Code: smtp; x\n" +
 			strings.Repeat(" y\n", 300000),
 		"many addresses":     many.String(),
