@@ -68,17 +68,28 @@ var vacationPhrases = []string{
 	"abwesend", "nicht im büro", "absent du bureau",
 }
 
+// vacationPrefixes start the subject of a vacation notice; the words of
+// vacationWords are unambiguous anywhere in it.
 var vacationPrefixes = []string{
-	"auto:", "automatic reply", "autoreply", "auto reply", "auto-reply", "auto response", "autoresponse",
-	"out of office", "out of the office", "away from", "away until", "on vacation", "vacation",
-	"abwesenheit", "absence", "absent", "réponse automatique", "reponse automatique", "respuesta automática",
-	"automatische antwort", "i am away", "i'm away", "currently away",
+	"auto:", "autoreply", "auto reply", "auto-reply", "auto response", "autoresponse", "away from", "away until",
+	"on vacation", "vacation", "absence", "absent", "i am away", "i'm away", "currently away",
+}
+
+var vacationWords = []string{
+	"automatic reply", "automatische antwort", "réponse automatique", "reponse automatique", "respuesta automática",
+	"risposta automatica", "automatisch antwoord", "resposta automática", "automatyczna odpowiedź", "otomatik yanıt",
+	"out of office", "out of the office", "abwesenheit", "自動応答", "自動返信", "不在", "自动回复",
 }
 
 func isVacationSubject(s string) bool {
 	s = strings.ToLower(strings.TrimSpace(s))
 	for _, p := range vacationPrefixes {
 		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	for _, w := range vacationWords {
+		if strings.Contains(s, w) {
 			return true
 		}
 	}

@@ -98,6 +98,8 @@ func TestNonBounces(t *testing.T) {
 			KindAutoReply, "rfc3834", "cat@example.net"},
 		{"vacation subject", plain("dog@example.net", "Out of Office: hello", "Back next week.\n"),
 			KindAutoReply, "rfc3834", "dog@example.net"},
+		{"vacation subject, other language", plain("neko@example.jp", "=?UTF-8?B?6Ieq5YuV5b+c562U?= Re: hello", "Back soon.\n"),
+			KindAutoReply, "rfc3834", "neko@example.jp"},
 		{"vacation body", plain("owl@example.net", "Re: hello", "Thank you for your mail. I am out of the office until Monday.\n", "Precedence: auto_reply"),
 			KindAutoReply, "rfc3834", "owl@example.net"},
 		{"bounce with auto-replied is not vacation", plain("MAILER-DAEMON@example.net", "Undelivered Mail Returned to Sender",
