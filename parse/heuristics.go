@@ -214,7 +214,41 @@ func ruleListed(t *bounceText) []Recipient {
 	if i < 0 {
 		return nil
 	}
-	return recipients(t.addresses(t.text[i:]))
+	return recipients(t.notContacts(t.text[i:]))
+}
+
+// contactWords, shortly before an address on its line, mark it as an
+// address to write to for help, not a failed recipient.
+var contactWords = []string{"contact", "send mail to", "write to", "e-mail to", "email to", "reply to", "helpdesk",
+	"assistance", "questions", "administrator at"}
+
+// notContacts is addresses without those mentioned as contacts.
+func (t *bounceText) notContacts(s string) []string {
+	all := t.addresses(s)
+	out := all[:0:0]
+	for _, a := range all {
+		i := indexFold(s, strings.ToLower(a))
+		if i < 0 {
+			out = append(out, a)
+			continue
+		}
+		start := strings.LastIndexByte(s[:i], '\n') + 1
+		if i-start > 60 {
+			start = i - 60
+		}
+		before := asciiLower(s[start:i])
+		contact := false
+		for _, w := range contactWords {
+			if strings.Contains(before, w) {
+				contact = true
+				break
+			}
+		}
+		if !contact {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // ruleRcptTo takes the addresses of "RCPT TO:" lines in an SMTP
@@ -239,7 +273,7 @@ func ruleRcptTo(t *bounceText) []Recipient {
 
 // ruleAny takes every address in the bounce text.
 func ruleAny(t *bounceText) []Recipient {
-	return recipients(t.addresses(t.text))
+	return recipients(t.notContacts(t.text))
 }
 
 // ruleOriginalTo falls back on the To of the returned message when a

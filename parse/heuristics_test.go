@@ -65,7 +65,7 @@ func TestTextRules(t *testing.T) {
 				"Message details:\n  Subject: hello\n  MAIL FROM: sender@example.org\n  RCPT TO: who@example.net\n  Size (in bytes): 222\n"),
 			"text/rcpt-to", []string{"who@example.net"}, "5.1.1", KindBounce},
 		{"reply code only", plain("MAILER-DAEMON@example.net", "Undeliverable mail",
-			"Unknown user: nobody-here@example.com\n\n"),
+			"Unknown user: nobody-here@example.com\n\nFor assistance, please contact help-desk@example.net.\n"),
 			"text/listed", []string{"nobody-here@example.com"}, "5.1.1", KindBounce},
 		{"original to", plain("MAILER-DAEMON@example.net", "Undelivered Mail Returned to Sender",
 			"Delivery report unavailable.\n\n--- Original message follows.\n\nFrom: sender@example.org\nTo: target@example.com\nSubject: x\nMessage-ID: <1@example.org>\n\nbody\n"),

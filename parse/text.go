@@ -323,14 +323,15 @@ func (t *bounceText) diagnostic(addr string) string {
 // precedes it on its line when that holds a reply code ("554 <addr>...
 // reason"), and the rest of its paragraph.
 func lineAround(s string, i, n int) string {
-	after := paragraphAfter(s, i+n)
 	start := strings.LastIndexByte(s[:i], '\n') + 1
 	before := strings.TrimSpace(s[start:i])
 	before = strings.TrimRight(before, "<\"'")
-	if before != "" && (findReplyCode(before) != "" || findEnhanced(before) != "") {
-		return strings.Join(strings.Fields(before), " ") + " " + after
+	if findReplyCode(before) != "" || findEnhanced(before) != "" || textReason(before) != "" {
+		// "554 <addr>... reason", "Unknown user: addr": the line
+		// before the address says what happened.
+		return strings.Join(strings.Fields(before), " ") + " " + paragraphAfter(s, i+n, false)
 	}
-	return after
+	return paragraphAfter(s, i+n, true)
 }
 
 // codeLine returns the first line of s with a failure code (4xx or 5xx
@@ -397,14 +398,14 @@ func (d *decoder) textDiagnostic(rc *Recipient) string {
 		if i < 0 {
 			continue
 		}
-		return paragraphAfter(body, i+len(a))
+		return paragraphAfter(body, i+len(a), true)
 	}
 	return ""
 }
 
 // paragraphAfter returns the text from i to the end of its paragraph, or
 // of the next one when the rest of the line is empty, bounded in length.
-func paragraphAfter(s string, i int) string {
+func paragraphAfter(s string, i int, extend bool) string {
 	s = s[i:]
 	if len(s) > 2000 {
 		s = s[:2000]
@@ -413,7 +414,7 @@ func paragraphAfter(s string, i int) string {
 	s = strings.TrimLeft(s, "\n")
 	if j := strings.Index(s, "\n\n"); j >= 0 {
 		p := s[:j]
-		if letters(p) < 12 {
+		if extend && letters(p) < 12 {
 			// "<addr>." or "because:" alone: the reason is in the next
 			// paragraph.
 			rest := strings.TrimLeft(s[j:], "\n \t")
