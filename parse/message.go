@@ -405,7 +405,13 @@ func (d *decoder) returnedMessage(h message.Header, s *src, b *body, depth int, 
 	}
 	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned)
 	if err != nil {
-		return fmt.Errorf("reading returned header: %w", err)
+		// A long trace of Received and signature fields is no reason to
+		// lose the report: keep what was read, skip the rest.
+		d.warn("reading returned header: %v", err)
+		if ih.Len() > 0 {
+			d.returned = append(d.returned, message.Header{Header: ih})
+		}
+		return nil
 	}
 	inner := message.Header{Header: ih}
 	if ih.Len() > 0 {

@@ -220,6 +220,20 @@ func TestLimits(t *testing.T) {
 			t.Errorf("part header: err %v, want ErrLimit", err)
 		}
 	})
+	t.Run("returned header", func(t *testing.T) {
+		// A returned message with a huge header still gives its report.
+		msg := "From: MAILER-DAEMON@example.net\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\n\n" +
+			"--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; example.net\n\n" +
+			"Final-Recipient: rfc822; r@example.com\nAction: failed\nStatus: 5.1.1\n\n" +
+			"--B\nContent-Type: message/rfc822\n\nMessage-ID: <big@example.org>\n" +
+			strings.Repeat("Received: from relay.example.org by mx.example.net; Tue, 5 Mar 2024 10:00:00 +0000\n", 2000) +
+			"Subject: hi\n\nbody\n--B--\n"
+		rep, err := Message(strings.NewReader(msg), Limits{})
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Original == nil || rep.Original.MessageID != "<big@example.org>" || len(rep.Warnings) == 0 {
+			t.Errorf("recipients %d original %+v warnings %q", len(rep.Recipients), rep.Original, rep.Warnings)
+		}
+	})
 	t.Run("recipients", func(t *testing.T) {
 		var blocks []string
 		for i := 0; i < 30; i++ {
