@@ -34,3 +34,4 @@ if [ "${STORE_RECORDS:-1000000}" != 0 ]; then
 	echo
 	"$bin/storefill" -bouncer "$bin/bouncer" -n "${STORE_RECORDS:-1000000}" -domains "${STORE_DOMAINS:-50000}"
 fi
+echo "load at end: $(cut -d" " -f1-3 /proc/loadavg)"
