@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+	"github.com/emersion/go-smtp"
+)
+
+func tcheck(t *testing.T, err error, msg string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", msg, err)
+	}
+}
+
+func TestDataPayload(t *testing.T) {
+	got := dataPayload([]byte("a\n.b\r\n..c\nd\n\n"))
+	want := "a\r\n..b\r\n...c\r\nd\r\n"
+	if string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// TestBigBounce checks that the grown message is still the same DSN to the
+// decoder, at the size asked for.
+func TestBigBounce(t *testing.T) {
+	msg, err := os.ReadFile("../../cmd/bouncer/testdata/postfix-543.eml")
+	tcheck(t, err, "reading sample")
+	big := bigBounce(msg, 1<<20)
+	if len(big) < 1<<20 || len(big) > 1<<20+200 {
+		t.Fatalf("size %d, want about %d", len(big), 1<<20)
+	}
+	rep, err := parse.Message(bytes.NewReader(big), parse.DefaultLimits)
+	tcheck(t, err, "decoding grown bounce")
+	if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "user@dead.test" || rep.Recipients[0].Status != "5.4.3" {
+		t.Fatalf("recipients %+v, want user@dead.test 5.4.3", rep.Recipients)
+	}
+	if rep.Original == nil {
+		t.Fatalf("no returned message decoded")
+	}
+}
+
+func serve(t *testing.T, s *smtp.Server) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tcheck(t, err, "listen")
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	return l.Addr().String()
+}
+
+func TestLoadDiscard(t *testing.T) {
+	addr := serve(t, newDiscardServer(os.Stderr))
+	r := runLoad(t.Context(), loadOptions{Addr: addr, Sessions: 3, Count: 30, Rcpt: rcpt,
+		Data: dataPayload([]byte("Subject: x\n\n.dot\n")), Timeout: 10 * time.Second})
+	if r.Sent != 30 || r.Failed != 0 || len(r.Latency) != 30 {
+		t.Fatalf("sent %d failed %d latencies %d (%v), want 30 0 30", r.Sent, r.Failed, len(r.Latency), r.FirstErr)
+	}
+	if r.percentile(50) > r.percentile(99) || r.percentile(99) > r.percentile(100) {
+		t.Fatalf("percentiles out of order: %v %v %v", r.percentile(50), r.percentile(99), r.percentile(100))
+	}
+}
+
+type refuseBackend struct{}
+
+func (refuseBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return refuseSession{}, nil }
+
+type refuseSession struct{ discardSession }
+
+func (refuseSession) Rcpt(string, *smtp.RcptOptions) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no"}
+}
+
+// TestLoadCountsRefusals checks that a refused message is a failure, not a
+// sent message with a latency.
+func TestLoadCountsRefusals(t *testing.T) {
+	addr := serve(t, smtp.NewServer(refuseBackend{}))
+	r := runLoad(t.Context(), loadOptions{Addr: addr, Sessions: 2, Count: 4, Rcpt: rcpt,
+		Data: dataPayload([]byte("Subject: x\n\nbody\n")), Timeout: 10 * time.Second})
+	if r.Sent != 0 || r.Failed != 4 || r.FirstErr == nil {
+		t.Fatalf("sent %d failed %d err %v, want 0 4 and an error", r.Sent, r.Failed, r.FirstErr)
+	}
+	var ne net.Error
+	if errors.As(r.FirstErr, &ne) {
+		t.Fatalf("want the 550 reply, got a network error: %v", r.FirstErr)
+	}
+}
