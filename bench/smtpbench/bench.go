@@ -97,7 +97,7 @@ func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Wr
 	fmt.Fprintf(out, "smtpbench %s  load average at start: %s\n", time.Now().Format(time.RFC3339), loadAvg())
 	fmt.Fprintf(out, "message %s (%d bytes), MAIL FROM:<> RCPT TO:<%s>, %d messages per run, new connection per message\n",
 		f.msgFile, len(msg), rcpt, f.count)
-	fmt.Fprintf(out, "bouncer: max_conns_per_ip and max_conns raised, connect_rate 1e7/min, connect_burst 100000; log level info; DB in %s\n\n", f.workDir)
+	fmt.Fprintf(out, "bouncer: max_conns_per_ip 2×sessions+10, connect_rate 1e7/min, connect_burst 100000, other settings default; log level info; DB in %s\n\n", f.workDir)
 	data := dataPayload(msg)
 	var rows []row
 	if f.rssOnly {

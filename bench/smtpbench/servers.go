@@ -66,7 +66,8 @@ func startDiscard(self, logPath string) (*proc, error) {
 
 // bouncerConfig is the benchmark's bouncer configuration: defaults except
 // the per-client limits, which one load generator on 127.0.0.1 would
-// otherwise hit at once (max_conns_per_ip 10, connect_rate 120/min).
+// otherwise hit at once (max_conns_per_ip 10, connect_rate 120/min), and
+// max_conns where the sessions need more than its default of 500.
 const bouncerConfig = `[smtp]
 listen = "127.0.0.1:0"
 domains = ["localhost"]
@@ -89,12 +90,12 @@ level = "info"
 // SMTP address from its "bouncer listening" log line. Its log goes to
 // logPath (info level: a line per connection and per message, as in
 // production).
-func startBouncer(bouncerPath, dir, logPath string, maxConns int) (*proc, error) {
+func startBouncer(bouncerPath, dir, logPath string, perIP int) (*proc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "bouncer.toml")
-	text := fmt.Sprintf(bouncerConfig, maxConns, maxConns, filepath.Join(dir, "bouncer.db"))
+	text := fmt.Sprintf(bouncerConfig, max(perIP, 500), perIP, filepath.Join(dir, "bouncer.db"))
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
