@@ -42,6 +42,15 @@ func (d *decoder) parseFeedback(b []byte) {
 // message, else the report's own To.
 func (d *decoder) complaint() {
 	if d.rep.Feedback == nil {
+		// The machine-readable part mislabelled as text/plain.
+		for _, t := range d.textBodies() {
+			if indexFold(t.body, "feedback-type:") >= 0 {
+				d.parseFeedback([]byte(t.body))
+				break
+			}
+		}
+	}
+	if d.rep.Feedback == nil {
 		d.rep.Feedback = &Feedback{FeedbackType: "abuse"}
 	}
 	addrs := d.rcptTo

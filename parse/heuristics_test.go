@@ -104,6 +104,10 @@ func TestNonBounces(t *testing.T) {
 			KindAutoReply, "rfc3834", "owl@example.net"},
 		{"bounce with auto-replied is not vacation", plain("MAILER-DAEMON@example.net", "Undelivered Mail Returned to Sender",
 			"<gone@example.com>: 550 5.1.1 user unknown\n", "Auto-Submitted: auto-replied"), KindBounce, "text/angle-colon", "gone@example.com"},
+		{"arf with a mislabelled part", "From: fbl@isp.example\nTo: fbl@sender.example\nSubject: complaint\n" +
+			"Content-Type: multipart/report; report-type=feedback-report; boundary=F\n\n--F\nContent-Type: text/plain\n\nA complaint.\n" +
+			"--F\nContent-Type: text/plain\n\nFeedback-Type: abuse\nUser-Agent: FBL/1.0\nVersion: 1\nOriginal-Rcpt-To: <grumpy@example.com>\n--F--\n",
+			KindComplaint, "arf", "grumpy@example.com"},
 		{"unsubscribe", plain("reader@example.net", "unsubscribe", "Please unsubscribe me.\n"),
 			KindComplaint, "text/unsubscribe", "reader@example.net"},
 		{"ses complaint", plain("no-reply@sns.amazonaws.com", "AWS Notification Message",
