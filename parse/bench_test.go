@@ -2,18 +2,31 @@ package parse
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
-// BenchmarkCorpus decodes every maildir sample of the corpus once per
-// iteration; it reports messages per second and, through -benchmem,
-// bytes allocated per message (B/op divided by msgs/op).
+// BenchmarkCorpus decodes the samples of the corpus (maildir files and
+// the messages of the mbox files) in turn, one message per op: B/op is
+// bytes allocated per message, msgs/s the decoding rate.
 func BenchmarkCorpus(b *testing.B) {
 	files := corpusFiles(b)
 	msgs := make([][]byte, 0, len(files))
-	size := 0
 	for _, m := range files {
 		msgs = append(msgs, m)
+	}
+	boxes, _ := filepath.Glob(filepath.Join(corpusDir, "mailbox", "*"))
+	for _, p := range boxes {
+		raw, err := os.ReadFile(p)
+		tcheck(b, err, "reading mbox")
+		tcheck(b, SplitMbox(bytes.NewReader(raw), func(m []byte) error {
+			msgs = append(msgs, m)
+			return nil
+		}), "splitting mbox")
+	}
+	size := 0
+	for _, m := range msgs {
 		size += len(m)
 	}
 	b.SetBytes(int64(size / len(msgs)))
