@@ -48,25 +48,35 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (mtextproto.He
 		if n > max {
 			return makeHeader(keys, vals), errHeaderSize
 		}
-		line = bytes.TrimRight(line, "\r\n")
+		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
+			line = line[:len(line)-1]
+		}
 		if len(line) == 0 {
 			break
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if t := bytes.TrimSpace(line); len(t) > 0 && len(vals) > 0 && !skipping {
+		switch {
+		case line[0] == ' ' || line[0] == '\t':
+			if skipping || len(vals) == 0 {
+				break
+			}
+			if t := bytes.TrimSpace(line); len(t) > 0 {
 				v := vals[len(vals)-1]
 				if len(v) > 0 {
 					v = append(v, ' ')
 				}
 				vals[len(vals)-1] = append(v, t...)
 			}
-		} else if i := bytes.IndexByte(line, ':'); i > 0 && validKey(line[:i]) {
-			key := bytes.TrimRight(line[:i], " \t")
-			if skipping = !keep(key); skipping {
-				continue
+		default:
+			i := bytes.IndexByte(line, ':')
+			if i <= 0 {
+				break // not a field: an mbox "From " line, stray text
 			}
-			keys = append(keys, textproto.CanonicalMIMEHeaderKey(string(bytes.TrimRight(line[:i], " \t"))))
-			vals = append(vals, append([]byte(nil), bytes.TrimSpace(line[i+1:])...))
+			key := bytes.TrimRight(line[:i], " \t")
+			skipping = !keep(key) || !validKey(key)
+			if !skipping {
+				keys = append(keys, textproto.CanonicalMIMEHeaderKey(string(key)))
+				vals = append(vals, append([]byte(nil), bytes.TrimSpace(line[i+1:])...))
+			}
 		}
 		if err != nil {
 			break

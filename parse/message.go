@@ -86,6 +86,7 @@ type decoder struct {
 	rcptTo    []string         // RFC 5965 Original-Rcpt-To values
 	returned  []message.Header // headers of returned messages
 	permanent bool             // the plain-text notice calls the failure permanent
+	scratch   []byte           // read buffer reused by readAll
 }
 
 // dsnPart is the raw body of a delivery-status part and how it was found.
@@ -176,12 +177,12 @@ func (d *decoder) entity(h message.Header, s *src, depth int, parent string) err
 		if d.textBytes > 2*d.lim.MaxPartBytes || len(d.texts) >= 8 {
 			return nil
 		}
-		var buf bytes.Buffer
-		if _, err := buf.ReadFrom(io.LimitReader(b, int64(d.lim.MaxPartBytes))); err != nil {
+		raw, err := d.readAll(b, d.lim.MaxPartBytes)
+		if err != nil {
 			d.warn("reading part body: %v", err)
 		}
-		d.textBytes += buf.Len()
-		d.texts = append(d.texts, textPart{mediaType: mt, h: h, raw: buf.Bytes()})
+		d.textBytes += len(raw)
+		d.texts = append(d.texts, textPart{mediaType: mt, h: h, raw: raw})
 	}
 	return nil
 }
@@ -354,15 +355,42 @@ func (d *decoder) readBody(h message.Header, b io.Reader) ([]byte, error) {
 		}
 		d.warn("%v", err)
 	}
-	var buf bytes.Buffer
-	_, err = buf.ReadFrom(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes)))
+	out, err := d.readAll(e.Body, d.lim.MaxPartBytes)
 	if err != nil {
 		d.warn("reading part body: %v", err)
 	}
-	if buf.Len() >= d.lim.MaxPartBytes {
+	if len(out) >= d.lim.MaxPartBytes {
 		d.warn("part truncated at %d bytes", d.lim.MaxPartBytes)
 	}
-	return buf.Bytes(), nil
+	return out, nil
+}
+
+// readAll reads at most max bytes of r and returns them in a slice of
+// their size. It reads through the decoder's scratch buffer, which grows
+// once per message instead of once per part.
+func (d *decoder) readAll(r io.Reader, max int) ([]byte, error) {
+	buf := d.scratch[:0]
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, 2<<10)
+	}
+	lr := io.LimitReader(r, int64(max))
+	var err error
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		var n int
+		n, err = lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			break
+		}
+	}
+	d.scratch = buf
+	if err == io.EOF {
+		err = nil
+	}
+	return append([]byte(nil), buf...), err
 }
 
 func (d *decoder) addText(mt string, b []byte) {
