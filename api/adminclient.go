@@ -115,3 +115,21 @@ func (c *Client) SetMXCheck(ctx context.Context, domain string, check store.MXCh
 	err := c.send(ctx, http.MethodPut, "/v1/domains/"+url.PathEscape(domain)+"/mx", MXRequest{Check: check, Lift: lift}, &mr)
 	return mr.Recovered, mr.Lifted, err
 }
+
+// OutboxRetry moves dead letters back to the queue (all with no seqs),
+// like store.DB.OutboxRetry.
+func (c *Client) OutboxRetry(ctx context.Context, seqs ...uint64) (int, error) {
+	return c.outboxMove(ctx, "retry", seqs)
+}
+
+// OutboxDrop deletes dead letters (all with no seqs), like
+// store.DB.OutboxDrop.
+func (c *Client) OutboxDrop(ctx context.Context, seqs ...uint64) (int, error) {
+	return c.outboxMove(ctx, "drop", seqs)
+}
+
+func (c *Client) outboxMove(ctx context.Context, op string, seqs []uint64) (int, error) {
+	var cr CountResponse
+	err := c.send(ctx, http.MethodPost, "/v1/outbox/"+op, OutboxRequest{Seqs: seqs, All: len(seqs) == 0}, &cr)
+	return cr.Count, err
+}

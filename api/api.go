@@ -2,7 +2,9 @@
 // the query commands of the bouncer CLI and for operators' scripts.
 //
 //	GET /healthz                     200 "ok" when the store answers
-//	GET /v1/bounces?status=&domain=&recipient=&kind=&since=&limit=
+//	GET /v1/bounces?status=&domain=&recipient=&kind=&since=&limit=&before=
+//	                                 a page, newest first; "next" is the
+//	                                 before= of the following page
 //	GET /v1/bounces/{id}             one record
 //	GET /v1/bounces/{id}/raw         the raw message of a record (message/rfc822)
 //	GET /v1/suppressions?domain=     the suppression list (JSON lines)
@@ -15,6 +17,13 @@
 //	POST /v1/storms/{domain}/release suppress the held addresses, clear the flag
 //	POST /v1/storms/{domain}/drop    forget the held addresses, clear the flag
 //	PUT /v1/domains/{domain}/mx      store an MX check {"check":{...},"lift":bool}
+//	GET /v1/outbox?dead=1&after=&limit=  push events queued (or dead), oldest first
+//	POST /v1/outbox/retry            dead letters back to the queue {"seqs":[..]} or {"all":true}
+//	POST /v1/outbox/drop             delete dead letters, same body
+//	GET /v1/export/bounces?format=csv|json&filters
+//	GET /v1/export/suppressions?format=csv|json|postfix&domain=
+//	                                 streamed; a failure after the headers
+//	                                 sets the X-Bouncer-Export-Error trailer
 //
 // With tokens configured every request but /healthz needs
 // "Authorization: Bearer TOKEN".
@@ -22,6 +31,7 @@ package api
 
 import (
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -63,6 +73,10 @@ func New(db *store.DB, tokens []string, logger *slog.Logger) *Handler {
 	h.mux.HandleFunc("POST /v1/storms/{domain}/release", h.auth(h.endStorm(true)))
 	h.mux.HandleFunc("POST /v1/storms/{domain}/drop", h.auth(h.endStorm(false)))
 	h.mux.HandleFunc("PUT /v1/domains/{domain}/mx", h.auth(h.setMX))
+	h.mux.HandleFunc("GET /v1/outbox", h.auth(h.outbox))
+	h.mux.HandleFunc("POST /v1/outbox/retry", h.auth(h.outboxMove(true)))
+	h.mux.HandleFunc("POST /v1/outbox/drop", h.auth(h.outboxMove(false)))
+	h.mux.HandleFunc("GET /v1/export/{what}", h.auth(h.export))
 	return h
 }
 
@@ -129,9 +143,20 @@ func filterFrom(r *http.Request) (store.Filter, error) {
 	return f, nil
 }
 
-// BouncesResponse is the body of GET /v1/bounces.
+// BouncesResponse is the body of GET /v1/bounces. Next is the before=
+// cursor of the following page, "" on the last page.
 type BouncesResponse struct {
 	Records []store.Record `json:"records"`
+	Next    string         `json:"next,omitempty"`
+}
+
+// validID reports whether id looks like a record id (24 hex digits).
+func validID(id string) bool {
+	if len(id) != 24 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
 }
 
 func (h *Handler) bounces(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +165,12 @@ func (h *Handler) bounces(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	recs, err := h.db.Query(f)
+	before := r.URL.Query().Get("before")
+	if before != "" && !validID(before) {
+		writeError(w, http.StatusBadRequest, "before: want a record id")
+		return
+	}
+	recs, next, err := h.db.Page(f, before)
 	if err != nil {
 		h.fail(w, "querying bounces", err)
 		return
@@ -148,7 +178,7 @@ func (h *Handler) bounces(w http.ResponseWriter, r *http.Request) {
 	if recs == nil {
 		recs = []store.Record{}
 	}
-	writeJSON(w, BouncesResponse{Records: recs})
+	writeJSON(w, BouncesResponse{Records: recs, Next: next})
 }
 
 func (h *Handler) bounce(w http.ResponseWriter, r *http.Request) {

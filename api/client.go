@@ -80,6 +80,24 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) 
 
 // Query lists bounce records like store.DB.Query.
 func (c *Client) Query(ctx context.Context, f store.Filter) ([]store.Record, error) {
+	recs, _, err := c.Page(ctx, f, "")
+	return recs, err
+}
+
+// Page lists one page of bounce records like store.DB.Page: older than
+// the record before ("" for the newest), and the cursor of the next page.
+func (c *Client) Page(ctx context.Context, f store.Filter, before string) ([]store.Record, string, error) {
+	q := filterValues(f)
+	if before != "" {
+		q.Set("before", before)
+	}
+	var br BouncesResponse
+	err := c.getJSON(ctx, "/v1/bounces", q, &br)
+	return br.Records, br.Next, err
+}
+
+// filterValues encodes f as query parameters.
+func filterValues(f store.Filter) url.Values {
 	q := url.Values{}
 	set := func(k, v string) {
 		if v != "" {
@@ -96,9 +114,69 @@ func (c *Client) Query(ctx context.Context, f store.Filter) ([]store.Record, err
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
-	var br BouncesResponse
-	err := c.getJSON(ctx, "/v1/bounces", q, &br)
-	return br.Records, err
+	return q
+}
+
+// Outbox lists one page of queued events (dead: dead letters) after the
+// event numbered after (0: from the oldest), with the queue sizes.
+func (c *Client) Outbox(ctx context.Context, dead bool, after uint64, limit int) (*OutboxResponse, error) {
+	q := url.Values{}
+	if dead {
+		q.Set("dead", "1")
+	}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var or OutboxResponse
+	if err := c.getJSON(ctx, "/v1/outbox", q, &or); err != nil {
+		return nil, err
+	}
+	return &or, nil
+}
+
+// OutboxEvents calls fn for each queued event (dead: each dead letter),
+// oldest first, a page at a time, like store.DB.OutboxEvents.
+func (c *Client) OutboxEvents(ctx context.Context, dead bool, fn func(store.OutboxEvent) error) error {
+	var after uint64
+	for {
+		page, err := c.Outbox(ctx, dead, after, maxOutboxLimit)
+		if err != nil {
+			return err
+		}
+		for _, ev := range page.Events {
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+		if page.Next == 0 || page.Next <= after {
+			return nil
+		}
+		after = page.Next
+	}
+}
+
+// Export streams GET /v1/export/{what} in format to w. what is "bounces"
+// (filtered by f) or "suppressions" (by f.Domain). A stream the server
+// broke off is an error, though w may have part of it.
+func (c *Client) Export(ctx context.Context, what, format string, f store.Filter, w io.Writer) error {
+	q := filterValues(f)
+	q.Del("limit")
+	q.Set("format", format)
+	resp, err := c.get(ctx, "/v1/export/"+url.PathEscape(what), q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("reading export: %w", err)
+	}
+	if msg := resp.Trailer.Get(ExportErrorTrailer); msg != "" {
+		return fmt.Errorf("export broke off: %s", msg)
+	}
+	return nil
 }
 
 // Suppressed returns the suppression entry of addr, or an error wrapping

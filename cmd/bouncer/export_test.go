@@ -27,7 +27,7 @@ func TestExportRoundTrip(t *testing.T) {
 			st, class = "4.2.2", parse.ClassSoft
 		}
 		d := &store.Delivery{
-			Raw: []byte("Subject: x\r\n\r\nx\r\n"),
+			Raw: fmt.Appendf(nil, "Subject: bounce %d\r\n\r\nx\r\n", i),
 			Report: &parse.Report{Kind: parse.KindBounce, Recipients: []parse.Recipient{{
 				FinalRecipient: fmt.Sprintf("u%d@d%d.example", i, i%4), Status: st,
 				Kind: parse.KindBounce, Class: class, DiagnosticCode: "smtp; 550 \"quoted\", with comma\nand line",

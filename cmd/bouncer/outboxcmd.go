@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/push"
 	"github.com/bouncer/bouncer/store"
 )
@@ -118,14 +120,73 @@ func startPush(ctx context.Context, cfg PushConfig, db *store.DB, logger *slog.L
 	return w, func() { <-done }, nil
 }
 
-const outboxUsage = "outbox [list [--dead]] | retry [--all | SEQ...] | drop [--all | SEQ...]"
+const outboxUsage = `outbox [list [--dead] [--json]] | retry [--all | SEQ...] | drop [--all | SEQ...]
 
-// outboxCmd shows and manages the push outbox in the database file
-// (retry and drop need serve stopped: they write).
-func (a *app) outboxCmd(_ context.Context, args []string) error {
+Lists push events waiting for delivery (--dead: the dead-letter list), puts
+dead letters back in the queue (retry) or deletes them (drop). Through the
+admin API when a server runs, else in the database file.`
+
+// outboxSource is where the outbox commands work: the running server's
+// admin API or the database file.
+type outboxSource interface {
+	OutboxEvents(ctx context.Context, dead bool, fn func(store.OutboxEvent) error) error
+	OutboxRetry(ctx context.Context, seqs ...uint64) (int, error)
+	OutboxDrop(ctx context.Context, seqs ...uint64) (int, error)
+	Close() error
+}
+
+type dbOutbox struct{ db *store.DB }
+
+func (d dbOutbox) OutboxEvents(_ context.Context, dead bool, fn func(store.OutboxEvent) error) error {
+	return d.db.OutboxEvents(dead, fn)
+}
+func (d dbOutbox) OutboxRetry(_ context.Context, seqs ...uint64) (int, error) {
+	return d.db.OutboxRetry(seqs...)
+}
+func (d dbOutbox) OutboxDrop(_ context.Context, seqs ...uint64) (int, error) {
+	return d.db.OutboxDrop(seqs...)
+}
+func (d dbOutbox) Close() error { return d.db.Close() }
+
+type apiOutbox struct{ *api.Client }
+
+func (apiOutbox) Close() error { return nil }
+
+// connectOutbox finds the outbox like connect: the running server's admin
+// API when it answers, else the database file, opened read-write when the
+// command writes. A file held by a server whose API does not answer gives
+// the "database is busy" error of openStore within the lock timeout.
+func connectOutbox(ctx context.Context, cfg Config, write bool) (outboxSource, error) {
+	q, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	switch q := q.(type) {
+	case apiQuerier:
+		return apiOutbox(q), nil
+	case dbQuerier:
+		if !write {
+			return dbOutbox(q), nil
+		}
+		q.Close()
+		db, err := openStore(cfg, false, nil)
+		if err != nil {
+			return nil, err
+		}
+		return dbOutbox{db}, nil
+	}
+	q.Close()
+	return nil, fmt.Errorf("connecting: unexpected querier %T", q)
+}
+
+// outboxCmd shows and manages the push outbox.
+func (a *app) outboxCmd(ctx context.Context, args []string) error {
 	sub := "list"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		sub, args = args[0], args[1:]
+	}
+	if sub != "list" && sub != "retry" && sub != "drop" {
+		return usageError("usage: bouncer %s", outboxUsage)
 	}
 	fs := newFlags("outbox", outboxUsage, a.stderr)
 	cfgPath := commonFlags(fs)
@@ -133,10 +194,6 @@ func (a *app) outboxCmd(_ context.Context, args []string) error {
 	all := fs.Bool("all", false, "retry/drop: every dead letter")
 	asJSON := fs.Bool("json", false, "list: one JSON object per line")
 	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -148,46 +205,53 @@ func (a *app) outboxCmd(_ context.Context, args []string) error {
 		}
 		seqs = append(seqs, n)
 	}
-	switch sub {
-	case "list":
-		db, err := openStore(cfg, true, nil)
-		if err != nil {
-			return err
-		}
-		defer db.Close()
-		return a.listOutbox(db, *dead, *asJSON)
-	case "retry", "drop":
-		if len(seqs) == 0 && !*all {
-			return usageError("outbox %s: name events (SEQ from outbox list --dead) or --all", sub)
-		}
-		db, err := openStore(cfg, false, nil)
-		if err != nil {
-			return err
-		}
-		defer db.Close()
-		var n int
-		if sub == "retry" {
-			n, err = db.OutboxRetry(seqs...)
-		} else {
-			n, err = db.OutboxDrop(seqs...)
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "%s: %d events\n", sub, n)
-		return db.Close()
+	switch {
+	case sub == "list" && len(seqs) > 0:
+		return usageError("outbox list: unexpected arguments %q", pos)
+	case sub != "list" && len(seqs) == 0 && !*all:
+		return usageError("outbox %s: name events (SEQ from outbox list --dead) or --all", sub)
+	case sub != "list" && len(seqs) > 0 && *all:
+		return usageError("outbox %s: name events or --all, not both", sub)
 	}
-	return usageError("usage: bouncer %s", outboxUsage)
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	src, err := connectOutbox(ctx, cfg, sub != "list")
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if sub == "list" {
+		return a.listOutbox(ctx, src, *dead, *asJSON)
+	}
+	var n int
+	if sub == "retry" {
+		n, err = src.OutboxRetry(ctx, seqs...)
+	} else {
+		n, err = src.OutboxDrop(ctx, seqs...)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("outbox %s: not every event named is a dead letter (see outbox list --dead); nothing changed", sub)
+	}
+	if err != nil {
+		return fmt.Errorf("outbox %s: %w", sub, err)
+	}
+	fmt.Fprintf(a.stdout, "%s: %d events\n", sub, n)
+	return src.Close()
 }
 
-func (a *app) listOutbox(db *store.DB, dead, asJSON bool) error {
+func (a *app) listOutbox(ctx context.Context, src outboxSource, dead, asJSON bool) error {
+	out := bufio.NewWriter(a.stdout)
+	defer out.Flush()
 	if asJSON {
-		enc := json.NewEncoder(a.stdout)
-		return db.OutboxEvents(dead, func(ev store.OutboxEvent) error { return enc.Encode(ev) })
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		return src.OutboxEvents(ctx, dead, func(ev store.OutboxEvent) error { return enc.Encode(ev) })
 	}
-	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTARGET\tTYPE\tRECIPIENT\tSTATUS\tATTEMPTS\tNEXT\tLAST ERROR")
-	err := db.OutboxEvents(dead, func(ev store.OutboxEvent) error {
+	err := src.OutboxEvents(ctx, dead, func(ev store.OutboxEvent) error {
 		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", ev.Seq, ev.Target, ev.Type, ev.Addr,
 			ev.Status, ev.Attempts, ev.NextTry.Format(time.RFC3339), truncateText(ev.LastError, 80))
 		return err

@@ -25,6 +25,7 @@ import (
 // from the database file opened read-only.
 type querier interface {
 	Query(ctx context.Context, f store.Filter) ([]store.Record, error)
+	Page(ctx context.Context, f store.Filter, before string) ([]store.Record, string, error)
 	Suppressed(ctx context.Context, addr string) (*store.Suppression, error)
 	Domains(ctx context.Context, status string) ([]store.DomainStat, error)
 	Close() error
@@ -34,6 +35,9 @@ type dbQuerier struct{ db *store.DB }
 
 func (q dbQuerier) Query(_ context.Context, f store.Filter) ([]store.Record, error) {
 	return q.db.Query(f)
+}
+func (q dbQuerier) Page(_ context.Context, f store.Filter, before string) ([]store.Record, string, error) {
+	return q.db.Page(f, before)
 }
 func (q dbQuerier) Suppressed(_ context.Context, addr string) (*store.Suppression, error) {
 	return q.db.Suppressed(addr)
@@ -107,7 +111,7 @@ func commonFlags(fs *flag.FlagSet) *string {
 }
 
 func (a *app) queryCmd(ctx context.Context, args []string) error {
-	fs := newFlags("query", "query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--kind KIND] [--limit N] [--json]", a.stderr)
+	fs := newFlags("query", "query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--kind KIND] [--limit N] [--before ID] [--json]", a.stderr)
 	cfgPath := commonFlags(fs)
 	var f store.Filter
 	fs.StringVar(&f.Status, "status", "", "enhanced status `code`, e.g. 5.4.3")
@@ -117,6 +121,7 @@ func (a *app) queryCmd(ctx context.Context, args []string) error {
 	since := fs.String("since", "", "only records newer than a `duration` (24h, 7d) or time (2006-01-02, RFC 3339)")
 	fs.IntVar(&f.Limit, "limit", 100, "most records to print")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	before := fs.String("before", "", "page: only records older than the record with this `id` (printed as \"more:\" after a full page)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -142,9 +147,13 @@ func (a *app) queryCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer q.Close()
-	recs, err := q.Query(ctx, f)
+	recs, next, err := q.Page(ctx, f, *before)
 	if err != nil {
 		return fmt.Errorf("querying: %w", err)
+	}
+	if next != "" {
+		// On stderr, so that --json output stays one record a line.
+		fmt.Fprintf(a.stderr, "more: bouncer query --before %s\n", next)
 	}
 	out := bufio.NewWriter(a.stdout)
 	defer out.Flush()
