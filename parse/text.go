@@ -99,7 +99,8 @@ func isDelayText(subject, lower string) bool {
 		return true
 	}
 	for _, w := range []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
-		"still trying", "delivery attempts will continue", "no action is required"} {
+		"still trying", "delivery attempts will continue", "no action is required", "warning only",
+		"still being retried", "do not need to resend"} {
 		if strings.Contains(lower, w) {
 			return true
 		}
