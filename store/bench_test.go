@@ -114,7 +114,7 @@ func BenchmarkQueryScale(b *testing.B) {
 			}
 			rep.Recipients = []parse.Recipient{rc}
 			d.Report = &rep
-			reqs = append(reqs, &request{d: &d, raw: db.compressRaw(d.Raw)})
+			reqs = append(reqs, db.newRequest(&d))
 		}
 		if err := db.update(reqs); err != nil {
 			b.Fatal(err)

@@ -23,6 +23,7 @@
 //	soft        address → soft counter as JSON (recent soft event times)
 //	domains     domain → DomainStat as JSON
 //	dom_status  lp(status) domain → ""
+//	seen        dedupe key (16 bytes) → K of the first record with it
 //
 // The primary key is time ordered, so the records bucket is the time
 // index. Index keys cut over-long values (an attacker chooses addresses and
@@ -35,6 +36,44 @@
 // commits everything queued in a single transaction (group commit). When a
 // group's transaction fails, each delivery in it is retried alone, so one
 // bad delivery fails only its own caller.
+//
+// # Duplicate reports
+//
+// The same report delivered again (a retry after a lost 250, a copy sent
+// to two MX hosts, a regenerated DSN) is stored, raw message included, but
+// marked Duplicate with Verdict "duplicate" and DuplicateOf the first
+// record; it never reaches the policy, the soft counters, the storm guard,
+// the domain aggregates or the outbox. Each record has one dedupe key,
+// SHA-256 cut to 16 bytes, of:
+//
+//   - when the report names the attempt it is about (Arrival-Date,
+//     Last-Attempt-Date, Final-Log-ID, Original-Envelope-Id, the returned
+//     Message-ID, or an ARF Arrival-Date): the envelope's VERP address,
+//     the per-message DSN fields (RFC 3464 §2.2), the recipient's fields
+//     (§2.3: Final- and Original-Recipient, Action, the literal Status,
+//     Remote-MTA, Diagnostic-Code, Last-Attempt-Date, Will-Retry-Until,
+//     Final-Log-ID), the returned Message-ID and Date and the RFC 5965
+//     fields. Fields the decoder derives (kind, class, reason) are left
+//     out, so a decoder upgrade between two copies changes nothing;
+//   - otherwise: the message with its top-level trace and transit header
+//     fields (Received, Return-Path, Delivered-To, Authentication-Results,
+//     ARC-*, DKIM-Signature, ...) left out and CRLF read as LF, the VERP
+//     address, the recipient's addresses and its position in the report. Two text bounces about two sends
+//     that say exactly the same thing are thus not merged unless the
+//     messages are identical below their trace fields.
+//
+// The seen bucket maps a key to the first record's key, whose time prefix
+// says when it was seen; keys older than Options.DedupeWindow (30 days by
+// default) no longer match and PruneSeen deletes them.
+//
+// A record whose envelope carries a VERP address while its report's
+// Final-Recipient and Original-Recipient both name another mailbox
+// (compared without case and without a "+tag") is marked Mismatch with
+// Verdict "mismatch" and is only recorded, like a duplicate: a forged or
+// misrouted report must not suppress the VERP address. The campaign of a
+// signed token is not checked against the returned message's
+// X-Listmonk-Campaign: the two ids come from different id spaces (a short
+// token id, listmonk's UUID), so a difference contradicts nothing.
 //
 // Files are created with 16 KB pages (compressed raw messages of 1-2 KB
 // fill them far better than 4 KB pages). Query helpers read in chunks of
@@ -97,7 +136,7 @@ var (
 var allBuckets = [][]byte{
 	bucketMeta, bucketRaw, bucketRecords, bucketIdxRcpt, bucketIdxDomain,
 	bucketIdxStatus, bucketIdxDStatus, bucketSuppress, bucketSupDomain,
-	bucketSoft, bucketDomains, bucketDomStatus,
+	bucketSoft, bucketDomains, bucketDomStatus, bucketSeen,
 }
 
 // Options configure Open. Zero fields take defaults.
@@ -119,6 +158,10 @@ type Options struct {
 	QueueLen int
 	// Storm configures the storm guard (storm.go); zero switches it off.
 	Storm StormOptions
+	// DedupeWindow is how long a stored report is remembered, so that
+	// the same report delivered again is marked a duplicate (default
+	// DefaultDedupeWindow, 30 days). PruneSeen forgets older reports.
+	DedupeWindow time.Duration
 
 	// beforeCommit, if set, runs in the write transaction after the batch
 	// is written; an error fails the transaction. Tests use it to inject

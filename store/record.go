@@ -58,4 +58,16 @@ type Record struct {
 	Verdict    string `json:"verdict,omitempty"`
 	Rule       string `json:"rule,omitempty"` // policy rule that gave the verdict, if named
 	Suppressed bool   `json:"suppressed,omitempty"`
+
+	// Duplicate is set when the same report was stored before, within the
+	// dedupe window (Verdict "duplicate"); DuplicateOf is the ID of the
+	// first record. A duplicate is kept but never counted, suppresses
+	// nothing and sends no event.
+	Duplicate   bool   `json:"duplicate,omitempty"`
+	DuplicateOf string `json:"duplicate_of,omitempty"`
+	// Mismatch says why the report contradicts the envelope (Verdict
+	// "mismatch"), e.g. "verp recipient x != final recipient y". Such a
+	// record is kept but never counted, suppresses nothing and sends no
+	// event.
+	Mismatch string `json:"mismatch,omitempty"`
 }

@@ -351,7 +351,10 @@ func TestSuppressOnce(t *testing.T) {
 	db, _ := mustOpen(t, Options{})
 	d := bounce("user@dead.test", "5.4.3", parse.KindBounce, parse.ClassHard)
 	first := save(t, db, d)
-	second := save(t, db, d)
+	// Another report about the same address (a later send).
+	d2 := bounce("user@dead.test", "5.4.3", parse.KindBounce, parse.ClassHard)
+	d2.Raw = append(d2.Raw, "Arrival-Date: later\r\n"...)
+	second := save(t, db, d2)
 	if !first[0].Suppressed || first[0].Verdict != ActionSuppress {
 		t.Fatalf("first 5.4.3: verdict %q suppressed %v", first[0].Verdict, first[0].Suppressed)
 	}
@@ -403,7 +406,9 @@ func TestCountDecay(t *testing.T) {
 	step := func(advance time.Duration, wantSuppressed bool) {
 		t.Helper()
 		clock.Add(advance)
-		recs := save(t, db, bounce("soft@slow.example", "4.4.3", parse.KindBounce, parse.ClassSoft))
+		d := bounce("soft@slow.example", "4.4.3", parse.KindBounce, parse.ClassSoft)
+		d.Report.ArrivalDate = clock.Now().Format(time.RFC1123Z) // each report is about another send
+		recs := save(t, db, d)
 		if recs[0].Verdict != ActionCount || recs[0].Rule != "4.4.3" {
 			t.Fatalf("verdict %q rule %q", recs[0].Verdict, recs[0].Rule)
 		}

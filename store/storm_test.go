@@ -134,9 +134,9 @@ func TestStormHeldAndReleased(t *testing.T) {
 			t.Fatalf("%s (storm): verdict %q suppressed %v, want held", addr, rec.Verdict, rec.Suppressed)
 		}
 	}
-	// The same DSN delivered again is held once, and counts once.
-	if rec := save543(t, db, c, addrs[8]); rec.Verdict != store.ActionHeld {
-		t.Fatalf("repeated DSN: verdict %q, want held", rec.Verdict)
+	// The same DSN delivered again is a duplicate: not held again.
+	if rec := save543(t, db, c, addrs[8]); rec.Verdict != store.ActionDuplicate || !rec.Duplicate {
+		t.Fatalf("repeated DSN: verdict %q, want duplicate", rec.Verdict)
 	}
 	holds, err := db.Holds("dead.example")
 	tcheck(t, err, "listing holds")

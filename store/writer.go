@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +29,8 @@ const (
 // request is one Save waiting for the writer.
 type request struct {
 	d     *Delivery
-	raw   []byte // codec byte + (compressed) raw message
+	raw   []byte            // codec byte + (compressed) raw message
+	body  [sha256.Size]byte // bodyHash of the raw message
 	state atomic.Int32
 	done  chan struct{}
 
@@ -57,8 +59,7 @@ func (db *DB) Save(ctx context.Context, d *Delivery) ([]Record, error) {
 	if d == nil {
 		return nil, errors.New("saving delivery: nil delivery")
 	}
-	req := &request{d: d, done: make(chan struct{})}
-	req.raw = db.compressRaw(d.Raw)
+	req := db.newRequest(d)
 
 	db.mu.RLock()
 	if db.closed {
@@ -82,6 +83,13 @@ func (db *DB) Save(ctx context.Context, d *Delivery) ([]Record, error) {
 		<-req.done
 	}
 	return req.recs, req.err
+}
+
+// newRequest prepares d for the writer: the work that needs no
+// transaction (compression, hashing) is done here, in the caller's
+// goroutine.
+func (db *DB) newRequest(d *Delivery) *request {
+	return &request{d: d, done: make(chan struct{}), raw: db.compressRaw(d.Raw), body: bodyHash(d.Raw)}
 }
 
 // Raw codecs: the first byte of a value in the raw bucket.
@@ -229,10 +237,11 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		key := w.db.idgen.next(now)
 		rec.ID = encodeID(key)
 		rec.MsgID = encodeID(msgKey)
-		if err := w.db.applyPolicy(w.tx, rec, now); err != nil {
+		first, err := w.seen(dedupeKey(r.d, &r.body, i, &rec.Recipient), key, now)
+		if err != nil {
 			return nil, err
 		}
-		if err := w.db.stormGuard(w.tx, rec, now); err != nil {
+		if err := w.judge(rec, first, now); err != nil {
 			return nil, err
 		}
 		v, err := json.Marshal(rec)
@@ -245,6 +254,9 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if err := putIndexes(w.tx, key, rec); err != nil {
 			return nil, err
 		}
+		if rec.Duplicate || rec.Mismatch != "" {
+			continue
+		}
 		if err := w.countDomain(rec); err != nil {
 			return nil, err
 		}
@@ -253,6 +265,24 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		}
 	}
 	return recs, nil
+}
+
+// judge gives rec its verdict: a duplicate of the record with key first
+// (if not nil) or a mismatch is only recorded; any other record goes
+// through the policy and the storm guard.
+func (w *txWriter) judge(rec *Record, first []byte, now time.Time) error {
+	if first != nil {
+		rec.Duplicate, rec.DuplicateOf, rec.Verdict = true, encodeID(first), ActionDuplicate
+		return nil
+	}
+	if m := crossCheck(&rec.Envelope, &rec.Recipient); m != "" {
+		rec.Mismatch, rec.Verdict = m, ActionMismatch
+		return nil
+	}
+	if err := w.db.applyPolicy(w.tx, rec, now); err != nil {
+		return err
+	}
+	return w.db.stormGuard(w.tx, rec, now)
 }
 
 // indexEntries lists the index keys of a record, by bucket.

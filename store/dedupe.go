@@ -1,0 +1,232 @@
+package store
+
+// Idempotent ingest and cross-checks. See the package comment ("Duplicate
+// reports") for the design; this file computes the dedupe keys, looks
+// them up in the seen bucket and checks a record's VERP address against
+// its report.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+)
+
+// Verdicts set by the store itself, before any policy runs.
+const (
+	// ActionDuplicate is the verdict of a record whose report was stored
+	// before (Record.DuplicateOf names the first record).
+	ActionDuplicate = "duplicate"
+	// ActionMismatch is the verdict of a record whose report names a
+	// recipient other than its VERP address (Record.Mismatch says which).
+	ActionMismatch = "mismatch"
+)
+
+// DefaultDedupeWindow is how long a report is remembered for duplicate
+// detection when Options.DedupeWindow is 0.
+const DefaultDedupeWindow = 30 * 24 * time.Hour
+
+var bucketSeen = []byte("seen")
+
+// seenKeyLen is the length of a dedupe key: SHA-256 cut to 128 bits, far
+// beyond any birthday or second-preimage attack on a store's lifetime.
+const seenKeyLen = 16
+
+// traceHeaders are the header fields that differ between two copies of
+// one message delivered along different paths or retried: trace fields
+// (RFC 5322 §3.6.7, RFC 5321 §4.4) and fields added in transit or at
+// delivery (RFC 8601 Authentication-Results, RFC 8617 ARC, RFC 7208
+// Received-SPF, a relay's DKIM-Signature, Postfix Delivered-To and
+// X-Original-To, Exim Envelope-To and Delivery-Date, Gmail X-Received).
+// Lower case.
+var traceHeaders = map[string]bool{
+	"received": true, "return-path": true, "delivered-to": true, "x-original-to": true,
+	"authentication-results": true, "arc-seal": true, "arc-message-signature": true,
+	"arc-authentication-results": true, "received-spf": true, "dkim-signature": true,
+	"x-received": true, "envelope-to": true, "delivery-date": true,
+}
+
+// bodyHash is the SHA-256 of raw with its top-level trace header fields
+// left out and line endings reduced to LF, so that a retried or
+// duplicated copy of a message hashes alike.
+func bodyHash(raw []byte) [sha256.Size]byte {
+	h := sha256.New()
+	skip := false
+	i := 0
+	for i < len(raw) {
+		j := bytes.IndexByte(raw[i:], '\n')
+		end := len(raw)
+		if j >= 0 {
+			end = i + j + 1
+		}
+		line := bytes.TrimRight(raw[i:end], "\r\n")
+		if len(line) == 0 {
+			break // end of the header
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// continuation of the previous field
+		} else if c := bytes.IndexByte(line, ':'); c > 0 {
+			skip = traceHeaders[strings.ToLower(string(bytes.TrimSpace(line[:c])))]
+		} else {
+			skip = false
+		}
+		if !skip {
+			h.Write(line)
+			h.Write([]byte{'\n'})
+		}
+		i = end
+	}
+	body := raw[i:]
+	for len(body) > 0 {
+		j := bytes.Index(body, []byte("\r\n"))
+		if j < 0 {
+			h.Write(body)
+			break
+		}
+		h.Write(body[:j])
+		h.Write([]byte{'\n'})
+		body = body[j+2:]
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// fieldHasher hashes a list of fields unambiguously: each is preceded by
+// its length.
+type fieldHasher struct{ b []byte }
+
+func (f *fieldHasher) add(vals ...string) {
+	for _, v := range vals {
+		f.b = binary.BigEndian.AppendUint32(f.b, uint32(len(v)))
+		f.b = append(f.b, v...)
+	}
+}
+
+// dedupeKey returns the dedupe key of the i-th record of d (rc is its
+// recipient). When the report names the instance of the delivery attempt
+// it describes (a date, a log id, the returned Message-ID or the envelope
+// id), the key is a hash of the report's own fields, so a report that was
+// regenerated or re-sent with other headers is still the same report.
+// Otherwise it is a hash of the message without trace headers (body), the
+// record's addresses and i, so that two content-identical text bounces about two sends are not
+// mistaken for one, unless they are byte-identical below the trace fields.
+func dedupeKey(d *Delivery, body *[sha256.Size]byte, i int, rc *parse.Recipient) []byte {
+	var f fieldHasher
+	if rep := d.Report; rep != nil && instanceKnown(rep, rc) {
+		f.add("report", strings.ToLower(d.Envelope.VERP), strings.ToLower(rep.ReportingMTA),
+			rep.OriginalEnvelopeID, rep.ArrivalDate, rep.DSNGateway, rep.ReceivedFromMTA)
+		status := rc.StatusLiteral
+		if status == "" {
+			status = rc.Status
+		}
+		f.add(strings.ToLower(rc.FinalRecipient), strings.ToLower(rc.OriginalRecipient), string(rc.Action),
+			status, strings.ToLower(rc.RemoteMTA), rc.DiagnosticCode, rc.LastAttemptDate,
+			rc.WillRetryUntil, rc.FinalLogID)
+		if o := rep.Original; o != nil {
+			f.add(o.MessageID, o.Date)
+		} else {
+			f.add("", "")
+		}
+		if fb := rep.Feedback; fb != nil {
+			f.add(fb.FeedbackType, fb.ArrivalDate, fb.SourceIP, fb.OriginalRcptTo)
+		}
+	} else {
+		f.add("body", strings.ToLower(d.Envelope.VERP), strings.ToLower(rc.FinalRecipient),
+			strings.ToLower(rc.OriginalRecipient))
+		f.b = append(f.b, body[:]...)
+		f.b = binary.BigEndian.AppendUint32(f.b, uint32(i))
+	}
+	sum := sha256.Sum256(f.b)
+	return sum[:seenKeyLen]
+}
+
+// instanceKnown reports whether the report names which delivery attempt
+// or message it is about.
+func instanceKnown(rep *parse.Report, rc *parse.Recipient) bool {
+	if rep.ArrivalDate != "" || rep.OriginalEnvelopeID != "" || rc.LastAttemptDate != "" || rc.FinalLogID != "" {
+		return true
+	}
+	if rep.Original != nil && rep.Original.MessageID != "" {
+		return true
+	}
+	return rep.Feedback != nil && rep.Feedback.ArrivalDate != ""
+}
+
+// seen looks up dk in the seen bucket. If a record within the dedupe
+// window has it, seen returns that record's key; otherwise it records key
+// under dk and returns nil.
+func (w *txWriter) seen(dk, key []byte, now time.Time) ([]byte, error) {
+	b := w.tx.Bucket(bucketSeen)
+	if first := b.Get(dk); len(first) == keyLen && !keyTime(first).Before(now.Add(-w.db.dedupeWindow())) {
+		return bytes.Clone(first), nil
+	}
+	if err := b.Put(dk, key); err != nil {
+		return nil, fmt.Errorf("writing dedupe key: %w", err)
+	}
+	return nil, nil
+}
+
+// dedupeWindow is Options.DedupeWindow with its default.
+func (db *DB) dedupeWindow() time.Duration {
+	if db.opts.DedupeWindow <= 0 {
+		return DefaultDedupeWindow
+	}
+	return db.opts.DedupeWindow
+}
+
+// crossCheck compares the VERP address of env with the recipients rc
+// names. It returns "" when they agree, when there is no VERP address or
+// when the report names no address, else why they disagree. One match of
+// Final-Recipient or Original-Recipient suffices (a forwarded message
+// keeps its original recipient only in Original-Recipient).
+func crossCheck(env *Envelope, rc *parse.Recipient) string {
+	if env.VERP == "" {
+		return ""
+	}
+	var named []string
+	for _, a := range []string{rc.FinalRecipient, rc.OriginalRecipient} {
+		if strings.Contains(a, "@") {
+			named = append(named, a)
+		}
+	}
+	if len(named) == 0 {
+		return ""
+	}
+	for _, a := range named {
+		if sameMailbox(env.VERP, a) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("verp recipient %s != final recipient %s",
+		truncate(NormalizeAddr(env.VERP), 100), truncate(NormalizeAddr(named[0]), 100))
+}
+
+// sameMailbox compares two addresses ignoring case (MTAs fold the case of
+// local parts, though RFC 5321 §2.4 says they should not) and a "+tag"
+// subaddress in either local part (a receiving MTA may report the
+// mailbox it delivered to without it). Other provider rules (Gmail's
+// dots) are not applied: they would mask real mismatches elsewhere.
+func sameMailbox(a, b string) bool {
+	a, b = strings.ToLower(NormalizeAddr(a)), strings.ToLower(NormalizeAddr(b))
+	if a == b {
+		return true
+	}
+	return stripTag(a) == stripTag(b)
+}
+
+// stripTag removes a "+tag" from the local part of addr.
+func stripTag(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return addr
+	}
+	if p := strings.IndexByte(addr[:at], '+'); p > 0 {
+		return addr[:p] + addr[at:]
+	}
+	return addr
+}

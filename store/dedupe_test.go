@@ -1,0 +1,292 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+	bolt "go.etcd.io/bbolt"
+)
+
+// realDSN returns the Postfix DSN of testdata with its status and action
+// replaced, decoded by the real parser.
+func realDSN(t *testing.T, status, action, received string) *Delivery {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/postfix-5.1.1.eml")
+	tcheck(t, err, "reading sample")
+	raw = bytes.ReplaceAll(raw, []byte("5.1.1"), []byte(status))
+	raw = bytes.Replace(raw, []byte("Action: failed"), []byte("Action: "+action), 1)
+	if received != "" {
+		raw = append([]byte("Received: "+received+"\r\n"), raw...)
+	}
+	rep, err := parse.Message(bytes.NewReader(raw), parse.Limits{})
+	tcheck(t, err, "parsing sample")
+	return &Delivery{Envelope: Envelope{RcptTo: []string{"bounces@bounce.example.org"}}, Raw: raw, Report: rep}
+}
+
+// dedupePolicy suppresses on 5.x.x and counts 4.x.x (two within a day
+// suppress), so that a second count would show as a suppression.
+func dedupePolicy(r *Record) Decision {
+	switch {
+	case strings.HasPrefix(r.Status, "5."):
+		return Decision{Action: ActionSuppress, Rule: "5"}
+	case strings.HasPrefix(r.Status, "4."):
+		return Decision{Action: ActionCount, Threshold: 2, Window: 24 * time.Hour, Rule: "4"}
+	}
+	return Decision{Action: ActionRecord}
+}
+
+// saveConcurrently saves n copies of d, each with its own Received
+// header, from n goroutines, and returns the records.
+func saveConcurrently(t *testing.T, db *DB, n int, d func(i int) *Delivery) []Record {
+	t.Helper()
+	ds := make([]*Delivery, n)
+	for i := range ds {
+		ds[i] = d(i)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		all  []Record
+		errs []error
+	)
+	for _, d := range ds {
+		wg.Go(func() {
+			recs, err := db.Save(context.Background(), d)
+			mu.Lock()
+			defer mu.Unlock()
+			all = append(all, recs...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Fatalf("save: %v", err)
+	}
+	return all
+}
+
+// originals checks that exactly one of recs is not a duplicate and that
+// the others point to it, and returns it.
+func originals(t *testing.T, recs []Record) Record {
+	t.Helper()
+	var first []Record
+	for _, r := range recs {
+		if !r.Duplicate {
+			first = append(first, r)
+		}
+	}
+	if len(first) != 1 {
+		t.Fatalf("%d of %d records are not duplicates, want 1", len(first), len(recs))
+	}
+	for _, r := range recs {
+		if r.Duplicate && (r.DuplicateOf != first[0].ID || r.Verdict != ActionDuplicate || r.Suppressed) {
+			t.Fatalf("duplicate record: duplicate_of %q verdict %q suppressed %v, want %q duplicate false",
+				r.DuplicateOf, r.Verdict, r.Suppressed, first[0].ID)
+		}
+	}
+	return first[0]
+}
+
+func TestDuplicatesConcurrent(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{Decide: dedupePolicy})
+	tcheck(t, db.SetOutboxTargets([]OutboxTarget{{Name: "app", Events: []string{EventHard, EventSoft}}}), "targets")
+
+	// A hard bounce five times, via five relays.
+	recs := saveConcurrently(t, db, 5, func(i int) *Delivery {
+		return realDSN(t, "5.4.3", "failed", fmt.Sprintf("from relay%d.example by mx.bounce.example.org; Fri, 27 Nov 2026 08:0%d:00 +0000", i, i))
+	})
+	hard := originals(t, recs)
+	if !hard.Suppressed || hard.Verdict != ActionSuppress {
+		t.Fatalf("first hard bounce: verdict %q suppressed %v", hard.Verdict, hard.Suppressed)
+	}
+
+	// A soft bounce for another address five times, the same bytes.
+	soft := func(i int) *Delivery {
+		d := realDSN(t, "4.4.1", "delayed", "")
+		d.Report.Recipients[0].FinalRecipient = "slow@example.net"
+		return d
+	}
+	softRecs := saveConcurrently(t, db, 5, soft)
+	first := originals(t, softRecs)
+	if first.Verdict != ActionCount || first.Suppressed {
+		t.Fatalf("first soft bounce: verdict %q suppressed %v", first.Verdict, first.Suppressed)
+	}
+	if n := softEvents(t, db, "slow@example.net"); n != 1 {
+		t.Fatalf("soft counter has %d events, want 1", n)
+	}
+	if s, err := db.Suppressed("slow@example.net"); err == nil {
+		t.Fatalf("soft bounce counted more than once: suppressed %+v", s)
+	}
+
+	var sups []Suppression
+	tcheck(t, db.Suppressions("", func(s Suppression) error { sups = append(sups, s); return nil }), "suppressions")
+	if len(sups) != 1 || sups[0].RecordID != hard.ID {
+		t.Fatalf("suppressions: %+v, want one for record %s", sups, hard.ID)
+	}
+	evs := outboxEvents(t, db, false)
+	if len(evs) != 2 || evs[0].RecordID == evs[1].RecordID {
+		t.Fatalf("outbox: %d events, want one per report: %+v", len(evs), evs)
+	}
+	for _, ev := range evs {
+		if ev.RecordID != hard.ID && ev.RecordID != first.ID {
+			t.Fatalf("outbox event for record %s, a duplicate", ev.RecordID)
+		}
+	}
+	stats, err := db.Domains("")
+	tcheck(t, err, "domains")
+	for _, st := range stats {
+		if st.Total != 1 {
+			t.Fatalf("domain %s counts %d records, want 1", st.Domain, st.Total)
+		}
+	}
+	// Every copy is kept, raw message included.
+	all, err := db.Query(Filter{})
+	tcheck(t, err, "query")
+	if len(all) != 10 {
+		t.Fatalf("stored %d records, want 10", len(all))
+	}
+	for _, r := range all {
+		if _, err := db.Raw(r.MsgID); err != nil {
+			t.Fatalf("raw of %s: %v", r.ID, err)
+		}
+	}
+
+	// Another report about the same address (a later attempt, so
+	// another Arrival-Date) is not a duplicate and counts.
+	d := soft(0)
+	d.Raw = bytes.Replace(d.Raw, []byte("Arrival-Date: Thu, 29 Apr"), []byte("Arrival-Date: Fri, 30 Apr"), 1)
+	d.Report, err = parse.Message(bytes.NewReader(d.Raw), parse.Limits{})
+	tcheck(t, err, "parsing")
+	d.Report.Recipients[0].FinalRecipient = "slow@example.net"
+	next := save(t, db, d)[0]
+	if next.Duplicate || !next.Suppressed {
+		t.Fatalf("second soft report: duplicate %v suppressed %v, want counted and suppressed", next.Duplicate, next.Suppressed)
+	}
+	tcheck(t, db.Check(), "check")
+}
+
+func softEvents(t *testing.T, db *DB, addr string) int {
+	t.Helper()
+	var c softCounter
+	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketSoft).Get([]byte(addr)); v != nil {
+			return json.Unmarshal(v, &c)
+		}
+		return nil
+	}), "reading soft counter")
+	return len(c.Events)
+}
+
+func TestBodyHash(t *testing.T) {
+	t.Parallel()
+	base := "From: a@example.org\r\nSubject: x\r\n\r\nbody line\r\nmore\r\n"
+	same := []string{
+		"Received: from a by b; Fri, 27 Nov 2026 08:00:00 +0000\r\n\tfor <x@y>\r\n" + base,
+		"Return-Path: <>\r\nDelivered-To: b@example.org\r\nRECEIVED: from c\r\n" + base,
+		strings.ReplaceAll(base, "\r\n", "\n"),
+		"From: a@example.org\r\nDKIM-Signature: v=1;\r\n b=xyz\r\nSubject: x\r\n\r\nbody line\r\nmore\r\n",
+	}
+	want := bodyHash([]byte(base))
+	for _, s := range same {
+		if bodyHash([]byte(s)) != want {
+			t.Errorf("hash differs for %q", s)
+		}
+	}
+	differ := []string{
+		"From: a@example.org\r\nSubject: y\r\n\r\nbody line\r\nmore\r\n",
+		base + "x",
+		// A Received line in the body is content, not trace.
+		"From: a@example.org\r\nSubject: x\r\n\r\nReceived: z\r\nbody line\r\nmore\r\n",
+		"",
+	}
+	for _, s := range differ {
+		if bodyHash([]byte(s)) == want {
+			t.Errorf("hash equal for %q", s)
+		}
+	}
+}
+
+func TestDuplicateWithoutDates(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{Decide: dedupePolicy})
+	// Reports without dates, ids or Message-ID are duplicates only when
+	// the messages are identical apart from trace fields.
+	d := bounce("user@plain.example", "4.2.2", parse.KindBounce, parse.ClassSoft)
+	first := save(t, db, d)[0]
+	again := *d
+	again.Raw = append([]byte("Received: from elsewhere\r\n"), d.Raw...)
+	if r := save(t, db, &again)[0]; !r.Duplicate || r.DuplicateOf != first.ID {
+		t.Fatalf("retried copy: duplicate %v of %q, want of %s", r.Duplicate, r.DuplicateOf, first.ID)
+	}
+	other := bounce("user@plain.example", "4.2.2", parse.KindBounce, parse.ClassSoft)
+	other.Raw = append(other.Raw, "second send\r\n"...)
+	if r := save(t, db, other)[0]; r.Duplicate || !r.Suppressed {
+		t.Fatalf("other report: duplicate %v suppressed %v, want counted to suppression", r.Duplicate, r.Suppressed)
+	}
+}
+
+func TestDedupeWindow(t *testing.T) {
+	t.Parallel()
+	clock := newClock()
+	db, _ := mustOpen(t, Options{Decide: dedupePolicy, Now: clock.Now, DedupeWindow: time.Hour})
+	d := realDSN(t, "4.4.1", "delayed", "")
+	if r := save(t, db, d)[0]; r.Duplicate {
+		t.Fatal("first copy is a duplicate")
+	}
+	clock.Add(30 * time.Minute)
+	if r := save(t, db, d)[0]; !r.Duplicate {
+		t.Fatal("copy within the window is not a duplicate")
+	}
+	clock.Add(2 * time.Hour)
+	if r := save(t, db, d)[0]; r.Duplicate {
+		t.Fatal("copy after the window is a duplicate")
+	}
+}
+
+func TestMismatch(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{Decide: dedupePolicy})
+	tcheck(t, db.SetOutboxTargets([]OutboxTarget{{Name: "app", Events: []string{EventHard, EventSuppressed}}}), "targets")
+	d := realDSN(t, "5.4.3", "failed", "")
+	d.Envelope.VERP = "victim@example.com" // the report is about kijitora@gmail.com
+	r := save(t, db, d)[0]
+	if r.Verdict != ActionMismatch || r.Suppressed || r.Mismatch != "verp recipient victim@example.com != final recipient kijitora@gmail.com" {
+		t.Fatalf("mismatch: verdict %q suppressed %v mismatch %q", r.Verdict, r.Suppressed, r.Mismatch)
+	}
+	if _, err := db.Suppressed("victim@example.com"); err == nil {
+		t.Fatal("mismatched report suppressed its VERP address")
+	}
+	if evs := outboxEvents(t, db, false); len(evs) != 0 {
+		t.Fatalf("mismatched report queued %d events", len(evs))
+	}
+
+	// Case and a +tag do not make a mismatch; Original-Recipient may match
+	// when Final-Recipient is a forwarding target.
+	for i, tc := range []struct{ verp, final, orig string }{
+		{"Kijitora+News@GMAIL.com", "kijitora@gmail.com", ""},
+		{"kijitora@gmail.com", "kijitora+x@gmail.com", ""},
+		{"user@old.example", "user@new.example", "user@old.example"},
+	} {
+		d := realDSN(t, "5.4.3", "failed", fmt.Sprintf("from relay%d", i))
+		d.Report.ArrivalDate = fmt.Sprint(i) // another report each time
+		d.Envelope.VERP = tc.verp
+		d.Report.Recipients[0].FinalRecipient = tc.final
+		d.Report.Recipients[0].OriginalRecipient = tc.orig
+		r := save(t, db, d)[0]
+		if r.Mismatch != "" || r.Verdict != ActionSuppress {
+			t.Errorf("verp %s, final %s: verdict %q mismatch %q", tc.verp, tc.final, r.Verdict, r.Mismatch)
+		}
+	}
+	tcheck(t, db.Check(), "check")
+}
