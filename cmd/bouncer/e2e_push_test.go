@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +14,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +29,7 @@ import (
 // received is one request a fake listmonk got.
 type received struct {
 	method, path, contentType, user, pass, key string
+	timestamp, signature                       string
 	body                                       []byte
 	code                                       int // what it answered
 }
@@ -42,7 +47,8 @@ func (f *fakeListmonk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	rec := received{method: r.Method, path: r.URL.Path, contentType: r.Header.Get("Content-Type"),
-		user: user, pass: pass, key: r.Header.Get("Idempotency-Key"), body: body, code: http.StatusOK}
+		user: user, pass: pass, key: r.Header.Get("Idempotency-Key"), body: body, code: http.StatusOK,
+		timestamp: r.Header.Get("X-Bouncer-Timestamp"), signature: r.Header.Get("X-Bouncer-Signature")}
 	if f.down {
 		rec.code = http.StatusServiceUnavailable
 	}
@@ -170,7 +176,17 @@ func TestPushToListmonkEndToEnd(t *testing.T) {
 	lm := &fakeListmonk{}
 	recv := httptest.NewServer(lm)
 	defer recv.Close()
-	ts := newTestServer(t, pushConfig(recv.URL))
+	hook := &fakeListmonk{}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	ts := newTestServer(t, pushConfig(recv.URL)+fmt.Sprintf(`
+[[push.targets]]
+name = "crm"
+type = "webhook"
+url = %q
+secret = "hook-secret"
+events = ["hard"]
+`, hookSrv.URL+"/hooks/bounce"))
 
 	stored := map[string]string{"outcome": "stored"}
 	before := scrape(t, ts.httpAddr, "bouncer_smtp_messages_total", stored)
@@ -181,6 +197,7 @@ func TestPushToListmonkEndToEnd(t *testing.T) {
 
 	// The event is delivered and leaves the outbox.
 	waitFor(t, "the listmonk request", func() bool { return len(lm.requests(http.StatusOK)) > 0 })
+	waitFor(t, "the webhook request", func() bool { return len(hook.requests(http.StatusOK)) > 0 })
 	waitFor(t, "an empty outbox", func() bool { return len(outboxJSON(t, "-config", ts.cliConfig)) == 0 })
 	reqs := lm.requests(http.StatusOK)
 	if len(reqs) != 1 || len(lm.requests(http.StatusServiceUnavailable)) != 0 {
@@ -229,6 +246,31 @@ func TestPushToListmonkEndToEnd(t *testing.T) {
 	}
 	if !reflect.DeepEqual(body.Meta, wantMeta) {
 		t.Errorf("meta:\n got %v\nwant %v", body.Meta, wantMeta)
+	}
+
+	// The webhook, checked as the README tells a receiver to: HMAC-SHA256
+	// under the secret of timestamp "." body, hex after "sha256=", and a
+	// timestamp close to now.
+	hooks := hook.requests(http.StatusOK)
+	if len(hooks) != 1 {
+		t.Fatalf("webhook got %d requests, want 1", len(hooks))
+	}
+	h := hooks[0]
+	mac := hmac.New(sha256.New, []byte("hook-secret"))
+	mac.Write([]byte(h.timestamp + "." + string(h.body)))
+	if want := "sha256=" + hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(h.signature), []byte(want)) {
+		t.Errorf("webhook signature %q, want %q", h.signature, want)
+	}
+	sec, err := strconv.ParseInt(h.timestamp, 10, 64)
+	if err != nil || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute {
+		t.Errorf("webhook timestamp %q is not near now", h.timestamp)
+	}
+	var ev map[string]any
+	tcheck(t, json.Unmarshal(h.body, &ev), "decoding webhook body")
+	if h.path != "/hooks/bounce" || h.contentType != "application/json" || h.key != rec.ID+".crm" ||
+		ev["id"] != rec.ID+".crm" || ev["type"] != "hard" || ev["recipient"] != "user@dead.test" ||
+		ev["status"] != "5.4.3" || ev["record_id"] != rec.ID || ev["campaign"] != testCampaign || ev["suppressed"] != true {
+		t.Errorf("webhook request %s %q key %q: %s", h.path, h.contentType, h.key, h.body)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -89,5 +90,55 @@ func TestExportRoundTrip(t *testing.T) {
 		if len(wantRecs) == 0 || !slices.Equal(got, wantRecs) {
 			t.Fatalf("%s bounces\n got %q\nwant %q", format, got, wantRecs)
 		}
+	}
+}
+
+// TestQueryPaging follows the "more: bouncer query --before ID" hints
+// through a store and gets every record once, newest first.
+func TestQueryPaging(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "bouncer.db")
+	db, err := store.Open(dbPath, store.Options{})
+	tcheck(t, err, "open")
+	for i := range 7 {
+		_, err := db.Save(context.Background(), &store.Delivery{
+			Raw: fmt.Appendf(nil, "Subject: bounce %d\r\n\r\nx\r\n", i),
+			Report: &parse.Report{Kind: parse.KindBounce, Recipients: []parse.Recipient{{
+				FinalRecipient: fmt.Sprintf("u%d@page.example", i), Status: "5.1.1", Kind: parse.KindBounce, Class: parse.ClassHard,
+			}}},
+		})
+		tcheck(t, err, "save")
+	}
+	var want []string
+	tcheck(t, db.ForEach(store.Filter{}, func(r store.Record) error { want = append(want, r.ID); return nil }), "foreach")
+	tcheck(t, db.Close(), "close")
+	cfg := writeConfig(t, dir, fmt.Sprintf("[store]\npath = %q\n[http]\nlisten = \"\"\n", dbPath))
+
+	var got []string
+	args := []string{"query", "--json", "--limit", "3", "-config", cfg}
+	for pages := 1; ; pages++ {
+		var stdout, stderr bytes.Buffer
+		a := &app{stdout: &stdout, stderr: &stderr}
+		tcheck(t, a.run(context.Background(), args), "query")
+		dec := json.NewDecoder(&stdout)
+		for dec.More() {
+			var r store.Record
+			tcheck(t, dec.Decode(&r), "decoding")
+			got = append(got, r.ID)
+		}
+		hint, ok := strings.CutPrefix(strings.TrimSpace(stderr.String()), "more: bouncer query --before ")
+		if !ok {
+			if pages != 3 || stderr.Len() != 0 {
+				t.Fatalf("page %d ended with %q, want the last of 3 pages", pages, stderr.String())
+			}
+			break
+		}
+		if pages > 3 {
+			t.Fatalf("more than 3 pages")
+		}
+		args = []string{"query", "--json", "--limit", "3", "--before", hint, "-config", cfg}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("paged query gave %v, want %v", got, want)
 	}
 }
