@@ -318,7 +318,12 @@ func TestPushSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	ts := serveIn(t, dir, pushConfig(recv.URL))
 	tcheck(t, deliver(t, ts.smtpAddr, "bounces+user=dead.test@localhost", readTestdata(t, "postfix-543.eml")), "delivering DSN")
-	waitFor(t, "a refused attempt", func() bool { return len(lm.requests(http.StatusServiceUnavailable)) > 0 })
+	// Wait until the store recorded a refused attempt (the receiver
+	// seeing it is not enough: stopping cancels an attempt in flight).
+	waitFor(t, "a refused attempt in the outbox", func() bool {
+		evs := outboxJSON(t, "-config", ts.cliConfig)
+		return len(evs) == 1 && evs[0].Attempts > 0
+	})
 	ts.stop(t)
 
 	// Stopped: the CLI reads the outbox from the file. The event waits,
