@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -21,6 +22,10 @@ API when a server runs, else from the database file, read-only.`
 // exportCmd streams the suppression list or bounce records one at a
 // time, never the whole set in memory.
 func (a *app) exportCmd(ctx context.Context, args []string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintf(a.stdout, "Usage: bouncer %s\n", exportUsage)
+		return nil
+	}
 	if len(args) == 0 || (args[0] != "suppressions" && args[0] != "bounces") {
 		return usageError("usage: bouncer %s", exportUsage)
 	}

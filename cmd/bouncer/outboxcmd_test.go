@@ -153,3 +153,14 @@ func TestExportThroughAPI(t *testing.T) {
 		t.Errorf("csv export from the file differs (exit %d):\n%s\nvs API:\n%s", code, fromFile, live)
 	}
 }
+
+func TestOutboxExportHelp(t *testing.T) {
+	for _, args := range [][]string{{"outbox", "--help"}, {"export", "--help"}, {"export", "bounces", "--help"}} {
+		if _, code := runCLI(t, args...); code != 0 {
+			t.Errorf("%v: exit %d, want 0", args, code)
+		}
+	}
+	if _, code := runCLI(t, "outbox", "frob"); code != 2 {
+		t.Errorf("outbox frob: exit %d, want 2", code)
+	}
+}
