@@ -57,7 +57,7 @@ func (d *decoder) complaint() {
 	if len(addrs) == 0 && len(d.returned) > 0 {
 		h := d.returned[0]
 		for _, k := range []string{"X-Hmxmroriginalrecipient", "X-Original-To", "To"} {
-			if a := firstAddress(h.Get(k)); a != "" {
+			if a := firstAddress(h.get(k)); a != "" {
 				addrs = []string{a}
 				break
 			}
@@ -109,7 +109,7 @@ func firstAddress(v string) string {
 // subject.
 func (d *decoder) isJMRP() bool {
 	for _, h := range d.returned {
-		if h.Has("X-Hmxmroriginalrecipient") {
+		if h.has("X-Hmxmroriginalrecipient") {
 			return true
 		}
 	}

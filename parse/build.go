@@ -2,8 +2,6 @@ package parse
 
 import (
 	"strings"
-
-	"github.com/emersion/go-message"
 )
 
 // finish turns what the walk collected into recipient records, in the
@@ -122,22 +120,21 @@ func (d *decoder) setOriginal() {
 	}
 }
 
-func (d *decoder) originalFrom(h message.Header) *Original {
+func (d *decoder) originalFrom(h fields) *Original {
 	o := &Original{
-		MessageID: strings.TrimSpace(h.Get("Message-Id")),
-		From:      d.headerText(h, "From"),
-		To:        d.headerText(h, "To"),
-		Subject:   d.headerText(h, "Subject"),
-		Date:      h.Get("Date"),
+		MessageID: strings.TrimSpace(h.get("Message-Id")),
+		From:      decodeWords(h.get("From")),
+		To:        decodeWords(h.get("To")),
+		Subject:   decodeWords(h.get("Subject")),
+		Date:      h.get("Date"),
 	}
-	for f := h.Fields(); f.Next(); {
-		k := f.Key()
+	for i, k := range h.keys {
 		if len(k) > 2 && (k[0] == 'X' || k[0] == 'x') && k[1] == '-' {
 			if o.XHeaders == nil {
 				o.XHeaders = make(map[string]string)
 			}
 			if _, ok := o.XHeaders[k]; !ok && len(o.XHeaders) < 50 {
-				o.XHeaders[k] = truncate(f.Value(), 1000)
+				o.XHeaders[k] = truncate(h.vals[i], 1000)
 			}
 		}
 	}

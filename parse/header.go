@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/textproto"
 
+	"github.com/emersion/go-message"
 	mtextproto "github.com/emersion/go-message/textproto"
 )
 
@@ -17,13 +18,13 @@ import (
 //
 // Only fields for which keep returns true are stored: decoding needs a
 // handful, and Received or DKIM fields are most of a header's bytes.
-func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool) (mtextproto.Header, error) {
+func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool) (fields, error) {
 	return readHeaderUntil(&src{br: br}, max, keep)
 }
 
 // readHeaderUntil is readHeader that also stops, without consuming it, at a
 // line starting with one of s's delimiters (a part with no body).
-func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (mtextproto.Header, error) {
+func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error) {
 	br := s.br
 	skipping := false
 	var keys []string
@@ -46,7 +47,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (mtextproto.He
 		}
 		n += len(line)
 		if n > max {
-			return makeHeader(keys, vals), errHeaderSize
+			return makeFields(keys, vals), errHeaderSize
 		}
 		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
 			line = line[:len(line)-1]
@@ -85,17 +86,53 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (mtextproto.He
 	if err == io.EOF {
 		err = nil
 	}
-	return makeHeader(keys, vals), err
+	return makeFields(keys, vals), err
 }
 
-// makeHeader builds a go-message header whose Get returns the first value
-// of a key, as ReadHeader's does.
-func makeHeader(keys []string, vals [][]byte) mtextproto.Header {
-	var h mtextproto.Header
-	for i := len(keys) - 1; i >= 0; i-- {
-		h.Add(keys[i], string(vals[i]))
+// fields is a header block as read: canonical keys and values in order.
+// Most headers are only looked up; header turns one into a go-message
+// header when MIME decoding needs it.
+type fields struct {
+	keys, vals []string
+}
+
+func makeFields(keys []string, vals [][]byte) fields {
+	f := fields{keys: keys, vals: make([]string, len(vals))}
+	for i, v := range vals {
+		f.vals[i] = string(v)
 	}
-	return h
+	return f
+}
+
+// get returns the first value of key (canonical form, "Message-Id").
+func (f fields) get(key string) string {
+	for i, k := range f.keys {
+		if k == key {
+			return f.vals[i]
+		}
+	}
+	return ""
+}
+
+func (f fields) has(key string) bool {
+	for _, k := range f.keys {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+func (f fields) len() int { return len(f.keys) }
+
+// header builds a go-message header whose Get returns the first value
+// of a key, as ReadHeader's does.
+func (f fields) header() message.Header {
+	var h mtextproto.Header
+	for i := len(f.keys) - 1; i >= 0; i-- {
+		h.Add(f.keys[i], f.vals[i])
+	}
+	return message.Header{Header: h}
 }
 
 // validKey reports whether b is a field name (RFC 5322 §3.6.8: printable

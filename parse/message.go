@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"strings"
 
 	"github.com/emersion/go-message"
-	_ "github.com/emersion/go-message/charset" // RFC 2046 charsets for text parts
+	"github.com/emersion/go-message/charset" // RFC 2046 charsets, for text parts too
 )
 
 // Message decodes one RFC 5322 message into a Report. It always returns a
@@ -78,13 +79,14 @@ type decoder struct {
 	parts int
 
 	top       message.Header // header of the outer message
+	topf      fields         // the same, for lookups
 	reportTyp string         // report-type of the first multipart/report
 	texts     []textPart     // text parts, in order, bounded
 	textBytes int
 	dsn       []dsnPart // delivery-status parts
 	feedback  bool
 	rcptTo    []string         // RFC 5965 Original-Rcpt-To values
-	returned  []message.Header // headers of returned messages
+	returned  []fields         // headers of returned messages
 	permanent bool             // the plain-text notice calls the failure permanent
 	scratch   []byte           // read buffer reused by readAll
 }
@@ -103,9 +105,10 @@ func (d *decoder) run(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
 	}
-	d.top = message.Header{Header: h}
-	d.rep.Subject = d.headerText(d.top, "Subject")
-	d.rep.From = d.headerText(d.top, "From")
+	d.topf = h
+	d.top = h.header()
+	d.rep.Subject = decodeWords(h.get("Subject"))
+	d.rep.From = decodeWords(h.get("From"))
 	return d.entity(d.top, &src{br: br}, 0, "")
 }
 
@@ -115,16 +118,16 @@ func (d *decoder) warn(format string, args ...any) {
 	}
 }
 
-// headerText returns the RFC 2047-decoded value of a header field, or the
-// raw value when it cannot be decoded.
-func (d *decoder) headerText(h message.Header, key string) string {
-	raw := h.Get(key)
-	if !strings.Contains(raw, "=?") {
-		return raw
+// decodeWords decodes RFC 2047 encoded words in a header value, or
+// returns it as it is when it has none or they cannot be decoded.
+func decodeWords(v string) string {
+	if !strings.Contains(v, "=?") {
+		return v
 	}
-	s, err := h.Text(key)
+	dec := mime.WordDecoder{CharsetReader: charset.Reader}
+	s, err := dec.DecodeHeader(v)
 	if err != nil {
-		return raw
+		return v
 	}
 	return s
 }
@@ -248,7 +251,7 @@ func (d *decoder) multipart(mt string, params map[string]string, s *src, depth i
 		if err != nil {
 			return fmt.Errorf("reading part header: %w", err)
 		}
-		if err := d.entity(message.Header{Header: ph}, in, depth+1, mt); err != nil {
+		if err := d.entity(ph.header(), in, depth+1, mt); err != nil {
 			return err
 		}
 		// Skip what the part left unread, up to the next delimiter.
@@ -436,29 +439,28 @@ func (d *decoder) returnedMessage(h message.Header, s *src, b *body, depth int, 
 		// A long trace of Received and signature fields is no reason to
 		// lose the report: keep what was read, skip the rest.
 		d.warn("reading returned header: %v", err)
-		if ih.Len() > 0 {
-			d.returned = append(d.returned, message.Header{Header: ih})
+		if ih.len() > 0 {
+			d.returned = append(d.returned, ih)
 		}
 		return nil
 	}
-	inner := message.Header{Header: ih}
-	if ih.Len() > 0 {
-		d.returned = append(d.returned, inner)
+	if ih.len() > 0 {
+		d.returned = append(d.returned, ih)
 	}
 	if mt != "message/rfc822" && mt != "message/global" {
 		return nil
 	}
 	// A forwarded bounce: the report is inside the attached message.
-	imt, _, _ := inner.ContentType()
-	if imt == "multipart/report" || len(d.dsn) == 0 && isBounceHeader(inner) {
-		return d.entity(inner, in, depth+1, "")
+	imt := guessMediaType(ih.get("Content-Type"))
+	if imt == "multipart/report" || len(d.dsn) == 0 && isBounceHeader(ih) {
+		return d.entity(ih.header(), in, depth+1, "")
 	}
 	return nil
 }
 
 // isBounceHeader says whether a header looks like the header of a bounce.
-func isBounceHeader(h message.Header) bool {
-	from := strings.ToLower(h.Get("From"))
+func isBounceHeader(h fields) bool {
+	from := strings.ToLower(h.get("From"))
 	return strings.Contains(from, "mailer-daemon") || strings.Contains(from, "postmaster")
 }
 

@@ -3,8 +3,6 @@ package parse
 import (
 	"bufio"
 	"strings"
-
-	"github.com/emersion/go-message"
 )
 
 // bounceText is the human-readable part of a plain-text bounce.
@@ -446,7 +444,7 @@ var headerKeys = []string{"message-id:", "subject:", "from:", "to:", "date:"}
 
 // inlineHeader finds the header of a returned message quoted in a text
 // body and parses it.
-func inlineHeader(body string) (message.Header, bool) {
+func inlineHeader(body string) (fields, bool) {
 	lines := body
 	for off := 0; off < len(body); {
 		i := strings.IndexByte(lines[off:], '\n')
@@ -465,8 +463,8 @@ func inlineHeader(body string) (message.Header, bool) {
 			}
 			if n >= 2 {
 				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned)
-				if h.Len() > 0 {
-					return message.Header{Header: h}, true
+				if h.len() > 0 {
+					return h, true
 				}
 			}
 			if len(blk) > end-off {
@@ -478,7 +476,7 @@ func inlineHeader(body string) (message.Header, bool) {
 		}
 		off = end + 1
 	}
-	return message.Header{}, false
+	return fields{}, false
 }
 
 var blockStartKeys = []string{"return-path:", "received:", "message-id:", "from:", "to:", "subject:", "date:",
