@@ -85,10 +85,10 @@ type decoder struct {
 	textBytes int
 	dsn       []dsnPart // delivery-status parts
 	feedback  bool
-	rcptTo    []string         // RFC 5965 Original-Rcpt-To values
-	returned  []fields         // headers of returned messages
-	permanent bool             // the plain-text notice calls the failure permanent
-	scratch   []byte           // read buffer reused by readAll
+	rcptTo    []string // RFC 5965 Original-Rcpt-To values
+	returned  []fields // headers of returned messages
+	permanent bool     // the plain-text notice calls the failure permanent
+	scratch   []byte   // read buffer reused by readAll
 }
 
 // dsnPart is the raw body of a delivery-status part and how it was found.
