@@ -5,7 +5,7 @@
 //
 //	bouncer serve [-config FILE]
 //	bouncer parse [--json] FILE...
-//	bouncer query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--limit N] [--json]
+//	bouncer query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--limit N] [--before ID] [--json]
 //	bouncer suppressed ADDR
 //	bouncer domains [--status CODE] [--check] [--json]
 //	bouncer suppress add ADDR [--reason TEXT] | remove ADDR | list [--domain D] [--json]
