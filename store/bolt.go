@@ -162,6 +162,9 @@ type Options struct {
 	// the same report delivered again is marked a duplicate (default
 	// DefaultDedupeWindow, 30 days). PruneSeen forgets older reports.
 	DedupeWindow time.Duration
+	// RawRetention is how long raw messages are kept; Prune deletes older
+	// ones (records stay). 0 keeps them forever.
+	RawRetention time.Duration
 
 	// beforeCommit, if set, runs in the write transaction after the batch
 	// is written; an error fails the transaction. Tests use it to inject

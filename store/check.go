@@ -53,6 +53,7 @@ func (db *DB) Check() error {
 // checkRecords checks each record against the raw bucket and indexes.
 func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
 	raw := tx.Bucket(bucketRaw)
+	pruned := rawPrunedBefore(tx)
 	c := tx.Bucket(bucketRecords).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if len(k) != keyLen {
@@ -73,7 +74,7 @@ func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
 				return false
 			}
 		}
-		if mk, err := decodeID(r.MsgID); err != nil || raw.Get(mk) == nil {
+		if mk, err := decodeID(r.MsgID); err != nil || (raw.Get(mk) == nil && !keyTime(mk).Before(pruned)) {
 			if !add(fmt.Errorf("record %s: raw message %q missing", encodeID(k), r.MsgID)) {
 				return false
 			}

@@ -188,7 +188,8 @@ func (db *DB) Record(id string) (*Record, error) {
 const maxRawBytes = 256 << 20
 
 // Raw returns the raw message msgID (Record.MsgID), decompressed, or
-// ErrNotFound.
+// ErrNotFound; for a message deleted by the raw retention the error also
+// matches ErrRawPruned.
 func (db *DB) Raw(msgID string) ([]byte, error) {
 	key, err := decodeID(msgID)
 	if err != nil {
@@ -197,6 +198,9 @@ func (db *DB) Raw(msgID string) ([]byte, error) {
 	var stored []byte
 	err = db.bolt.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRaw).Get(key)
+		if v == nil && keyTime(key).Before(rawPrunedBefore(tx)) {
+			return fmt.Errorf("raw message %s: %w (%w)", msgID, ErrRawPruned, ErrNotFound)
+		}
 		if v == nil {
 			return ErrNotFound
 		}

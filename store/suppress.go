@@ -81,7 +81,8 @@ func addrDomain(addr string) string {
 
 // softCounter holds the times of recent soft events for one address.
 type softCounter struct {
-	Events []int64 `json:"t"` // Unix nanoseconds, ascending
+	Events []int64 `json:"t"`           // Unix nanoseconds, ascending
+	Window int64   `json:"w,omitempty"` // decay window in nanoseconds (0: never), for PruneSoft
 }
 
 // applyPolicy runs the verdict for rec in tx: it sets rec.Verdict and
@@ -174,6 +175,7 @@ func countSoft(tx *bolt.Tx, addr string, t time.Time, d Decision) (int, error) {
 		}
 	}
 	ts := t.UnixNano()
+	c.Window = int64(d.Window)
 	i, _ := slices.BinarySearch(c.Events, ts)
 	c.Events = slices.Insert(c.Events, i, ts)
 	if d.Window > 0 {
