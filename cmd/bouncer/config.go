@@ -123,6 +123,12 @@ type HTTPConfig struct {
 type StoreConfig struct {
 	Path        string   `toml:"path"`
 	LockTimeout Duration `toml:"lock_timeout"`
+	// RawRetention is how long raw messages are kept (0: forever).
+	RawRetention Duration `toml:"raw_retention"`
+	// DedupeWindow is how long a report is remembered as seen.
+	DedupeWindow Duration `toml:"dedupe_window"`
+	// PruneInterval is how often serve prunes (0: never).
+	PruneInterval Duration `toml:"prune_interval"`
 }
 
 // LogConfig configures logging.
@@ -157,8 +163,9 @@ func defaultConfig() Config {
 			Delimiter: "+", Equals: "=", Keys: []VERPKey{}, ExpiryDays: verp.DefaultExpiryDays,
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
-		HTTP:   HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
-		Store:  StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second)},
+		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
+		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second),
+			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
 		Push:   defaultPush(),
@@ -247,6 +254,12 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
+	}
+	if c.Store.RawRetention < 0 || c.Store.PruneInterval < 0 {
+		return errors.New("config: store.raw_retention and store.prune_interval must not be negative (0 switches them off)")
+	}
+	if c.Store.DedupeWindow <= 0 {
+		return errors.New("config: store.dedupe_window must be positive")
 	}
 	if c.MX.RecheckInterval < 0 {
 		return errors.New("config: mx.recheck_interval must not be negative (0 switches it off)")

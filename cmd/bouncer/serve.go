@@ -106,6 +106,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 
 	recheckDone := a.startRecheck(ctx, db, cfg, logger)
+	pruneDone := startPrune(ctx, db, time.Duration(cfg.Store.PruneInterval), logger)
 
 	var serveErr error
 	select {
@@ -123,6 +124,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		logger.Warn("connections closed at the end of the grace period", "err", err)
 	}
 	recheckDone()
+	pruneDone()
 	stopPush()
 	waitPush()
 	if err := db.Close(); err != nil {
@@ -130,6 +132,38 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 	logger.Info("stopped")
 	return serveErr
+}
+
+// startPrune runs db.Prune every interval (never if 0) until ctx ends or
+// the returned function is called, which waits for it to stop.
+func startPrune(ctx context.Context, db *store.DB, interval time.Duration, logger *slog.Logger) func() {
+	if interval <= 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			st, err := db.Prune(ctx)
+			if err != nil && ctx.Err() == nil {
+				logger.Error("pruning the database failed", "err", err)
+				continue
+			}
+			logger.Info("database pruned", "raw", st.Raw, "seen", st.Seen, "soft", st.Soft)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // serverOptions copies the config into the server's options.
@@ -165,7 +199,8 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // decide is the policy, for a read-write open.
 func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*store.DB, error) {
 	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
-		Storm: store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)}}
+		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
+		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow)}
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second
 	}
