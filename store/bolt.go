@@ -13,7 +13,8 @@
 //
 //	meta        "version" → schema version (decimal ASCII)
 //	raw         K(msg) → codec byte (0 stored, 1 DEFLATE, RFC 1951) + raw message
-//	records     K → Record as JSON
+//	records     K → Record as JSON, without "id" (K) and "domain" (the
+//	            address's) and without empty envelope fields
 //	idx_rcpt    lp(recipient) K → ""
 //	idx_domain  lp(domain) K → ""
 //	idx_status  lp(status) K → ""
@@ -96,7 +97,9 @@ import (
 )
 
 // SchemaVersion is the version of the bucket layout written by this code.
-const SchemaVersion = 1
+// Version 2 stores records without their ID and domain (see diskRecord)
+// and adds the seen bucket.
+const SchemaVersion = 2
 
 var (
 	// ErrNotFound is returned when a record, raw message or suppression

@@ -62,17 +62,12 @@ func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
 			}
 			continue
 		}
-		var r Record
-		if err := json.Unmarshal(v, &r); err != nil {
-			if !add(fmt.Errorf("record %s: %w", encodeID(k), err)) {
+		r, err := decodeRecord(k, v)
+		if err != nil {
+			if !add(err) {
 				return false
 			}
 			continue
-		}
-		if r.ID != encodeID(k) {
-			if !add(fmt.Errorf("record %s: id field is %q", encodeID(k), r.ID)) {
-				return false
-			}
 		}
 		if mk, err := decodeID(r.MsgID); err != nil || (raw.Get(mk) == nil && !keyTime(mk).Before(pruned)) {
 			if !add(fmt.Errorf("record %s: raw message %q missing", encodeID(k), r.MsgID)) {
@@ -106,7 +101,11 @@ func checkIndexes(tx *bolt.Tx, add func(error) bool) bool {
 			k := ik[len(ik)-keyLen:]
 			v := records.Get(k)
 			var r Record
-			if v == nil || json.Unmarshal(v, &r) != nil {
+			var err error
+			if v != nil {
+				r, err = decodeRecord(k, v)
+			}
+			if v == nil || err != nil {
 				if !add(fmt.Errorf("%s: entry for missing record %s", name, encodeID(k))) {
 					return false
 				}

@@ -2,8 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,9 +45,9 @@ func (db *DB) Page(f Filter, before string) (recs []Record, next string, err err
 			if v == nil {
 				continue
 			}
-			var r Record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decoding record %s: %w", encodeID(key), err)
+			r, err := decodeRecord(key, v)
+			if err != nil {
+				return err
 			}
 			if !match(&r, &f) {
 				continue

@@ -91,9 +91,9 @@ func (db *DB) ForEach(f Filter, fn func(Record) error) error {
 				if v == nil {
 					continue // index without record; Check reports it
 				}
-				var r Record
-				if err := json.Unmarshal(v, &r); err != nil {
-					return fmt.Errorf("decoding record %s: %w", encodeID(key), err)
+				r, err := decodeRecord(key, v)
+				if err != nil {
+					return err
 				}
 				if match(&r, &f) {
 					chunk = append(chunk, r)
@@ -171,11 +171,9 @@ func (db *DB) Record(id string) (*Record, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		r = new(Record)
-		if err := json.Unmarshal(v, r); err != nil {
-			return fmt.Errorf("decoding record %s: %w", id, err)
-		}
-		return nil
+		rec, err := decodeRecord(key, v)
+		r = &rec
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/bouncer/bouncer/parse"
@@ -70,4 +72,48 @@ type Record struct {
 	// record is kept but never counted, suppresses nothing and sends no
 	// event.
 	Mismatch string `json:"mismatch,omitempty"`
+}
+
+// diskRecord is how a Record is stored: without what its key and other
+// fields already say (the ID is the key, the domain is the address's),
+// and without empty envelope fields. Its fields shadow the Record's of
+// the same JSON name.
+type diskRecord struct {
+	*Record
+	ID       string       `json:"id,omitempty"`
+	Domain   string       `json:"domain,omitempty"`
+	Envelope diskEnvelope `json:"envelope"`
+}
+
+// diskEnvelope is Envelope with every field omitted when empty.
+type diskEnvelope struct {
+	MailFrom string   `json:"mail_from,omitempty"`
+	RcptTo   []string `json:"rcpt_to,omitempty"`
+	ClientIP string   `json:"client_ip,omitempty"`
+	Helo     string   `json:"helo,omitempty"`
+	VERP     string   `json:"verp,omitempty"`
+	Verified bool     `json:"verified,omitempty"`
+	Campaign string   `json:"campaign,omitempty"`
+}
+
+// encodeRecord returns the stored form of rec.
+func encodeRecord(rec *Record) ([]byte, error) {
+	v, err := json.Marshal(diskRecord{Record: rec, Envelope: diskEnvelope(rec.Envelope)})
+	if err != nil {
+		return nil, fmt.Errorf("encoding record: %w", err)
+	}
+	return v, nil
+}
+
+// decodeRecord reads the record stored under key.
+func decodeRecord(key, v []byte) (Record, error) {
+	var r Record
+	d := diskRecord{Record: &r}
+	if err := json.Unmarshal(v, &d); err != nil {
+		return Record{}, fmt.Errorf("decoding record %s: %w", encodeID(key), err)
+	}
+	r.Envelope = Envelope(d.Envelope)
+	r.ID = encodeID(key)
+	r.Domain = addrDomain(r.Addr)
+	return r, nil
 }

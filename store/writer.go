@@ -244,9 +244,9 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if err := w.judge(rec, first, now); err != nil {
 			return nil, err
 		}
-		v, err := json.Marshal(rec)
+		v, err := encodeRecord(rec)
 		if err != nil {
-			return nil, fmt.Errorf("encoding record: %w", err)
+			return nil, err
 		}
 		if err := records.Put(key, v); err != nil {
 			return nil, fmt.Errorf("writing record: %w", err)
