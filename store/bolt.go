@@ -25,6 +25,16 @@
 //	domains     domain → DomainStat as JSON
 //	dom_status  lp(status) domain → ""
 //	seen        dedupe key (16 bytes) → K of the first record with it
+//	meta "raw_pruned_before" → Unix nanoseconds (decimal) before which
+//	            PruneRaw deleted raw messages
+//
+// Buckets created on first use, described in the file that owns them:
+//
+//	storm_count  kind, lp(key), lp(status) → recent addresses (storm.go)
+//	storm_flag   domain → Storm as JSON (storm.go)
+//	held         lp(domain) address → Hold as JSON (storm.go)
+//	mx_health    domain → last MX check and recovery (mxhealth.go)
+//	outbox_targets, outbox, outbox_dead  push events (outbox.go)
 //
 // The primary key is time ordered, so the records bucket is the time
 // index. Index keys cut over-long values (an attacker chooses addresses and
@@ -75,6 +85,17 @@
 // signed token is not checked against the returned message's
 // X-Listmonk-Campaign: the two ids come from different id spaces (a short
 // token id, listmonk's UUID), so a difference contradicts nothing.
+//
+// # Retention
+//
+// Records, indexes, suppressions and domain aggregates are kept. Prune
+// (run periodically by `bouncer serve`) deletes raw messages older than
+// Options.RawRetention (never if 0) in transactions of 1000 keys, so that
+// Saves wait at most for one of them; the meta key raw_pruned_before then
+// lets Raw answer ErrRawPruned instead of a bare ErrNotFound. It also
+// deletes dedupe keys older than the dedupe window and soft counters
+// whose events have all decayed. bbolt reuses the freed pages; the file
+// does not shrink (`bbolt compact` does that offline).
 //
 // Files are created with 16 KB pages (compressed raw messages of 1-2 KB
 // fill them far better than 4 KB pages). Query helpers read in chunks of

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -16,7 +17,10 @@ const maxCheckErrors = 100
 // store's own invariants: every record decodes, its message is in the raw
 // bucket and its index entries exist; every index entry points to a record
 // that belongs there; every suppression has its domain index entry and
-// back. It returns nil or the problems found (at most 100), joined.
+// back; the values of every other bucket (soft counters, domain
+// aggregates, dedupe keys, storm guard, MX health, outbox) decode and
+// agree with their keys. It returns nil or the problems found (at most
+// 100), joined.
 func (db *DB) Check() error {
 	var errs []error
 	add := func(err error) bool {
@@ -38,7 +42,10 @@ func (db *DB) Check() error {
 		if !checkIndexes(tx, add) {
 			return nil
 		}
-		checkSuppressions(tx, add)
+		if !checkSuppressions(tx, add) {
+			return nil
+		}
+		checkOthers(tx, add)
 		return nil
 	})
 	if err != nil {
@@ -147,4 +154,120 @@ func checkSuppressions(tx *bolt.Tx, add func(error) bool) bool {
 		}
 	}
 	return true
+}
+
+// checkOthers checks that the values of the remaining buckets decode and
+// agree with their keys. Buckets created on first use may be missing.
+func checkOthers(tx *bolt.Tx, add func(error) bool) bool {
+	records, domains := tx.Bucket(bucketRecords), tx.Bucket(bucketDomains)
+	checks := []struct {
+		name  []byte
+		check func(k, v []byte) error
+	}{
+		{bucketSoft, func(_, v []byte) error {
+			var c softCounter
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			if !slices.IsSorted(c.Events) {
+				return errors.New("events out of order")
+			}
+			return nil
+		}},
+		{bucketDomains, func(k, v []byte) error {
+			var st DomainStat
+			return decodeKeyed(v, &st, k, func() string { return st.Domain })
+		}},
+		{bucketDomStatus, func(k, _ []byte) error {
+			if len(k) < 1+int(k[0]) || domains.Get(k[1+int(k[0]):]) == nil {
+				return errors.New("no domain aggregate")
+			}
+			return nil
+		}},
+		{bucketSeen, func(k, v []byte) error {
+			if len(k) != seenKeyLen || len(v) != keyLen {
+				return errors.New("wrong key or value length")
+			}
+			if records.Get(v) == nil {
+				return fmt.Errorf("record %s missing", encodeID(v))
+			}
+			return nil
+		}},
+		{bucketHeld, func(k, v []byte) error {
+			var h Hold
+			if err := json.Unmarshal(v, &h); err != nil {
+				return err
+			}
+			if !bytes.Equal(k, append(lp(nil, h.Domain), h.Address...)) {
+				return fmt.Errorf("key does not match hold of %s", h.Address)
+			}
+			return nil
+		}},
+		{bucketStormCount, func(k, v []byte) error {
+			if bytes.Equal(k, sweepKey) {
+				return nil
+			}
+			var set stormSet
+			if err := json.Unmarshal(v, &set); err != nil {
+				return err
+			}
+			if len(set.Addrs) != len(set.Times) {
+				return errors.New("addresses and times differ in number")
+			}
+			return nil
+		}},
+		{bucketStormFlag, func(k, v []byte) error {
+			var st Storm
+			return decodeKeyed(v, &st, k, func() string { return st.Domain })
+		}},
+		{bucketMXHealth, func(_, v []byte) error {
+			var h mxHealth
+			return json.Unmarshal(v, &h)
+		}},
+		{bucketOutboxTargets, func(k, v []byte) error {
+			var t OutboxTarget
+			return decodeKeyed(v, &t, k, func() string { return t.Name })
+		}},
+		{bucketOutbox, checkEvent},
+		{bucketOutboxDead, checkEvent},
+	}
+	for _, c := range checks {
+		b := tx.Bucket(c.name)
+		if b == nil {
+			continue
+		}
+		cur := b.Cursor()
+		for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			if err := c.check(k, v); err != nil {
+				if !add(fmt.Errorf("%s %q: %w", c.name, truncate(string(k), 80), err)) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// decodeKeyed decodes v into dst and checks that the name it holds is
+// the key.
+func decodeKeyed(v []byte, dst any, k []byte, name func() string) error {
+	if err := json.Unmarshal(v, dst); err != nil {
+		return err
+	}
+	if name() != string(k) {
+		return fmt.Errorf("value names %q", truncate(name(), 80))
+	}
+	return nil
+}
+
+// checkEvent checks an outbox event against its sequence key.
+func checkEvent(k, v []byte) error {
+	var ev OutboxEvent
+	if err := json.Unmarshal(v, &ev); err != nil {
+		return err
+	}
+	if len(k) != 8 || !bytes.Equal(k, seqKey(ev.Seq)) {
+		return fmt.Errorf("key does not match event %d", ev.Seq)
+	}
+	return nil
 }

@@ -290,3 +290,57 @@ func TestMismatch(t *testing.T) {
 	}
 	tcheck(t, db.Check(), "check")
 }
+
+func TestCheckOtherBuckets(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{Decide: dedupePolicy, Storm: StormOptions{Threshold: 1}})
+	tcheck(t, db.SetOutboxTargets([]OutboxTarget{{Name: "app", Events: []string{EventHard, EventSoft}}}), "targets")
+	for i := range 3 {
+		save(t, db, bounce(fmt.Sprintf("u%d@storm.example", i), "5.4.3", parse.KindBounce, parse.ClassHard))
+	}
+	save(t, db, bounce("soft@x.example", "4.2.2", parse.KindBounce, parse.ClassSoft))
+	if h, err := db.Holds(""); err != nil || len(h) == 0 {
+		t.Fatalf("holds: %v %v, want some", h, err)
+	}
+	tcheck(t, db.Check(), "check before damage")
+
+	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+		puts := []struct {
+			bucket []byte
+			k, v   string
+		}{
+			{bucketSeen, "0123456789abcdef", "000000000000"},
+			{bucketOutbox, string(seqKey(999)), `{"seq":1}`},
+			{bucketOutboxDead, string(seqKey(5)), `not json`},
+			{bucketHeld, string(lp(nil, "storm.example")) + "other@storm.example", `{"address":"u1@storm.example","domain":"storm.example"}`},
+			{bucketDomains, "wrong.example", `{"domain":"right.example"}`},
+			{bucketSoft, "soft@x.example", `{"t":[3,2,1]}`},
+			{bucketStormFlag, "storm.example", `{"domain":`},
+			{bucketDomStatus, string(lp(nil, "5.4.3")) + "nowhere.example", ""},
+		}
+		for _, p := range puts {
+			if err := tx.Bucket(p.bucket).Put([]byte(p.k), []byte(p.v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}), "damage")
+	err := db.Check()
+	if err == nil {
+		t.Fatal("check after damage: no error")
+	}
+	for _, want := range []string{
+		`seen "0123456789abcdef": record 303030303030303030303030 missing`,
+		"outbox \"\\x00\\x00\\x00\\x00\\x00\\x00\\x03\\xe7\": key does not match event 1",
+		"outbox_dead",
+		`held "\rstorm.exampleother@storm.example": key does not match hold of u1@storm.example`,
+		`domains "wrong.example": value names "right.example"`,
+		`soft "soft@x.example": events out of order`,
+		`storm_flag "storm.example": unexpected end of JSON input`,
+		`dom_status "\x055.4.3nowhere.example": no domain aggregate`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("check does not report %q; got:\n%v", want, err)
+		}
+	}
+}
