@@ -60,15 +60,14 @@ type session struct {
 	seq  int // messages begun, for reply ids
 
 	// the current transaction
-	from     string
-	rcpts    []string
-	verp     string
-	verified bool
+	from  string
+	rcpts []string
+	verp  verp.Result // the first VERP recipient's decoded return path
 }
 
 // Reset discards the current transaction (RSET, EHLO, after DATA).
 func (s *session) Reset() {
-	s.from, s.rcpts, s.verp, s.verified = "", nil, "", false
+	s.from, s.rcpts, s.verp = "", nil, verp.Result{}
 }
 
 // Logout is called when the connection closes; conn.Close logs the session.
@@ -120,13 +119,37 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 		}
 		return s.refuse(err, "", "rcpt", to)
 	}
-	if res.Recipient != "" && s.verp == "" {
+	if (res.Recipient != "" || res.RecipientHash != "") && s.verp.Form == verp.FormNone {
 		// A bounce is about one message, so one return path; with several
 		// VERP recipients the first one is kept.
-		s.verp, s.verified = res.Recipient, res.Verified
+		s.verp = res
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
+}
+
+// verpRecipient says which address the return path names. A compact
+// signed token carries only a hash of it (verp/FORMAT.md): the address is
+// the report's recipient that hashes to it, and none if no recipient does.
+// The campaign is trusted only from a verified token.
+func verpRecipient(res verp.Result, rep *parse.Report) (addr string, verified bool, campaign string) {
+	if res.Verified {
+		campaign = res.Campaign
+	}
+	if res.Recipient != "" || res.RecipientHash == "" || rep == nil {
+		return res.Recipient, res.Verified, campaign
+	}
+	for _, r := range rep.Recipients {
+		for _, a := range []string{r.FinalRecipient, r.OriginalRecipient} {
+			if a != "" && res.MatchRecipient(a) {
+				return a, res.Verified, campaign
+			}
+		}
+	}
+	if rep.Original != nil && rep.Original.To != "" && res.MatchRecipient(rep.Original.To) {
+		return rep.Original.To, res.Verified, campaign
+	}
+	return "", false, campaign
 }
 
 // badToken tells the Guard about a refused signed token and reports
@@ -190,8 +213,6 @@ func (s *session) Data(r io.Reader) (err error) {
 			RcptTo:   append([]string(nil), s.rcpts...),
 			ClientIP: s.ip,
 			Helo:     s.helo,
-			VERP:     s.verp,
-			Verified: s.verified,
 		},
 		Raw: raw,
 	}
@@ -199,6 +220,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	if err != nil {
 		d.ParseError = err.Error()
 	}
+	d.Envelope.VERP, d.Envelope.Verified, d.Envelope.Campaign = verpRecipient(s.verp, d.Report)
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.s.opts.SaveTimeout)
 	recs, err := s.s.saver.Save(ctx, d)

@@ -50,3 +50,58 @@ func TestSignedTokens(t *testing.T) {
 	r.expect(421, "4.7.0")
 	r.expectClosed()
 }
+
+// TestSignedTokenCampaignAndCompact checks what a verified token adds to
+// the envelope: its campaign, and for the compact form (a hash of the
+// address) the report's recipient that hashes to it — and nothing when no
+// recipient of the report does.
+func TestSignedTokenCampaignAndCompact(t *testing.T) {
+	key := verp.Key{ID: "a", Secret: "0123456789abcdef0123"}
+	full, err := verp.NewSigner(verp.SignerOptions{Key: key, Domain: bounceDomain})
+	tcheck(t, err, "signer")
+	compact, err := verp.NewSigner(verp.SignerOptions{Key: key, Domain: bounceDomain, Compact: true})
+	tcheck(t, err, "compact signer")
+	dsn := readTestdata(t, "lhost-postfix-03.eml")
+	rcpt := finalRecipient(t, dsn)
+
+	opts := testOptions()
+	opts.VERP = verp.NewDecoder(verp.Options{Keys: []verp.Key{key}})
+	saver := &memSaver{}
+	ts := newTestServer(t, opts, saver)
+	for _, tc := range []struct {
+		signer            *verp.Signer
+		addr, campaign    string
+		wantVERP, wantCmp string
+	}{
+		{full, rcpt, "spring", rcpt, "spring"},
+		{compact, rcpt, "c9", rcpt, "c9"},
+		{compact, "someone-else@dead.test", "c9", "", "c9"},
+	} {
+		tok, err := tc.signer.Sign(tc.addr, tc.campaign, "", time.Now())
+		tcheck(t, err, "signing")
+		c := dial(t, ts.addr)
+		_, err = send(c, "", []string{tok}, dsn)
+		tcheck(t, err, "sending")
+		got := saver.all()
+		env := got[len(got)-1].Envelope
+		if !strings.EqualFold(env.VERP, tc.wantVERP) || env.Campaign != tc.wantCmp || env.Verified != (tc.wantVERP != "") {
+			t.Errorf("token for %s: envelope %+v, want VERP %q campaign %q", tc.addr, env, tc.wantVERP, tc.wantCmp)
+		}
+	}
+}
+
+// finalRecipient returns the first Final-Recipient address of a DSN.
+func finalRecipient(t *testing.T, dsn []byte) string {
+	t.Helper()
+	for _, line := range strings.Split(string(dsn), "\n") {
+		if v, ok := strings.CutPrefix(line, "Final-Recipient:"); ok {
+			v = strings.TrimSpace(v)
+			if i := strings.IndexByte(v, ';'); i >= 0 {
+				v = strings.TrimSpace(v[i+1:])
+			}
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no Final-Recipient in sample")
+	return ""
+}
