@@ -85,6 +85,8 @@ type SMTPConfig struct {
 	ConnectRate     float64  `toml:"connect_rate"`
 	ConnectBurst    int      `toml:"connect_burst"`
 	MaxBadCommands  int      `toml:"max_bad_commands"`
+	TLSCertFile     string   `toml:"tls_cert_file"`
+	TLSKeyFile      string   `toml:"tls_key_file"`
 }
 
 // VERPConfig says how envelope recipients encode the bounced address, and
@@ -203,8 +205,10 @@ func loadConfig(path string) (Config, error) {
 		}
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	if cfg.Store.Path != "" && !filepath.IsAbs(cfg.Store.Path) {
-		cfg.Store.Path = filepath.Join(filepath.Dir(path), cfg.Store.Path)
+	for _, p := range []*string{&cfg.Store.Path, &cfg.SMTP.TLSCertFile, &cfg.SMTP.TLSKeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
 	}
 	return cfg, cfg.validate()
 }
@@ -272,6 +276,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Push.validate(); err != nil {
 		return err
+	}
+	if (c.SMTP.TLSCertFile == "") != (c.SMTP.TLSKeyFile == "") {
+		return errors.New("config: smtp.tls_cert_file and smtp.tls_key_file go together")
 	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)

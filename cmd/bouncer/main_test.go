@@ -62,12 +62,19 @@ type testServer struct {
 // its database in a temp dir, and waits until it listens.
 func newTestServer(t *testing.T, extra string) *testServer {
 	t.Helper()
+	return newTestServerWith(t, "", extra)
+}
+
+// newTestServerWith is newTestServer with more [smtp] keys.
+func newTestServerWith(t *testing.T, smtpExtra, extra string) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := writeConfig(t, dir, `
 [smtp]
 listen = "127.0.0.1:0"
 hostname = "bouncer.test"
 domains = ["localhost", "bounce.example.org"]
+`+smtpExtra+`
 [http]
 listen = "127.0.0.1:0"
 [store]

@@ -61,7 +61,18 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	srv = server.New(serverOptions(cfg, a.stderr), mets.Saver(db), logger)
+	sopts := serverOptions(cfg, a.stderr)
+	stopReload := func() {}
+	if cfg.SMTP.TLSCertFile != "" {
+		certs, err := newCertReloader(cfg.SMTP.TLSCertFile, cfg.SMTP.TLSKeyFile)
+		if err != nil {
+			return err
+		}
+		sopts.TLSConfig = certs.config()
+		stopReload = certs.reloadOnHUP(ctx, logger)
+	}
+	defer stopReload()
+	srv = server.New(sopts, mets.Saver(db), logger)
 	sl, err := net.Listen("tcp", cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listening for SMTP: %w", err)
@@ -187,6 +198,11 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		ConnectRate:     c.ConnectRate,
 		ConnectBurst:    c.ConnectBurst,
 		MaxBadCommands:  c.MaxBadCommands,
+		Guard: verp.NewGuard(verp.GuardOptions{
+			MaxBad: cfg.VERP.Guard.MaxBad,
+			Window: time.Duration(cfg.VERP.Guard.Window),
+			Ban:    time.Duration(cfg.VERP.Guard.Ban),
+		}),
 	}
 	if cfg.Log.SMTPDebug {
 		opts.Debug = debug
