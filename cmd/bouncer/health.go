@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/bouncer/bouncer/mx"
@@ -173,24 +171,9 @@ func (a *app) domainsCheck(ctx context.Context, cfg Config, asJSON bool) error {
 }
 
 func writeRouteChecks(w io.Writer, res []routeCheck, asJSON bool) error {
-	out := bufio.NewWriter(w)
-	defer out.Flush()
-	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetEscapeHTML(false)
-		for _, rc := range res {
-			if err := enc.Encode(rc); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMAIN\tVERDICT\tRECOVERED\tLIFTED\tERROR")
-	for _, rc := range res {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\n", rc.Domain, dash(string(rc.Verdict)), rc.Recovered, rc.Lifted, dash(rc.Err))
-	}
-	return tw.Flush()
+	return writeList(w, res, asJSON, "DOMAIN\tVERDICT\tRECOVERED\tLIFTED\tERROR", func(rc routeCheck) string {
+		return fmt.Sprintf("%s\t%s\t%v\t%d\t%s", rc.Domain, dash(string(rc.Verdict)), rc.Recovered, rc.Lifted, dash(rc.Err))
+	})
 }
 
 // healthColumns renders a domain's storm flag and last MX check for the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/bouncer/bouncer/api"
@@ -155,25 +153,19 @@ func (a *app) queryCmd(ctx context.Context, args []string) error {
 		// On stderr, so that --json output stays one record a line.
 		fmt.Fprintf(a.stderr, "more: bouncer query --before %s\n", next)
 	}
-	out := bufio.NewWriter(a.stdout)
-	defer out.Flush()
-	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetEscapeHTML(false)
-		for _, r := range recs {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+	const header = "RECEIVED\tRECIPIENT\tKIND\tCLASS\tSTATUS\tREASON\tREMOTE-MTA\tVERDICT"
+	return writeList(a.stdout, recs, *asJSON, header, func(r store.Record) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", r.Received.Local().Format(time.DateTime),
+			dash(r.Addr), r.Kind, r.Class, dash(r.Status), dash(string(r.Reason)), dash(r.RemoteMTA), verdict(r))
+	})
+}
+
+// verdict says what policy did with a record, for the query table.
+func verdict(r store.Record) string {
+	if r.Suppressed {
+		return "suppressed"
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RECEIVED\tRECIPIENT\tKIND\tCLASS\tSTATUS\tREASON\tREMOTE-MTA\tSUPPRESSED")
-	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", r.Received.Local().Format(time.DateTime),
-			dash(r.Addr), r.Kind, r.Class, dash(r.Status), dash(string(r.Reason)), dash(r.RemoteMTA), r.Suppressed)
-	}
-	return tw.Flush()
+	return dash(r.Verdict)
 }
 
 // parseSince reads a duration ("90m", "24h", "7d") before now, a date, or
@@ -277,27 +269,13 @@ func (a *app) domainsCmd(ctx context.Context, args []string) error {
 }
 
 func writeDomains(w io.Writer, ds []store.DomainStat, asJSON bool) error {
-	out := bufio.NewWriter(w)
-	defer out.Flush()
-	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetEscapeHTML(false)
-		for _, d := range ds {
-			if err := enc.Encode(d); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS\tSTORM\tLAST-MX-CHECK")
-	for _, d := range ds {
+	const header = "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS\tSTORM\tLAST-MX-CHECK"
+	return writeList(w, ds, asJSON, header, func(d store.DomainStat) string {
 		storm, route := healthColumns(d)
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Domain, d.Total, statusCounts(d.Counts),
+		return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Domain, d.Total, statusCounts(d.Counts),
 			d.FirstSeen.Local().Format(time.DateTime), d.LastSeen.Local().Format(time.DateTime),
 			dash(strings.Join(d.RemoteMTAs, ",")), dash(strings.Join(d.ReportingMTAs, ",")), storm, route)
-	}
-	return tw.Flush()
+	})
 }
 
 // statusCounts renders {"5.4.3": 2, "5.1.1": 1} as "5.1.1:1 5.4.3:2".

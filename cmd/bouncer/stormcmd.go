@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/bouncer/bouncer/store"
@@ -91,43 +89,13 @@ func (a *app) stormCmd(ctx context.Context, args []string) error {
 }
 
 func writeStorms(w io.Writer, storms []store.Storm, asJSON bool) error {
-	out := bufio.NewWriter(w)
-	defer out.Flush()
-	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetEscapeHTML(false)
-		for _, s := range storms {
-			if err := enc.Encode(s); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMAIN\tSTATUS\tSINCE\tCOUNT\tHELD\tKEY")
-	for _, s := range storms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", s.Domain, s.Status, s.Since.Local().Format(time.DateTime), s.Count, s.Held, s.Key)
-	}
-	return tw.Flush()
+	return writeList(w, storms, asJSON, "DOMAIN\tSTATUS\tSINCE\tCOUNT\tHELD\tKEY", func(s store.Storm) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%s", s.Domain, s.Status, s.Since.Local().Format(time.DateTime), s.Count, s.Held, s.Key)
+	})
 }
 
 func writeHolds(w io.Writer, holds []store.Hold, asJSON bool) error {
-	out := bufio.NewWriter(w)
-	defer out.Flush()
-	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetEscapeHTML(false)
-		for _, h := range holds {
-			if err := enc.Encode(h); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tCREATED\tRECORD\tREASON")
-	for _, h := range holds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Address, h.Status, h.Created.Local().Format(time.DateTime), h.RecordID, dash(h.Reason))
-	}
-	return tw.Flush()
+	return writeList(w, holds, asJSON, "ADDRESS\tSTATUS\tCREATED\tRECORD\tREASON", func(h store.Hold) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", h.Address, h.Status, h.Created.Local().Format(time.DateTime), h.RecordID, dash(h.Reason))
+	})
 }
