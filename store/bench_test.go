@@ -60,6 +60,13 @@ func benchSave(b *testing.B, maxBatch, callers int) {
 		i := next.Add(1)
 		d := *ds[i%int64(len(ds))]
 		d.Envelope.VERP = fmt.Sprintf("user%d@d%d.example", i, i%1000)
+		// The report names the VERP address (else it is a mismatch, which
+		// skips the policy and the aggregates).
+		rep := *d.Report
+		rc := rep.Recipients[0]
+		rc.FinalRecipient = d.Envelope.VERP
+		rep.Recipients = []parse.Recipient{rc}
+		d.Report = &rep
 		_, err := db.Save(context.Background(), &d)
 		return err
 	}
