@@ -76,6 +76,8 @@ type record struct {
 	Envelope           struct {
 		MailFrom string `json:"mail_from"`
 		VERP     string `json:"verp"`
+		Verified bool   `json:"verified"`
+		Campaign string `json:"campaign"`
 	} `json:"envelope"`
 }
 
@@ -107,13 +109,15 @@ func startBouncer(t *testing.T) *bouncerProc {
 listen = "127.0.0.1:0"
 hostname = "bouncer.test"
 domains = [%q]
+[verp]
+keys = [{ id = %q, secret = %q }]
 [http]
 listen = "127.0.0.1:0"
 [store]
 path = %q
 [log]
 level = "debug"
-`, bounceDomain, db))
+`, bounceDomain, signKey.ID, signKey.Secret, db))
 
 	cmd := exec.Command(bouncerBin, "serve", "-config", serveCfg)
 	stderr, err := cmd.StderrPipe()

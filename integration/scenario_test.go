@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/verp"
 )
 
 // expect says how an MTA reports the stub's replies.
@@ -33,7 +35,21 @@ var (
 	unknownA = "unknown-a@" + deadDomain // 550 5.1.1
 	routeB   = "route-b@" + deadDomain   // alone, VERP sender, DSN parameters
 	laterC   = "later-c@" + deadDomain   // 451 4.4.3 until the queue lifetime runs out
+	routeS   = "route-s@" + deadDomain   // 5.4.3, from a signed VERP return path
 )
+
+// signKey signs return paths; bouncer's config lists it (startBouncer).
+var signKey = verp.Key{ID: "k", Secret: "integration-test-secret-0123"}
+
+// signedFrom is a signed return path (verp/FORMAT.md) for addr.
+func signedFrom(t *testing.T, addr, campaign string) string {
+	t.Helper()
+	s, err := verp.NewSigner(verp.SignerOptions{Key: signKey, Domain: bounceDomain})
+	tcheck(t, err, "signer")
+	from, err := s.Sign(addr, campaign, "", time.Now())
+	tcheck(t, err, "signing the return path")
+	return from
+}
 
 // verpFrom is the VERP return path bouncer decodes back to addr.
 func verpFrom(addr string) string {
@@ -46,6 +62,7 @@ func verpFrom(addr string) string {
 //     MTA sends one DSN with two recipient blocks and bouncer takes the
 //     recipients from the report;
 //   - to routeB from its VERP address with RET=HDRS, ENVID, NOTIFY and ORCPT;
+//   - to routeS from a signed return path with a campaign;
 //   - to laterC from its VERP address with ENVID and NOTIFY=DELAY,FAILURE.
 func sendScenario(t *testing.T, addr string, e expect) {
 	t.Helper()
@@ -63,6 +80,10 @@ func sendScenario(t *testing.T, addr string, e expect) {
 			OriginalRecipient:     routeB,
 		},
 		header: "X-Campaign: integration-" + e.mta + "\r\n",
+	})
+	submit(t, addr, message{
+		from: signedFrom(t, routeS, "spring-"+e.mta),
+		to:   []string{routeS},
 	})
 	submit(t, addr, message{
 		from: verpFrom(laterC),
@@ -111,7 +132,15 @@ func checkScenario(t *testing.T, b *bouncerProc, e expect) {
 
 	saveSample(t, e.mta+"-5.4.3-envid-orcpt.eml", b.raw(t, rb.ID))
 
-	for _, addr := range []string{routeA, routeB} {
+	// A signed return path: verified, with its campaign.
+	rs := b.waitRecord(t, routeS, time.Minute, "failed DSN", failed)
+	checkRecord(t, rs, "5.4.3", e.literal543, "bounce", "hard")
+	if rs.Envelope.VERP != routeS || !rs.Envelope.Verified || rs.Envelope.Campaign != "spring-"+e.mta {
+		t.Errorf("%s: envelope verp %q verified %v campaign %q, want %s verified with campaign spring-%s",
+			routeS, rs.Envelope.VERP, rs.Envelope.Verified, rs.Envelope.Campaign, routeS, e.mta)
+	}
+
+	for _, addr := range []string{routeA, routeB, routeS} {
 		if !b.suppressed(t, addr) {
 			t.Errorf("bouncer suppressed %s: exit 1, want 0 after a 5.4.3", addr)
 		}
@@ -142,7 +171,7 @@ func checkScenario(t *testing.T, b *bouncerProc, e expect) {
 	saveSample(t, e.mta+"-4.4.3-failed.eml", b.raw(t, lf.ID))
 }
 
-// checkDomain checks "bouncer domains": dead.test has the two 5.4.3
+// checkDomain checks "bouncer domains": dead.test has the three 5.4.3
 // bounces, through the stub (Remote-MTA) as reported by the MTA.
 func checkDomain(t *testing.T, b *bouncerProc, e expect) {
 	t.Helper()
@@ -164,8 +193,8 @@ func checkDomain(t *testing.T, b *bouncerProc, e expect) {
 			continue
 		}
 		found = true
-		if d.Counts["5.4.3"] != 2 {
-			t.Errorf("bouncer domains: %s has %d records of 5.4.3, want 2: %s", deadDomain, d.Counts["5.4.3"], out)
+		if d.Counts["5.4.3"] != 3 {
+			t.Errorf("bouncer domains: %s has %d records of 5.4.3, want 3: %s", deadDomain, d.Counts["5.4.3"], out)
 		}
 		if !slices.Contains(d.RemoteMTAs, "127.0.0.1") || !slices.Contains(d.ReportingMTAs, e.reporting) {
 			t.Errorf("bouncer domains: %s remote MTAs %v, reporting MTAs %v; want 127.0.0.1 and %s",
