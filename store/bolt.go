@@ -14,7 +14,11 @@
 //	meta        "version" → schema version (decimal ASCII)
 //	raw         K(msg) → codec byte (0 stored, 1 DEFLATE, RFC 1951) + raw message
 //	records     K → Record as JSON, without "id" (K) and "domain" (the
-//	            address's) and without empty envelope fields
+//	            address's) and without empty envelope fields; the second
+//	            and later records of a message leave out the message's
+//	            fields (received, envelope, per-message DSN fields,
+//	            original, feedback, parse_error) and name the first record
+//	            in "base"
 //	idx_rcpt    lp(recipient) K → ""
 //	idx_domain  lp(domain) K → ""
 //	idx_status  lp(status) K → ""
@@ -118,9 +122,10 @@ import (
 )
 
 // SchemaVersion is the version of the bucket layout written by this code.
-// Version 2 stores records without their ID and domain (see diskRecord)
-// and adds the seen bucket.
-const SchemaVersion = 2
+// Version 2 stored records without their ID and domain (see diskRecord)
+// and added the seen bucket; version 3 stores the message's fields only
+// in the first record of a message.
+const SchemaVersion = 3
 
 var (
 	// ErrNotFound is returned when a record, raw message or suppression

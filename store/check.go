@@ -69,7 +69,7 @@ func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
 			}
 			continue
 		}
-		r, err := decodeRecord(k, v)
+		r, err := decodeRecord(tx.Bucket(bucketRecords), k, v)
 		if err != nil {
 			if !add(err) {
 				return false
@@ -110,7 +110,7 @@ func checkIndexes(tx *bolt.Tx, add func(error) bool) bool {
 			var r Record
 			var err error
 			if v != nil {
-				r, err = decodeRecord(k, v)
+				r, err = decodeRecord(tx.Bucket(bucketRecords), k, v)
 			}
 			if v == nil || err != nil {
 				if !add(fmt.Errorf("%s: entry for missing record %s", name, encodeID(k))) {

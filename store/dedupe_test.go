@@ -344,3 +344,49 @@ func TestCheckOtherBuckets(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageFieldsStoredOnce(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{})
+	d := sample(t)
+	d.Envelope.VERP = ""
+	d.Report.Feedback = &parse.Feedback{FeedbackType: "abuse"}
+	d.ParseError = "partly decoded"
+	rc := d.Report.Recipients[0]
+	for _, a := range []string{"b@x.example", "c@y.example"} {
+		rc.FinalRecipient, rc.OriginalRecipient = a, ""
+		d.Report.Recipients = append(d.Report.Recipients, rc)
+	}
+	saved := save(t, db, d)
+	if len(saved) != 3 {
+		t.Fatalf("%d records, want 3", len(saved))
+	}
+	got, err := db.Query(Filter{})
+	tcheck(t, err, "query")
+	if len(got) != 3 {
+		t.Fatalf("query: %d records, want 3", len(got))
+	}
+	for i, r := range got {
+		want := saved[len(saved)-1-i] // newest first
+		if a, b := mustJSON(t, r), mustJSON(t, want); a != b {
+			t.Errorf("record read back differs:\n got %s\nwant %s", a, b)
+		}
+	}
+	one, err := db.Record(saved[2].ID)
+	tcheck(t, err, "record")
+	if one.Envelope.Helo != "nyaaan.example.com" || one.Original == nil || one.ReportingMTA != "nyaaan.example.com" || one.ParseError == "" {
+		t.Fatalf("third record lacks its message's fields: %+v", one)
+	}
+	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		for i, r := range saved {
+			k, _ := decodeID(r.ID)
+			v := string(b.Get(k))
+			if has := strings.Contains(v, `"envelope"`) || strings.Contains(v, `"original"`); has != (i == 0) {
+				t.Errorf("record %d stores message fields: %v (%s)", i, has, v)
+			}
+		}
+		return nil
+	}), "reading stored values")
+	tcheck(t, db.Check(), "check")
+}

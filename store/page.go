@@ -45,7 +45,7 @@ func (db *DB) Page(f Filter, before string) (recs []Record, next string, err err
 			if v == nil {
 				continue
 			}
-			r, err := decodeRecord(key, v)
+			r, err := decodeRecord(records, key, v)
 			if err != nil {
 				return err
 			}

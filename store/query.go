@@ -91,7 +91,7 @@ func (db *DB) ForEach(f Filter, fn func(Record) error) error {
 				if v == nil {
 					continue // index without record; Check reports it
 				}
-				r, err := decodeRecord(key, v)
+				r, err := decodeRecord(records, key, v)
 				if err != nil {
 					return err
 				}
@@ -171,7 +171,7 @@ func (db *DB) Record(id string) (*Record, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		rec, err := decodeRecord(key, v)
+		rec, err := decodeRecord(tx.Bucket(bucketRecords), key, v)
 		r = &rec
 		return err
 	})

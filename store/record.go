@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/parse"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Envelope is what the SMTP session knew about a message.
@@ -76,13 +77,27 @@ type Record struct {
 
 // diskRecord is how a Record is stored: without what its key and other
 // fields already say (the ID is the key, the domain is the address's),
-// and without empty envelope fields. Its fields shadow the Record's of
-// the same JSON name.
+// without empty envelope fields, and, for every record of a message but
+// the first, without the fields of the message (envelope, per-message DSN
+// fields, returned headers), which Base names the record to take from.
+// Its fields shadow the Record's of the same JSON name.
 type diskRecord struct {
 	*Record
-	ID       string       `json:"id,omitempty"`
-	Domain   string       `json:"domain,omitempty"`
-	Envelope diskEnvelope `json:"envelope"`
+	ID     string `json:"id,omitempty"`
+	Domain string `json:"domain,omitempty"`
+	// Base is the ID of the record with this record's message fields.
+	Base string `json:"base,omitempty"`
+
+	Received           time.Time       `json:"received,omitzero"`
+	Envelope           *diskEnvelope   `json:"envelope,omitempty"`
+	ReportingMTA       string          `json:"reporting_mta,omitempty"`
+	OriginalEnvelopeID string          `json:"original_envelope_id,omitempty"`
+	DSNGateway         string          `json:"dsn_gateway,omitempty"`
+	ReceivedFromMTA    string          `json:"received_from_mta,omitempty"`
+	ArrivalDate        string          `json:"arrival_date,omitempty"`
+	Original           *parse.Original `json:"original,omitempty"`
+	Feedback           *parse.Feedback `json:"feedback,omitempty"`
+	ParseError         string          `json:"parse_error,omitempty"`
 }
 
 // diskEnvelope is Envelope with every field omitted when empty.
@@ -96,24 +111,64 @@ type diskEnvelope struct {
 	Campaign string   `json:"campaign,omitempty"`
 }
 
-// encodeRecord returns the stored form of rec.
-func encodeRecord(rec *Record) ([]byte, error) {
-	v, err := json.Marshal(diskRecord{Record: rec, Envelope: diskEnvelope(rec.Envelope)})
+// encodeRecord returns the stored form of rec. base is the ID of the
+// first record of rec's message when rec is not that record, else "".
+func encodeRecord(rec *Record, base string) ([]byte, error) {
+	d := diskRecord{Record: rec, Base: base}
+	if base == "" {
+		env := diskEnvelope(rec.Envelope)
+		d.Received, d.Envelope = rec.Received, &env
+		d.ReportingMTA, d.OriginalEnvelopeID, d.DSNGateway = rec.ReportingMTA, rec.OriginalEnvelopeID, rec.DSNGateway
+		d.ReceivedFromMTA, d.ArrivalDate = rec.ReceivedFromMTA, rec.ArrivalDate
+		d.Original, d.Feedback, d.ParseError = rec.Original, rec.Feedback, rec.ParseError
+	}
+	v, err := json.Marshal(d)
 	if err != nil {
 		return nil, fmt.Errorf("encoding record: %w", err)
 	}
 	return v, nil
 }
 
-// decodeRecord reads the record stored under key.
-func decodeRecord(key, v []byte) (Record, error) {
+// decodeRecord reads the record stored under key in the records bucket b.
+func decodeRecord(b *bolt.Bucket, key, v []byte) (Record, error) {
+	r, base, err := decodeOwn(key, v)
+	if err != nil || base == "" {
+		return r, err
+	}
+	bk, err := decodeID(base)
+	if err != nil {
+		return Record{}, fmt.Errorf("decoding record %s: base: %w", encodeID(key), err)
+	}
+	bv := b.Get(bk)
+	if bv == nil {
+		return Record{}, fmt.Errorf("decoding record %s: base record %s missing", encodeID(key), base)
+	}
+	m, _, err := decodeOwn(bk, bv)
+	if err != nil {
+		return Record{}, fmt.Errorf("decoding record %s: base: %w", encodeID(key), err)
+	}
+	r.Received, r.Envelope = m.Received, m.Envelope
+	r.ReportingMTA, r.OriginalEnvelopeID, r.DSNGateway = m.ReportingMTA, m.OriginalEnvelopeID, m.DSNGateway
+	r.ReceivedFromMTA, r.ArrivalDate = m.ReceivedFromMTA, m.ArrivalDate
+	r.Original, r.Feedback, r.ParseError = m.Original, m.Feedback, m.ParseError
+	return r, nil
+}
+
+// decodeOwn decodes one stored record without following its base, and
+// returns the base's ID.
+func decodeOwn(key, v []byte) (Record, string, error) {
 	var r Record
 	d := diskRecord{Record: &r}
 	if err := json.Unmarshal(v, &d); err != nil {
-		return Record{}, fmt.Errorf("decoding record %s: %w", encodeID(key), err)
+		return Record{}, "", fmt.Errorf("decoding record %s: %w", encodeID(key), err)
 	}
-	r.Envelope = Envelope(d.Envelope)
+	if d.Envelope != nil {
+		r.Envelope = Envelope(*d.Envelope)
+	}
+	r.Received, r.ReportingMTA, r.OriginalEnvelopeID, r.DSNGateway = d.Received, d.ReportingMTA, d.OriginalEnvelopeID, d.DSNGateway
+	r.ReceivedFromMTA, r.ArrivalDate = d.ReceivedFromMTA, d.ArrivalDate
+	r.Original, r.Feedback, r.ParseError = d.Original, d.Feedback, d.ParseError
 	r.ID = encodeID(key)
 	r.Domain = addrDomain(r.Addr)
-	return r, nil
+	return r, d.Base, nil
 }

@@ -244,7 +244,11 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if err := w.judge(rec, first, now); err != nil {
 			return nil, err
 		}
-		v, err := encodeRecord(rec)
+		base := ""
+		if i > 0 {
+			base = recs[0].ID
+		}
+		v, err := encodeRecord(rec, base)
 		if err != nil {
 			return nil, err
 		}

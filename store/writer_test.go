@@ -146,7 +146,7 @@ func TestLocked(t *testing.T) {
 
 func TestSchema(t *testing.T) {
 	t.Parallel()
-	for _, v := range []string{"99", "0", "garbage", ""} {
+	for _, v := range []string{"99", "0", "1", "2", "garbage", ""} {
 		t.Run(v, func(t *testing.T) {
 			db, path := mustOpen(t, Options{})
 			tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
