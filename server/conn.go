@@ -362,6 +362,14 @@ func (c *conn) beginData() {
 	c.mu.Unlock()
 }
 
+// pauseData moves the data-rate clock on by d, a time in which the
+// session did not read because it waited for DATA memory.
+func (c *conn) pauseData(d time.Duration) {
+	c.mu.Lock()
+	c.dataStart = c.dataStart.Add(d)
+	c.mu.Unlock()
+}
+
 func (c *conn) endData() {
 	c.mu.Lock()
 	c.inData = false

@@ -82,6 +82,10 @@ func toSMTP(err error) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many invalid return path tokens, try again later"}
 	case errors.Is(err, errShuttingDown):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+	case errors.Is(err, errNoMemory):
+		// RFC 5321 §4.2.3 and RFC 3463 X.3.1: a temporary shortage; the
+		// sender keeps the message and retries.
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
 	case errors.Is(err, smtp.ErrTooLongLine):
 		// RFC 5321 §4.5.3.1.6 limits a text line; go-smtp closes the
 		// connection after this.

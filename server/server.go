@@ -84,6 +84,21 @@ type Options struct {
 	// SaveTimeout bounds one Saver.Save call; past it the client gets 451.
 	SaveTimeout time.Duration
 
+	// MaxDataMemory bounds the bytes of message bodies held in memory at
+	// once, over all sessions: read buffers and the copies handed to the
+	// Saver, from the first byte of DATA until Save returns. A session
+	// takes it in 64 KiB steps (a declared SIZE= at once) and waits while
+	// it is exhausted; after DataMemoryWait in all it gets 452 4.3.1, the
+	// rest of its message is read and dropped, and the session goes on.
+	// The oldest waiting session may use the last 2 × (MaxMessageBytes +
+	// 64 KiB) bytes, which the others may not: that much is what one
+	// message of the largest size can need, so the oldest always gets
+	// through and no set of sessions can block each other for good. Keep
+	// MaxDataMemory well above that figure, or only one message is read at
+	// a time. Memory of the decoder and the Saver comes on top.
+	MaxDataMemory  int64
+	DataMemoryWait time.Duration
+
 	MaxConns      int // open connections in all
 	MaxConnsPerIP int // open connections per client address (IPv6: per /64)
 	// ConnectRate is how many new connections per minute one client
@@ -123,6 +138,8 @@ var DefaultOptions = Options{
 	MinDataRate:     1024,
 	DataRateGrace:   30 * time.Second,
 	SaveTimeout:     30 * time.Second,
+	MaxDataMemory:   48 << 20, // 2 messages of the largest size, 28 MiB for the rest
+	DataMemoryWait:  time.Minute,
 	MaxConns:        500,
 	MaxConnsPerIP:   10,
 	ConnectRate:     120,
@@ -150,6 +167,8 @@ func (o Options) withDefaults() Options {
 	setDefault(&o.MinDataRate, d.MinDataRate)
 	setDefault(&o.DataRateGrace, d.DataRateGrace)
 	setDefault(&o.SaveTimeout, d.SaveTimeout)
+	setDefault(&o.MaxDataMemory, d.MaxDataMemory)
+	setDefault(&o.DataMemoryWait, d.DataMemoryWait)
 	setDefault(&o.MaxConns, d.MaxConns)
 	setDefault(&o.MaxConnsPerIP, d.MaxConnsPerIP)
 	setDefault(&o.ConnectRate, d.ConnectRate)
@@ -184,10 +203,18 @@ type Stats struct {
 	// it has dropped, and dereferences the nil session. The client has
 	// already gone, so these are counted apart and logged at Debug.
 	ClosedPanics int64
+
+	// NoMemory counts messages answered 452 4.3.1 because the DATA memory
+	// budget stayed exhausted for DataMemoryWait.
+	NoMemory int64
+	// DataMemory is the budget in use now, DataMemoryPeak the most ever
+	// in use (never above MaxDataMemory).
+	DataMemory     int64
+	DataMemoryPeak int64
 }
 
 type counters struct {
-	connections, refused, stored, unparsed, failed, rejected, panics, closedPanics atomic.Int64
+	connections, refused, stored, unparsed, failed, rejected, panics, closedPanics, noMemory atomic.Int64
 }
 
 // Server is a bounce-receiving SMTP server.
@@ -198,6 +225,7 @@ type Server struct {
 	smtp    *smtp.Server
 	domains map[string]bool
 	stats   counters
+	mem     *budget
 
 	mu       sync.Mutex
 	closing  bool
@@ -219,6 +247,7 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 		conns:   make(map[*conn]struct{}),
 		perIP:   make(map[string]int),
 		buckets: make(map[string]*bucket),
+		mem:     newBudget(opts.MaxDataMemory, dataReserve(opts.MaxMessageBytes)),
 	}
 	for _, d := range opts.Domains {
 		s.domains[normDomain(d)] = true
@@ -306,7 +335,7 @@ func (s *Server) Close() error {
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
-	return Stats{
+	st := Stats{
 		Connections: c.connections.Load(),
 		Refused:     c.refused.Load(),
 		Stored:      c.stored.Load(),
@@ -316,7 +345,17 @@ func (s *Server) Stats() Stats {
 		Panics:      c.panics.Load(),
 
 		ClosedPanics: c.closedPanics.Load(),
+		NoMemory:     c.noMemory.Load(),
 	}
+	st.DataMemory, st.DataMemoryPeak = s.mem.stats()
+	return st
+}
+
+// dataReserve is the most DATA budget one message may need: the bytes as
+// read (a SIZE= buffer plus chunks, rounded up to whole chunks) and the
+// copy handed to the Saver.
+func dataReserve(maxMessage int64) int64 {
+	return 2 * (maxMessage + 1 + chunkSize)
 }
 
 // acceptsDomain reports whether recipients at domain are ours.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -61,13 +62,14 @@ type session struct {
 
 	// the current transaction
 	from  string
+	size  int64 // SIZE= of MAIL FROM (RFC 1870), 0 if none
 	rcpts []string
 	verp  verp.Result // the first VERP recipient's decoded return path
 }
 
 // Reset discards the current transaction (RSET, EHLO, after DATA).
 func (s *session) Reset() {
-	s.from, s.rcpts, s.verp = "", nil, verp.Result{}
+	s.from, s.size, s.rcpts, s.verp = "", 0, nil, verp.Result{}
 }
 
 // Logout is called when the connection closes; conn.Close logs the session.
@@ -75,13 +77,16 @@ func (s *session) Logout() error { return nil }
 
 // Mail accepts any sender, the null sender of bounces (RFC 5321 §4.5.5)
 // first of all. go-smtp has already checked SIZE= against the limit.
-func (s *session) Mail(from string, _ *smtp.MailOptions) (err error) {
+func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	defer s.catch(&err, "")
 	s.Reset()
 	if !utf8.ValidString(from) || len(from) > maxPath || hasControl(from) {
 		return s.refuse(errBadSender, "", "from", from)
 	}
 	s.from = from
+	if opts != nil {
+		s.size = opts.Size
+	}
 	return nil
 }
 
@@ -191,20 +196,30 @@ func (s *session) refuse(err error, id string, attrs ...any) error {
 // Data reads the message, decodes it and saves it. It answers 250 only
 // after the Saver returned nil; a message the decoder cannot read is saved
 // raw with the reason and also answered 250, since refusing it would only
-// make a bounce of a bounce.
+// make a bounce of a bounce. The body counts against the DATA memory budget
+// from its first byte until Save has returned.
 func (s *session) Data(r io.Reader) (err error) {
 	s.seq++
-	id := fmt.Sprintf("%s.%d", s.c.id, s.seq)
+	id := s.c.id + "." + strconv.Itoa(s.seq)
 	defer s.catch(&err, id)
 	received := time.Now()
 
+	g := &grant{b: s.s.mem}
+	defer g.release()
+	body := bodyReader{c: s.c, g: g, max: s.s.opts.MaxMessageBytes, wait: s.s.opts.DataMemoryWait}
 	s.c.beginData()
-	raw, err := readBody(r, s.s.opts.MaxMessageBytes)
+	raw, bare, err := body.read(r, s.size)
+	if errors.Is(err, errNoMemory) {
+		// The rest of the body is read and dropped under the same
+		// deadlines, so the session stays in step for the next command.
+		if _, derr := io.Copy(io.Discard, r); derr != nil && !errors.Is(derr, smtp.ErrDataTooLarge) {
+			err = &readError{derr}
+		}
+	}
 	s.c.endData()
 	if err != nil {
-		return s.dataFailed(err, id, len(raw))
+		return s.dataFailed(err, id, body.n)
 	}
-	raw, bare := normalizeCRLF(raw)
 
 	d := &store.Delivery{
 		Received: received,
@@ -242,60 +257,19 @@ func (s *session) Data(r io.Reader) (err error) {
 }
 
 // dataFailed handles a message that could not be read in full.
-func (s *session) dataFailed(err error, id string, n int) error {
-	if !errors.Is(err, smtp.ErrDataTooLarge) {
+func (s *session) dataFailed(err error, id string, n int64) error {
+	if !errors.Is(err, smtp.ErrDataTooLarge) && !errors.Is(err, errNoMemory) {
 		// A timeout or broken connection: the stream is out of step, so
 		// the session ends after this reply; nothing after it may be read
 		// as a command.
 		s.c.kill()
 	}
+	if errors.Is(err, errNoMemory) {
+		s.s.stats.noMemory.Add(1)
+	}
 	e := toSMTP(err)
 	s.log.Info("message refused", "id", id, "code", e.Code, "read", n, "reason", err.Error())
 	return withID(e, id)
-}
-
-// readBody reads a message of at most max bytes.
-func readBody(r io.Reader, max int64) ([]byte, error) {
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
-	if err != nil {
-		return buf.Bytes(), &readError{err}
-	}
-	if n > max {
-		// go-smtp enforces the limit for DATA and BDAT itself; this is a
-		// second fence.
-		return nil, smtp.ErrDataTooLarge
-	}
-	return buf.Bytes(), nil
-}
-
-// normalizeCRLF turns bare CR and bare LF into CRLF (RFC 5321 §2.3.8) and
-// returns how many it changed.
-func normalizeCRLF(b []byte) ([]byte, int) {
-	bare := 0
-	for i, c := range b {
-		switch {
-		case c == '\r' && (i+1 == len(b) || b[i+1] != '\n'):
-			bare++
-		case c == '\n' && (i == 0 || b[i-1] != '\r'):
-			bare++
-		}
-	}
-	if bare == 0 {
-		return b, 0
-	}
-	out := make([]byte, 0, len(b)+bare)
-	for i, c := range b {
-		switch {
-		case c == '\r' && (i+1 == len(b) || b[i+1] != '\n'):
-			out = append(out, '\r', '\n')
-		case c == '\n' && (i == 0 || b[i-1] != '\r'):
-			out = append(out, '\r', '\n')
-		default:
-			out = append(out, c)
-		}
-	}
-	return out, bare
 }
 
 // decode runs the decoder. A panic in it is counted and turned into a

@@ -1,0 +1,221 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// chunkSize is the step in which message bodies are read and budget is
+// taken.
+const chunkSize = 64 << 10
+
+// chunks are the read buffers, reused across messages. A chunk never
+// leaves the session that took it: the message handed to the Saver is
+// always a buffer of its own.
+var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// errNoMemory means the in-memory DATA budget stayed exhausted for longer
+// than Options.DataMemoryWait.
+var errNoMemory = errors.New("data memory budget exhausted")
+
+// bodyReader reads one message body within the DATA budget. Bytes go into
+// pooled 64 KiB chunks and are copied once, at the end, into a buffer of
+// the exact size; when the client declared SIZE= (RFC 1870) the body is
+// read straight into a buffer of that size instead, and not copied at all
+// if it fits.
+type bodyReader struct {
+	c    *conn
+	g    *grant
+	max  int64
+	wait time.Duration
+
+	exact  []byte    // the SIZE= buffer, if any
+	pooled []*[]byte // chunks after exact, in order
+	last   []byte    // the chunk being filled: *pooled[len-1][:filled]
+	n      int64     // bytes read in all
+}
+
+// take takes n bytes of budget, moving the data-rate clock on by the time
+// spent waiting, since the client was not being read meanwhile.
+func (b *bodyReader) take(n int64) bool {
+	before := b.g.waited
+	ok := b.g.take(n, b.wait)
+	if d := b.g.waited - before; d > 0 {
+		b.c.pauseData(d)
+	}
+	return ok
+}
+
+// read reads r to the end. size is the client's SIZE= or 0. It returns the
+// body with bare CR and LF turned into CRLF (RFC 5321 §2.3.8) and how many
+// it changed. The body holds cap(body) bytes of budget until the grant is
+// released. On error the bytes read so far are dropped.
+func (b *bodyReader) read(r io.Reader, size int64) ([]byte, int, error) {
+	defer b.free()
+	lr := &io.LimitedReader{R: r, N: b.max + 1}
+	if size > 0 {
+		// One byte more than declared, so a body of exactly that size
+		// ends (io.EOF) without a chunk being taken.
+		size = min(size, b.max) + 1
+		if !b.take(size) {
+			return nil, 0, errNoMemory
+		}
+		b.exact = make([]byte, 0, size)
+		if err := fill(lr, &b.exact, &b.n); err != nil {
+			return nil, 0, err
+		}
+	}
+	for size == 0 || len(b.exact) == cap(b.exact) {
+		if !b.take(chunkSize) {
+			return nil, 0, errNoMemory
+		}
+		p := chunks.Get().(*[]byte)
+		b.pooled = append(b.pooled, p)
+		b.last = (*p)[:0]
+		if err := fill(lr, &b.last, &b.n); err != nil {
+			return nil, 0, err
+		}
+		if len(b.last) < chunkSize {
+			break
+		}
+	}
+	var ends lineEnds
+	for _, seg := range b.segments() {
+		ends.count(seg)
+	}
+	bare := ends.finish()
+	if b.n+int64(bare) > b.max {
+		// go-smtp enforces the limit for DATA and BDAT itself; this is
+		// a second fence, which also holds the normalised body.
+		return nil, 0, smtp.ErrDataTooLarge
+	}
+	if bare == 0 && len(b.pooled) == 0 {
+		return b.exact, 0, nil
+	}
+	out, err := b.assemble(bare)
+	return out, bare, err
+}
+
+// segments are the parts of the body read so far, in order.
+func (b *bodyReader) segments() [][]byte {
+	segs := make([][]byte, 0, 1+len(b.pooled))
+	if len(b.exact) > 0 {
+		segs = append(segs, b.exact)
+	}
+	for _, p := range b.pooled[:max(0, len(b.pooled)-1)] {
+		segs = append(segs, *p)
+	}
+	if len(b.last) > 0 {
+		segs = append(segs, b.last)
+	}
+	return segs
+}
+
+// fill reads from r into the free capacity of *buf until it is full or r
+// ends (nil error).
+func fill(r io.Reader, buf *[]byte, total *int64) error {
+	for len(*buf) < cap(*buf) {
+		m, err := r.Read((*buf)[len(*buf):cap(*buf)])
+		*buf = (*buf)[:len(*buf)+m]
+		*total += int64(m)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &readError{err}
+		}
+	}
+	return nil
+}
+
+// assemble copies the body, normalising bare line ends, into one buffer of
+// its final size: the one copy of the message.
+func (b *bodyReader) assemble(bare int) ([]byte, error) {
+	if !b.take(b.n + int64(bare)) {
+		return nil, errNoMemory
+	}
+	out := make([]byte, 0, b.n+int64(bare))
+	var ends lineEnds
+	for _, seg := range b.segments() {
+		if bare == 0 {
+			out = append(out, seg...)
+		} else {
+			out = ends.appendCRLF(out, seg)
+		}
+	}
+	if bare > 0 {
+		out = ends.finishCRLF(out)
+	}
+	if cap(b.exact) > 0 {
+		b.g.give(int64(cap(b.exact)))
+		b.exact = nil
+	}
+	return out, nil
+}
+
+// free returns the chunks to the pool and their budget to the grant; the
+// SIZE= buffer's budget stays taken if it became the body.
+func (b *bodyReader) free() {
+	for _, p := range b.pooled {
+		chunks.Put(p)
+	}
+	if len(b.pooled) > 0 {
+		b.g.give(int64(len(b.pooled)) * chunkSize)
+	}
+	b.pooled, b.last = nil, nil
+}
+
+// lineEnds follows line ends across the segments of a body: a bare CR is
+// a CR not followed by LF, a bare LF one not preceded by CR. RFC 5321
+// §2.3.8 allows CR and LF only as a pair; each bare one becomes CRLF.
+type lineEnds struct {
+	cr   bool // the previous byte was CR
+	bare int
+}
+
+// count counts the bare line ends in p.
+func (e *lineEnds) count(p []byte) {
+	for _, c := range p {
+		if e.cr && c != '\n' || !e.cr && c == '\n' {
+			e.bare++
+		}
+		e.cr = c == '\r'
+	}
+}
+
+// finish returns the count, a CR at the very end included.
+func (e *lineEnds) finish() int {
+	if e.cr {
+		e.bare++
+		e.cr = false
+	}
+	return e.bare
+}
+
+// appendCRLF appends p to out with every bare CR and LF made CRLF.
+func (e *lineEnds) appendCRLF(out, p []byte) []byte {
+	for _, c := range p {
+		switch {
+		case e.cr && c != '\n':
+			out = append(out, '\n')
+		case !e.cr && c == '\n':
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+		e.cr = c == '\r'
+	}
+	return out
+}
+
+// finishCRLF completes a CR at the very end.
+func (e *lineEnds) finishCRLF(out []byte) []byte {
+	if e.cr {
+		out = append(out, '\n')
+		e.cr = false
+	}
+	return out
+}
