@@ -71,6 +71,7 @@ type SMTPConfig struct {
 	Hostname        string   `toml:"hostname"`
 	Domains         []string `toml:"domains"`
 	MaxMessageBytes int64    `toml:"max_message_bytes"`
+	MaxDataMemory   int64    `toml:"max_data_memory"`
 	MaxRecipients   int      `toml:"max_recipients"`
 	MaxLineLength   int      `toml:"max_line_length"`
 	ReadTimeout     Duration `toml:"read_timeout"`
@@ -146,6 +147,7 @@ func defaultConfig() Config {
 			Hostname:        "localhost",
 			Domains:         []string{},
 			MaxMessageBytes: 10 << 20,
+			MaxDataMemory:   48 << 20,
 			MaxRecipients:   10,
 			MaxLineLength:   4000,
 			ReadTimeout:     Duration(5 * time.Minute),
@@ -225,6 +227,7 @@ func (c *Config) validate() error {
 		v    float64
 	}{
 		{"smtp.max_message_bytes", float64(c.SMTP.MaxMessageBytes)},
+		{"smtp.max_data_memory", float64(c.SMTP.MaxDataMemory)},
 		{"smtp.max_recipients", float64(c.SMTP.MaxRecipients)},
 		{"smtp.max_line_length", float64(c.SMTP.MaxLineLength)},
 		{"smtp.min_data_rate", float64(c.SMTP.MinDataRate)},

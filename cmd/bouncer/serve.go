@@ -185,6 +185,7 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		Domains:         c.Domains,
 		VERP:            verp.NewDecoder(cfg.verpOptions()),
 		MaxMessageBytes: c.MaxMessageBytes,
+		MaxDataMemory:   c.MaxDataMemory,
 		MaxRecipients:   c.MaxRecipients,
 		MaxLineLength:   c.MaxLineLength,
 		ReadTimeout:     time.Duration(c.ReadTimeout),
