@@ -36,6 +36,9 @@ func storeSave(t *testing.T, db *store.DB, clock *testClock, raw string) store.R
 	t.Helper()
 	rep, err := parse.Message(strings.NewReader(raw), parse.Limits{})
 	tcheck(t, err, "parsing")
+	// Each call is another report (a later send): the store marks a report
+	// it has seen before as a duplicate and does not count it again.
+	raw = "Date: " + clock.Now().Format(time.RFC1123Z) + "\r\n" + raw
 	recs, err := db.Save(context.Background(), &store.Delivery{
 		Received: clock.Now(),
 		Envelope: store.Envelope{RcptTo: []string{"bounces@bounce.example.org"}, ClientIP: "192.0.2.1"},
