@@ -1,11 +1,12 @@
 package server
 
 import (
-	"crypto/rand"
 	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -53,8 +54,8 @@ func replyLine(e *smtp.SMTPError, host string) string {
 
 // admit checks the limits for a new connection and registers it.
 func (s *Server) admit(nc net.Conn) (*conn, error) {
-	key := ipKey(nc.RemoteAddr())
 	ip := addrIP(nc.RemoteAddr())
+	key := ipKey(nc.RemoteAddr(), ip)
 	now := time.Now()
 	if g := s.opts.Guard; g != nil && ip.IsValid() && g.Banned(ip, now) {
 		return nil, errBanned
@@ -70,12 +71,13 @@ func (s *Server) admit(nc net.Conn) (*conn, error) {
 		return nil, errConnectRate
 	}
 	c := &conn{
-		Conn:  nc,
-		s:     s,
-		key:   key,
-		ip:    ip,
-		id:    newID(),
-		start: now,
+		Conn:   nc,
+		s:      s,
+		key:    key,
+		ip:     ip,
+		remote: nc.RemoteAddr().String(),
+		id:     newID(),
+		start:  now,
 	}
 	s.conns[c] = struct{}{}
 	s.perIP[key]++
@@ -129,6 +131,9 @@ func (s *Server) takeToken(key string, now time.Time) bool {
 
 // addrIP is the IP address of a, or the zero Addr.
 func addrIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
 	ap, err := netip.ParseAddrPort(a.String())
 	if err != nil {
 		return netip.Addr{}
@@ -138,8 +143,7 @@ func addrIP(a net.Addr) netip.Addr {
 
 // ipKey is the address a client is counted under: its IPv4 address, or the
 // /64 of its IPv6 address (one host usually holds a whole /64).
-func ipKey(a net.Addr) string {
-	ip := addrIP(a)
+func ipKey(a net.Addr, ip netip.Addr) string {
 	if !ip.IsValid() {
 		return a.String()
 	}
@@ -152,11 +156,13 @@ func ipKey(a net.Addr) string {
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
-// newID returns a short random id for a connection.
+// newID returns a short random id for a connection. It only has to be
+// unlikely to repeat, not unguessable, so it comes from math/rand/v2
+// (seeded by the runtime) and costs no system call.
 func newID() string {
-	var b [5]byte
-	rand.Read(b[:])
-	return idEncoding.EncodeToString(b[:])
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return idEncoding.EncodeToString(b[:5])
 }
 
 // conn wraps a client connection. Every read gets a fresh deadline: the
@@ -166,11 +172,12 @@ func newID() string {
 // replies go-smtp writes and ends the session after MaxBadCommands.
 type conn struct {
 	net.Conn
-	s     *Server
-	key   string
-	ip    netip.Addr // invalid for non-IP connections
-	id    string
-	start time.Time
+	s      *Server
+	key    string
+	ip     netip.Addr // invalid for non-IP connections
+	remote string     // RemoteAddr().String()
+	id     string
+	start  time.Time
 
 	mu        sync.Mutex
 	readErr   error // sticky
@@ -180,7 +187,9 @@ type conn struct {
 	dataStart time.Time
 	dataBytes int64
 	bytesIn   int64
-	timeout   string // which deadline expired, for the log
+	timeout   string    // which deadline expired, for the log
+	readDL    time.Time // read deadline last set on Conn
+	writeDL   time.Time // write deadline last set on Conn
 
 	// reply scanning (plaintext only)
 	bad       int
@@ -207,8 +216,9 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, c.goodbye(errShuttingDown)
 	}
-	deadline := c.deadline(time.Now())
-	c.Conn.SetReadDeadline(deadline)
+	if d := c.deadline(time.Now()); d.Before(c.readDL) || d.Sub(c.readDL) > c.s.readSlack {
+		c.setReadDeadline(d)
+	}
 	c.mu.Unlock()
 
 	n, err := c.Conn.Read(p)
@@ -234,6 +244,23 @@ func (c *conn) Read(p []byte) (int, error) {
 	c.readErr = err
 	c.mu.Unlock()
 	return n, err
+}
+
+// slack is how far a deadline may lag behind the one it should be before
+// it is set again: a tenth of the timeout, at most a second. Setting a
+// deadline costs a timer update in the runtime; renewing the idle deadline
+// on every read and every reply would do that several times per message
+// for nothing. A deadline is never set later than it should be, only up to
+// the slack earlier.
+func slack(timeout time.Duration) time.Duration {
+	return min(time.Second, timeout/10)
+}
+
+// setReadDeadline sets the read deadline of the connection; c.mu must be
+// held.
+func (c *conn) setReadDeadline(t time.Time) {
+	c.readDL = t
+	c.Conn.SetReadDeadline(t)
 }
 
 // deadline is when the current read must be done; c.mu must be held.
@@ -270,7 +297,19 @@ func (c *conn) deadlineName(now time.Time) string {
 func (c *conn) SetReadDeadline(time.Time) error { return nil }
 
 // SetDeadline only sets the write deadline, for the same reason.
-func (c *conn) SetDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
+func (c *conn) SetDeadline(t time.Time) error { return c.SetWriteDeadline(t) }
+
+// SetWriteDeadline sets the write deadline, which go-smtp renews before
+// every reply, unless it would move less than the slack later.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.Before(c.writeDL) && t.Sub(c.writeDL) <= c.s.writeSlack {
+		return nil
+	}
+	c.writeDL = t
+	return c.Conn.SetWriteDeadline(t)
+}
 
 // goodbye writes a final reply for why, makes further reads return io.EOF
 // (which go-smtp takes as a quiet end of session) and returns io.EOF.
@@ -281,7 +320,7 @@ func (c *conn) goodbye(why error) error {
 	c.readErr = io.EOF
 	c.mu.Unlock()
 	if !already {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+		c.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 		io.WriteString(c.Conn, replyLine(toSMTP(why), c.s.opts.Hostname))
 	}
 	return io.EOF
@@ -378,7 +417,9 @@ func (c *conn) endData() {
 	c.mu.Unlock()
 	if closing {
 		// Wake a read that may have begun before the transfer ended.
-		c.Conn.SetReadDeadline(time.Now())
+		c.mu.Lock()
+		c.setReadDeadline(time.Now())
+		c.mu.Unlock()
 	}
 }
 
@@ -389,7 +430,7 @@ func (c *conn) shutdown() {
 	defer c.mu.Unlock()
 	c.closing = true
 	if !c.inData {
-		c.Conn.SetReadDeadline(time.Now())
+		c.setReadDeadline(time.Now())
 	}
 }
 
@@ -400,7 +441,7 @@ func (c *conn) Close() error {
 		c.mu.Lock()
 		attrs := []any{
 			"cid", c.id,
-			"remote", c.RemoteAddr().String(),
+			"remote", c.remote,
 			"helo", c.helo,
 			"duration", time.Since(c.start).Round(time.Millisecond),
 			"messages", c.messages,

@@ -227,6 +227,8 @@ type Server struct {
 	stats   counters
 	mem     *budget
 
+	readSlack, writeSlack time.Duration // see slack
+
 	mu       sync.Mutex
 	closing  bool
 	conns    map[*conn]struct{}
@@ -248,6 +250,9 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 		perIP:   make(map[string]int),
 		buckets: make(map[string]*bucket),
 		mem:     newBudget(opts.MaxDataMemory, dataReserve(opts.MaxMessageBytes)),
+
+		readSlack:  slack(min(opts.ReadTimeout, opts.DataRateGrace)),
+		writeSlack: slack(opts.WriteTimeout),
 	}
 	for _, d := range opts.Domains {
 		s.domains[normDomain(d)] = true
@@ -375,7 +380,7 @@ func (s *Server) isLive(remote string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.RemoteAddr().String() == remote {
+		if c.remote == remote {
 			return true
 		}
 	}
