@@ -69,7 +69,7 @@ func newTestServer(t *testing.T, extra string) *testServer {
 func newTestServerWith(t *testing.T, smtpExtra, extra string) *testServer {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, `
+	return newTestServerConfig(t, writeConfig(t, dir, `
 [smtp]
 listen = "127.0.0.1:0"
 hostname = "bouncer.test"
@@ -79,11 +79,22 @@ domains = ["localhost", "bounce.example.org"]
 listen = "127.0.0.1:0"
 [store]
 path = "bouncer.db"
-`+extra)
+`+extra))
+}
+
+// newTestServerConfig starts serve with the config file cfg, whose SMTP and
+// HTTP listeners must be on port 0 of loopback.
+func newTestServerConfig(t *testing.T, cfg string) *testServer {
+	t.Helper()
+	dir := filepath.Dir(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]string, 1)
 	a := &app{stdout: &testWriter{t: t}, stderr: &testWriter{t: t}, onReady: func(s, h net.Addr) {
-		ready <- [2]string{s.String(), h.String()}
+		httpAddr := ""
+		if h != nil {
+			httpAddr = h.String()
+		}
+		ready <- [2]string{s.String(), httpAddr}
 	}}
 	ts := &testServer{dir: dir, cancel: cancel, done: make(chan error, 1)}
 	go func() { ts.done <- a.run(ctx, []string{"serve", "-config", cfg}) }()
