@@ -39,7 +39,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	db, err := openStore(cfg, false, table.Decide)
+	db, err := openStore(cfg, false, decider(table, cfg.VERP.Required))
 	if err != nil {
 		return err
 	}
@@ -174,6 +174,22 @@ func startPrune(ctx context.Context, db *store.DB, interval time.Duration, logge
 	return func() {
 		cancel()
 		<-done
+	}
+}
+
+// decider is the policy table's verdict; with signed return paths
+// required (verp.required), a record whose address did not come from a
+// valid signed token is only recorded: anybody can send a DSN to a bounce
+// domain's postmaster or to a non-VERP local part, naming any recipient.
+func decider(table *policy.Table, required bool) func(*store.Record) store.Decision {
+	if !required {
+		return table.Decide
+	}
+	return func(r *store.Record) store.Decision {
+		if !r.Envelope.Verified {
+			return store.Decision{Action: store.ActionRecord, Rule: "unverified address (verp.required)"}
+		}
+		return table.Decide(r)
 	}
 }
 

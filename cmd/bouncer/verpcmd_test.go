@@ -1,8 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/verp"
 )
 
 func TestVerpSignVerify(t *testing.T) {
@@ -39,5 +46,41 @@ keys = [{ id = "a", secret = "0123456789abcdef0123" }]
 	// Without keys, signing is a clear error.
 	if _, code = runCLI(t, "verp", "sign", "--recipient", "u@example.com", "--domain", "b.example"); code != 1 {
 		t.Errorf("verp sign without keys: exit %d, want 1", code)
+	}
+}
+
+// TestRequiredSigning runs serve with signed return paths mandatory: a
+// plain VERP address is refused at RCPT, a forged DSN to a non-VERP local
+// part is stored but suppresses nothing, and a DSN to a valid signed token
+// suppresses its recipient.
+func TestRequiredSigning(t *testing.T) {
+	ts := newTestServer(t, `
+[verp]
+keys = [{ id = "a", secret = "0123456789abcdef0123" }]
+required = true
+`)
+	dsn := readTestdata(t, "postfix-543.eml")
+	err := deliver(t, ts.smtpAddr, "bounces+user=dead.test@localhost", dsn)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("plain VERP with signing required: got %v, want 550 5.7.1", err)
+	}
+	for _, rcpt := range []string{"bounces@localhost", "postmaster@localhost"} {
+		tcheck(t, deliver(t, ts.smtpAddr, rcpt, dsn), "delivering a forged DSN to "+rcpt)
+	}
+	if _, code := runCLI(t, "suppressed", "-config", ts.cliConfig, "user@dead.test"); code != 1 {
+		t.Fatalf("forged DSNs suppressed user@dead.test (exit %d)", code)
+	}
+	if recs := queryJSON(t, "-config", ts.cliConfig, "--recipient", "user@dead.test"); len(recs) != 2 {
+		t.Fatalf("the forged DSNs were not kept: %d records", len(recs))
+	}
+
+	signer, err := verp.NewSigner(verp.SignerOptions{Key: verp.Key{ID: "a", Secret: "0123456789abcdef0123"}, Domain: "localhost"})
+	tcheck(t, err, "signer")
+	from, err := signer.Sign("user@dead.test", "c1", "", time.Now())
+	tcheck(t, err, "signing")
+	tcheck(t, deliver(t, ts.smtpAddr, from, bytes.Replace(dsn, []byte("Subject:"), []byte("X-Try: 2\nSubject:"), 1)), "delivering to the signed token")
+	if out, code := runCLI(t, "suppressed", "-config", ts.cliConfig, "user@dead.test"); code != 0 {
+		t.Fatalf("signed bounce did not suppress: exit %d %s", code, out)
 	}
 }
