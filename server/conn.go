@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
@@ -190,6 +191,7 @@ type conn struct {
 	timeout   string    // which deadline expired, for the log
 	readDL    time.Time // read deadline last set on Conn
 	writeDL   time.Time // write deadline last set on Conn
+	held      []byte    // lines of a multi-line reply not yet written
 
 	// reply scanning (plaintext only)
 	bad       int
@@ -339,23 +341,50 @@ func (c *conn) kill() {
 // Write passes replies through and counts the final lines of 5xx replies
 // ("5yz " at the start of a line). After STARTTLS the bytes are ciphertext
 // and nothing is counted; go-smtp's own limit on syntax errors still holds.
+//
+// go-smtp flushes every line of a reply on its own, so the EHLO reply
+// would take one system call (and one TCP segment) per extension. Lines of
+// a multi-line reply ("250-...") are held here and go out together with
+// the reply's last line ("250 ..."), which go-smtp writes in the same call.
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	bye := c.saidBye
-	c.mu.Unlock()
-	if bye {
+	if c.saidBye {
 		// Replies to commands go-smtp had already buffered are dropped:
 		// the client has been told the session is over.
+		c.mu.Unlock()
 		return len(p), nil
 	}
-	n, err := c.Conn.Write(p)
-	c.mu.Lock()
-	tooMany := c.scan(p[:n])
+	plain := !c.encrypted
+	tooMany := c.scan(p)
+	if plain && !tooMany && isContinuation(p) && len(c.held)+len(p) <= maxHeld {
+		c.held = append(c.held, p...)
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	out := p
+	if len(c.held) > 0 {
+		out = append(c.held, p...)
+		c.held = c.held[:0]
+	}
 	c.mu.Unlock()
+	n, err := c.Conn.Write(out)
 	if tooMany {
 		c.goodbye(errTooManyBad)
 	}
-	return n, err
+	return max(0, n-(len(out)-len(p))), err
+}
+
+// maxHeld bounds the reply lines held back by Write.
+const maxHeld = 4096
+
+// isContinuation reports whether p is whole lines whose last one is a
+// continuation line of a multi-line reply ("250-SIZE\r\n").
+func isContinuation(p []byte) bool {
+	if len(p) < 6 || p[len(p)-1] != '\n' {
+		return false
+	}
+	line := p[bytes.LastIndexByte(p[:len(p)-1], '\n')+1:]
+	return line[3] == '-'
 }
 
 // scan inspects reply bytes; c.mu must be held. It reports whether the
