@@ -9,7 +9,10 @@
 //	GET /v1/bounces/{id}/raw         the raw message of a record (message/rfc822)
 //	GET /v1/suppressions?domain=     the suppression list (JSON lines)
 //	GET /v1/suppressions/{addr}      one entry, 404 when not suppressed
-//	GET /v1/domains?status=          recipient domains with bounces
+//	GET /v1/domains?status=&limit=   recipient domains with bounces: without
+//	                                 limit all, in domain order; with limit
+//	                                 the most recently bounced first, at
+//	                                 most limit (0: all)
 //	POST /v1/suppressions            add {"address","reason"}: 201, 409 when listed
 //	DELETE /v1/suppressions/{addr}   remove: 204, 404 when not suppressed
 //	GET /v1/storms                   domains flagged by the storm guard
@@ -232,7 +235,19 @@ type DomainsResponse struct {
 }
 
 func (h *Handler) domains(w http.ResponseWriter, r *http.Request) {
-	ds, err := h.db.Domains(r.URL.Query().Get("status"))
+	q := r.URL.Query()
+	var ds []store.DomainStat
+	var err error
+	if s := q.Get("limit"); s != "" {
+		n, cerr := strconv.Atoi(s)
+		if cerr != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "limit: want a non-negative number")
+			return
+		}
+		ds, err = h.db.RecentDomains(store.DomainFilter{Status: q.Get("status"), Limit: n})
+	} else {
+		ds, err = h.db.Domains(q.Get("status"))
+	}
 	if err != nil {
 		h.fail(w, "listing domains", err)
 		return

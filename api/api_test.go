@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -127,5 +128,60 @@ func TestHealthzFailsWhenStoreCloses(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || bytes.Contains(body, []byte("closed")) {
 		t.Errorf("healthz on a closed store: %d %q (want 503 without internals)", resp.StatusCode, body)
+	}
+}
+
+// TestRecentDomains saves bounces for three more domains, each later
+// than the last, and lists them through the limit parameter.
+func TestRecentDomains(t *testing.T) {
+	srv, db := newTestAPI(t)
+	raw, err := os.ReadFile("../cmd/bouncer/testdata/postfix-543.eml")
+	tcheck(t, err, "reading sample")
+	t0 := time.Now()
+	for i, dom := range []string{"a.test", "b.test", "c.test"} {
+		rep, err := parse.Message(bytes.NewReader(raw), parse.Limits{})
+		tcheck(t, err, "decoding sample")
+		rep.Recipients[0].FinalRecipient = "user@" + dom
+		rep.Recipients[0].Status = "5.1.1"
+		_, err = db.Save(context.Background(), &store.Delivery{
+			Received: t0.Add(time.Duration(i+1) * time.Hour), Raw: raw, Report: rep,
+			Envelope: store.Envelope{RcptTo: []string{"bounces@localhost"}},
+		})
+		tcheck(t, err, "saving")
+	}
+	c := &Client{BaseURL: srv.URL}
+	ctx := context.Background()
+	names := func(ds []store.DomainStat) (s []string) {
+		for _, d := range ds {
+			s = append(s, d.Domain)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		f    store.DomainFilter
+		want string
+	}{
+		{store.DomainFilter{Limit: 2}, "[c.test b.test]"},
+		{store.DomainFilter{}, "[c.test b.test a.test dead.test]"},
+		{store.DomainFilter{Status: "5.4.3", Limit: 10}, "[dead.test]"},
+	} {
+		ds, err := c.RecentDomains(ctx, tc.f)
+		tcheck(t, err, "recent domains")
+		if got := fmt.Sprint(names(ds)); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.f, got, tc.want)
+		}
+	}
+	ds, err := c.Domains(ctx, "")
+	tcheck(t, err, "domains")
+	if got := fmt.Sprint(names(ds)); got != "[a.test b.test c.test dead.test]" {
+		t.Errorf("all domains: %s", got)
+	}
+	for _, bad := range []string{"-1", "x"} {
+		resp, err := http.Get(srv.URL + "/v1/domains?limit=" + bad)
+		tcheck(t, err, "bad limit")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("limit=%s: %d, want 400", bad, resp.StatusCode)
+		}
 	}
 }

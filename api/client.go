@@ -224,3 +224,16 @@ func (c *Client) Domains(ctx context.Context, status string) ([]store.DomainStat
 	err := c.getJSON(ctx, "/v1/domains", q, &dr)
 	return dr.Domains, err
 }
+
+// RecentDomains lists recipient domains like store.DB.RecentDomains: the
+// most recently bounced first, at most f.Limit (0: all).
+func (c *Client) RecentDomains(ctx context.Context, f store.DomainFilter) ([]store.DomainStat, error) {
+	q := url.Values{}
+	if f.Status != "" {
+		q.Set("status", f.Status)
+	}
+	q.Set("limit", strconv.Itoa(f.Limit))
+	var dr DomainsResponse
+	err := c.getJSON(ctx, "/v1/domains", q, &dr)
+	return dr.Domains, err
+}

@@ -28,6 +28,9 @@
 //	soft        address → soft counter as JSON (recent soft event times)
 //	domains     domain → DomainStat as JSON
 //	dom_status  lp(status) domain → ""
+//	dom_time    last seen (8-byte big-endian Unix nanoseconds) domain → "":
+//	            one key per aggregate, moved when its LastSeen changes, so
+//	            RecentDomains reads the most recently bounced domains first
 //	seen        dedupe key (16 bytes) → K of the first record with it
 //	meta "raw_pruned_before" → Unix nanoseconds (decimal) before which
 //	            PruneRaw deleted raw messages
@@ -124,8 +127,9 @@ import (
 // SchemaVersion is the version of the bucket layout written by this code.
 // Version 2 stored records without their ID and domain (see diskRecord)
 // and added the seen bucket; version 3 stores the message's fields only
-// in the first record of a message.
-const SchemaVersion = 3
+// in the first record of a message; version 4 adds the dom_time index
+// (Open upgrades a version 3 file by filling it).
+const SchemaVersion = 4
 
 var (
 	// ErrNotFound is returned when a record, raw message or suppression
@@ -165,7 +169,7 @@ var (
 var allBuckets = [][]byte{
 	bucketMeta, bucketRaw, bucketRecords, bucketIdxRcpt, bucketIdxDomain,
 	bucketIdxStatus, bucketIdxDStatus, bucketSuppress, bucketSupDomain,
-	bucketSoft, bucketDomains, bucketDomStatus, bucketSeen,
+	bucketSoft, bucketDomains, bucketDomStatus, bucketSeen, bucketDomTime,
 }
 
 // Options configure Open. Zero fields take defaults.
@@ -277,17 +281,41 @@ func Open(path string, opts Options) (*DB, error) {
 
 // checkSchema verifies the meta bucket of an existing database.
 func checkSchema(tx *bolt.Tx) error {
+	n, err := fileVersion(tx)
+	if err != nil {
+		return err
+	}
+	if n != SchemaVersion {
+		return fmt.Errorf("%w: file has %d, this program reads %d", ErrSchema, n, SchemaVersion)
+	}
+	return nil
+}
+
+// fileVersion reads the schema version of an existing database.
+func fileVersion(tx *bolt.Tx) (int, error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
-		return errors.New("not a bouncer database: no meta bucket")
+		return 0, errors.New("not a bouncer database: no meta bucket")
 	}
 	v := meta.Get(keyVersion)
 	n, err := strconv.Atoi(string(v))
 	if err != nil {
-		return fmt.Errorf("%w: %q", ErrSchema, truncate(string(v), 20))
+		return 0, fmt.Errorf("%w: %q", ErrSchema, truncate(string(v), 20))
 	}
-	if n != SchemaVersion {
-		return fmt.Errorf("%w: file has %d, this program reads %d", ErrSchema, n, SchemaVersion)
+	return n, nil
+}
+
+// upgradeSchema brings a version 3 file to SchemaVersion; other
+// versions are left for checkSchema to refuse.
+func upgradeSchema(tx *bolt.Tx) error {
+	if n, err := fileVersion(tx); err != nil || n != 3 {
+		return err
+	}
+	if err := migrateDomTime(tx); err != nil {
+		return fmt.Errorf("upgrading schema 3 to %d: %w", SchemaVersion, err)
+	}
+	if err := tx.Bucket(bucketMeta).Put(keyVersion, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+		return fmt.Errorf("writing schema version: %w", err)
 	}
 	return nil
 }
@@ -308,6 +336,8 @@ func initSchema(tx *bolt.Tx) error {
 		if err := meta.Put(keyVersion, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 			return fmt.Errorf("writing schema version: %w", err)
 		}
+	} else if err := upgradeSchema(tx); err != nil {
+		return err
 	} else if err := checkSchema(tx); err != nil {
 		return err
 	}

@@ -45,7 +45,10 @@ func (db *DB) Check() error {
 		if !checkSuppressions(tx, add) {
 			return nil
 		}
-		checkOthers(tx, add)
+		if !checkOthers(tx, add) {
+			return nil
+		}
+		checkDomTime(tx, add)
 		return nil
 	})
 	if err != nil {

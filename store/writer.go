@@ -191,7 +191,7 @@ func (db *DB) update(reqs []*request) error {
 				err = fmt.Errorf("panic in write transaction: %v", p)
 			}
 		}()
-		w := &txWriter{db: db, tx: tx, domains: map[string]*DomainStat{}}
+		w := &txWriter{db: db, tx: tx, domains: map[string]*DomainStat{}, lastSeen: map[string]time.Time{}}
 		for _, r := range reqs {
 			recs, err := w.write(r)
 			if err != nil {
@@ -218,6 +218,9 @@ type txWriter struct {
 	db      *DB
 	tx      *bolt.Tx
 	domains map[string]*DomainStat // aggregates changed in this transaction
+	// lastSeen holds the stored LastSeen of each aggregate in domains
+	// (zero for a new one), whose dom_time key flushDomains moves.
+	lastSeen map[string]time.Time
 }
 
 // write stores one delivery.
@@ -473,6 +476,7 @@ func (w *txWriter) domain(dom string) (*DomainStat, error) {
 		st.Kinds = map[string]int{}
 	}
 	w.domains[dom] = st
+	w.lastSeen[dom] = st.LastSeen
 	return st, nil
 }
 
@@ -486,6 +490,9 @@ func (w *txWriter) flushDomains() error {
 		}
 		if err := b.Put([]byte(dom), v); err != nil {
 			return fmt.Errorf("writing domain aggregate: %w", err)
+		}
+		if err := moveDomTime(w.tx, dom, w.lastSeen[dom], st.LastSeen); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -26,6 +26,7 @@ type querier interface {
 	Page(ctx context.Context, f store.Filter, before string) ([]store.Record, string, error)
 	Suppressed(ctx context.Context, addr string) (*store.Suppression, error)
 	Domains(ctx context.Context, status string) ([]store.DomainStat, error)
+	RecentDomains(ctx context.Context, f store.DomainFilter) ([]store.DomainStat, error)
 	Close() error
 }
 
@@ -42,6 +43,9 @@ func (q dbQuerier) Suppressed(_ context.Context, addr string) (*store.Suppressio
 }
 func (q dbQuerier) Domains(_ context.Context, status string) ([]store.DomainStat, error) {
 	return q.db.Domains(status)
+}
+func (q dbQuerier) RecentDomains(_ context.Context, f store.DomainFilter) ([]store.DomainStat, error) {
+	return q.db.RecentDomains(f)
 }
 func (q dbQuerier) Close() error { return q.db.Close() }
 
@@ -237,9 +241,12 @@ func (a *app) suppressedCmd(ctx context.Context, args []string) error {
 }
 
 func (a *app) domainsCmd(ctx context.Context, args []string) error {
-	fs := newFlags("domains", "domains [--status CODE] [--check] [--json]", a.stderr)
+	fs := newFlags("domains", "domains [--status CODE] [--limit N] [--check] [--json]\n\n"+
+		"Lists the 100 most recently bounced domains (last bounce first) unless --limit says otherwise;\n"+
+		"--limit 0 lists every domain.", a.stderr)
 	cfgPath := commonFlags(fs)
 	status := fs.String("status", "", "only domains with records of this status `code`")
+	limit := fs.Int("limit", store.DefaultDomainLimit, "list at most `N` domains, the most recently bounced first (0: all)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	check := fs.Bool("check", false, "check the MX route of every domain with 5.4.x bounces now and store the results")
 	pos, err := parseFlags(fs, args)
@@ -248,6 +255,9 @@ func (a *app) domainsCmd(ctx context.Context, args []string) error {
 	}
 	if len(pos) > 0 {
 		return usageError("domains: unexpected argument %q", pos[0])
+	}
+	if *limit < 0 {
+		return usageError("domains: --limit must not be negative")
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
@@ -261,7 +271,7 @@ func (a *app) domainsCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer q.Close()
-	ds, err := q.Domains(ctx, *status)
+	ds, err := q.RecentDomains(ctx, store.DomainFilter{Status: *status, Limit: *limit})
 	if err != nil {
 		return fmt.Errorf("listing domains: %w", err)
 	}

@@ -1,0 +1,164 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncer/bouncer/parse"
+	bolt "go.etcd.io/bbolt"
+)
+
+// domainNames lists the domains of ds, comma-separated.
+func domainNames(ds []DomainStat) string {
+	var names []string
+	for _, d := range ds {
+		names = append(names, d.Domain)
+	}
+	return strings.Join(names, ",")
+}
+
+// recentNames calls RecentDomains and lists the domains it returns.
+func recentNames(t *testing.T, db *DB, f DomainFilter) string {
+	t.Helper()
+	ds, err := db.RecentDomains(f)
+	tcheck(t, err, "recent domains")
+	return domainNames(ds)
+}
+
+// domTimeKeys counts the keys of the dom_time bucket.
+func domTimeKeys(t *testing.T, db *DB) int {
+	t.Helper()
+	n := 0
+	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketDomTime).Stats().KeyN
+		return nil
+	}), "count dom_time")
+	return n
+}
+
+func TestRecentDomains(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{})
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(addr, status string, minute int) {
+		t.Helper()
+		d := bounce(addr, status, parse.KindBounce, parse.ClassHard)
+		d.Received = t0.Add(time.Duration(minute) * time.Minute)
+		save(t, db, d)
+	}
+	at("a@one.test", "5.1.1", 1)
+	at("a@two.test", "5.4.3", 2)
+	at("a@three.test", "5.1.1", 3)
+	at("a@four.test", "5.4.3", 4)
+	if got, want := recentNames(t, db, DomainFilter{}), "four.test,three.test,two.test,one.test"; got != want {
+		t.Fatalf("all: %s, want %s", got, want)
+	}
+	// A new bounce moves one.test to the front; an older record arriving
+	// late (minute 0) does not move three.test back.
+	at("b@one.test", "5.4.3", 5)
+	at("b@three.test", "5.4.3", 0)
+	if got, want := recentNames(t, db, DomainFilter{}), "one.test,four.test,three.test,two.test"; got != want {
+		t.Fatalf("after more bounces: %s, want %s", got, want)
+	}
+	if got, want := recentNames(t, db, DomainFilter{Limit: 2}), "one.test,four.test"; got != want {
+		t.Fatalf("limit 2: %s, want %s", got, want)
+	}
+	if got, want := recentNames(t, db, DomainFilter{Status: "5.4.3", Limit: 3}), "one.test,four.test,three.test"; got != want {
+		t.Fatalf("5.4.3 limit 3: %s, want %s", got, want)
+	}
+	if got, want := recentNames(t, db, DomainFilter{Status: "5.1.1"}), "one.test,three.test"; got != want {
+		t.Fatalf("5.1.1: %s, want %s", got, want)
+	}
+	if got := recentNames(t, db, DomainFilter{Status: "2.0.0"}); got != "" {
+		t.Fatalf("2.0.0: %s, want none", got)
+	}
+	ds, err := db.RecentDomains(DomainFilter{Limit: 1})
+	tcheck(t, err, "recent")
+	if ds[0].Total != 2 || !ds[0].LastSeen.Equal(t0.Add(5*time.Minute)) || !ds[0].FirstSeen.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("one.test aggregate: %+v", ds[0])
+	}
+	if n := domTimeKeys(t, db); n != 4 {
+		t.Fatalf("dom_time has %d keys, want one per domain (4)", n)
+	}
+	if _, err := db.RecentDomains(DomainFilter{Limit: -1}); err == nil {
+		t.Fatalf("negative limit: no error")
+	}
+	tcheck(t, db.Check(), "check")
+}
+
+// TestRecentDomainsGroup saves many bounces of few domains concurrently,
+// so that one transaction changes an aggregate several times: dom_time
+// must still hold one key per domain, at its LastSeen.
+func TestRecentDomainsGroup(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{})
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	saveConcurrently(t, db, 200, func(i int) *Delivery {
+		d := bounce(fmt.Sprintf("u%d@d%d.test", i, i%7), "5.1.1", parse.KindBounce, parse.ClassHard)
+		d.Received = t0.Add(time.Duration(i) * time.Second)
+		return d
+	})
+	// The last bounce of d<k> is at second 193+k.
+	if got, want := recentNames(t, db, DomainFilter{}), "d3.test,d2.test,d1.test,d0.test,d6.test,d5.test,d4.test"; got != want {
+		t.Fatalf("order: %s, want %s", got, want)
+	}
+	if n := domTimeKeys(t, db); n != 7 {
+		t.Fatalf("dom_time has %d keys, want 7", n)
+	}
+	tcheck(t, db.Check(), "check")
+}
+
+func TestCheckDomTime(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{})
+	save(t, db, bounce("a@one.test", "5.1.1", parse.KindBounce, parse.ClassHard))
+	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDomTime).Put(domTimeKey(time.Unix(5, 0), "one.test"), nil)
+	}), "add stale key")
+	err := db.Check()
+	if err == nil || !strings.Contains(err.Error(), "time differs") || !strings.Contains(err.Error(), "2 keys for 1 domain") {
+		t.Fatalf("check: %v", err)
+	}
+}
+
+// TestSchemaUpgrade opens a version 3 file (no dom_time bucket): a
+// read-write Open fills the index and writes version 4; a read-only Open
+// refuses it.
+func TestSchemaUpgrade(t *testing.T) {
+	t.Parallel()
+	db, path := mustOpen(t, Options{})
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, dom := range []string{"b.test", "c.test", "a.test"} {
+		d := bounce("x@"+dom, "5.1.1", parse.KindBounce, parse.ClassHard)
+		d.Received = t0.Add(time.Duration(i) * time.Hour)
+		save(t, db, d)
+	}
+	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketDomTime); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyVersion, []byte("3"))
+	}), "make version 3")
+	tcheck(t, db.Close(), "close")
+
+	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrSchema) {
+		t.Fatalf("read-only open of version 3: %v, want ErrSchema", err)
+	}
+	db, err := Open(path, Options{})
+	tcheck(t, err, "open version 3")
+	defer db.Close()
+	if got, want := recentNames(t, db, DomainFilter{}), "a.test,c.test,b.test"; got != want {
+		t.Fatalf("after upgrade: %s, want %s", got, want)
+	}
+	tcheck(t, db.Check(), "check")
+	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+		n, err := fileVersion(tx)
+		if err == nil && n != SchemaVersion {
+			err = fmt.Errorf("version %d", n)
+		}
+		return err
+	}), "version after upgrade")
+}
