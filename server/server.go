@@ -138,7 +138,7 @@ var DefaultOptions = Options{
 	MinDataRate:     1024,
 	DataRateGrace:   30 * time.Second,
 	SaveTimeout:     30 * time.Second,
-	MaxDataMemory:   48 << 20, // 2 messages of the largest size, 28 MiB for the rest
+	MaxDataMemory:   32 << 20, // the oldest session's 20 MiB, 12 MiB for the rest
 	DataMemoryWait:  time.Minute,
 	MaxConns:        500,
 	MaxConnsPerIP:   10,

@@ -147,7 +147,7 @@ func defaultConfig() Config {
 			Hostname:        "localhost",
 			Domains:         []string{},
 			MaxMessageBytes: 10 << 20,
-			MaxDataMemory:   48 << 20,
+			MaxDataMemory:   32 << 20,
 			MaxRecipients:   10,
 			MaxLineLength:   4000,
 			ReadTimeout:     Duration(5 * time.Minute),
