@@ -2,9 +2,11 @@ package store
 
 import (
 	"bytes"
+	"compress/flate"
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -128,7 +130,9 @@ func BenchmarkQueryScale(b *testing.B) {
 				rep.Recipients = append(rep.Recipients, rc)
 			}
 			d.Report = &rep
-			reqs = append(reqs, db.newRequest(&d))
+			r, err := db.newRequest(context.Background(), &d)
+			tcheck(b, err, "request")
+			reqs = append(reqs, r)
 		}
 		if err := db.update(reqs); err != nil {
 			b.Fatal(err)
@@ -199,4 +203,55 @@ func BenchmarkQueryScale(b *testing.B) {
 			}
 		}
 	})
+}
+
+// compressInputs are the messages BenchmarkCompressLevel compresses: the
+// DSN of the SMTP benchmark (cmd/bouncer/testdata/postfix-543.eml), this
+// package's sample, the 37 bounces of the shared sisimai mbox when
+// present, and 1 MiB of text lines like a RET=FULL bounce.
+func compressInputs(b *testing.B) map[string][][]byte {
+	in := map[string][][]byte{}
+	for name, path := range map[string]string{"postfix-543": "../cmd/bouncer/testdata/postfix-543.eml", "postfix-5.1.1": "testdata/postfix-5.1.1.eml"} {
+		raw, err := os.ReadFile(path)
+		tcheck(b, err, "reading "+path)
+		in[name] = [][]byte{raw}
+	}
+	if mbox, err := os.ReadFile("../../shared/corpus/sisimai/mailbox/mbox-0"); err == nil {
+		for _, m := range bytes.Split(mbox, []byte("\nFrom ")) {
+			in["sisimai-mbox0"] = append(in["sisimai-mbox0"], m)
+		}
+	}
+	in["text-1MiB"] = [][]byte{textOf(1, 1<<20)}
+	return in
+}
+
+// BenchmarkCompressLevel compares DEFLATE levels for raw messages: time
+// per message and bytes per message (without the codec byte).
+//
+//	go test -run '^$' -bench CompressLevel ./store/
+func BenchmarkCompressLevel(b *testing.B) {
+	inputs := compressInputs(b)
+	names := slices.Sorted(maps.Keys(inputs))
+	for _, level := range []int{flate.BestSpeed, 2, 4, flate.DefaultCompression} {
+		for _, name := range names {
+			msgs := inputs[name]
+			b.Run(fmt.Sprintf("level%d/%s", level, name), func(b *testing.B) {
+				var buf bytes.Buffer
+				w, err := flate.NewWriter(&buf, level)
+				tcheck(b, err, "writer")
+				in, out := 0, 0
+				for i := range b.N {
+					m := msgs[i%len(msgs)]
+					buf.Reset()
+					w.Reset(&buf)
+					w.Write(m)
+					w.Close()
+					in += len(m)
+					out += buf.Len()
+				}
+				b.ReportMetric(float64(out)/float64(b.N), "bytes/msg")
+				b.ReportMetric(float64(out)/float64(in)*100, "%size")
+			})
+		}
+	}
 }

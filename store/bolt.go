@@ -116,6 +116,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -198,6 +199,10 @@ type Options struct {
 	// RawRetention is how long raw messages are kept; Prune deletes older
 	// ones (records stay). 0 keeps them forever.
 	RawRetention time.Duration
+	// Compressors caps how many raw messages Save compresses at once
+	// (default GOMAXPROCS); each compressor holds about 600 KB of DEFLATE
+	// tables and its output buffer. Further Saves wait for one.
+	Compressors int
 
 	// beforeCommit, if set, runs in the write transaction after the batch
 	// is written; an error fails the transaction. Tests use it to inject
@@ -212,13 +217,15 @@ type DB struct {
 	now    func() time.Time
 	decide func(*Record) Decision
 
-	mu      sync.RWMutex // guards closed and sending on queue
-	closed  bool
-	queue   chan *request
-	done    chan struct{} // closed when the writer has exited
-	idgen   idGen         // used by the writer goroutine only
-	flaters sync.Pool     // *flate.Writer for raw messages
-	closeMu sync.Mutex
+	mu     sync.RWMutex // guards closed and sending on queue
+	closed bool
+	queue  chan *request
+	done   chan struct{} // closed when the writer has exited
+	idgen  idGen         // used by the writer goroutine only
+	// compressors holds Options.Compressors slots for raw message
+	// compressors (nil until first used); compressRaw waits for one.
+	compressors chan *compressor
+	closeMu     sync.Mutex
 }
 
 // Open opens or creates the database at path. It fails with ErrLocked
@@ -234,6 +241,9 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 1024
+	}
+	if opts.Compressors <= 0 {
+		opts.Compressors = runtime.GOMAXPROCS(0)
 	}
 	db := &DB{opts: opts, now: opts.Now, decide: opts.Decide}
 	if db.now == nil {
@@ -259,6 +269,10 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	db.bolt = bdb
+	db.compressors = make(chan *compressor, opts.Compressors)
+	for range opts.Compressors {
+		db.compressors <- nil
+	}
 	if opts.ReadOnly {
 		err = bdb.View(checkSchema)
 	} else {

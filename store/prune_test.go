@@ -19,7 +19,9 @@ func fill(t *testing.T, db *DB, n int, prefix string) []Record {
 	for i := 0; i < n; i += 500 {
 		var reqs []*request
 		for j := i; j < min(i+500, n); j++ {
-			reqs = append(reqs, db.newRequest(bounce(fmt.Sprintf("%s%d@d%d.example", prefix, j, j%7), "5.1.1", parse.KindBounce, parse.ClassHard)))
+			r, err := db.newRequest(context.Background(), bounce(fmt.Sprintf("%s%d@d%d.example", prefix, j, j%7), "5.1.1", parse.KindBounce, parse.ClassHard))
+			tcheck(t, err, "request")
+			reqs = append(reqs, r)
 		}
 		tcheck(t, db.update(reqs), "filling")
 		for _, r := range reqs {
