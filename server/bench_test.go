@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,12 +31,27 @@ func benchServer(b *testing.B, saver Saver) string {
 	return l.Addr().String()
 }
 
+// cpuTime is the CPU time this process has used (user and system).
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	tcheck(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru), "getrusage")
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process's CPU time per message since start, client
+// and server together: with two cores the rate alone hides how much work a
+// message costs.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime(b)-start)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+}
+
 // benchDeliver sends the Postfix DSN b.N times over parallel connections.
 func benchDeliver(b *testing.B, saver Saver) {
 	addr := benchServer(b, saver)
 	dsn := crlf(readTestdata(b, "lhost-postfix-03.eml"))
 	b.SetBytes(int64(len(dsn)))
 	b.ResetTimer()
+	defer reportCPU(b, cpuTime(b))
 	b.RunParallel(func(pb *testing.PB) {
 		c, err := smtp.Dial(addr)
 		if err != nil {
@@ -49,6 +65,38 @@ func benchDeliver(b *testing.B, saver Saver) {
 		}
 		for pb.Next() {
 			if _, err := send(c, "", []string{"bounces+u=d.test@" + bounceDomain}, dsn); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkDeliveryConn sends each message over a new connection (EHLO,
+// MAIL, RCPT, DATA, QUIT), as the issue 8 benchmark does, to a Saver that
+// drops it: the SMTP path and the decoder.
+func BenchmarkDeliveryConn(b *testing.B) {
+	addr := benchServer(b, discardSaver{})
+	dsn := crlf(readTestdata(b, "lhost-postfix-03.eml"))
+	b.SetBytes(int64(len(dsn)))
+	b.ResetTimer()
+	defer reportCPU(b, cpuTime(b))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := smtp.Dial(addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := c.Hello("bench.test"); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := send(c, "", []string{"bounces+u=d.test@" + bounceDomain}, dsn); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := c.Quit(); err != nil {
 				b.Error(err)
 				return
 			}
