@@ -161,7 +161,7 @@ func instanceKnown(rep *parse.Report, rc *parse.Recipient) bool {
 // window has it, seen returns that record's key; otherwise it records key
 // under dk and returns nil.
 func (w *txWriter) seen(dk, key []byte, now time.Time) ([]byte, error) {
-	b := w.tx.Bucket(bucketSeen)
+	b := w.seenB
 	if first := b.Get(dk); len(first) == keyLen && !keyTime(first).Before(now.Add(-w.db.dedupeWindow())) {
 		return bytes.Clone(first), nil
 	}

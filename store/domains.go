@@ -91,8 +91,7 @@ func domTimeKey(t time.Time, dom string) []byte {
 
 // moveDomTime replaces the dom_time key of dom, last seen at old (zero
 // for a new domain), by the one for now.
-func moveDomTime(tx *bolt.Tx, dom string, old, now time.Time) error {
-	b := tx.Bucket(bucketDomTime)
+func moveDomTime(b *bolt.Bucket, dom string, old, now time.Time) error {
 	if !old.IsZero() {
 		if old.Equal(now) {
 			return nil

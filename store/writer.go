@@ -227,7 +227,7 @@ func (db *DB) update(reqs []*request) error {
 				err = fmt.Errorf("panic in write transaction: %v", p)
 			}
 		}()
-		w := &txWriter{db: db, tx: tx, domains: map[string]*DomainStat{}, lastSeen: map[string]time.Time{}}
+		w := newTxWriter(db, tx)
 		for _, r := range reqs {
 			recs, err := w.write(r)
 			if err != nil {
@@ -257,20 +257,36 @@ type txWriter struct {
 	// lastSeen holds the stored LastSeen of each aggregate in domains
 	// (zero for a new one), whose dom_time key flushDomains moves.
 	lastSeen map[string]time.Time
+
+	// The buckets every delivery writes, looked up once per transaction.
+	raw, records, seenB                       *bolt.Bucket
+	idxRcpt, idxDomain, idxStatus, idxDStatus *bolt.Bucket
+	domainsB, domStatus, domTime              *bolt.Bucket
+	scratch                                   []byte // index key being built
+}
+
+// newTxWriter prepares a txWriter for tx.
+func newTxWriter(db *DB, tx *bolt.Tx) *txWriter {
+	w := &txWriter{db: db, tx: tx, domains: map[string]*DomainStat{}, lastSeen: map[string]time.Time{},
+		raw: tx.Bucket(bucketRaw), records: tx.Bucket(bucketRecords), seenB: tx.Bucket(bucketSeen),
+		idxRcpt: tx.Bucket(bucketIdxRcpt), idxDomain: tx.Bucket(bucketIdxDomain),
+		idxStatus: tx.Bucket(bucketIdxStatus), idxDStatus: tx.Bucket(bucketIdxDStatus),
+		domainsB: tx.Bucket(bucketDomains), domStatus: tx.Bucket(bucketDomStatus), domTime: tx.Bucket(bucketDomTime),
+	}
+	// Keys are appended in order.
+	w.raw.FillPercent, w.records.FillPercent, w.domTime.FillPercent = 0.95, 0.95, 0.95
+	return w
 }
 
 // write stores one delivery.
 func (w *txWriter) write(r *request) ([]Record, error) {
 	now := w.db.now()
 	msgKey := w.db.idgen.next(now)
-	raw := w.tx.Bucket(bucketRaw)
-	raw.FillPercent = 0.95 // keys are appended in order
-	if err := raw.Put(msgKey, r.raw); err != nil {
+	if err := w.raw.Put(msgKey, r.raw); err != nil {
 		return nil, fmt.Errorf("writing raw message: %w", err)
 	}
 	recs := buildRecords(r.d, now)
-	records := w.tx.Bucket(bucketRecords)
-	records.FillPercent = 0.95 // keys are appended in order
+	records := w.records
 	for i := range recs {
 		rec := &recs[i]
 		key := w.db.idgen.next(now)
@@ -294,7 +310,7 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if err := records.Put(key, v); err != nil {
 			return nil, fmt.Errorf("writing record: %w", err)
 		}
-		if err := putIndexes(w.tx, key, rec); err != nil {
+		if err := w.putIndexes(key, rec); err != nil {
 			return nil, err
 		}
 		if rec.Duplicate || rec.Mismatch != "" {
@@ -346,14 +362,35 @@ func indexEntries(key []byte, rec *Record) map[string][]byte {
 	return m
 }
 
-// putIndexes writes the index entries of a record.
-func putIndexes(tx *bolt.Tx, key []byte, rec *Record) error {
-	for name, k := range indexEntries(key, rec) {
-		if err := tx.Bucket([]byte(name)).Put(k, nil); err != nil {
+// putIndexes writes the index entries of a record, the same as
+// indexEntries lists, building each key in one scratch buffer (bbolt
+// copies keys).
+func (w *txWriter) putIndexes(key []byte, rec *Record) error {
+	put := func(b *bolt.Bucket, name []byte, values ...string) error {
+		w.scratch = w.scratch[:0]
+		for _, v := range values {
+			w.scratch = lp(w.scratch, v)
+		}
+		w.scratch = append(w.scratch, key...)
+		if err := b.Put(w.scratch, nil); err != nil {
 			return fmt.Errorf("writing index %s: %w", name, err)
 		}
+		return nil
 	}
-	return nil
+	var err error
+	if rec.Addr != "" {
+		err = put(w.idxRcpt, bucketIdxRcpt, rec.Addr)
+	}
+	if rec.Domain != "" && err == nil {
+		err = put(w.idxDomain, bucketIdxDomain, rec.Domain)
+	}
+	if rec.Status != "" && err == nil {
+		err = put(w.idxStatus, bucketIdxStatus, rec.Status)
+	}
+	if rec.Domain != "" && rec.Status != "" && err == nil {
+		err = put(w.idxDStatus, bucketIdxDStatus, rec.Domain, rec.Status)
+	}
+	return err
 }
 
 // buildRecords makes the records of one delivery: one per recipient of
@@ -453,7 +490,7 @@ func (w *txWriter) countDomain(rec *Record) error {
 	}
 	if st.Counts[status] == 0 {
 		k := append(lp(nil, status), dom...)
-		if err := w.tx.Bucket(bucketDomStatus).Put(k, nil); err != nil {
+		if err := w.domStatus.Put(k, nil); err != nil {
 			return fmt.Errorf("writing domain status index: %w", err)
 		}
 	}
@@ -500,7 +537,7 @@ func (w *txWriter) domain(dom string) (*DomainStat, error) {
 		return st, nil
 	}
 	st := &DomainStat{Domain: dom}
-	if v := w.tx.Bucket(bucketDomains).Get([]byte(dom)); v != nil {
+	if v := w.domainsB.Get([]byte(dom)); v != nil {
 		if err := json.Unmarshal(v, st); err != nil {
 			return nil, fmt.Errorf("decoding domain aggregate of %s: %w", dom, err)
 		}
@@ -518,7 +555,7 @@ func (w *txWriter) domain(dom string) (*DomainStat, error) {
 
 // flushDomains writes the aggregates changed in this transaction.
 func (w *txWriter) flushDomains() error {
-	b := w.tx.Bucket(bucketDomains)
+	b := w.domainsB
 	for dom, st := range w.domains {
 		v, err := json.Marshal(st)
 		if err != nil {
@@ -527,7 +564,7 @@ func (w *txWriter) flushDomains() error {
 		if err := b.Put([]byte(dom), v); err != nil {
 			return fmt.Errorf("writing domain aggregate: %w", err)
 		}
-		if err := moveDomTime(w.tx, dom, w.lastSeen[dom], st.LastSeen); err != nil {
+		if err := moveDomTime(w.domTime, dom, w.lastSeen[dom], st.LastSeen); err != nil {
 			return err
 		}
 	}
