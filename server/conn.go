@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
@@ -191,7 +190,9 @@ type conn struct {
 	timeout   string    // which deadline expired, for the log
 	readDL    time.Time // read deadline last set on Conn
 	writeDL   time.Time // write deadline last set on Conn
-	held      []byte    // lines of a multi-line reply not yet written
+
+	wmu  sync.Mutex // serialises writes to Conn; guards held
+	held []byte     // reply bytes not yet written, see Write
 
 	// reply scanning (plaintext only)
 	bad       int
@@ -223,6 +224,12 @@ func (c *conn) Read(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 
+	if err := c.flush(); err != nil {
+		c.mu.Lock()
+		c.readErr = err
+		c.mu.Unlock()
+		return 0, err
+	}
 	n, err := c.Conn.Read(p)
 
 	c.mu.Lock()
@@ -323,7 +330,9 @@ func (c *conn) goodbye(why error) error {
 	c.mu.Unlock()
 	if !already {
 		c.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-		io.WriteString(c.Conn, replyLine(toSMTP(why), c.s.opts.Hostname))
+		c.wmu.Lock()
+		c.writeHeld([]byte(replyLine(toSMTP(why), c.s.opts.Hostname)))
+		c.wmu.Unlock()
 	}
 	return io.EOF
 }
@@ -338,53 +347,64 @@ func (c *conn) kill() {
 	c.mu.Unlock()
 }
 
-// Write passes replies through and counts the final lines of 5xx replies
-// ("5yz " at the start of a line). After STARTTLS the bytes are ciphertext
-// and nothing is counted; go-smtp's own limit on syntax errors still holds.
-//
-// go-smtp flushes every line of a reply on its own, so the EHLO reply
-// would take one system call (and one TCP segment) per extension. Lines of
-// a multi-line reply ("250-...") are held here and go out together with
-// the reply's last line ("250 ..."), which go-smtp writes in the same call.
+// Write counts the final lines of 5xx replies ("5yz " at the start of a
+// line) and holds the reply until the session next waits for the client:
+// Read, Close and goodbye write out what is held first. go-smtp flushes
+// every reply line on its own, so without this the EHLO reply would take
+// one system call per extension, and the replies to pipelined commands
+// (RFC 2920: MAIL, RCPT and DATA in one go) one each; held, they leave in
+// one write, as RFC 2920 §3.1 suggests. After STARTTLS the bytes are
+// ciphertext and nothing is counted; go-smtp's own limit on syntax errors
+// still holds.
 func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.saidBye {
+	bye := c.saidBye
+	tooMany := !bye && c.scan(p)
+	c.mu.Unlock()
+	if bye {
 		// Replies to commands go-smtp had already buffered are dropped:
 		// the client has been told the session is over.
-		c.mu.Unlock()
 		return len(p), nil
 	}
-	plain := !c.encrypted
-	tooMany := c.scan(p)
-	if plain && !tooMany && isContinuation(p) && len(c.held)+len(p) <= maxHeld {
+	c.wmu.Lock()
+	if !tooMany && len(c.held)+len(p) <= maxHeld {
 		c.held = append(c.held, p...)
-		c.mu.Unlock()
+		c.wmu.Unlock()
 		return len(p), nil
 	}
-	out := p
-	if len(c.held) > 0 {
-		out = append(c.held, p...)
-		c.held = c.held[:0]
-	}
-	c.mu.Unlock()
-	n, err := c.Conn.Write(out)
+	n, err := c.writeHeld(p)
+	c.wmu.Unlock()
 	if tooMany {
 		c.goodbye(errTooManyBad)
 	}
+	return n, err
+}
+
+// maxHeld bounds the reply bytes Write holds.
+const maxHeld = 4096
+
+// writeHeld writes the held bytes followed by p and returns how many bytes
+// of p were written; c.wmu must be held.
+func (c *conn) writeHeld(p []byte) (int, error) {
+	out := p
+	if len(c.held) > 0 {
+		c.held = append(c.held, p...)
+		out = c.held
+	}
+	n, err := c.Conn.Write(out)
+	c.held = c.held[:0]
 	return max(0, n-(len(out)-len(p))), err
 }
 
-// maxHeld bounds the reply lines held back by Write.
-const maxHeld = 4096
-
-// isContinuation reports whether p is whole lines whose last one is a
-// continuation line of a multi-line reply ("250-SIZE\r\n").
-func isContinuation(p []byte) bool {
-	if len(p) < 6 || p[len(p)-1] != '\n' {
-		return false
+// flush writes the held reply bytes.
+func (c *conn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.held) == 0 {
+		return nil
 	}
-	line := p[bytes.LastIndexByte(p[:len(p)-1], '\n')+1:]
-	return line[3] == '-'
+	_, err := c.writeHeld(nil)
+	return err
 }
 
 // scan inspects reply bytes; c.mu must be held. It reports whether the
@@ -423,6 +443,8 @@ func (c *conn) scan(p []byte) bool {
 // beginData and endData bracket a message transfer: the data rate applies,
 // and Shutdown lets it finish.
 func (c *conn) beginData() {
+	// The 354 reply goes out now, not after a wait for DATA memory.
+	c.flush()
 	c.mu.Lock()
 	c.inData = true
 	c.dataStart = time.Now()
@@ -464,6 +486,17 @@ func (c *conn) shutdown() {
 }
 
 func (c *conn) Close() error {
+	// The last reply (221 to QUIT, or go-smtp's 421) may be held. A
+	// client that does not read gets a second, not the whole write
+	// timeout; and a write in progress (Server.Close from elsewhere) is
+	// cut short by closing, not waited for.
+	if c.wmu.TryLock() {
+		if len(c.held) > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(min(time.Second, c.s.opts.WriteTimeout)))
+			c.writeHeld(nil)
+		}
+		c.wmu.Unlock()
+	}
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.s.release(c)

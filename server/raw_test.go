@@ -244,3 +244,32 @@ func TestRawCommandsAfterQuit(t *testing.T) {
 	c = dialRaw(t, ts.addr, nil)
 	c.cmd("EHLO client.test", 250, "")
 }
+
+// TestRawPipelining sends the commands of two transactions in batches, as
+// an RFC 2920 client does: the held replies all arrive, in order, before
+// the server waits for more, and QUIT's reply arrives before the close.
+func TestRawPipelining(t *testing.T) {
+	saver := &memSaver{}
+	ts := newTestServer(t, testOptions(), saver)
+	c := dialRaw(t, ts.addr, nil)
+	c.cmd("EHLO client.test", 250, "")
+	rcpt := "RCPT TO:<bounces+u=dead.test@" + bounceDomain + ">\r\n"
+	c.write("MAIL FROM:<>\r\nRCPT TO:<someone@elsewhere.example>\r\n" + rcpt + "DATA\r\n")
+	c.expect(250, "2.0.0")
+	c.expect(550, "5.7.1")
+	c.expect(250, "2.0.0")
+	c.expect(354, "")
+	c.write("Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<>\r\n" + rcpt + "DATA\r\n")
+	c.expect(250, "2.0.0")
+	c.expect(250, "2.0.0")
+	c.expect(250, "2.0.0")
+	c.expect(354, "")
+	c.write("Subject: two\r\n\r\nsecond\r\n.\r\nQUIT\r\n")
+	c.expect(250, "2.0.0")
+	c.expect(221, "")
+	c.expectClosed()
+	got := saver.all()
+	if len(got) != 2 || string(got[0].Raw) != "Subject: one\r\n\r\nfirst\r\n" || string(got[1].Raw) != "Subject: two\r\n\r\nsecond\r\n" {
+		t.Fatalf("stored %d messages, want the two sent", len(got))
+	}
+}
