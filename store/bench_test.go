@@ -225,9 +225,7 @@ func compressInputs(b *testing.B) map[string][][]byte {
 		in[name] = [][]byte{raw}
 	}
 	if mbox, err := os.ReadFile("../../shared/corpus/sisimai/mailbox/mbox-0"); err == nil {
-		for _, m := range bytes.Split(mbox, []byte("\nFrom ")) {
-			in["sisimai-mbox0"] = append(in["sisimai-mbox0"], m)
-		}
+		in["sisimai-mbox0"] = bytes.Split(mbox, []byte("\nFrom "))
 	}
 	in["text-1MiB"] = [][]byte{textOf(1, 1<<20)}
 	return in

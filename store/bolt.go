@@ -26,7 +26,9 @@
 //	suppress    address → Suppression as JSON
 //	sup_domain  lp(domain) address → ""
 //	soft        address → soft counter as JSON (recent soft event times)
-//	domains     domain → DomainStat as JSON
+//	domains     domain → DomainStat, binary (encodeDomainStat in
+//	            domains.go: codec byte 1, varint fields); schema 3 wrote
+//	            JSON, which is still read
 //	dom_status  lp(status) domain → ""
 //	dom_time    last seen (8-byte big-endian Unix nanoseconds) domain → "":
 //	            one key per aggregate, moved when its LastSeen changes, so

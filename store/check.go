@@ -178,8 +178,11 @@ func checkOthers(tx *bolt.Tx, add func(error) bool) bool {
 			return nil
 		}},
 		{bucketDomains, func(k, v []byte) error {
-			var st DomainStat
-			return decodeKeyed(v, &st, k, func() string { return st.Domain })
+			st, err := decodeDomainStat(k, v)
+			if err == nil && st.Domain != string(k) {
+				err = fmt.Errorf("value names %q", truncate(st.Domain, 80))
+			}
+			return err
 		}},
 		{bucketDomStatus, func(k, _ []byte) error {
 			if len(k) < 1+int(k[0]) || domains.Get(k[1+int(k[0]):]) == nil {

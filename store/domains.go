@@ -5,10 +5,14 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,15 +74,6 @@ func (db *DB) RecentDomains(f DomainFilter) ([]DomainStat, error) {
 		return nil
 	})
 	return out, err
-}
-
-// decodeDomainStat decodes the aggregate of dom.
-func decodeDomainStat(dom, v []byte) (DomainStat, error) {
-	var st DomainStat
-	if err := json.Unmarshal(v, &st); err != nil {
-		return DomainStat{}, fmt.Errorf("decoding domain aggregate of %s: %w", dom, err)
-	}
-	return st, nil
 }
 
 // domTimeKey is the dom_time key of a domain last seen at t: t in
@@ -148,4 +143,207 @@ func checkDomTime(tx *bolt.Tx, add func(error) bool) bool {
 		return add(fmt.Errorf("%s: %d keys for %d domain aggregates", bucketDomTime, n, m))
 	}
 	return true
+}
+
+// domainCodec is the first byte of a binary domain aggregate. Schema 3
+// files hold JSON ('{'), which decodeDomainStat still reads; Save writes
+// the binary form, which decodes about ten times faster (a full
+// `bouncer domains --limit 0` decodes every aggregate).
+const domainCodec = 1
+
+// encodeDomainStat renders the stored part of st (not Storm, LastMX,
+// Recovered): the codec byte, then uvarint-length-prefixed strings and
+// uvarint numbers in field order, times as a presence byte and varint
+// Unix nanoseconds, and a flags byte (1: MTAsCapped).
+func encodeDomainStat(st *DomainStat) []byte {
+	b := make([]byte, 0, 64+len(st.Domain)+16*(len(st.Counts)+len(st.Kinds)+len(st.RemoteMTAs)+len(st.ReportingMTAs)))
+	b = append(b, domainCodec)
+	b = appendStr(b, st.Domain)
+	b = binary.AppendUvarint(b, uint64(max(st.Total, 0)))
+	for _, m := range []map[string]int{st.Counts, st.Kinds} {
+		b = binary.AppendUvarint(b, uint64(len(m)))
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			b = appendStr(b, k)
+			b = binary.AppendUvarint(b, uint64(max(m[k], 0)))
+		}
+	}
+	for _, t := range []time.Time{st.FirstSeen, st.LastSeen} {
+		if t.IsZero() {
+			b = append(b, 0)
+		} else {
+			b = binary.AppendVarint(append(b, 1), t.UnixNano())
+		}
+	}
+	for _, set := range [][]string{st.RemoteMTAs, st.ReportingMTAs} {
+		b = binary.AppendUvarint(b, uint64(len(set)))
+		for _, s := range set {
+			b = appendStr(b, s)
+		}
+	}
+	var flags byte
+	if st.MTAsCapped {
+		flags |= 1
+	}
+	return append(b, flags)
+}
+
+func appendStr(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// decodeDomainStat decodes the aggregate of dom, binary or JSON.
+func decodeDomainStat(dom, v []byte) (DomainStat, error) {
+	var st DomainStat
+	var err error
+	if len(v) > 0 && v[0] == '{' {
+		err = json.Unmarshal(v, &st)
+	} else {
+		err = decodeBinaryStat(v, &st)
+	}
+	if err != nil {
+		return DomainStat{}, fmt.Errorf("decoding domain aggregate of %s: %w", truncate(string(dom), 80), err)
+	}
+	return st, nil
+}
+
+// statReader reads the binary aggregate; the first error sticks. b is
+// the value converted to a string once, so that the strings read are
+// slices of one allocation.
+type statReader struct {
+	b   string
+	err error
+}
+
+var errStatShort = errors.New("value ends early")
+
+func (r *statReader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	n, w := uvarintString(r.b)
+	if w <= 0 {
+		r.err = errStatShort
+		return 0
+	}
+	r.b = r.b[w:]
+	return n
+}
+
+// count reads a number of items that must each take at least one byte.
+func (r *statReader) count() int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.err = cmp.Or(r.err, errStatShort)
+		return 0
+	}
+	return int(n)
+}
+
+// number reads a non-negative int.
+func (r *statReader) number() int {
+	n := r.uvarint()
+	if n > math.MaxInt32 {
+		r.err = cmp.Or(r.err, errors.New("number out of range"))
+		return 0
+	}
+	return int(n)
+}
+
+func (r *statReader) str() string {
+	n := r.count()
+	if r.err != nil {
+		return ""
+	}
+	s := r.b[:n]
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *statReader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = cmp.Or(r.err, errStatShort)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *statReader) time() time.Time {
+	switch r.byte() {
+	case 0:
+		return time.Time{}
+	case 1:
+		u, w := uvarintString(r.b)
+		n := int64(u >> 1) // zig-zag, as binary.AppendVarint writes
+		if u&1 != 0 {
+			n = ^n
+		}
+		if w <= 0 {
+			r.err = cmp.Or(r.err, errStatShort)
+			return time.Time{}
+		}
+		r.b = r.b[w:]
+		return time.Unix(0, n).UTC()
+	}
+	r.err = cmp.Or(r.err, errors.New("bad time"))
+	return time.Time{}
+}
+
+// decodeBinaryStat undoes encodeDomainStat.
+func decodeBinaryStat(v []byte, st *DomainStat) error {
+	if len(v) == 0 || v[0] != domainCodec {
+		return errors.New("unknown codec")
+	}
+	r := &statReader{b: string(v[1:])}
+	st.Domain = r.str()
+	st.Total = r.number()
+	for _, m := range []*map[string]int{&st.Counts, &st.Kinds} {
+		n := r.count()
+		*m = make(map[string]int, n)
+		for range n {
+			k := r.str()
+			(*m)[k] = r.number()
+		}
+	}
+	st.FirstSeen, st.LastSeen = r.time(), r.time()
+	for _, set := range []*[]string{&st.RemoteMTAs, &st.ReportingMTAs} {
+		n := r.count()
+		if n > 0 {
+			*set = make([]string, 0, n)
+		}
+		for range n {
+			*set = append(*set, r.str())
+		}
+	}
+	st.MTAsCapped = r.byte()&1 != 0
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return errors.New("trailing bytes")
+	}
+	return nil
+}
+
+// uvarintString is binary.Uvarint on a string: the value and the bytes
+// read, 0 if s ends early, negative on overflow.
+func uvarintString(s string) (uint64, int) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(s); i++ {
+		if i == binary.MaxVarintLen64 {
+			return 0, -(i + 1)
+		}
+		c := s[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -(i + 1)
+			}
+			return x | uint64(c)<<shift, i + 1
+		}
+		x |= uint64(c&0x7f) << shift
+		shift += 7
+	}
+	return 0, 0
 }

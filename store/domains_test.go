@@ -1,8 +1,11 @@
 package store
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +164,110 @@ func TestSchemaUpgrade(t *testing.T) {
 		}
 		return err
 	}), "version after upgrade")
+}
+
+// fullStat is an aggregate with every stored field set.
+func fullStat() DomainStat {
+	return DomainStat{
+		Domain: "dead.test", Total: 42,
+		Counts:        map[string]int{"5.4.3": 40, "": 1, "other": 1},
+		Kinds:         map[string]int{"bounce": 41, "unknown": 1},
+		FirstSeen:     time.Date(2026, 3, 1, 12, 0, 0, 123, time.UTC),
+		LastSeen:      time.Date(2026, 3, 2, 8, 30, 0, 0, time.UTC),
+		RemoteMTAs:    []string{"mx1.dead.test", "mx2.dead.test"},
+		ReportingMTAs: []string{"relay.example"},
+		MTAsCapped:    true,
+	}
+}
+
+func TestDomainStatCodec(t *testing.T) {
+	t.Parallel()
+	for _, st := range []DomainStat{fullStat(), {Domain: "empty.test", Counts: map[string]int{}, Kinds: map[string]int{}}} {
+		v := encodeDomainStat(&st)
+		got, err := decodeDomainStat([]byte(st.Domain), v)
+		tcheck(t, err, "decode")
+		if mustJSON(t, got) != mustJSON(t, st) {
+			t.Errorf("round trip:\n got %s\nwant %s", mustJSON(t, got), mustJSON(t, st))
+		}
+		// Every cut of the value, and a byte too many, is an error.
+		for n := range len(v) {
+			if _, err := decodeDomainStat([]byte(st.Domain), v[:n]); err == nil {
+				t.Errorf("%s cut to %d of %d bytes decoded", st.Domain, n, len(v))
+			}
+		}
+		if _, err := decodeDomainStat([]byte(st.Domain), append(v, 0)); err == nil {
+			t.Errorf("%s with a trailing byte decoded", st.Domain)
+		}
+	}
+	// A schema 3 (JSON) aggregate still decodes.
+	st := fullStat()
+	got, err := decodeDomainStat([]byte(st.Domain), []byte(mustJSON(t, st)))
+	tcheck(t, err, "decode JSON")
+	if mustJSON(t, got) != mustJSON(t, st) {
+		t.Errorf("JSON aggregate: %s", mustJSON(t, got))
+	}
+	// A count that claims more items than bytes left fails without
+	// allocating for it.
+	hostile := []byte{domainCodec, 1, 'x', 0, 0xff, 0xff, 0xff, 0xff, 0x0f}
+	if _, err := decodeDomainStat([]byte("x"), hostile); err == nil {
+		t.Errorf("hostile count decoded")
+	}
+}
+
+func FuzzDomainStat(f *testing.F) {
+	st := fullStat()
+	f.Add(encodeDomainStat(&st))
+	f.Add([]byte(`{"domain":"a.test","total":1}`))
+	f.Add([]byte{domainCodec})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		st, err := decodeDomainStat([]byte("k"), v)
+		if err != nil || (len(v) > 0 && v[0] == '{') {
+			return
+		}
+		again, err := decodeDomainStat([]byte("k"), encodeDomainStat(&st))
+		if err != nil {
+			t.Fatalf("re-encoded value does not decode: %v", err)
+		}
+		if mustJSON(t, again) != mustJSON(t, st) {
+			t.Fatalf("re-encoded value differs:\n%s\n%s", mustJSON(t, again), mustJSON(t, st))
+		}
+	})
+}
+
+// BenchmarkDomainStatDecode compares decoding one aggregate stored as
+// JSON (schema 3) and in the binary form.
+//
+//	go test -run '^$' -bench DomainStatDecode ./store/
+func BenchmarkDomainStatDecode(b *testing.B) {
+	st := fullStat()
+	for _, c := range []struct {
+		name string
+		v    []byte
+	}{{"json", []byte(mustJSON(b, st))}, {"binary", encodeDomainStat(&st)}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportMetric(float64(len(c.v)), "bytes")
+			for range b.N {
+				if _, err := decodeDomainStat([]byte(st.Domain), c.v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestUvarintString compares uvarintString with binary.Uvarint.
+func TestUvarintString(t *testing.T) {
+	t.Parallel()
+	cases := [][]byte{{}, {0}, {1}, {0x7f}, {0x80}, {0x80, 1}, {0xff, 0xff, 0xff, 0xff, 0x0f}}
+	for _, n := range []uint64{300, 1 << 35, math.MaxUint64} {
+		cases = append(cases, binary.AppendUvarint(nil, n))
+	}
+	cases = append(cases, bytes.Repeat([]byte{0xff}, 11), append(bytes.Repeat([]byte{0xff}, 9), 2))
+	for _, c := range cases {
+		n, w := uvarintString(string(c))
+		wn, ww := binary.Uvarint(c)
+		if n != wn || w != ww {
+			t.Errorf("%x: got %d, %d, want %d, %d", c, n, w, wn, ww)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"compress/flate"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -242,9 +241,9 @@ func (db *DB) Domains(status string) ([]DomainStat, error) {
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		doms := tx.Bucket(bucketDomains)
 		decode := func(dom, v []byte) error {
-			var st DomainStat
-			if err := json.Unmarshal(v, &st); err != nil {
-				return fmt.Errorf("decoding domain aggregate of %s: %w", dom, err)
+			st, err := decodeDomainStat(dom, v)
+			if err != nil {
+				return err
 			}
 			addHealth(tx, &st)
 			out = append(out, st)

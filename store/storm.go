@@ -502,8 +502,7 @@ func resetStormCounts(tx *bolt.Tx, domain string, st *Storm) error {
 		}
 	}
 	if v := tx.Bucket(bucketDomains).Get([]byte(domain)); v != nil {
-		var ds DomainStat
-		if err := json.Unmarshal(v, &ds); err == nil {
+		if ds, err := decodeDomainStat([]byte(domain), v); err == nil {
 			for _, m := range ds.RemoteMTAs {
 				prefixes = append(prefixes, lp([]byte{'r'}, m))
 			}

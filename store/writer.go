@@ -5,7 +5,6 @@ import (
 	"compress/flate"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -538,9 +537,11 @@ func (w *txWriter) domain(dom string) (*DomainStat, error) {
 	}
 	st := &DomainStat{Domain: dom}
 	if v := w.domainsB.Get([]byte(dom)); v != nil {
-		if err := json.Unmarshal(v, st); err != nil {
-			return nil, fmt.Errorf("decoding domain aggregate of %s: %w", dom, err)
+		d, err := decodeDomainStat([]byte(dom), v)
+		if err != nil {
+			return nil, err
 		}
+		*st = d
 	}
 	if st.Counts == nil {
 		st.Counts = map[string]int{}
@@ -557,11 +558,7 @@ func (w *txWriter) domain(dom string) (*DomainStat, error) {
 func (w *txWriter) flushDomains() error {
 	b := w.domainsB
 	for dom, st := range w.domains {
-		v, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("encoding domain aggregate: %w", err)
-		}
-		if err := b.Put([]byte(dom), v); err != nil {
+		if err := b.Put([]byte(dom), encodeDomainStat(st)); err != nil {
 			return fmt.Errorf("writing domain aggregate: %w", err)
 		}
 		if err := moveDomTime(w.domTime, dom, w.lastSeen[dom], st.LastSeen); err != nil {
