@@ -18,15 +18,22 @@ const chunkSize = 64 << 10
 // always a buffer of its own.
 var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
+// maxExact is the largest SIZE= for which the whole buffer is allocated
+// (and its budget taken) before the body arrives. A larger declared size
+// is read in chunks like an undeclared one, so a client cannot hold much
+// of the budget by announcing a big message and sending it slowly: beyond
+// this, it holds only what it has sent.
+const maxExact = 256 << 10
+
 // errNoMemory means the in-memory DATA budget stayed exhausted for longer
 // than Options.DataMemoryWait.
 var errNoMemory = errors.New("data memory budget exhausted")
 
 // bodyReader reads one message body within the DATA budget. Bytes go into
 // pooled 64 KiB chunks and are copied once, at the end, into a buffer of
-// the exact size; when the client declared SIZE= (RFC 1870) the body is
-// read straight into a buffer of that size instead, and not copied at all
-// if it fits.
+// the exact size; when the client declared a SIZE= (RFC 1870) of at most
+// maxExact the body is read straight into a buffer of that size instead,
+// and not copied at all if it fits.
 type bodyReader struct {
 	c    *conn
 	g    *grant
@@ -57,6 +64,9 @@ func (b *bodyReader) take(n int64) bool {
 func (b *bodyReader) read(r io.Reader, size int64) ([]byte, int, error) {
 	defer b.free()
 	lr := &io.LimitedReader{R: r, N: b.max + 1}
+	if size > maxExact {
+		size = 0
+	}
 	if size > 0 {
 		// One byte more than declared, so a body of exactly that size
 		// ends (io.EOF) without a chunk being taken.

@@ -265,3 +265,28 @@ func TestLineEndsAcrossSegments(t *testing.T) {
 		}
 	}
 }
+
+// TestDeclaredSizeWrong: SIZE= is only an estimate (RFC 1870 §5). A body
+// longer than declared continues in chunks and one shorter leaves the rest
+// of the buffer unused; both are stored as sent, and a declared size above
+// maxExact is read in chunks.
+func TestDeclaredSizeWrong(t *testing.T) {
+	saver := &memSaver{}
+	ts := newTestServer(t, testOptions(), saver)
+	c := dial(t, ts.addr)
+	cases := []struct {
+		declared int64
+		size     int
+	}{{1000, 100 << 10}, {200 << 10, 5000}, {maxExact + 1, 300 << 10}, {2 * chunkSize, 2*chunkSize - 300}}
+	for i, tc := range cases {
+		msg := bigMessage(t, fmt.Sprintf("m%d", i), tc.size, uint64(i))
+		tcheck(t, sendOpts(c, &smtp.MailOptions{Size: tc.declared}, msg), "sending")
+		got := saver.all()
+		if len(got) != i+1 || !bytes.Equal(got[i].Raw, msg) {
+			t.Fatalf("declared %d, sent %d bytes: stored %d messages, last %d bytes", tc.declared, len(msg), len(got), len(got[len(got)-1].Raw))
+		}
+	}
+	if st := ts.Stats(); st.DataMemory != 0 {
+		t.Errorf("budget in use at the end: %d, want 0", st.DataMemory)
+	}
+}
