@@ -282,8 +282,11 @@ func TestDeclaredSizeWrong(t *testing.T) {
 		msg := bigMessage(t, fmt.Sprintf("m%d", i), tc.size, uint64(i))
 		tcheck(t, sendOpts(c, &smtp.MailOptions{Size: tc.declared}, msg), "sending")
 		got := saver.all()
-		if len(got) != i+1 || !bytes.Equal(got[i].Raw, msg) {
-			t.Fatalf("declared %d, sent %d bytes: stored %d messages, last %d bytes", tc.declared, len(msg), len(got), len(got[len(got)-1].Raw))
+		if len(got) != i+1 {
+			t.Fatalf("declared %d: stored %d messages, want %d", tc.declared, len(got), i+1)
+		}
+		if !bytes.Equal(got[i].Raw, msg) {
+			t.Fatalf("declared %d, sent %d bytes: stored %d bytes, not the same", tc.declared, len(msg), len(got[i].Raw))
 		}
 	}
 	if st := ts.Stats(); st.DataMemory != 0 {
