@@ -6,8 +6,10 @@
 // It owns every limit on what a client may do: message size, recipients,
 // line length, per-read idle and whole-session deadlines, a minimum data
 // rate while DATA streams, connection caps (total, per client address, and a
-// connect rate per address) and a cap on rejected commands. go-smtp's zero
-// values mean "unlimited", so every limit here has a non-zero default.
+// connect rate per address), a cap on rejected commands and a budget for
+// the message bytes held in memory over all sessions (budget.go: a session
+// that cannot get room in time gets 452 4.3.1). go-smtp's zero values mean
+// "unlimited", so every limit here has a non-zero default.
 //
 // Protocols: SMTP (RFC 5321) with the extensions go-smtp implements: 8BITMIME
 // (RFC 6152), PIPELINING (RFC 2920), SIZE (RFC 1870), ENHANCEDSTATUSCODES
