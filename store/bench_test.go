@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -269,4 +270,75 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSaveLarge saves 1 MiB bounces (the DSN with 1 MiB of text
+// lines appended, as a RET=FULL bounce) from 200 goroutines, like 200
+// SMTP sessions, and reports the largest HeapInuse seen (sampled every
+// 2 ms) and the raw bytes stored per message.
+//
+//	go test -run '^$' -bench SaveLarge -benchtime 600x ./store/
+func BenchmarkSaveLarge(b *testing.B) {
+	db, _ := mustOpen(b, Options{})
+	base := sample(b)
+	words := []string{"bounce", "delivery", "status", "mailbox", "recipient", "the", "of", "unknown", "relay", "host"}
+	var text bytes.Buffer
+	text.Write(base.Raw)
+	for i := uint64(1); text.Len() < 1<<20; i++ {
+		i = i*6364136223846793005 + 1442695040888963407
+		text.WriteString(words[(i>>33)%uint64(len(words))])
+		if (i>>40)%12 == 0 {
+			text.WriteString("\r\n")
+		} else {
+			text.WriteByte(' ')
+		}
+	}
+	raw := text.Bytes()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peak.Load() {
+					peak.Store(ms.HeapInuse)
+				}
+			}
+		}
+	}()
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				d := *base
+				d.Raw = raw
+				if _, err := db.Save(context.Background(), &d); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(stop)
+	<-sampled
+	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
+	var rawBytes int
+	tcheck(b, db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRaw).ForEach(func(_, v []byte) error { rawBytes += len(v); return nil })
+	}), "raw size")
+	b.ReportMetric(float64(rawBytes)/float64(b.N), "rawbytes/msg")
 }
