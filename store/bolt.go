@@ -55,7 +55,16 @@
 // it is committed and synced. Saves are queued to one writer goroutine that
 // commits everything queued in a single transaction (group commit). When a
 // group's transaction fails, each delivery in it is retried alone, so one
-// bad delivery fails only its own caller.
+// bad delivery fails only its own caller. Before queueing, Save
+// compresses the raw message (DEFLATE level 1) in the caller's goroutine
+// with one of at most Options.Compressors pooled writers (about 600 KB of
+// tables each), waiting for one under its context, so memory for
+// compression does not grow with the number of sessions.
+//
+// `bouncer domains` reads RecentDomains: the dom_time index walked
+// backwards gives the most recently bounced domains first, and only the
+// aggregates returned are decoded. Domains lists them all, in domain
+// order, for exports and the MX re-check.
 //
 // # Duplicate reports
 //
