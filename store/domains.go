@@ -13,6 +13,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,9 +36,20 @@ type DomainFilter struct {
 // RecentDomains returns the aggregates of the domains matching f, the
 // most recently bounced (DomainStat.LastSeen) first, up to f.Limit. It
 // walks the dom_time index backwards and decodes only the aggregates it
-// returns, so a small limit costs the same on any number of domains.
-// Domains(status) lists all domains in domain order.
+// returns, so a small limit costs the same on any number of domains; a
+// status held by few domains (at most smallStatusSet) is answered from
+// dom_status instead. Domains(status) lists all domains in domain order.
 func (db *DB) RecentDomains(f DomainFilter) ([]DomainStat, error) {
+	return db.recentDomains(f, smallStatusSet)
+}
+
+// smallStatusSet is the most domains of one status that RecentDomains
+// decodes and sorts rather than walking dom_time for them.
+const smallStatusSet = 256
+
+// recentDomains is RecentDomains with the small-set size as a parameter,
+// so that tests can take either path.
+func (db *DB) recentDomains(f DomainFilter, small int) ([]DomainStat, error) {
 	if f.Limit < 0 {
 		return nil, fmt.Errorf("listing domains: negative limit %d", f.Limit)
 	}
@@ -47,6 +59,11 @@ func (db *DB) RecentDomains(f DomainFilter) ([]DomainStat, error) {
 		var prefix []byte
 		if f.Status != "" {
 			prefix = lp(nil, f.Status)
+			if names, ok := statusDomains(byStatus, prefix, small); ok {
+				var err error
+				out, err = newestOf(tx, doms, names, f.Limit)
+				return err
+			}
 		}
 		c := tx.Bucket(bucketDomTime).Cursor()
 		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
@@ -74,6 +91,47 @@ func (db *DB) RecentDomains(f DomainFilter) ([]DomainStat, error) {
 		return nil
 	})
 	return out, err
+}
+
+// statusDomains lists the domains under prefix in dom_status, if there
+// are at most small of them.
+func statusDomains(b *bolt.Bucket, prefix []byte, small int) ([][]byte, bool) {
+	var names [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(names) >= small {
+			return nil, false
+		}
+		names = append(names, k[len(prefix):])
+	}
+	return names, true
+}
+
+// newestOf decodes the aggregates of names and returns the limit (all if
+// 0) most recently bounced, in the order of a backward dom_time walk.
+func newestOf(tx *bolt.Tx, doms *bolt.Bucket, names [][]byte, limit int) ([]DomainStat, error) {
+	out := make([]DomainStat, 0, len(names))
+	for _, dom := range names {
+		v := doms.Get(dom)
+		if v == nil {
+			continue
+		}
+		st, err := decodeDomainStat(dom, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b DomainStat) int {
+		return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(b.Domain, a.Domain))
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	for i := range out {
+		addHealth(tx, &out[i])
+	}
+	return out, nil
 }
 
 // domTimeKey is the dom_time key of a domain last seen at t: t in
