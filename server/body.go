@@ -9,14 +9,21 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// chunkSize is the step in which message bodies are read and budget is
-// taken.
-const chunkSize = 64 << 10
+// Message bodies are read, and budget is taken, in chunks: a first one of
+// firstChunk bytes, which holds most bounces whole, then chunkSize bytes at
+// a time.
+const (
+	firstChunk = 16 << 10
+	chunkSize  = 64 << 10
+)
 
 // chunks are the read buffers, reused across messages. A chunk never
 // leaves the session that took it: the message handed to the Saver is
 // always a buffer of its own.
-var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+var (
+	firstChunks = sync.Pool{New: func() any { b := make([]byte, firstChunk); return &b }}
+	chunks      = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+)
 
 // maxExact is the largest SIZE= for which the whole buffer is allocated
 // (and its budget taken) before the body arrives. A larger declared size
@@ -30,8 +37,8 @@ const maxExact = 256 << 10
 var errNoMemory = errors.New("data memory budget exhausted")
 
 // bodyReader reads one message body within the DATA budget. Bytes go into
-// pooled 64 KiB chunks and are copied once, at the end, into a buffer of
-// the exact size; when the client declared a SIZE= (RFC 1870) of at most
+// pooled chunks (16 KiB, then 64 KiB each) and are copied once, at the
+// end, into a buffer of the exact size; when the client declared a SIZE= (RFC 1870) of at most
 // maxExact the body is read straight into a buffer of that size instead,
 // and not copied at all if it fits.
 type bodyReader struct {
@@ -80,16 +87,20 @@ func (b *bodyReader) read(r io.Reader, size int64) ([]byte, int, error) {
 		}
 	}
 	for size == 0 || len(b.exact) == cap(b.exact) {
-		if !b.take(chunkSize) {
+		pool, size := &chunks, int64(chunkSize)
+		if len(b.pooled) == 0 {
+			pool, size = &firstChunks, firstChunk
+		}
+		if !b.take(size) {
 			return nil, 0, errNoMemory
 		}
-		p := chunks.Get().(*[]byte)
+		p := pool.Get().(*[]byte)
 		b.pooled = append(b.pooled, p)
 		b.last = (*p)[:0]
 		if err := fill(lr, &b.last, &b.n); err != nil {
 			return nil, 0, err
 		}
-		if len(b.last) < chunkSize {
+		if len(b.last) < len(*p) {
 			break
 		}
 	}
@@ -170,12 +181,16 @@ func (b *bodyReader) assemble(bare int) ([]byte, error) {
 // free returns the chunks to the pool and their budget to the grant; the
 // SIZE= buffer's budget stays taken if it became the body.
 func (b *bodyReader) free() {
+	var n int64
 	for _, p := range b.pooled {
-		chunks.Put(p)
+		n += int64(len(*p))
+		if len(*p) == firstChunk {
+			firstChunks.Put(p)
+		} else {
+			chunks.Put(p)
+		}
 	}
-	if len(b.pooled) > 0 {
-		b.g.give(int64(len(b.pooled)) * chunkSize)
-	}
+	b.g.give(n)
 	b.pooled, b.last = nil, nil
 }
 

@@ -186,7 +186,7 @@ func TestDataMemoryExhausted(t *testing.T) {
 	opts := testOptions()
 	opts.MaxMessageBytes = 64 << 10
 	// Room for the oldest session only: the others' share is less than
-	// one 64 KiB chunk.
+	// the first 16 KiB chunk.
 	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
 	opts.DataMemoryWait = 200 * time.Millisecond
 	saver := &gateSaver{entered: make(chan struct{}, 4), release: make(chan struct{})}

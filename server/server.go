@@ -89,11 +89,12 @@ type Options struct {
 	// MaxDataMemory bounds the bytes of message bodies held in memory at
 	// once, over all sessions: read buffers and the copies handed to the
 	// Saver, from the first byte of DATA until Save returns. A session
-	// takes it in 64 KiB steps (a declared SIZE= at once) and waits while
-	// it is exhausted; after DataMemoryWait in all it gets 452 4.3.1, the
-	// rest of its message is read and dropped, and the session goes on.
+	// takes it in steps of 16 KiB, then 64 KiB (a declared SIZE= of up to
+	// 256 KiB at once), and waits while it is exhausted; after
+	// DataMemoryWait in all it gets 452 4.3.1, the rest of its message is
+	// read and dropped, and the session goes on.
 	// The oldest waiting session may use the last 2 × (MaxMessageBytes +
-	// 64 KiB) bytes, which the others may not: that much is what one
+	// 80 KiB) bytes, which the others may not: that much is what one
 	// message of the largest size can need, so the oldest always gets
 	// through and no set of sessions can block each other for good. Keep
 	// MaxDataMemory well above that figure, or only one message is read at
@@ -362,7 +363,7 @@ func (s *Server) Stats() Stats {
 // read (a SIZE= buffer plus chunks, rounded up to whole chunks) and the
 // copy handed to the Saver.
 func dataReserve(maxMessage int64) int64 {
-	return 2 * (maxMessage + 1 + chunkSize)
+	return 2 * (maxMessage + 1 + firstChunk + chunkSize)
 }
 
 // acceptsDomain reports whether recipients at domain are ours.
