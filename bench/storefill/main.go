@@ -170,6 +170,14 @@ func timeInProcess(path string, o options, stdout io.Writer) error {
 		{"Suppressed(addr)", func() (int, error) { _, err := db.Suppressed(sup); return 1, err }},
 		{"Domains(\"\")", func() (int, error) { r, err := db.Domains(""); return len(r), err }},
 		{"Domains(\"5.4.3\")", func() (int, error) { r, err := db.Domains("5.4.3"); return len(r), err }},
+		{"RecentDomains(limit 100)", func() (int, error) {
+			r, err := db.RecentDomains(store.DomainFilter{Limit: store.DefaultDomainLimit})
+			return len(r), err
+		}},
+		{"RecentDomains(5.4.3, limit 100)", func() (int, error) {
+			r, err := db.RecentDomains(store.DomainFilter{Status: "5.4.3", Limit: store.DefaultDomainLimit})
+			return len(r), err
+		}},
 	}
 	for _, c := range calls {
 		var times []time.Duration
@@ -285,8 +293,10 @@ func timeCommands(o options, path string, stdout io.Writer) error {
 	}{
 		{[]string{"query", "-status", "5.4.3", "-domain", dom, "-limit", "100", "-json"}, lines(1)},
 		{[]string{"suppressed", sup}, func(string) error { return nil }},
-		{[]string{"domains", "-json"}, lines(min(o.n, o.domains))},
+		{[]string{"domains", "-json"}, lines(min(o.n, o.domains, store.DefaultDomainLimit))},
 		{[]string{"domains", "-status", "5.4.3", "-json"}, lines(1)},
+		{[]string{"domains", "-limit", "0", "-json"}, lines(min(o.n, o.domains))},
+		{[]string{"domains", "-status", "5.4.3", "-limit", "0", "-json"}, lines(1)},
 	}
 	for _, c := range cmds {
 		args := append(slices.Clone(c.args[:1]), append([]string{"-config", cfg}, c.args[1:]...)...)
