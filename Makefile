@@ -19,7 +19,8 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./parse/ -run '^$$' -fuzz '^FuzzMessage$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./verp/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzDomainStat$$' -fuzztime $(FUZZTIME)
 
 # Issue 8's benchmark: SMTP intake against smtp-sink and a go-smtp discard
 # server, bouncer's memory under 200 x 1 MiB, and the store at scale.

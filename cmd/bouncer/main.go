@@ -7,7 +7,7 @@
 //	bouncer parse [--json] FILE...
 //	bouncer query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--limit N] [--before ID] [--json]
 //	bouncer suppressed ADDR
-//	bouncer domains [--status CODE] [--check] [--json]
+//	bouncer domains [--status CODE] [--limit N] [--check] [--json]
 //	bouncer suppress add ADDR [--reason TEXT] | remove ADDR | list [--domain D] [--json]
 //	bouncer storm list | holds [DOMAIN] | release DOMAIN | drop DOMAIN
 //	bouncer check
