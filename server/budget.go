@@ -28,6 +28,7 @@ type budget struct {
 	queue   list.List     // of *grant, oldest first
 	waiters int           // goroutines blocked in take
 	changed chan struct{} // closed and replaced when budget may have freed up
+	closed  bool          // the server is shutting down: nobody waits
 }
 
 func newBudget(limit, reserve int64) *budget {
@@ -57,6 +58,10 @@ func (g *grant) take(n int64, maxWait time.Duration) bool {
 	var timer *time.Timer
 	var start time.Time
 	for !b.fits(g, n) {
+		if b.closed {
+			b.mu.Unlock()
+			return false
+		}
 		if timer == nil {
 			left := maxWait - g.waited
 			if left <= 0 {
@@ -133,6 +138,15 @@ func (b *budget) wake() {
 		close(b.changed)
 		b.changed = make(chan struct{})
 	}
+}
+
+// close makes every take that would wait fail at once, now and later, so
+// that a shutdown does not wait for DataMemoryWait.
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.wake()
+	b.mu.Unlock()
 }
 
 // stats returns the bytes in use and the most ever in use.

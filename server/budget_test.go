@@ -293,3 +293,40 @@ func TestDeclaredSizeWrong(t *testing.T) {
 		t.Errorf("budget in use at the end: %d, want 0", st.DataMemory)
 	}
 }
+
+// TestDataMemoryShutdown: a session waiting for DATA memory is not kept
+// waiting by Shutdown for DataMemoryWait (an hour here, far past the raw
+// client's deadline): it gets 452 4.3.1 and then 421, while the message
+// already in the Saver still gets its 250.
+func TestDataMemoryShutdown(t *testing.T) {
+	opts := testOptions()
+	opts.MaxMessageBytes = 64 << 10
+	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
+	opts.DataMemoryWait = time.Hour
+	saver := &gateSaver{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	ts := newTestServer(t, opts, saver)
+
+	first := dial(t, ts.addr)
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- sendOpts(first, nil, bigMessage(t, "first", 20<<10, 1)) }()
+	<-saver.entered
+
+	second := dialRaw(t, ts.addr, nil)
+	second.startMessage()
+	second.cmd("DATA", 354, "")
+	second.write("Subject: waits\r\n\r\nbody\r\n.\r\n")
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shutdown <- ts.Shutdown(ctx)
+	}()
+	second.expect(452, "4.3.1")
+	second.expect(421, "4.3.2")
+	close(saver.release)
+	tcheck(t, <-firstDone, "first message")
+	tcheck(t, <-shutdown, "shutdown")
+	if got := saver.all(); len(got) != 1 || tagOf(got[0].Raw) != "first" {
+		t.Fatalf("stored %d messages, want the first only", len(got))
+	}
+}

@@ -303,7 +303,8 @@ func (s *Server) Addr() net.Addr {
 
 // Shutdown stops accepting connections, answers 421 to clients that are
 // between transactions, lets messages whose DATA has begun finish (and get
-// their 250 or 451), and returns when every connection is closed. If ctx
+// their 250 or 451; one waiting for DATA memory gets 452 4.3.1 at once),
+// and returns when every connection is closed. If ctx
 // ends first, the remaining connections are closed at once and ctx's error
 // is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -314,6 +315,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	s.mem.close()
 	for _, c := range conns {
 		c.shutdown()
 	}
@@ -333,6 +335,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.mem.close()
 	err := s.smtp.Close()
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
