@@ -12,12 +12,14 @@ import (
 //
 // Taking budget bit by bit invites a deadlock: every session holds part of
 // its message and waits for more, and none can finish. To rule it out the
-// holders queue in the order they first asked, and only the oldest (the
-// head of the queue) may use the last reserve bytes of the limit. Everyone
-// else is held to limit-reserve in all, so the head always finds at least
+// sessions still reading queue in the order they first asked, and only
+// the oldest (the head of the queue) may use the last reserve bytes of the
+// limit. Everyone else is held to limit-reserve in all, so once the
+// sessions that have finished reading have saved their messages and given
+// their bytes back (which needs no budget), the head finds at least
 // reserve bytes for itself; reserve is what one message of the largest
-// size needs, so the head always finishes, and then the next one in line
-// becomes the head.
+// size needs, so the head always finishes reading, and then the next one
+// in line becomes the head.
 type budget struct {
 	limit   int64
 	reserve int64
@@ -115,6 +117,21 @@ func (g *grant) give(n int64) {
 	g.held -= n
 	b.used -= n
 	b.wake()
+	b.mu.Unlock()
+}
+
+// doneReading leaves the queue but keeps what g holds: the message has
+// been read and needs no more budget, so the next session in line may use
+// the reserve. g's bytes come back with release, after Save, which needs
+// no budget to finish.
+func (g *grant) doneReading() {
+	b := g.b
+	b.mu.Lock()
+	if g.elem != nil {
+		b.queue.Remove(g.elem)
+		g.elem = nil
+		b.wake()
+	}
 	b.mu.Unlock()
 }
 

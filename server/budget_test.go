@@ -50,8 +50,14 @@ func (s *delaySaver) Save(ctx context.Context, d *store.Delivery) ([]store.Recor
 // through a budget that holds only a few of them: every message ends up
 // stored byte for byte (after 452 4.3.1 replies, which the client
 // retries in the same session), and the budget in use never passed the
-// limit.
+// limit. With a long wait, nobody is refused at all: sessions that each
+// hold part of their message never block each other for good.
 func TestDataMemoryBudget(t *testing.T) {
+	t.Run("short wait", func(t *testing.T) { testBudget(t, 300*time.Millisecond, true) })
+	t.Run("long wait", func(t *testing.T) { testBudget(t, time.Minute, false) })
+}
+
+func testBudget(t *testing.T, wait time.Duration, retry bool) {
 	const (
 		sessions = 12
 		perSess  = 2
@@ -59,8 +65,8 @@ func TestDataMemoryBudget(t *testing.T) {
 	)
 	opts := testOptions()
 	opts.MaxMessageBytes = 256 << 10
-	opts.MaxDataMemory = 1 << 20 // the oldest session's reserve plus ~380 KiB
-	opts.DataMemoryWait = 300 * time.Millisecond
+	opts.MaxDataMemory = 1 << 20 // the oldest session's reserve plus ~350 KiB
+	opts.DataMemoryWait = wait
 	opts.MaxConnsPerIP = sessions
 	saver := &delaySaver{delay: 20 * time.Millisecond}
 	ts := newTestServer(t, opts, saver)
@@ -79,6 +85,8 @@ func TestDataMemoryBudget(t *testing.T) {
 				return
 			}
 			defer c.Close()
+			// A deadlock fails the test instead of hanging it.
+			c.SubmissionTimeout = 20 * time.Second
 			if err := c.Hello("client.test"); err != nil {
 				t.Error(err)
 				return
@@ -99,7 +107,7 @@ func TestDataMemoryBudget(t *testing.T) {
 						break
 					}
 					var se *smtp.SMTPError
-					if !errors.As(err, &se) || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) || try == 50 {
+					if !retry || !errors.As(err, &se) || se.Code != 452 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) || try == 50 {
 						t.Errorf("%s: try %d: %v", tag, try, err)
 						return
 					}
@@ -164,24 +172,25 @@ func tagOf(raw []byte) string {
 	return string(tag)
 }
 
-// gateSaver blocks every Save until release is closed, and says when one
-// has begun.
-type gateSaver struct {
-	memSaver
-	entered chan struct{}
-	release chan struct{}
+// holdBudget starts a message on a raw connection and leaves it unfinished,
+// so that this session, the oldest still reading, holds the first chunk of
+// budget; it returns once the server has taken it.
+func holdBudget(t *testing.T, ts *testServer) *rawClient {
+	t.Helper()
+	c := dialRaw(t, ts.addr, nil)
+	c.startMessage()
+	c.cmd("DATA", 354, "")
+	c.write("Subject: first\r\n\r\npartial\r\n")
+	for ts.Stats().DataMemory == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return c
 }
 
-func (s *gateSaver) Save(ctx context.Context, d *store.Delivery) ([]store.Record, error) {
-	s.entered <- struct{}{}
-	<-s.release
-	return s.memSaver.Save(ctx, d)
-}
-
-// TestDataMemoryExhausted: while one message holds the budget in the
-// Saver, another session cannot get any, is answered 452 4.3.1 after the
-// wait, and stays in step: the commands inside its dropped message are
-// never run, and its next transaction works once the budget is free.
+// TestDataMemoryExhausted: while the oldest session holds the budget, another
+// cannot get any, is answered 452 4.3.1 after the wait, and stays in step:
+// the commands inside its dropped message are never run, and its next
+// transaction works once the budget is free.
 func TestDataMemoryExhausted(t *testing.T) {
 	opts := testOptions()
 	opts.MaxMessageBytes = 64 << 10
@@ -189,16 +198,10 @@ func TestDataMemoryExhausted(t *testing.T) {
 	// the first 16 KiB chunk.
 	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
 	opts.DataMemoryWait = 200 * time.Millisecond
-	saver := &gateSaver{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	saver := &memSaver{}
 	ts := newTestServer(t, opts, saver)
 
-	first := dial(t, ts.addr)
-	firstDone := make(chan error, 1)
-	go func() {
-		firstDone <- sendOpts(first, nil, bigMessage(t, "first", 30<<10, 1))
-	}()
-	<-saver.entered
-
+	first := holdBudget(t, ts)
 	second := dial(t, ts.addr)
 	smuggled := strings.Repeat("x\r\n", 100) + "RSET\r\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<postmaster@" + bounceDomain + ">\r\nDATA\r\nsmuggled\r\n"
 	err := sendOpts(second, nil, append(bigMessage(t, "second", 10<<10, 2), smuggled...))
@@ -208,12 +211,12 @@ func TestDataMemoryExhausted(t *testing.T) {
 		t.Errorf("Stats.NoMemory = %d, want 1", n)
 	}
 
-	close(saver.release)
-	tcheck(t, <-firstDone, "first message")
+	first.write("rest\r\n.\r\n")
+	first.expect(250, "2.0.0")
 	msg := bigMessage(t, "second-again", 10<<10, 3)
 	tcheck(t, sendOpts(second, nil, msg), "second message after the budget freed up")
 	got := saver.all()
-	if len(got) != 2 || tagOf(got[0].Raw) != "first" || !bytes.Equal(got[1].Raw, msg) {
+	if len(got) != 2 || string(got[0].Raw) != "Subject: first\r\n\r\npartial\r\nrest\r\n" || !bytes.Equal(got[1].Raw, msg) {
 		t.Fatalf("stored %d messages, want first and second-again", len(got))
 	}
 	for _, d := range got {
@@ -223,6 +226,39 @@ func TestDataMemoryExhausted(t *testing.T) {
 	}
 	if st := ts.Stats(); st.DataMemoryPeak > opts.MaxDataMemory || st.DataMemory != 0 {
 		t.Errorf("budget: peak %d (limit %d), in use at the end %d", st.DataMemoryPeak, opts.MaxDataMemory, st.DataMemory)
+	}
+}
+
+// TestDataMemoryShutdown: a session waiting for DATA memory is not kept
+// waiting by Shutdown for DataMemoryWait (an hour here, far past the raw
+// client's deadline): it gets 452 4.3.1 and then 421, while the message
+// being read still gets its 250.
+func TestDataMemoryShutdown(t *testing.T) {
+	opts := testOptions()
+	opts.MaxMessageBytes = 64 << 10
+	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
+	opts.DataMemoryWait = time.Hour
+	saver := &memSaver{}
+	ts := newTestServer(t, opts, saver)
+
+	first := holdBudget(t, ts)
+	second := dialRaw(t, ts.addr, nil)
+	second.startMessage()
+	second.cmd("DATA", 354, "")
+	second.write("Subject: waits\r\n\r\nbody\r\n.\r\n")
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shutdown <- ts.Shutdown(ctx)
+	}()
+	second.expect(452, "4.3.1")
+	second.expect(421, "4.3.2")
+	first.write(".\r\n")
+	first.expect(250, "2.0.0")
+	tcheck(t, <-shutdown, "shutdown")
+	if got := saver.all(); len(got) != 1 || string(got[0].Raw) != "Subject: first\r\n\r\npartial\r\n" {
+		t.Fatalf("stored %d messages, want the first only", len(got))
 	}
 }
 
@@ -291,42 +327,5 @@ func TestDeclaredSizeWrong(t *testing.T) {
 	}
 	if st := ts.Stats(); st.DataMemory != 0 {
 		t.Errorf("budget in use at the end: %d, want 0", st.DataMemory)
-	}
-}
-
-// TestDataMemoryShutdown: a session waiting for DATA memory is not kept
-// waiting by Shutdown for DataMemoryWait (an hour here, far past the raw
-// client's deadline): it gets 452 4.3.1 and then 421, while the message
-// already in the Saver still gets its 250.
-func TestDataMemoryShutdown(t *testing.T) {
-	opts := testOptions()
-	opts.MaxMessageBytes = 64 << 10
-	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
-	opts.DataMemoryWait = time.Hour
-	saver := &gateSaver{entered: make(chan struct{}, 4), release: make(chan struct{})}
-	ts := newTestServer(t, opts, saver)
-
-	first := dial(t, ts.addr)
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- sendOpts(first, nil, bigMessage(t, "first", 20<<10, 1)) }()
-	<-saver.entered
-
-	second := dialRaw(t, ts.addr, nil)
-	second.startMessage()
-	second.cmd("DATA", 354, "")
-	second.write("Subject: waits\r\n\r\nbody\r\n.\r\n")
-	shutdown := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shutdown <- ts.Shutdown(ctx)
-	}()
-	second.expect(452, "4.3.1")
-	second.expect(421, "4.3.2")
-	close(saver.release)
-	tcheck(t, <-firstDone, "first message")
-	tcheck(t, <-shutdown, "shutdown")
-	if got := saver.all(); len(got) != 1 || tagOf(got[0].Raw) != "first" {
-		t.Fatalf("stored %d messages, want the first only", len(got))
 	}
 }

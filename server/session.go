@@ -209,6 +209,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	body := bodyReader{c: s.c, g: g, max: s.s.opts.MaxMessageBytes, wait: s.s.opts.DataMemoryWait}
 	s.c.beginData()
 	raw, bare, err := body.read(r, s.size)
+	g.doneReading()
 	if errors.Is(err, errNoMemory) {
 		// The rest of the body is read and dropped under the same
 		// deadlines, so the session stays in step for the next command.
