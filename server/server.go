@@ -93,10 +93,11 @@ type Options struct {
 	// 256 KiB at once), and waits while it is exhausted; after
 	// DataMemoryWait in all it gets 452 4.3.1, the rest of its message is
 	// read and dropped, and the session goes on.
-	// The oldest waiting session may use the last 2 × (MaxMessageBytes +
-	// 80 KiB) bytes, which the others may not: that much is what one
-	// message of the largest size can need, so the oldest always gets
-	// through and no set of sessions can block each other for good. Keep
+	// The oldest session still reading may use the last 2 ×
+	// (MaxMessageBytes + 80 KiB) bytes, which the others may not: that
+	// much is what one message of the largest size can need, so the oldest
+	// always gets through and no set of sessions can block each other for
+	// good. Keep
 	// MaxDataMemory well above that figure, or only one message is read at
 	// a time. Memory of the decoder and the Saver comes on top.
 	MaxDataMemory  int64
