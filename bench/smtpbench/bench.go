@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -191,22 +190,33 @@ func runSource(ctx context.Context, f benchFlags, addr string, sessions int) (fl
 	return float64(f.count) / time.Since(start).Seconds(), nil
 }
 
-// storedRecords asks bouncer (stopped) how many records its database holds.
+// storedRecords asks bouncer (stopped) how many records its database
+// holds, duplicates included: the load sends one DSN again and again, which
+// bouncer stores every time but marks as a duplicate after the first.
 func storedRecords(bouncerPath, cfg string) (int, error) {
-	out, err := exec.Command(bouncerPath, "domains", "-config", cfg, "-json").Output()
+	cmd := exec.Command(bouncerPath, "export", "bounces", "-config", cfg, "-format", "json")
+	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, fmt.Errorf("bouncer domains: %w", err)
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("bouncer export: %w", err)
 	}
 	n := 0
-	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
-		var d struct {
-			Total int `json:"total"`
+		if len(bytes.TrimSpace(sc.Bytes())) > 0 {
+			n++
 		}
-		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
-			return 0, fmt.Errorf("reading bouncer domains output: %w", err)
-		}
-		n += d.Total
+	}
+	if err := sc.Err(); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return 0, fmt.Errorf("reading bouncer export output: %w", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("bouncer export: %w", err)
 	}
 	return n, nil
 }
