@@ -31,7 +31,9 @@ var (
 	descConns      = prometheus.NewDesc("bouncer_smtp_connections_total", "SMTP connections accepted.", nil, nil)
 	descRefused    = prometheus.NewDesc("bouncer_smtp_connections_refused_total", "SMTP connections answered 421 at once (limits, shutdown).", nil, nil)
 	descMessages   = prometheus.NewDesc("bouncer_smtp_messages_total", "Messages by outcome: stored (decoded), undecoded (stored raw), temp_failed (4xx, saving failed).", []string{"outcome"}, nil)
-	descRcptReject = prometheus.NewDesc("bouncer_smtp_rcpt_rejected_total", "Recipients refused.", nil, nil)
+	descRcptReject = prometheus.NewDesc("bouncer_smtp_rejected_total", "Commands refused (MAIL, RCPT), by reason: not_bounce_domain, bad_address, bad_token, unsigned, banned, other.", []string{"reason"}, nil)
+	descNoMemory   = prometheus.NewDesc("bouncer_smtp_no_memory_total", "Messages answered 452 because the DATA memory budget stayed exhausted.", nil, nil)
+	descDataMem    = prometheus.NewDesc("bouncer_smtp_data_memory_bytes", "Bytes of message bodies held in memory now.", nil, nil)
 	descPanics     = prometheus.NewDesc("bouncer_smtp_panics_total", "Panics recovered in live sessions.", nil, nil)
 	descQueued     = prometheus.NewDesc("bouncer_outbox_queued", "Push events waiting for delivery.", nil, nil)
 	descDead       = prometheus.NewDesc("bouncer_outbox_dead", "Push events on the dead-letter list.", nil, nil)
@@ -46,7 +48,7 @@ type collector struct{ src Sources }
 // not be ready at registration.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descMessages, descRcptReject,
-		descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead} {
+		descNoMemory, descDataMem, descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead} {
 		ch <- d
 	}
 }
@@ -62,7 +64,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMessages, s.Stored-s.Unparsed, "stored")
 		counter(descMessages, s.Unparsed, "undecoded")
 		counter(descMessages, s.Failed, "temp_failed")
-		counter(descRcptReject, s.Rejected)
+		for reason, n := range s.RejectedBy {
+			counter(descRcptReject, n, reason)
+		}
+		counter(descNoMemory, s.NoMemory)
+		ch <- prometheus.MustNewConstMetric(descDataMem, prometheus.GaugeValue, float64(s.DataMemory))
 		counter(descPanics, s.Panics)
 	}
 	if c.src.Outbox != nil {

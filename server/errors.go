@@ -24,6 +24,37 @@ var (
 	errBanned        = errors.New("client banned for bad return path tokens")
 )
 
+// Reasons a command is refused, as counted in Stats.RejectedBy.
+const (
+	ReasonForeignDomain = "not_bounce_domain" // RCPT domain is not a bounce domain
+	ReasonBadAddress    = "bad_address"       // malformed sender or recipient
+	ReasonBadToken      = "bad_token"         // signed return path: bad MAC, unknown key, expired
+	ReasonUnsigned      = "unsigned"          // plain VERP while signed tokens are required
+	ReasonBanned        = "banned"            // too many bad tokens from this client
+	ReasonOther         = "other"
+)
+
+// rejectReasons lists the reasons in the order of counters.rejectedBy.
+var rejectReasons = [...]string{ReasonForeignDomain, ReasonBadAddress, ReasonBadToken, ReasonUnsigned, ReasonBanned, ReasonOther}
+
+// rejectReason names why err refused a command, an index into
+// rejectReasons.
+func rejectReason(err error) int {
+	switch {
+	case errors.Is(err, errForeignDomain):
+		return 0
+	case errors.Is(err, errBadRecipient), errors.Is(err, errBadSender):
+		return 1
+	case errors.Is(err, verp.ErrBadMAC), errors.Is(err, verp.ErrUnknownKey), errors.Is(err, verp.ErrExpired):
+		return 2
+	case errors.Is(err, verp.ErrUnsigned):
+		return 3
+	case errors.Is(err, errBanned):
+		return 4
+	}
+	return 5
+}
+
 // readError wraps an error that happened while reading the message body
 // from the client, so toSMTP can tell it from a storage failure.
 type readError struct{ err error }

@@ -215,10 +215,13 @@ type Stats struct {
 	// in use (never above MaxDataMemory).
 	DataMemory     int64
 	DataMemoryPeak int64
+	// RejectedBy splits Rejected by reason (the Reason* constants).
+	RejectedBy map[string]int64
 }
 
 type counters struct {
 	connections, refused, stored, unparsed, failed, rejected, panics, closedPanics, noMemory atomic.Int64
+	rejectedBy                                                                               [len(rejectReasons)]atomic.Int64
 }
 
 // Server is a bounce-receiving SMTP server.
@@ -360,6 +363,10 @@ func (s *Server) Stats() Stats {
 		NoMemory:     c.noMemory.Load(),
 	}
 	st.DataMemory, st.DataMemoryPeak = s.mem.stats()
+	st.RejectedBy = make(map[string]int64, len(rejectReasons))
+	for i, r := range rejectReasons {
+		st.RejectedBy[r] = c.rejectedBy[i].Load()
+	}
 	return st
 }
 

@@ -185,6 +185,7 @@ func hasControl(s string) bool {
 // reply, tagged with the connection id.
 func (s *session) refuse(err error, id string, attrs ...any) error {
 	s.s.stats.rejected.Add(1)
+	s.s.stats.rejectedBy[rejectReason(err)].Add(1)
 	if id == "" {
 		id = s.c.id
 	}

@@ -105,3 +105,27 @@ func finalRecipient(t *testing.T, dsn []byte) string {
 	t.Fatal("no Final-Recipient in sample")
 	return ""
 }
+
+// TestRejectedByReason checks that refused commands are counted by reason,
+// for the metrics an operator watches (a spike of bad tokens is an attack,
+// a spike of foreign domains a misrouted MX).
+func TestRejectedByReason(t *testing.T) {
+	key := verp.Key{ID: "a", Secret: "0123456789abcdef0123"}
+	opts := testOptions()
+	opts.VERP = verp.NewDecoder(verp.Options{Keys: []verp.Key{key}, Required: true})
+	ts := newTestServer(t, opts, &memSaver{})
+	c := dial(t, ts.addr)
+	tcheck(t, c.Mail("", nil), "mail")
+	wantCode(t, c.Rcpt("someone@elsewhere.test", nil), 550, smtp.EnhancedCode{5, 7, 1})
+	wantCode(t, c.Rcpt("bounces+user=dead.test@"+bounceDomain, nil), 550, smtp.EnhancedCode{5, 7, 1})
+	wantCode(t, c.Rcpt("bounces+=aaujqzsylollcf7f2e=c7==user=dead.test@"+bounceDomain, nil), 550, smtp.EnhancedCode{5, 7, 1})
+	st := ts.Stats()
+	for reason, want := range map[string]int64{ReasonForeignDomain: 1, ReasonUnsigned: 1, ReasonBadToken: 1, ReasonBanned: 0} {
+		if got := st.RejectedBy[reason]; got != want {
+			t.Errorf("rejected for %s: %d, want %d (all: %v)", reason, got, want, st.RejectedBy)
+		}
+	}
+	if st.Rejected != 3 {
+		t.Errorf("rejected in all: %d, want 3", st.Rejected)
+	}
+}
