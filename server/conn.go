@@ -327,8 +327,12 @@ func (c *conn) goodbye(why error) error {
 	already := c.saidBye
 	c.saidBye = true
 	c.readErr = io.EOF
+	// After STARTTLS the session speaks TLS above this connection: a
+	// plaintext reply written here would corrupt the stream, so the client
+	// only sees the connection close.
+	plain := !c.encrypted
 	c.mu.Unlock()
-	if !already {
+	if !already && plain {
 		c.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 		c.wmu.Lock()
 		c.writeHeld([]byte(replyLine(toSMTP(why), c.s.opts.Hostname)))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net/textproto"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,4 +98,29 @@ func TestStartTLSInjection(t *testing.T) {
 	sc.cmd("RCPT TO:<x@"+bounceDomain+">", 502, "5.5.1")
 	sc.cmd("MAIL FROM:<>", 250, "2.0.0")
 	sc.cmd("RCPT TO:<x@"+bounceDomain+">", 250, "2.0.0")
+}
+
+// TestShutdownInsideTLS shuts the server down while a client waits inside
+// TLS: the server must not write its plaintext 421 into the TLS stream (the
+// client would see a corrupt record); the client only sees the end of the
+// connection.
+func TestShutdownInsideTLS(t *testing.T) {
+	opts := testOptions()
+	opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCert(t)}}
+	ts := newTestServer(t, opts, &memSaver{})
+	c, err := smtp.DialStartTLS(ts.addr, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.test"})
+	tcheck(t, err, "dial with STARTTLS")
+	defer c.Close()
+	tcheck(t, c.Noop(), "noop inside TLS")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tcheck(t, ts.Shutdown(ctx), "shutdown")
+	err = c.Noop()
+	if err == nil {
+		t.Fatal("NOOP after shutdown succeeded")
+	}
+	if strings.Contains(err.Error(), "record") || strings.Contains(err.Error(), "tls:") {
+		t.Fatalf("the client saw a corrupt TLS stream: %v", err)
+	}
 }
