@@ -12,7 +12,10 @@
 // byte, so that a prefix scan for one value never matches another.
 //
 //	meta        "version" → schema version (decimal ASCII)
-//	raw         K(msg) → codec byte (0 stored, 1 DEFLATE, RFC 1951) + raw message
+//	raw         K(msg) part → part of codec byte (0 stored, 1 DEFLATE,
+//	            RFC 1951) + raw message: part is a 4-byte big-endian
+//	            number from 0, each part at most a quarter page (raw.go);
+//	            schema 4 wrote the value whole under K(msg)
 //	records     K → Record as JSON, without "id" (K) and "domain" (the
 //	            address's) and without empty envelope fields; the second
 //	            and later records of a message leave out the message's
@@ -140,8 +143,10 @@ import (
 // Version 2 stored records without their ID and domain (see diskRecord)
 // and added the seen bucket; version 3 stores the message's fields only
 // in the first record of a message; version 4 adds the dom_time index
-// (Open upgrades a version 3 file by filling it).
-const SchemaVersion = 4
+// (Open upgrades a version 3 file by filling it); version 5 stores raw
+// messages in parts (raw.go), and reads the whole values of version 4,
+// so Open upgrades a version 4 file by writing the version only.
+const SchemaVersion = 5
 
 var (
 	// ErrNotFound is returned when a record, raw message or suppression
@@ -236,6 +241,7 @@ type DB struct {
 	// compressors holds Options.Compressors slots for raw message
 	// compressors (nil until first used); compressRaw waits for one.
 	compressors chan *compressor
+	rawPart     int // largest raw part (rawPartSize of the file's pages)
 	closeMu     sync.Mutex
 }
 
@@ -280,6 +286,7 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	db.bolt = bdb
+	db.rawPart = rawPartSize(bdb.Info().PageSize)
 	db.compressors = make(chan *compressor, opts.Compressors)
 	for range opts.Compressors {
 		db.compressors <- nil
@@ -330,14 +337,19 @@ func fileVersion(tx *bolt.Tx) (int, error) {
 	return n, nil
 }
 
-// upgradeSchema brings a version 3 file to SchemaVersion; other
-// versions are left for checkSchema to refuse.
+// upgradeSchema brings a version 3 or 4 file to SchemaVersion; other
+// versions are left for checkSchema to refuse. Version 3 gets the
+// dom_time index; the whole raw values of version 4 stay as they are
+// (getRaw, PruneRaw and Check read both forms).
 func upgradeSchema(tx *bolt.Tx) error {
-	if n, err := fileVersion(tx); err != nil || n != 3 {
+	n, err := fileVersion(tx)
+	if err != nil || n < 3 || n >= SchemaVersion {
 		return err
 	}
-	if err := migrateDomTime(tx); err != nil {
-		return fmt.Errorf("upgrading schema 3 to %d: %w", SchemaVersion, err)
+	if n == 3 {
+		if err := migrateDomTime(tx); err != nil {
+			return fmt.Errorf("upgrading schema 3 to %d: %w", SchemaVersion, err)
+		}
 	}
 	if err := tx.Bucket(bucketMeta).Put(keyVersion, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 		return fmt.Errorf("writing schema version: %w", err)
@@ -415,7 +427,7 @@ type idGen struct {
 func (g *idGen) init(tx *bolt.Tx) error {
 	for _, name := range [][]byte{bucketRecords, bucketRaw} {
 		k, _ := tx.Bucket(name).Cursor().Last()
-		if len(k) != keyLen {
+		if len(k) != keyLen && len(k) != rawPartKeyLen {
 			continue
 		}
 		n, s := binary.BigEndian.Uint64(k), binary.BigEndian.Uint32(k[8:])

@@ -19,8 +19,9 @@ const maxCheckErrors = 100
 // that belongs there; every suppression has its domain index entry and
 // back; the values of every other bucket (soft counters, domain
 // aggregates, dedupe keys, storm guard, MX health, outbox) decode and
-// agree with their keys. It returns nil or the problems found (at most
-// 100), joined.
+// agree with their keys; the raw messages' parts are complete and start
+// with a known codec. It returns nil or the problems found (at most 100),
+// joined.
 func (db *DB) Check() error {
 	var errs []error
 	add := func(err error) bool {
@@ -46,6 +47,9 @@ func (db *DB) Check() error {
 			return nil
 		}
 		if !checkOthers(tx, add) {
+			return nil
+		}
+		if !checkRaw(tx, add) {
 			return nil
 		}
 		checkDomTime(tx, add)
@@ -79,7 +83,7 @@ func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
 			}
 			continue
 		}
-		if mk, err := decodeID(r.MsgID); err != nil || (raw.Get(mk) == nil && !keyTime(mk).Before(pruned)) {
+		if mk, err := decodeID(r.MsgID); err != nil || (!hasRaw(raw, mk) && !keyTime(mk).Before(pruned)) {
 			if !add(fmt.Errorf("record %s: raw message %q missing", encodeID(k), r.MsgID)) {
 				return false
 			}
@@ -93,6 +97,12 @@ func checkRecords(tx *bolt.Tx, add func(error) bool) bool {
 		}
 	}
 	return true
+}
+
+// hasRaw reports whether the raw bucket holds message msgKey.
+func hasRaw(raw *bolt.Bucket, msgKey []byte) bool {
+	k, _ := raw.Cursor().Seek(msgKey)
+	return k != nil && bytes.Equal(rawKeyMsg(k), msgKey)
 }
 
 // checkIndexes checks that each index entry points to a record that

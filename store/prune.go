@@ -59,8 +59,9 @@ func (db *DB) Prune(ctx context.Context) (PruneStats, error) {
 	return st, err
 }
 
-// PruneRaw deletes the raw messages stored before the cutoff, at most
-// 1000 per transaction, and returns how many it deleted. The records of
+// PruneRaw deletes the raw messages stored before the cutoff, whole
+// messages of about 1000 keys (parts) per transaction, and returns how
+// many messages it deleted. The records of
 // those messages stay; Raw reports ErrRawPruned for them.
 func (db *DB) PruneRaw(ctx context.Context, before time.Time) (int, error) {
 	if db.opts.ReadOnly {
@@ -75,12 +76,26 @@ func (db *DB) PruneRaw(ctx context.Context, before time.Time) (int, error) {
 		err := db.bolt.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketRaw)
 			var keys [][]byte
+			var last []byte // message key of the last key taken
+			n = 0
 			c := b.Cursor()
-			k, _ := c.First()
-			for ; k != nil && keyTime(k).Before(before); k, _ = c.Next() {
-				if len(keys) == pruneChunk {
-					more = true
+			for k, _ := c.First(); k != nil; k, _ = c.Next() {
+				msg := rawKeyMsg(k)
+				if msg == nil {
+					continue // Check reports it
+				}
+				if !keyTime(msg).Before(before) {
 					break
+				}
+				// A transaction deletes whole messages, so Raw never
+				// sees some of the parts of one.
+				if !bytes.Equal(msg, last) {
+					if len(keys) >= pruneChunk {
+						more = true
+						break
+					}
+					last = msg
+					n++
 				}
 				keys = append(keys, bytes.Clone(k))
 			}
@@ -89,7 +104,6 @@ func (db *DB) PruneRaw(ctx context.Context, before time.Time) (int, error) {
 					return fmt.Errorf("deleting raw message: %w", err)
 				}
 			}
-			n = len(keys)
 			mark := before
 			if more {
 				mark = keyTime(keys[len(keys)-1]).Add(1)

@@ -2,10 +2,6 @@ package store
 
 import (
 	"bytes"
-	"compress/flate"
-	"errors"
-	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -178,59 +174,6 @@ func (db *DB) Record(id string) (*Record, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-// maxRawBytes caps a decompressed raw message; nothing larger is stored
-// by a server with sane limits, so more means a damaged file.
-const maxRawBytes = 256 << 20
-
-// Raw returns the raw message msgID (Record.MsgID), decompressed, or
-// ErrNotFound; for a message deleted by the raw retention the error also
-// matches ErrRawPruned.
-func (db *DB) Raw(msgID string) ([]byte, error) {
-	key, err := decodeID(msgID)
-	if err != nil {
-		return nil, err
-	}
-	var stored []byte
-	err = db.bolt.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketRaw).Get(key)
-		if v == nil && keyTime(key).Before(rawPrunedBefore(tx)) {
-			return fmt.Errorf("raw message %s: %w (%w)", msgID, ErrRawPruned, ErrNotFound)
-		}
-		if v == nil {
-			return ErrNotFound
-		}
-		stored = bytes.Clone(v)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return decompressRaw(stored)
-}
-
-// decompressRaw undoes compressRaw.
-func decompressRaw(v []byte) ([]byte, error) {
-	if len(v) == 0 {
-		return nil, errors.New("reading raw message: empty value")
-	}
-	switch v[0] {
-	case rawStored:
-		return v[1:], nil
-	case rawDeflate:
-		r := flate.NewReader(bytes.NewReader(v[1:]))
-		defer r.Close()
-		b, err := io.ReadAll(io.LimitReader(r, maxRawBytes+1))
-		if err != nil {
-			return nil, fmt.Errorf("decompressing raw message: %w", err)
-		}
-		if len(b) > maxRawBytes {
-			return nil, fmt.Errorf("decompressing raw message: more than %d bytes", maxRawBytes)
-		}
-		return b, nil
-	}
-	return nil, fmt.Errorf("reading raw message: unknown codec %d", v[0])
 }
 
 // Domains returns the aggregates of the recipient domains, in domain

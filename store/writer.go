@@ -273,7 +273,9 @@ func newTxWriter(db *DB, tx *bolt.Tx) *txWriter {
 		domainsB: tx.Bucket(bucketDomains), domStatus: tx.Bucket(bucketDomStatus), domTime: tx.Bucket(bucketDomTime),
 	}
 	// Keys are appended in order.
-	w.raw.FillPercent, w.records.FillPercent, w.domTime.FillPercent = 0.95, 0.95, 0.95
+	w.records.FillPercent, w.domTime.FillPercent = 0.95, 0.95
+	// Four raw parts fill a page exactly (rawPartSize) at 1.0.
+	w.raw.FillPercent = 1
 	return w
 }
 
@@ -281,8 +283,8 @@ func newTxWriter(db *DB, tx *bolt.Tx) *txWriter {
 func (w *txWriter) write(r *request) ([]Record, error) {
 	now := w.db.now()
 	msgKey := w.db.idgen.next(now)
-	if err := w.raw.Put(msgKey, r.raw); err != nil {
-		return nil, fmt.Errorf("writing raw message: %w", err)
+	if err := putRaw(w.raw, msgKey, r.raw, w.db.rawPart); err != nil {
+		return nil, err
 	}
 	recs := buildRecords(r.d, now)
 	records := w.records
