@@ -393,13 +393,52 @@ func (d *decoder) textDiagnostic(rc *Recipient) string {
 		if len(body) > 64<<10 {
 			body = body[:64<<10] // the notice is at the top; bound the search
 		}
-		i := indexFold(body, strings.ToLower(a))
+		i := listedAt(body, strings.ToLower(a))
 		if i < 0 {
 			continue
 		}
 		return paragraphAfter(body, i+len(a), true)
 	}
 	return ""
+}
+
+// listedAt finds where a notice lists the address addr: its first
+// occurrence that starts a line (after indentation, "<" or a quote mark),
+// as notices list failed addresses; else its first occurrence at all. An
+// address also named in, say, a quoted subject line is thus not taken for
+// the start of the diagnostic.
+func listedAt(body, addr string) int {
+	first, off := -1, 0
+	for n := 0; n < 20; n++ {
+		i := indexFold(body[off:], addr)
+		if i < 0 {
+			break
+		}
+		i += off
+		if first < 0 {
+			first = i
+		}
+		if lineStart(body, i) {
+			return i
+		}
+		off = i + len(addr)
+	}
+	return first
+}
+
+// lineStart reports whether only blanks, "<", quote marks or ">" stand
+// between the start of the line and i.
+func lineStart(s string, i int) bool {
+	for j := i - 1; j >= 0; j-- {
+		switch s[j] {
+		case '\n':
+			return true
+		case ' ', '\t', '<', '"', '\'', '>':
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 // paragraphAfter returns the text from i to the end of its paragraph, or
