@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/api"
-	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
 )
 
@@ -34,11 +33,7 @@ func (a *app) exportCmd(ctx context.Context, args []string) error {
 	cfgPath := commonFlags(fs)
 	format := fs.String("format", "json", "output `format`: csv, json (one object per line), postfix (suppressions: an access(5) map)")
 	var f store.Filter
-	fs.StringVar(&f.Domain, "domain", "", "only this recipient `domain`")
-	fs.StringVar(&f.Status, "status", "", "bounces: enhanced status `code`")
-	fs.StringVar(&f.Recipient, "recipient", "", "bounces: recipient `address`")
-	kind := fs.String("kind", "", "bounces: record `kind`")
-	since := fs.String("since", "", "bounces: only records newer than a `duration` or time")
+	finishFilter := recordFilterFlags(fs, &f, "export") // suppressions: only --domain applies
 	pos, err := parseFlags(fs, args[1:])
 	if err != nil {
 		return err
@@ -49,11 +44,8 @@ func (a *app) exportCmd(ctx context.Context, args []string) error {
 	if !api.ValidExportFormat(what, *format) {
 		return usageError("export %s: --format %q: want csv or json (or postfix for suppressions)", what, *format)
 	}
-	f.Kind = parse.Kind(*kind)
-	if *since != "" {
-		if f.Since, err = parseSince(*since, time.Now()); err != nil {
-			return usageError("export: --since: %v", err)
-		}
+	if err := finishFilter(); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {

@@ -112,15 +112,34 @@ func commonFlags(fs *flag.FlagSet) *string {
 	return fs.String("config", "", "TOML config `file` (default: built-in defaults)")
 }
 
-func (a *app) queryCmd(ctx context.Context, args []string) error {
-	fs := newFlags("query", "query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--kind KIND] [--limit N] [--before ID] [--json]", a.stderr)
-	cfgPath := commonFlags(fs)
-	var f store.Filter
+// recordFilterFlags adds the record filters shared by query and export
+// (--status, --domain, --recipient, --kind, --since) to fs. The returned
+// function, called after parsing, completes the filter; cmd names the
+// command in its errors.
+func recordFilterFlags(fs *flag.FlagSet, f *store.Filter, cmd string) func() error {
 	fs.StringVar(&f.Status, "status", "", "enhanced status `code`, e.g. 5.4.3")
 	fs.StringVar(&f.Domain, "domain", "", "recipient `domain`")
 	fs.StringVar(&f.Recipient, "recipient", "", "recipient `address`")
 	kind := fs.String("kind", "", "record `kind`: bounce, delay, complaint, autoreply, delivered, unknown")
 	since := fs.String("since", "", "only records newer than a `duration` (24h, 7d) or time (2006-01-02, RFC 3339)")
+	return func() error {
+		f.Kind = parse.Kind(*kind)
+		if *since != "" {
+			t, err := parseSince(*since, time.Now())
+			if err != nil {
+				return usageError("%s: --since: %v", cmd, err)
+			}
+			f.Since = t
+		}
+		return nil
+	}
+}
+
+func (a *app) queryCmd(ctx context.Context, args []string) error {
+	fs := newFlags("query", "query [--status CODE] [--domain D] [--recipient ADDR] [--since DURATION|TIME] [--kind KIND] [--limit N] [--before ID] [--json]", a.stderr)
+	cfgPath := commonFlags(fs)
+	var f store.Filter
+	finishFilter := recordFilterFlags(fs, &f, "query")
 	fs.IntVar(&f.Limit, "limit", 100, "most records to print")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
 	before := fs.String("before", "", "page: only records older than the record with this `id` (printed as \"more:\" after a full page)")
@@ -134,11 +153,8 @@ func (a *app) queryCmd(ctx context.Context, args []string) error {
 	if f.Limit <= 0 || f.Limit > store.MaxLimit {
 		return usageError("query: --limit must be between 1 and %d", store.MaxLimit)
 	}
-	f.Kind = parse.Kind(*kind)
-	if *since != "" {
-		if f.Since, err = parseSince(*since, time.Now()); err != nil {
-			return usageError("query: --since: %v", err)
-		}
+	if err := finishFilter(); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
