@@ -196,7 +196,7 @@ func TestDataMemoryExhausted(t *testing.T) {
 	opts.MaxMessageBytes = 64 << 10
 	// Room for the oldest session only: the others' share is less than
 	// the first 16 KiB chunk.
-	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
+	opts.MaxDataMemory = DataReserve(opts.MaxMessageBytes) + 1000
 	opts.DataMemoryWait = 200 * time.Millisecond
 	saver := &memSaver{}
 	ts := newTestServer(t, opts, saver)
@@ -236,7 +236,7 @@ func TestDataMemoryExhausted(t *testing.T) {
 func TestDataMemoryShutdown(t *testing.T) {
 	opts := testOptions()
 	opts.MaxMessageBytes = 64 << 10
-	opts.MaxDataMemory = dataReserve(opts.MaxMessageBytes) + 1000
+	opts.MaxDataMemory = DataReserve(opts.MaxMessageBytes) + 1000
 	opts.DataMemoryWait = time.Hour
 	saver := &memSaver{}
 	ts := newTestServer(t, opts, saver)

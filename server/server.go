@@ -142,7 +142,7 @@ var DefaultOptions = Options{
 	MinDataRate:     1024,
 	DataRateGrace:   30 * time.Second,
 	SaveTimeout:     30 * time.Second,
-	MaxDataMemory:   32 << 20, // the oldest session's 20 MiB, 12 MiB for the rest
+	MaxDataMemory:   24 << 20, // the oldest session's 20 MiB, 4 MiB for the rest
 	DataMemoryWait:  time.Minute,
 	MaxConns:        500,
 	MaxConnsPerIP:   10,
@@ -256,7 +256,7 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 		conns:   make(map[*conn]struct{}),
 		perIP:   make(map[string]int),
 		buckets: make(map[string]*bucket),
-		mem:     newBudget(opts.MaxDataMemory, dataReserve(opts.MaxMessageBytes)),
+		mem:     newBudget(opts.MaxDataMemory, DataReserve(opts.MaxMessageBytes)),
 
 		readSlack:  slack(min(opts.ReadTimeout, opts.DataRateGrace)),
 		writeSlack: slack(opts.WriteTimeout),
@@ -370,10 +370,10 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// dataReserve is the most DATA budget one message may need: the bytes as
+// DataReserve is the most DATA budget one message may need: the bytes as
 // read (a SIZE= buffer plus chunks, rounded up to whole chunks) and the
 // copy handed to the Saver.
-func dataReserve(maxMessage int64) int64 {
+func DataReserve(maxMessage int64) int64 {
 	return 2 * (maxMessage + 1 + firstChunk + chunkSize)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/bouncer/bouncer/policy"
+	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/verp"
 )
@@ -147,7 +148,7 @@ func defaultConfig() Config {
 			Hostname:        "localhost",
 			Domains:         []string{},
 			MaxMessageBytes: 10 << 20,
-			MaxDataMemory:   32 << 20,
+			MaxDataMemory:   24 << 20,
 			MaxRecipients:   10,
 			MaxLineLength:   4000,
 			ReadTimeout:     Duration(5 * time.Minute),
@@ -282,6 +283,13 @@ func (c *Config) validate() error {
 	}
 	if (c.SMTP.TLSCertFile == "") != (c.SMTP.TLSKeyFile == "") {
 		return errors.New("config: smtp.tls_cert_file and smtp.tls_key_file go together")
+	}
+	// The oldest message still streaming may always use this much of the
+	// DATA budget; a smaller budget could never take a message of the
+	// largest size.
+	if need := server.DataReserve(c.SMTP.MaxMessageBytes); c.SMTP.MaxDataMemory < need {
+		return fmt.Errorf("config: smtp.max_data_memory %d is too small for smtp.max_message_bytes %d: want at least %d",
+			c.SMTP.MaxDataMemory, c.SMTP.MaxMessageBytes, need)
 	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)

@@ -422,3 +422,13 @@ func TestHelpAndUsage(t *testing.T) {
 		t.Errorf("bad flag: exit %d, want 2", code)
 	}
 }
+
+func TestConfigDataMemoryFitsLargestMessage(t *testing.T) {
+	p := writeConfig(t, t.TempDir(), "[smtp]\nmax_message_bytes = 20971520\n")
+	if _, err := loadConfig(p); err == nil || !strings.Contains(err.Error(), "max_data_memory") {
+		t.Fatalf("a 20 MiB message limit with the 24 MiB default budget: got %v, want an error about max_data_memory", err)
+	}
+	p = writeConfig(t, t.TempDir(), "[smtp]\nmax_message_bytes = 20971520\nmax_data_memory = 67108864\n")
+	_, err := loadConfig(p)
+	tcheck(t, err, "a budget that fits")
+}
