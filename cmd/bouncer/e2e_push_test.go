@@ -144,18 +144,7 @@ func scrape(t *testing.T, httpAddr, name string, labels map[string]string) float
 // outboxJSON runs `bouncer outbox list --json` and decodes it.
 func outboxJSON(t *testing.T, args ...string) []store.OutboxEvent {
 	t.Helper()
-	out, code := runCLI(t, append([]string{"outbox", "list", "--json"}, args...)...)
-	if code != 0 {
-		t.Fatalf("outbox list %v: exit %d", args, code)
-	}
-	var evs []store.OutboxEvent
-	dec := json.NewDecoder(strings.NewReader(out))
-	for dec.More() {
-		var ev store.OutboxEvent
-		tcheck(t, dec.Decode(&ev), "decoding outbox list")
-		evs = append(evs, ev)
-	}
-	return evs
+	return cliJSON[store.OutboxEvent](t, append([]string{"outbox", "list", "--json"}, args...)...)
 }
 
 const testCampaign = "5b4c4f3e-2d1a-4b6c-9e8f-0a1b2c3d4e5f"

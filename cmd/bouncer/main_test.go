@@ -172,18 +172,24 @@ func runCLI(t testing.TB, args ...string) (string, int) {
 
 func queryJSON(t testing.TB, args ...string) []store.Record {
 	t.Helper()
-	out, code := runCLI(t, append([]string{"query", "--json"}, args...)...)
+	return cliJSON[store.Record](t, append([]string{"query", "--json"}, args...)...)
+}
+
+// cliJSON runs a command that prints JSON lines and decodes them.
+func cliJSON[T any](t testing.TB, args ...string) []T {
+	t.Helper()
+	out, code := runCLI(t, args...)
 	if code != 0 {
-		t.Fatalf("query %v: exit %d", args, code)
+		t.Fatalf("bouncer %v: exit %d", args, code)
 	}
-	var recs []store.Record
+	var items []T
 	dec := json.NewDecoder(strings.NewReader(out))
 	for dec.More() {
-		var r store.Record
-		tcheck(t, dec.Decode(&r), "decoding query output")
-		recs = append(recs, r)
+		var it T
+		tcheck(t, dec.Decode(&it), "decoding the output of bouncer "+args[0])
+		items = append(items, it)
 	}
-	return recs
+	return items
 }
 
 func TestExampleConfigIsTheDefault(t *testing.T) {
@@ -346,21 +352,29 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
-func TestQueryWhileDatabaseHeld(t *testing.T) {
-	// Another process (here: this one) holds the file and no API answers:
-	// the query must fail quickly with a clear message, not hang.
+// heldDatabase opens a database in this process, as a running server
+// would hold it, and returns a config naming it with an admin API address
+// where nothing answers.
+func heldDatabase(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{})
 	tcheck(t, err, "opening store")
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	tcheck(t, err, "reserving a port")
 	deadAPI := l.Addr().String()
 	l.Close()
-	cfg := writeConfig(t, dir, fmt.Sprintf("[http]\nlisten = %q\n[store]\npath = \"bouncer.db\"\nlock_timeout = \"200ms\"\n", deadAPI))
+	return writeConfig(t, dir, fmt.Sprintf("[http]\nlisten = %q\n[store]\npath = \"bouncer.db\"\nlock_timeout = \"200ms\"\n", deadAPI))
+}
+
+func TestQueryWhileDatabaseHeld(t *testing.T) {
+	// Another process (here: this one) holds the file and no API answers:
+	// the query must fail quickly with a clear message, not hang.
+	cfg := heldDatabase(t)
 	var stderr bytes.Buffer
 	a := &app{stdout: &bytes.Buffer{}, stderr: &stderr}
-	err = a.run(context.Background(), []string{"query", "-config", cfg})
+	err := a.run(context.Background(), []string{"query", "-config", cfg})
 	if err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("got %v, want a 'busy' error", err)
 	}

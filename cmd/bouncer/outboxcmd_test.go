@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -104,15 +103,7 @@ func TestOutboxCommandsThroughAPIAndFile(t *testing.T) {
 func TestOutboxAndExportWhileDatabaseHeld(t *testing.T) {
 	// A server holds the file and its API does not answer: each command
 	// fails within the lock timeout, saying the database is busy.
-	dir := t.TempDir()
-	db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{})
-	tcheck(t, err, "opening store")
-	defer db.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	tcheck(t, err, "reserving a port")
-	deadAPI := l.Addr().String()
-	l.Close()
-	cfg := writeConfig(t, dir, fmt.Sprintf("[http]\nlisten = %q\n[store]\npath = \"bouncer.db\"\nlock_timeout = \"200ms\"\n", deadAPI))
+	cfg := heldDatabase(t)
 	for _, args := range [][]string{
 		{"outbox", "list"}, {"outbox", "retry", "--all"}, {"outbox", "drop", "1"},
 		{"export", "bounces"}, {"export", "suppressions", "--format", "postfix"},
