@@ -415,6 +415,15 @@ func TestParseCommand(t *testing.T) {
 		t.Errorf("mbox-0 gave %d lines, want one per message at least", mboxLines)
 	}
 
+	// A message that is not a bounce prints one line with its kind, an
+	// empty recipient, and decoded_by "none".
+	out, code = runCLI(t, "parse", "--json", "../../parse/testdata/sisimai/maildir/not/is-not-bounce-02.eml")
+	var none map[string]any
+	if code != 0 || json.Unmarshal([]byte(strings.TrimSpace(out)), &none) != nil ||
+		none["recipient"] != "" || none["kind"] != "unknown" || none["decoded_by"] != "none" {
+		t.Errorf("parse of a non-bounce: exit %d, %s", code, out)
+	}
+
 	if _, code := runCLI(t, "parse", "testdata/does-not-exist.eml"); code != 1 {
 		t.Errorf("parse of a missing file: exit %d, want 1", code)
 	}

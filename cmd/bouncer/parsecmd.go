@@ -109,6 +109,9 @@ func emitReport(name string, index int, msg []byte, emit func(parseLine) error) 
 	if err != nil && !errors.Is(err, parse.ErrNotBounce) {
 		base.Error = err.Error()
 	}
+	// A message with no recipient record says so in decoded_by, so every
+	// line names what decoded it.
+	base.DecodedBy = "none"
 	if rep == nil {
 		base.Kind, base.Class = parse.KindUnknown, parse.ClassNone
 		return emit(base)
