@@ -2,17 +2,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -267,7 +264,7 @@ events = ["hard"]
 // returns it with the addresses it listens on.
 func serveIn(t *testing.T, dir, extra string) *testServer {
 	t.Helper()
-	cfg := writeConfig(t, dir, `
+	return newTestServerConfig(t, writeConfig(t, dir, `
 [smtp]
 listen = "127.0.0.1:0"
 hostname = "bouncer.test"
@@ -276,28 +273,7 @@ domains = ["localhost"]
 listen = "127.0.0.1:0"
 [store]
 path = "bouncer.db"
-`+extra)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan [2]string, 1)
-	a := &app{stdout: &testWriter{t: t}, stderr: &testWriter{t: t}, onReady: func(s, h net.Addr) {
-		ready <- [2]string{s.String(), h.String()}
-	}}
-	ts := &testServer{dir: dir, cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- a.run(ctx, []string{"serve", "-config", cfg}) }()
-	select {
-	case addrs := <-ready:
-		ts.smtpAddr, ts.httpAddr = addrs[0], addrs[1]
-	case err := <-ts.done:
-		cancel()
-		t.Fatalf("serve stopped before listening: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("serve did not listen within 30s")
-	}
-	ts.cliConfig = writeConfig(t, t.TempDir(), fmt.Sprintf("[http]\nlisten = %q\n[store]\npath = %q\n",
-		ts.httpAddr, filepath.Join(dir, "bouncer.db")))
-	t.Cleanup(func() { ts.stop(t) })
-	return ts
+`+extra))
 }
 
 func TestPushSurvivesRestart(t *testing.T) {
