@@ -145,7 +145,7 @@ func BenchmarkQueryScale(b *testing.B) {
 			tcheck(b, err, "request")
 			reqs = append(reqs, r)
 		}
-		if err := db.update(reqs); err != nil {
+		if err := db.fill(reqs); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -159,7 +159,7 @@ func BenchmarkQueryScale(b *testing.B) {
 	defer db.Close()
 	b.Logf("%d records over %d domains: fill %v, %.0f bytes/record, open %v",
 		n, domains, fill, float64(fi.Size())/float64(n), time.Since(start))
-	tcheck(b, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(b, db.view(func(tx *bolt.Tx) error {
 		var rawAlloc, otherAlloc int
 		for _, name := range append(slices.Clone(allBuckets), bucketHeld, bucketStormCount, bucketStormFlag,
 			bucketMXHealth, bucketOutbox, bucketOutboxDead, bucketOutboxTargets) {
@@ -355,7 +355,7 @@ func BenchmarkSaveLarge(b *testing.B) {
 	b.ReportMetric(float64(procField("io", "wchar")-wchar0)/float64(b.N), "written-B/msg")
 	b.ReportMetric(float64(b.N)/float64(max(batches.Load(), 1)), "msgs/tx")
 	var rawBytes int
-	tcheck(b, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(b, db.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRaw).ForEach(func(_, v []byte) error { rawBytes += len(v); return nil })
 	}), "raw size")
 	b.ReportMetric(float64(rawBytes)/float64(b.N), "rawbytes/msg")

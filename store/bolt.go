@@ -130,9 +130,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -161,6 +163,10 @@ var (
 	ErrClosed = errors.New("database is closed")
 	// ErrReadOnly is returned by writes on a database opened read-only.
 	ErrReadOnly = errors.New("database is opened read-only")
+	// ErrUnapplied is returned by a read-only Open when the write-ahead
+	// log holds acknowledged deliveries that the file lacks (the writer
+	// stopped before committing them) and they could not be applied.
+	ErrUnapplied = errors.New("database log not applied")
 	// ErrExists is returned by AddSuppression for an address already on
 	// the list.
 	ErrExists = errors.New("already exists")
@@ -215,6 +221,11 @@ type Options struct {
 	// RawRetention is how long raw messages are kept; Prune deletes older
 	// ones (records stay). 0 keeps them forever.
 	RawRetention time.Duration
+	// CommitInterval is how long the writer keeps its transaction open
+	// while acknowledged deliveries wait in the log (default
+	// DefaultCommitInterval). Negative: no log; every group of deliveries
+	// is committed to the file before Save returns.
+	CommitInterval time.Duration
 	// Compressors caps how many raw messages Save compresses at once
 	// (default GOMAXPROCS); each compressor holds about 600 KB of DEFLATE
 	// tables and its output buffer. Further Saves wait for one.
@@ -243,13 +254,49 @@ type DB struct {
 	compressors chan *compressor
 	rawPart     int // largest raw part (rawPartSize of the file's pages)
 	closeMu     sync.Mutex
+	closeErr    error // the writer's last commit, read after done
+
+	// The writer's state (wal.go, writer.go); only the writer goroutine
+	// uses it once Open has returned.
+	wal          *wal
+	tx           *bolt.Tx    // open write transaction, nil between commits
+	txw          *txWriter   // writes into tx
+	txStart      time.Time   // when tx began
+	pending      []*request  // logged and acknowledged, not yet committed
+	pendingBytes int         // raw bytes of pending
+	dirty        atomic.Bool // pending is not empty: readers ask for a commit
+	flushReq     chan chan error
 }
+
+// DefaultCommitInterval is how long acknowledged deliveries may wait in
+// the log before the writer commits them to the file.
+const DefaultCommitInterval = 50 * time.Millisecond
 
 // Open opens or creates the database at path. It fails with ErrLocked
 // (wrapped) when another process holds the file longer than
 // opts.LockTimeout, and with ErrSchema when the file was written by a
 // different schema version.
 func Open(path string, opts Options) (*DB, error) {
+	db, err := open(path, opts)
+	if !opts.ReadOnly || !errors.Is(err, ErrUnapplied) {
+		return db, err
+	}
+	// Nobody writes the file (a writer would hold its lock): apply the
+	// log with a read-write open, then open read-only again.
+	rw := opts
+	rw.ReadOnly = false
+	wdb, werr := open(path, rw)
+	if werr != nil {
+		return nil, fmt.Errorf("%w (applying it: %w)", err, werr)
+	}
+	if werr := wdb.Close(); werr != nil {
+		return nil, fmt.Errorf("%w (applying it: %w)", err, werr)
+	}
+	return open(path, opts)
+}
+
+// open is Open without applying the log of a read-only open.
+func open(path string, opts Options) (*DB, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 5 * time.Second
 	}
@@ -261,6 +308,9 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if opts.Compressors <= 0 {
 		opts.Compressors = runtime.GOMAXPROCS(0)
+	}
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = DefaultCommitInterval
 	}
 	db := &DB{opts: opts, now: opts.Now, decide: opts.Decide}
 	if db.now == nil {
@@ -299,16 +349,74 @@ func Open(path string, opts Options) (*DB, error) {
 	if err == nil && !opts.ReadOnly {
 		err = bdb.View(db.idgen.init)
 	}
+	if err == nil && !opts.ReadOnly && opts.CommitInterval > 0 {
+		err = db.replayWAL(path)
+	}
+	if err == nil && opts.ReadOnly {
+		err = db.checkWAL(path)
+	}
 	if err != nil {
+		if db.wal != nil {
+			db.wal.close()
+		}
 		bdb.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	if !opts.ReadOnly {
 		db.queue = make(chan *request, opts.QueueLen)
 		db.done = make(chan struct{})
+		db.flushReq = make(chan chan error)
 		go db.writer()
 	}
 	return db, nil
+}
+
+// replayWAL opens the log and commits the deliveries it holds that the
+// file lacks (acknowledged before a crash).
+func (db *DB) replayWAL(path string) error {
+	var applied uint64
+	db.bolt.View(func(tx *bolt.Tx) error { applied = appliedSeq(tx); return nil })
+	l, reqs, err := openWAL(path, applied)
+	if err != nil {
+		return err
+	}
+	db.wal = l
+	if len(reqs) == 0 {
+		return l.reset()
+	}
+	db.pending = reqs
+	if err := db.beginTx(); err != nil {
+		return fmt.Errorf("replaying log: %w", err)
+	}
+	if err := db.commitOpen(); err != nil {
+		return fmt.Errorf("replaying log: %w", err)
+	}
+	if db.wal == nil {
+		return fmt.Errorf("replaying log: %w", errLogBroken)
+	}
+	return nil
+}
+
+// checkWAL fails a read-only open when the log holds deliveries the file
+// lacks: a read-write Open (bouncer serve) applies them.
+func (db *DB) checkWAL(path string) error {
+	data, err := os.ReadFile(walPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading log: %w", err)
+	}
+	var applied uint64
+	db.bolt.View(func(tx *bolt.Tx) error { applied = appliedSeq(tx); return nil })
+	reqs, _, err := readFrames(data, applied)
+	if err != nil {
+		return err
+	}
+	if len(reqs) > 0 {
+		return fmt.Errorf("%w: its log holds %d deliveries not yet in the file", ErrUnapplied, len(reqs))
+	}
+	return nil
 }
 
 // checkSchema verifies the meta bucket of an existing database.
@@ -404,8 +512,19 @@ func (db *DB) Close() error {
 	if db.done != nil {
 		<-db.done
 	}
+	var walErr error
+	if db.wal != nil {
+		walErr = db.wal.close()
+	}
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("closing database: %w", err)
+	}
+	if db.closeErr != nil {
+		// What was acknowledged is in the log; the next Open applies it.
+		return fmt.Errorf("closing database: %w", db.closeErr)
+	}
+	if walErr != nil {
+		return fmt.Errorf("closing database log: %w", walErr)
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func (db *DB) Check() error {
 		errs = append(errs, err)
 		return len(errs) < maxCheckErrors
 	}
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		for err := range tx.Check() { // read to the end so the checker goroutine ends
 			if len(errs) < maxCheckErrors {
 				errs = append(errs, fmt.Errorf("bbolt: %w", err))

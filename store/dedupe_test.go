@@ -179,7 +179,7 @@ func TestDuplicatesConcurrent(t *testing.T) {
 func softEvents(t *testing.T, db *DB, addr string) int {
 	t.Helper()
 	var c softCounter
-	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(t, db.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketSoft).Get([]byte(addr)); v != nil {
 			return json.Unmarshal(v, &c)
 		}
@@ -304,7 +304,7 @@ func TestCheckOtherBuckets(t *testing.T) {
 	}
 	tcheck(t, db.Check(), "check before damage")
 
-	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+	tcheck(t, db.update(func(tx *bolt.Tx) error {
 		puts := []struct {
 			bucket []byte
 			k, v   string
@@ -377,7 +377,7 @@ func TestMessageFieldsStoredOnce(t *testing.T) {
 	if one.Envelope.Helo != "nyaaan.example.com" || one.Original == nil || one.ReportingMTA != "nyaaan.example.com" || one.ParseError == "" {
 		t.Fatalf("third record lacks its message's fields: %+v", one)
 	}
-	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(t, db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		for i, r := range saved {
 			k, _ := decodeID(r.ID)

@@ -54,7 +54,7 @@ func (db *DB) recentDomains(f DomainFilter, small int) ([]DomainStat, error) {
 		return nil, fmt.Errorf("listing domains: negative limit %d", f.Limit)
 	}
 	var out []DomainStat
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		doms, byStatus := tx.Bucket(bucketDomains), tx.Bucket(bucketDomStatus)
 		var prefix []byte
 		if f.Status != "" {

@@ -44,7 +44,7 @@ func recentNames(t *testing.T, db *DB, f DomainFilter) string {
 func domTimeKeys(t *testing.T, db *DB) int {
 	t.Helper()
 	n := 0
-	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(t, db.view(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketDomTime).Stats().KeyN
 		return nil
 	}), "count dom_time")
@@ -127,7 +127,7 @@ func TestCheckDomTime(t *testing.T) {
 	t.Parallel()
 	db, _ := mustOpen(t, Options{})
 	save(t, db, bounce("a@one.test", "5.1.1", parse.KindBounce, parse.ClassHard))
-	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+	tcheck(t, db.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDomTime).Put(domTimeKey(time.Unix(5, 0), "one.test"), nil)
 	}), "add stale key")
 	err := db.Check()
@@ -148,7 +148,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		d.Received = t0.Add(time.Duration(i) * time.Hour)
 		save(t, db, d)
 	}
-	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+	tcheck(t, db.update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketDomTime); err != nil {
 			return err
 		}
@@ -166,7 +166,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		t.Fatalf("after upgrade: %s, want %s", got, want)
 	}
 	tcheck(t, db.Check(), "check")
-	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(t, db.view(func(tx *bolt.Tx) error {
 		n, err := fileVersion(tx)
 		if err == nil && n != SchemaVersion {
 			err = fmt.Errorf("version %d", n)

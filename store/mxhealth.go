@@ -70,7 +70,7 @@ func (db *DB) SetMXCheck(domain string, c MXCheck, lift bool) (recovered bool, l
 	if c.Checked.IsZero() {
 		c.Checked = db.now()
 	}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketMXHealth)
 		if err != nil {
 			return fmt.Errorf("creating mx_health bucket: %w", err)

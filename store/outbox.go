@@ -193,7 +193,7 @@ func (db *DB) SetOutboxTargets(targets []OutboxTarget) error {
 			}
 		}
 	}
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketOutbox, bucketOutboxDead} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("creating bucket %s: %w", name, err)
@@ -234,7 +234,7 @@ func (db *DB) OutboxDue(now time.Time, limit, maxScan int, skip func(target stri
 	visited := 0
 	for visited < maxScan && len(out) < limit {
 		n := 0
-		err := db.bolt.View(func(tx *bolt.Tx) error {
+		err := db.view(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketOutbox)
 			if b == nil {
 				return nil
@@ -287,7 +287,7 @@ func (db *DB) OutboxUpdate(results []OutboxResult) (dead int, err error) {
 	if len(results) == 0 {
 		return 0, nil
 	}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
+	err = db.update(func(tx *bolt.Tx) error {
 		ob, deadB := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutboxDead)
 		if ob == nil || deadB == nil {
 			return errors.New("no outbox in this database")
@@ -341,7 +341,7 @@ func (db *DB) OutboxEvents(dead bool, fn func(OutboxEvent) error) error {
 	var after []byte
 	for {
 		var chunk []OutboxEvent
-		err := db.bolt.View(func(tx *bolt.Tx) error {
+		err := db.view(func(tx *bolt.Tx) error {
 			b := tx.Bucket(name)
 			if b == nil {
 				return nil
@@ -377,7 +377,7 @@ func (db *DB) OutboxEvents(dead bool, fn func(OutboxEvent) error) error {
 
 // OutboxStats returns the number of queued events and dead letters.
 func (db *DB) OutboxStats() (queued, dead int, err error) {
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketOutbox); b != nil {
 			queued = b.Stats().KeyN
 		}
@@ -422,7 +422,7 @@ func (db *DB) outboxMove(retry bool, seqs []uint64) (int, error) {
 		return 0, ErrReadOnly
 	}
 	n := 0
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		ob, dead := tx.Bucket(bucketOutbox), tx.Bucket(bucketOutboxDead)
 		if ob == nil || dead == nil {
 			if len(seqs) > 0 {

@@ -30,7 +30,7 @@ func (db *DB) Page(f Filter, before string) (recs []Record, next string, err err
 		end = append(bytes.Clone(prefix), key...)
 	}
 	more := false
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
 		records := tx.Bucket(bucketRecords)
 		for k := seekBefore(c, end); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {

@@ -73,7 +73,7 @@ func (db *DB) PruneRaw(ctx context.Context, before time.Time) (int, error) {
 			return total, fmt.Errorf("pruning raw messages: %w", err)
 		}
 		n, more := 0, false
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
+		err := db.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketRaw)
 			var keys [][]byte
 			var last []byte // message key of the last key taken
@@ -181,7 +181,7 @@ func (db *DB) pruneScan(ctx context.Context, name []byte, what string, stale fun
 			return total, fmt.Errorf("pruning %s: %w", what, err)
 		}
 		done, n := false, 0
-		err := db.bolt.Update(func(tx *bolt.Tx) error {
+		err := db.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(name)
 			c := b.Cursor()
 			k, v := c.Seek(after)

@@ -23,7 +23,7 @@ func fill(t *testing.T, db *DB, n int, prefix string) []Record {
 			tcheck(t, err, "request")
 			reqs = append(reqs, r)
 		}
-		tcheck(t, db.update(reqs), "filling")
+		tcheck(t, db.fill(reqs), "filling")
 		for _, r := range reqs {
 			all = append(all, r.recs...)
 		}
@@ -34,7 +34,7 @@ func fill(t *testing.T, db *DB, n int, prefix string) []Record {
 func keyCount(t *testing.T, db *DB, name []byte) int {
 	t.Helper()
 	n := 0
-	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(t, db.view(func(tx *bolt.Tx) error {
 		n = tx.Bucket(name).Stats().KeyN
 		return nil
 	}), "counting keys")

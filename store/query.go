@@ -59,7 +59,7 @@ func (db *DB) ForEach(f Filter, fn func(Record) error) error {
 	for {
 		var chunk []Record
 		visited := 0
-		err := db.bolt.View(func(tx *bolt.Tx) error {
+		err := db.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucket).Cursor()
 			records := tx.Bucket(bucketRecords)
 			var k []byte
@@ -161,7 +161,7 @@ func (db *DB) Record(id string) (*Record, error) {
 		return nil, err
 	}
 	var r *Record
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRecords).Get(key)
 		if v == nil {
 			return ErrNotFound
@@ -181,7 +181,7 @@ func (db *DB) Record(id string) (*Record, error) {
 // reads the per-domain aggregates kept by Save and never scans records.
 func (db *DB) Domains(status string) ([]DomainStat, error) {
 	var out []DomainStat
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		doms := tx.Bucket(bucketDomains)
 		decode := func(dom, v []byte) error {
 			st, err := decodeDomainStat(dom, v)

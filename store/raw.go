@@ -102,7 +102,7 @@ func (db *DB) Raw(msgID string) ([]byte, error) {
 		return nil, err
 	}
 	var stored []byte
-	err = db.bolt.View(func(tx *bolt.Tx) error {
+	err = db.view(func(tx *bolt.Tx) error {
 		v, err := getRaw(tx.Bucket(bucketRaw), key)
 		if err != nil {
 			return err

@@ -20,7 +20,7 @@ func rawKeys(t *testing.T, db *DB, msgID string) [][]byte {
 	mk, err := decodeID(msgID)
 	tcheck(t, err, "message id")
 	var keys [][]byte
-	tcheck(t, db.bolt.View(func(tx *bolt.Tx) error {
+	tcheck(t, db.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRaw).Cursor()
 		for k, _ := c.Seek(mk); k != nil && bytes.HasPrefix(k, mk); k, _ = c.Next() {
 			keys = append(keys, bytes.Clone(k))
@@ -81,7 +81,7 @@ func TestRawCheck(t *testing.T) {
 	head := saveRaw(t, db, "head@d.test", noise)
 	mixed := saveRaw(t, db, "mixed@d.test", []byte("short"))
 	codec := saveRaw(t, db, "codec@d.test", []byte("short"))
-	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+	tcheck(t, db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRaw)
 		if err := b.Delete(rawKeys(t, db, gap.MsgID)[1]); err != nil {
 			return err
@@ -121,7 +121,7 @@ func TestRawSchema4(t *testing.T) {
 	db, path := mustOpen(t, Options{Now: clock.Now})
 	old := []byte(strings.Repeat("returned message line\r\n", 2000))
 	rec := saveRaw(t, db, "old@d.test", old)
-	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+	tcheck(t, db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRaw)
 		mk, _ := decodeID(rec.MsgID)
 		v, err := getRaw(b, mk)
@@ -185,7 +185,7 @@ func TestPruneRawParts(t *testing.T) {
 		tcheck(t, err, "request")
 		reqs = append(reqs, r)
 	}
-	tcheck(t, db.update(reqs), "fill")
+	tcheck(t, db.fill(reqs), "fill")
 	clock.Add(time.Hour)
 	keep := saveRaw(t, db, "keep@d.test", noise)
 	// A reader meanwhile sees each message whole or pruned, never a part

@@ -342,7 +342,7 @@ func deleteSuppression(tx *bolt.Tx, addr string) error {
 // Storms returns the flagged domains, in domain order.
 func (db *DB) Storms() ([]Storm, error) {
 	var out []Storm
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketStormFlag)
 		if b == nil {
 			return nil
@@ -383,7 +383,7 @@ const maxHoldsListed = 100_000
 // domain and address order, at most 100,000.
 func (db *DB) Holds(domain string) ([]Hold, error) {
 	var out []Hold
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		return forHolds(tx, domain, func(_ []byte, h Hold) error {
 			if len(out) >= maxHoldsListed {
 				return errStop
@@ -445,7 +445,7 @@ func (db *DB) endStorm(domain string, release bool) (int, error) {
 	}
 	domain = strings.ToLower(strings.TrimSpace(domain))
 	n := 0
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
+	err := db.update(func(tx *bolt.Tx) error {
 		st := stormOf(tx, domain)
 		var keys [][]byte
 		err := forHolds(tx, domain, func(k []byte, h Hold) error {

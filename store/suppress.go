@@ -207,7 +207,7 @@ func countSoft(tx *bolt.Tx, addr string, t time.Time, d Decision) (int, error) {
 func (db *DB) Suppressed(addr string) (*Suppression, error) {
 	addr = NormalizeAddr(addr)
 	var s *Suppression
-	err := db.bolt.View(func(tx *bolt.Tx) error {
+	err := db.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketSuppress).Get([]byte(addr))
 		if v == nil {
 			return ErrNotFound
@@ -238,7 +238,7 @@ func (db *DB) AddSuppression(s Suppression) error {
 	if s.Source == "" {
 		s.Source = "manual"
 	}
-	return db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketSuppress).Get([]byte(s.Address)) != nil {
 			return fmt.Errorf("adding suppression of %s: %w", s.Address, ErrExists)
 		}
@@ -251,7 +251,7 @@ func (db *DB) AddSuppression(s Suppression) error {
 // ErrNotFound if addr was not suppressed.
 func (db *DB) RemoveSuppression(addr string) error {
 	addr = NormalizeAddr(addr)
-	return db.bolt.Update(func(tx *bolt.Tx) error {
+	return db.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSuppress)
 		if b.Get([]byte(addr)) == nil {
 			return ErrNotFound
@@ -289,7 +289,7 @@ func (db *DB) Suppressions(domain string, fn func(Suppression) error) error {
 	for {
 		var chunk []Suppression
 		visited := 0
-		err := db.bolt.View(func(tx *bolt.Tx) error {
+		err := db.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(name).Cursor()
 			k, _ := c.Seek(after)
 			if !first && bytes.Equal(k, after) {

@@ -33,6 +33,13 @@ type request struct {
 	state atomic.Int32
 	done  chan struct{}
 
+	// Set by the writer when it first applies the request, and kept so
+	// that applying it again (after a rollback, or from the log at Open)
+	// writes the same keys.
+	now time.Time // the writer's clock for this delivery
+	ids idGen     // the key generator before it
+	seq uint64    // its log frame, once logged
+
 	recs []Record // outcome, valid after done is closed
 	err  error
 }
@@ -95,7 +102,11 @@ func (db *DB) newRequest(ctx context.Context, d *Delivery) (*request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("saving delivery: %w", err)
 	}
-	return &request{d: d, done: make(chan struct{}), raw: raw, body: bodyHash(d.Raw)}, nil
+	// The writer may hold the request until the next commit: it keeps
+	// the compressed copy, not the caller's raw message.
+	dc := *d
+	dc.Raw = nil
+	return &request{d: &dc, done: make(chan struct{}), raw: raw, body: bodyHash(d.Raw)}, nil
 }
 
 // Raw codecs: the first byte of a value in the raw bucket.
@@ -161,10 +172,37 @@ func (db *DB) compressRaw(ctx context.Context, raw []byte) ([]byte, error) {
 	return out, nil
 }
 
-// writer commits queued requests until the queue is closed.
+// writer applies queued requests until the queue is closed. It keeps one
+// bbolt write transaction open across groups: each group is applied to
+// it, made durable (appended to the log and synced, or, without a log,
+// committed), and only then acknowledged. The transaction is committed
+// when it is Options.CommitInterval old, when the log holds too much,
+// when a reader asks (sync) and when the writer stops.
 func (db *DB) writer() {
 	defer close(db.done)
-	for req := range db.queue {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var timeout <-chan time.Time
+		if db.tx != nil {
+			timer.Reset(time.Until(db.txStart.Add(db.opts.CommitInterval)))
+			timeout = timer.C
+		}
+		var req *request
+		var ok bool
+		select {
+		case req, ok = <-db.queue:
+		case <-timeout:
+			db.commitOpen()
+			continue
+		case ch := <-db.flushReq:
+			ch <- db.commitOpen()
+			continue
+		}
+		if !ok {
+			db.closeErr = db.commitOpen()
+			return
+		}
 		batch := []*request{req}
 		size := len(req.raw)
 	drain:
@@ -180,72 +218,244 @@ func (db *DB) writer() {
 				break drain
 			}
 		}
-		db.commit(batch)
+		db.group(batch)
+		if db.tx != nil && (len(db.pending) >= maxPending || db.pendingBytes >= maxPendingBytes ||
+			time.Since(db.txStart) >= db.opts.CommitInterval) {
+			db.commitOpen()
+		}
 	}
 }
 
-// commit writes batch in one transaction, or each request alone if that
-// fails, and wakes every caller.
-func (db *DB) commit(batch []*request) {
+// Bounds on what the log holds before the writer commits early.
+const (
+	maxPending      = 4096
+	maxPendingBytes = 32 << 20
+)
+
+// group applies and makes durable the requests of batch that are still
+// queued, and wakes their callers. If the group cannot be made durable,
+// each request is tried alone, so one bad delivery fails only its own
+// caller; an error that persists (a full disk, a closed file) fails every
+// caller.
+func (db *DB) group(batch []*request) {
 	taken := batch[:0]
 	for _, r := range batch {
 		if r.state.CompareAndSwap(stateQueued, stateTaken) {
 			taken = append(taken, r)
 		}
 	}
-	if len(taken) == 0 {
+	if len(taken) > 0 {
+		db.process(taken)
+	}
+}
+
+// process is group for requests already taken.
+func (db *DB) process(taken []*request) {
+	applied := db.applyAll(taken)
+	if len(applied) == 0 {
 		return
 	}
-	err := db.update(taken)
-	if err != nil && len(taken) > 1 {
-		for _, r := range taken {
-			r.err = db.update([]*request{r})
-			if r.err != nil {
-				r.recs = nil
-			}
+	err := db.durable(applied)
+	if err == nil {
+		for _, r := range applied {
 			close(r.done)
 		}
 		return
 	}
-	for _, r := range taken {
-		r.err = err
-		if err != nil {
-			r.recs = nil
-		}
-		close(r.done)
+	// Undo the group: back to the last durable state.
+	db.rollback()
+	if len(applied) == 1 {
+		db.fail(applied[0], err)
+		return
+	}
+	for _, r := range applied {
+		db.process([]*request{r})
 	}
 }
 
-// update writes reqs in one transaction and sets their records.
-func (db *DB) update(reqs []*request) error {
-	err := db.bolt.Update(func(tx *bolt.Tx) (err error) {
-		defer func() {
-			// A panic (say in a policy's Decide) fails this transaction
-			// instead of the writer, which serves every caller.
-			if p := recover(); p != nil {
-				err = fmt.Errorf("panic in write transaction: %v", p)
+// applyAll applies reqs to the open transaction (beginning one if need
+// be) and returns those applied; the others have failed. A failed apply
+// leaves the transaction half written, so it is rolled back and the
+// requests applied before are applied again.
+func (db *DB) applyAll(reqs []*request) []*request {
+	if db.tx == nil {
+		if err := db.beginTx(); err != nil {
+			for _, r := range reqs {
+				db.fail(r, err)
 			}
-		}()
-		w := newTxWriter(db, tx)
-		for _, r := range reqs {
-			recs, err := w.write(r)
-			if err != nil {
-				return err
-			}
-			r.recs = recs
+			return nil
 		}
-		if err := w.flushDomains(); err != nil {
+	}
+	applied := reqs[:0:0]
+	for _, r := range reqs {
+		err := db.apply(r)
+		if err == nil {
+			applied = append(applied, r)
+			continue
+		}
+		db.fail(r, err)
+		if err := db.rollback(); err == nil {
+			for _, a := range applied {
+				err = db.apply(a)
+			}
+			if err == nil {
+				continue
+			}
+			db.rollback()
+		}
+		for _, a := range applied {
+			db.fail(a, err)
+		}
+		applied = applied[:0]
+	}
+	return applied
+}
+
+// fail ends r with err.
+func (db *DB) fail(r *request, err error) {
+	r.recs, r.err = nil, fmt.Errorf("committing deliveries: %w", err)
+	close(r.done)
+}
+
+// apply writes r into the open transaction and sets its records.
+func (db *DB) apply(r *request) (err error) {
+	defer func() {
+		// A panic (say in a policy's Decide) fails this request
+		// instead of the writer, which serves every caller.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in write transaction: %v", p)
+		}
+	}()
+	if r.now.IsZero() {
+		r.now, r.ids = db.now(), db.idgen
+	} else {
+		db.idgen = r.ids
+	}
+	r.recs, err = db.txw.write(r)
+	return err
+}
+
+// durable makes the applied group reqs durable: appended to the log and
+// synced, or, without a log, committed with everything before it.
+func (db *DB) durable(reqs []*request) error {
+	if db.opts.beforeCommit != nil {
+		if err := db.opts.beforeCommit(reqs); err != nil {
 			return err
 		}
-		if db.opts.beforeCommit != nil {
-			return db.opts.beforeCommit(reqs)
+	}
+	if db.wal != nil {
+		err := db.wal.append(reqs)
+		if err == nil {
+			db.pending = append(db.pending, reqs...)
+			for _, r := range reqs {
+				db.pendingBytes += len(r.raw)
+			}
+			db.dirty.Store(true)
+			return nil
 		}
+		if !errors.Is(err, errLogBroken) {
+			return err
+		}
+		// The log can't be trusted any more: commit instead, from now on.
+		db.dropWAL()
+	}
+	return db.commitOpen()
+}
+
+// dropWAL stops using the log after a failure it could not undo. What it
+// holds is also in the open transaction, which the caller commits.
+func (db *DB) dropWAL() {
+	db.wal.close()
+	db.wal = nil
+}
+
+// beginTx begins the writer's transaction and applies the logged,
+// uncommitted requests to it again.
+func (db *DB) beginTx() error {
+	tx, err := db.bolt.Begin(true)
+	if err != nil {
+		return err
+	}
+	db.tx, db.txw, db.txStart = tx, newTxWriter(db, tx), time.Now()
+	for _, r := range db.pending {
+		if err := db.apply(r); err != nil {
+			tx.Rollback()
+			db.tx, db.txw = nil, nil
+			return fmt.Errorf("applying logged delivery again: %w", err)
+		}
+	}
+	return nil
+}
+
+// rollback drops the open transaction and begins another with the logged
+// requests.
+func (db *DB) rollback() error {
+	if db.tx != nil {
+		db.tx.Rollback()
+		db.tx, db.txw = nil, nil
+	}
+	return db.beginTx()
+}
+
+// commitOpen commits the open transaction, if any, with the number of the
+// last logged request in it, and empties the log. On failure the
+// transaction is gone but the logged requests stay pending, to be applied
+// again to the next one.
+func (db *DB) commitOpen() error {
+	if db.tx == nil {
 		return nil
-	})
+	}
+	tx := db.tx
+	err := db.txw.flushDomains()
+	if n := len(db.pending); err == nil && n > 0 && db.pending[n-1].seq > 0 {
+		err = putAppliedSeq(tx, db.pending[n-1].seq)
+	}
+	if err == nil && db.opts.beforeCommit != nil && db.wal != nil {
+		err = db.opts.beforeCommit(nil)
+	}
+	if err == nil {
+		err = tx.Commit()
+	} else {
+		tx.Rollback()
+	}
+	db.tx, db.txw = nil, nil
 	if err != nil {
 		return fmt.Errorf("committing deliveries: %w", err)
 	}
+	db.pending, db.pendingBytes = nil, 0
+	db.dirty.Store(false)
+	if db.wal != nil {
+		if err := db.wal.reset(); err != nil {
+			db.dropWAL()
+		}
+	}
 	return nil
+}
+
+// sync asks the writer to commit what it has acknowledged, so that a
+// reader sees every delivery Save has returned.
+func (db *DB) sync() {
+	if db.opts.ReadOnly || !db.dirty.Load() {
+		return
+	}
+	ch := make(chan error, 1)
+	select {
+	case db.flushReq <- ch:
+		<-ch
+	case <-db.done:
+	}
+}
+
+// view runs fn in a read transaction that sees every acknowledged Save.
+func (db *DB) view(fn func(*bolt.Tx) error) error {
+	db.sync()
+	return db.bolt.View(fn)
+}
+
+// update runs fn in a write transaction of its own, after the writer's.
+func (db *DB) update(fn func(*bolt.Tx) error) error {
+	db.sync()
+	return db.bolt.Update(fn)
 }
 
 // txWriter writes deliveries in one transaction.
@@ -281,7 +491,7 @@ func newTxWriter(db *DB, tx *bolt.Tx) *txWriter {
 
 // write stores one delivery.
 func (w *txWriter) write(r *request) ([]Record, error) {
-	now := w.db.now()
+	now := r.now
 	msgKey := w.db.idgen.next(now)
 	if err := putRaw(w.raw, msgKey, r.raw, w.db.rawPart); err != nil {
 		return nil, err

@@ -149,7 +149,7 @@ func TestSchema(t *testing.T) {
 	for _, v := range []string{"99", "0", "1", "2", "garbage", ""} {
 		t.Run(v, func(t *testing.T) {
 			db, path := mustOpen(t, Options{})
-			tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+			tcheck(t, db.update(func(tx *bolt.Tx) error {
 				return tx.Bucket(bucketMeta).Put(keyVersion, []byte(v))
 			}), "set version")
 			tcheck(t, db.Close(), "close")
@@ -509,7 +509,7 @@ func TestCheckFindsDamage(t *testing.T) {
 	tcheck(t, db.Check(), "check before damage")
 	key, err := decodeID(recs[0].ID)
 	tcheck(t, err, "decode id")
-	tcheck(t, db.bolt.Update(func(tx *bolt.Tx) error {
+	tcheck(t, db.update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketIdxStatus).Delete(indexKey(key, "5.4.3")); err != nil {
 			return err
 		}
@@ -519,4 +519,22 @@ func TestCheckFindsDamage(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "entry missing in idx_status") || !strings.Contains(err.Error(), "idx_domain: entry for missing record") {
 		t.Fatalf("check after damage: %v", err)
 	}
+}
+
+// fill writes reqs in one transaction of the calling goroutine, bypassing
+// the writer and its log: tests and benchmarks fill large databases with
+// it (the writer must be idle).
+func (db *DB) fill(reqs []*request) error {
+	return db.update(func(tx *bolt.Tx) error {
+		w := newTxWriter(db, tx)
+		for _, r := range reqs {
+			r.now, r.ids = db.now(), db.idgen
+			recs, err := w.write(r)
+			if err != nil {
+				return err
+			}
+			r.recs = recs
+		}
+		return w.flushDomains()
+	})
 }
