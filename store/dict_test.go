@@ -45,7 +45,11 @@ func TestWriteRecordDict(t *testing.T) {
 		t.Skip("no -write-record-dict")
 	}
 	at := time.Date(2025, 7, 14, 9, 30, 0, 123456789, time.UTC)
-	id := func(n byte) string { k := make([]byte, keyLen); k[0], k[1], k[keyLen-1] = 0x18, 0x52, n; return encodeID(k) }
+	id := func(n byte) string {
+		k := make([]byte, keyLen)
+		k[0], k[1], k[keyLen-1] = 0x18, 0x52, n
+		return encodeID(k)
+	}
 	env := Envelope{RcptTo: []string{"bounces+user=example.com@bounces.example.net"}, ClientIP: "192.0.2.25", Helo: "mx.example.com", VERP: "user@example.com", Verified: true, Campaign: "2025-07-news"}
 	rcpt := func(addr, status, code string, kind parse.Kind, class parse.Class, reason parse.Reason, by string) parse.Recipient {
 		return parse.Recipient{FinalRecipient: addr, FinalRecipientType: "rfc822", OriginalRecipient: addr, OriginalRecipientType: "rfc822",
