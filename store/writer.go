@@ -208,7 +208,7 @@ func newTxWriter(db *DB, tx *bolt.Tx) *txWriter {
 		domainsB: tx.Bucket(bucketDomains), domStatus: tx.Bucket(bucketDomStatus), domTime: tx.Bucket(bucketDomTime),
 	}
 	// Keys are appended in order.
-	w.records.FillPercent, w.domTime.FillPercent = 0.95, 0.95
+	w.records.FillPercent, w.domTime.FillPercent, w.idxStatus.FillPercent = 0.95, 0.95, 0.9
 	// Four raw parts fill a page exactly (rawPartSize) at 1.0.
 	w.raw.FillPercent = 1
 	return w
