@@ -381,7 +381,9 @@ func TestMessageFieldsStoredOnce(t *testing.T) {
 		b := tx.Bucket(bucketRecords)
 		for i, r := range saved {
 			k, _ := decodeID(r.ID)
-			v := string(b.Get(k))
+			j, err := recordJSONOf(b.Get(k))
+			tcheck(t, err, "decompressing record")
+			v := string(j)
 			if has := strings.Contains(v, `"envelope"`) || strings.Contains(v, `"original"`); has != (i == 0) {
 				t.Errorf("record %d stores message fields: %v (%s)", i, has, v)
 			}

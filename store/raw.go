@@ -1,7 +1,7 @@
 package store
 
 // Raw messages. The value of a message, a codec byte followed by the
-// DEFLATE (RFC 1951) or stored bytes, is cut into parts of at most
+// zstd (RFC 8878), DEFLATE (RFC 1951) or stored bytes (compress.go), is cut into parts of at most
 // rawPartSize bytes stored under K(msg) followed by the 4-byte big-endian
 // part number (0, 1, ...); the parts in key order, concatenated, are the
 // value. bbolt never splits a leaf of four or fewer entries, so whole
@@ -141,6 +141,12 @@ func decompressRaw(v []byte) ([]byte, error) {
 			return nil, fmt.Errorf("decompressing raw message: more than %d bytes", maxRawBytes)
 		}
 		return b, nil
+	case rawZstd1:
+		b, err := unzstd(v[1:], rawDictID1, maxRawBytes)
+		if err != nil {
+			return nil, fmt.Errorf("decompressing raw message: %w", err)
+		}
+		return b, nil
 	}
 	return nil, fmt.Errorf("reading raw message: unknown codec %d", v[0])
 }
@@ -177,7 +183,7 @@ func checkRaw(tx *bolt.Tx, add func(error) bool) bool {
 			err = fmt.Errorf("raw message %s: stored whole and in parts", encodeID(msg))
 		case !whole && part != next:
 			err = fmt.Errorf("raw message %s: part %d missing", encodeID(msg), next)
-		case !same && (len(v) == 0 || v[0] > rawDeflate):
+		case !same && (len(v) == 0 || v[0] > rawZstd1):
 			err = fmt.Errorf("raw message %s: unknown codec", encodeID(msg))
 		}
 		if err != nil && !add(err) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -126,7 +127,35 @@ func encodeRecord(rec *Record, base string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding record: %w", err)
 	}
-	return v, nil
+	c, err := codecs()
+	if err != nil {
+		return nil, fmt.Errorf("encoding record: %w", err)
+	}
+	return c.recordEnc.EncodeAll(v, []byte{recordZstd1}), nil
+}
+
+// maxRecordBytes caps a decompressed record. The largest fields come from
+// a message's header section, which the decoder caps at 1 MiB by default
+// (parse.DefaultLimits), so more means a damaged value.
+const maxRecordBytes = 16 << 20
+
+// recordJSONOf returns the JSON of the stored record value v: v itself for
+// a plain JSON value, else v decompressed.
+func recordJSONOf(v []byte) ([]byte, error) {
+	if len(v) == 0 {
+		return nil, errors.New("empty value")
+	}
+	switch v[0] {
+	case recordJSON:
+		return v, nil
+	case recordZstd1:
+		j, err := unzstd(v[1:], recordDictID1, maxRecordBytes)
+		if err != nil {
+			return nil, fmt.Errorf("decompressing: %w", err)
+		}
+		return j, nil
+	}
+	return nil, fmt.Errorf("unknown codec %d", v[0])
 }
 
 // decodeRecord reads the record stored under key in the records bucket b.
@@ -159,7 +188,11 @@ func decodeRecord(b *bolt.Bucket, key, v []byte) (Record, error) {
 func decodeOwn(key, v []byte) (Record, string, error) {
 	var r Record
 	d := diskRecord{Record: &r}
-	if err := json.Unmarshal(v, &d); err != nil {
+	j, err := recordJSONOf(v)
+	if err != nil {
+		return Record{}, "", fmt.Errorf("decoding record %s: %w", encodeID(key), err)
+	}
+	if err := json.Unmarshal(j, &d); err != nil {
 		return Record{}, "", fmt.Errorf("decoding record %s: %w", encodeID(key), err)
 	}
 	if d.Envelope != nil {

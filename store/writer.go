@@ -1,8 +1,6 @@
 package store
 
 import (
-	"bytes"
-	"compress/flate"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -107,69 +105,6 @@ func (db *DB) newRequest(ctx context.Context, d *Delivery) (*request, error) {
 	dc := *d
 	dc.Raw = nil
 	return &request{d: &dc, done: make(chan struct{}), raw: raw, body: bodyHash(d.Raw)}, nil
-}
-
-// Raw codecs: the first byte of a value in the raw bucket.
-const (
-	rawStored  = 0
-	rawDeflate = 1
-)
-
-// rawLevel is the DEFLATE level for raw messages. The raw bucket is kept
-// apart from the records (and pruned by retention), so speed wins:
-// BenchmarkCompressLevel gives for the 1,720-byte Postfix DSN of the SMTP
-// benchmark 825 bytes in 14.7 µs at level 1 against 782 bytes in 21.3 µs
-// at level 4 (and 22 µs at 6), for the 37 sisimai bounces of mbox-0 1,079
-// against 1,044 bytes in 31.7 against 42.5 µs, and for 1 MiB of text
-// lines 209 KB in 4.6 ms against 155 KB in 8.2 ms.
-const rawLevel = flate.BestSpeed
-
-// maxScratch is the largest output buffer a pooled compressor keeps
-// between messages; a larger one (a message of several MB) is dropped.
-const maxScratch = 4 << 20
-
-// compressor is a DEFLATE writer with its output buffer. Each holds
-// about 600 KB of tables, so Open makes at most Options.Compressors.
-type compressor struct {
-	w   *flate.Writer
-	buf bytes.Buffer
-}
-
-// compressRaw returns raw compressed with DEFLATE behind a codec byte, or
-// stored as is when compression does not make it smaller. It waits for
-// one of the pooled compressors, so that at most Options.Compressors run
-// at once however many sessions save; the result is copied out of the
-// compressor's buffer into a slice of its exact size.
-func (db *DB) compressRaw(ctx context.Context, raw []byte) ([]byte, error) {
-	var c *compressor
-	select {
-	case c = <-db.compressors:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if c == nil {
-		c = &compressor{}
-		// flate.NewWriter only fails on an invalid level.
-		c.w, _ = flate.NewWriter(&c.buf, rawLevel)
-	}
-	c.buf.Reset()
-	c.w.Reset(&c.buf)
-	c.w.Write(raw)
-	c.w.Close()
-	var out []byte
-	if n := c.buf.Len(); n < len(raw) {
-		out = make([]byte, 1+n)
-		out[0] = rawDeflate
-		copy(out[1:], c.buf.Bytes())
-	} else {
-		out = append(make([]byte, 0, 1+len(raw)), rawStored)
-		out = append(out, raw...)
-	}
-	if c.buf.Cap() > maxScratch {
-		c.buf = bytes.Buffer{}
-	}
-	db.compressors <- c
-	return out, nil
 }
 
 // writer applies queued requests until the queue is closed. It keeps one
@@ -483,7 +418,7 @@ func newTxWriter(db *DB, tx *bolt.Tx) *txWriter {
 		domainsB: tx.Bucket(bucketDomains), domStatus: tx.Bucket(bucketDomStatus), domTime: tx.Bucket(bucketDomTime),
 	}
 	// Keys are appended in order.
-	w.records.FillPercent, w.domTime.FillPercent = 0.95, 0.95
+	w.records.FillPercent, w.domTime.FillPercent, w.idxStatus.FillPercent = 0.95, 0.95, 0.9
 	// Four raw parts fill a page exactly (rawPartSize) at 1.0.
 	w.raw.FillPercent = 1
 	return w
