@@ -13,10 +13,11 @@
 //
 //	meta        "version" → schema version (decimal ASCII)
 //	raw         K(msg) part → part of codec byte (0 stored, 1 DEFLATE,
-//	            RFC 1951) + raw message: part is a 4-byte big-endian
+//	            RFC 1951, 2 zstd with dict/raw-1.txt) + raw message: part is a 4-byte big-endian
 //	            number from 0, each part at most a quarter page (raw.go);
 //	            schema 4 wrote the value whole under K(msg)
-//	records     K → Record as JSON, without "id" (K) and "domain" (the
+//	records     K → Record as JSON (plain, or behind codec byte 1, zstd,
+//	            or 2, CRC-32C and S2; compress.go), without "id" (K) and "domain" (the
 //	            address's) and without empty envelope fields; the second
 //	            and later records of a message leave out the message's
 //	            fields (received, envelope, per-message DSN fields,
@@ -39,6 +40,8 @@
 //	seen        dedupe key (16 bytes) → K of the first record with it
 //	meta "raw_pruned_before" → Unix nanoseconds (decimal) before which
 //	            PruneRaw deleted raw messages
+//	meta "wal_seq" → number (decimal) of the last write-ahead log frame
+//	            committed to the file (wal.go)
 //
 // Buckets created on first use, described in the file that owns them:
 //
@@ -54,14 +57,17 @@
 // itself before returning it.
 //
 // All writes of one message (raw, records, indexes, counters, suppressions,
-// domain aggregates) happen in one transaction, and Save returns only after
-// it is committed and synced. Saves are queued to one writer goroutine that
-// commits everything queued in a single transaction (group commit). When a
-// group's transaction fails, each delivery in it is retried alone, so one
-// bad delivery fails only its own caller. Before queueing, Save
-// compresses the raw message (DEFLATE level 1) in the caller's goroutine
-// with one of at most Options.Compressors pooled writers (about 600 KB of
-// tables each), waiting for one under its context, so memory for
+// domain aggregates) happen in one transaction. Saves are queued to one
+// writer goroutine that applies everything queued to its open transaction
+// (group commit), appends the group to the write-ahead log PATH-wal and
+// syncs it, and only then lets Save return; the transaction itself is
+// committed every Options.CommitInterval, and Open replays the log after a
+// crash (wal.go). Readers in this process see every Save that returned.
+// When a group can't be made durable, each delivery in it is retried
+// alone, so one bad delivery fails only its own caller. Before queueing,
+// Save compresses the raw message (zstd with a dictionary) in the caller's
+// goroutine with one of at most Options.Compressors pooled encoders (about
+// 1 MB each), waiting for one under its context, so memory for
 // compression does not grow with the number of sessions.
 //
 // `bouncer domains` reads RecentDomains: the dom_time index walked
@@ -227,8 +233,8 @@ type Options struct {
 	// is committed to the file before Save returns.
 	CommitInterval time.Duration
 	// Compressors caps how many raw messages Save compresses at once
-	// (default GOMAXPROCS); each compressor holds about 600 KB of DEFLATE
-	// tables and its output buffer. Further Saves wait for one.
+	// (default GOMAXPROCS); each compressor holds about 1 MB of zstd
+	// tables and window, and its output buffer. Further Saves wait for one.
 	Compressors int
 
 	// beforeCommit, if set, runs in the write transaction after the batch

@@ -224,6 +224,13 @@ func damaged(t *testing.T, good []byte, otherDict uint32) map[string][]byte {
 	}
 }
 
+// flipMiddle returns v with its middle byte changed.
+func flipMiddle(v []byte) []byte {
+	v = bytes.Clone(v)
+	v[len(v)/2] ^= 0x55
+	return v
+}
+
 // TestDamagedValues stores damaged zstd values in place of a raw message
 // and of a record: reading them gives an error, never a panic or a huge
 // allocation.
@@ -240,8 +247,8 @@ func TestDamagedValues(t *testing.T) {
 		goodRaw, goodRec = v, bytes.Clone(tx.Bucket(bucketRecords).Get(rk))
 		return err
 	}), "reading")
-	if goodRaw[0] != rawZstd1 || goodRec[0] != recordZstd1 {
-		t.Fatalf("stored codecs %d and %d, want %d and %d", goodRaw[0], goodRec[0], rawZstd1, recordZstd1)
+	if goodRaw[0] != rawZstd1 || goodRec[0] != recordS2 {
+		t.Fatalf("stored codecs %d and %d, want %d and %d", goodRaw[0], goodRec[0], rawZstd1, recordS2)
 	}
 	put := func(bucket []byte, k, v []byte) {
 		t.Helper()
@@ -262,7 +269,26 @@ func TestDamagedValues(t *testing.T) {
 	if _, err := db.Raw(recs[0].MsgID); err == nil || !strings.Contains(err.Error(), "unknown codec 9") {
 		t.Errorf("raw message, codec 9: %v", err)
 	}
-	for name, z := range damaged(t, goodRec[1:], rawDictID1) {
+	// S2 blocks carry no checksum: a changed byte may decode to other
+	// bytes, which then fail as JSON. Either way an error, no panic.
+	s2Huge := append([]byte{recordS2}, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 'x')
+	for name, v := range map[string][]byte{"cut": goodRec[:len(goodRec)/2], "changed": flipMiddle(goodRec),
+		"huge": s2Huge, "empty": {recordS2}} {
+		put(bucketRecords, rk, v)
+		if _, err := db.Record(recs[0].ID); err == nil || !strings.Contains(err.Error(), "decoding record") {
+			t.Errorf("S2 record, %s: %v, want a decoding error", name, err)
+		}
+	}
+	j, err := recordJSONOf(goodRec)
+	tcheck(t, err, "record JSON")
+	c, err := codecs()
+	tcheck(t, err, "codecs")
+	goodZstd := c.recordEnc.EncodeAll(j, []byte{recordZstd1})
+	put(bucketRecords, rk, goodZstd)
+	if got, err := db.Record(recs[0].ID); err != nil || got.Addr != recs[0].Addr {
+		t.Fatalf("zstd record (codec 1, still read): %+v, %v", got, err)
+	}
+	for name, z := range damaged(t, goodZstd[1:], rawDictID1) {
 		put(bucketRecords, rk, append([]byte{recordZstd1}, z...))
 		if _, err := db.Record(recs[0].ID); err == nil || !strings.Contains(err.Error(), "decompressing") {
 			t.Errorf("record, %s: %v, want a decompressing error", name, err)
