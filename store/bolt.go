@@ -355,7 +355,7 @@ func open(path string, opts Options) (*DB, error) {
 	if err == nil && !opts.ReadOnly {
 		err = bdb.View(db.idgen.init)
 	}
-	if err == nil && !opts.ReadOnly && opts.CommitInterval > 0 {
+	if err == nil && !opts.ReadOnly {
 		err = db.replayWAL(path)
 	}
 	if err == nil && opts.ReadOnly {
@@ -387,6 +387,11 @@ func (db *DB) replayWAL(path string) error {
 		return err
 	}
 	db.wal = l
+	if len(reqs) == 0 && db.opts.CommitInterval < 0 {
+		err := l.close()
+		db.wal = nil
+		return err
+	}
 	if len(reqs) == 0 {
 		return l.reset()
 	}
@@ -399,6 +404,13 @@ func (db *DB) replayWAL(path string) error {
 	}
 	if db.wal == nil {
 		return fmt.Errorf("replaying log: %w", errLogBroken)
+	}
+	if db.opts.CommitInterval < 0 {
+		// No log from now on: every group is committed before Save
+		// returns.
+		err := db.wal.close()
+		db.wal = nil
+		return err
 	}
 	return nil
 }

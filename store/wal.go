@@ -69,7 +69,25 @@ type wal struct {
 	seq  uint64 // number of the last frame written
 	size int64  // bytes of whole frames in the file
 	buf  []byte // frames being appended
+
+	// written is how far the file has been written, zeros or frames.
+	// Frames are written over that space from the start after each
+	// reset, so that syncing a group does not change the file's size
+	// (on ext4 that is a journal commit: an append and fdatasync of 20
+	// KB took 97 µs of CPU against 58 µs for the same write inside the
+	// file). Old frames after the last new one end the log when read:
+	// their numbers don't follow.
+	written int64
 }
+
+// walPrealloc is how much of the log file is written with zeros when it
+// is opened: more than the frames of one commit interval at a few
+// thousand deliveries a second. The file grows beyond it when needed and
+// keeps that size, up to walMaxKept.
+const (
+	walPrealloc = 1 << 20
+	walMaxKept  = 16 << 20
+)
 
 // walMeta is the JSON part of a frame.
 type walMeta struct {
@@ -106,7 +124,27 @@ func openWAL(path string, applied uint64) (*wal, []*request, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	return &wal{f: f, seq: max(last, applied)}, reqs, nil
+	l := &wal{f: f, seq: max(last, applied), written: int64(len(data))}
+	l.prealloc(walPrealloc)
+	return l, reqs, nil
+}
+
+// prealloc writes zeros up to n bytes of the file and syncs it. It is
+// only an optimisation: on a full disk the file is left as it was.
+func (l *wal) prealloc(n int64) {
+	if l.written >= n {
+		return
+	}
+	zeros := make([]byte, n-l.written)
+	_, err := l.f.WriteAt(zeros, l.written)
+	if err == nil {
+		err = l.f.Sync()
+	}
+	if err != nil {
+		l.f.Truncate(l.written)
+		return
+	}
+	l.written = n
 }
 
 // syncDir syncs a directory, so that a file created in it stays.
@@ -132,8 +170,8 @@ func readFrames(data []byte, applied uint64) ([]*request, uint64, error) {
 	var last uint64
 	for len(data) >= 8 {
 		n := binary.BigEndian.Uint32(data)
-		if n > maxFrame || int64(n) > int64(len(data)-8) {
-			break
+		if n < frameHead || n > maxFrame || int64(n) > int64(len(data)-8) {
+			break // zeros past the end, or a torn frame
 		}
 		body := data[8 : 8+n]
 		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(data[4:]) {
@@ -190,6 +228,7 @@ func decodeFrame(body []byte) (*request, uint64, error) {
 	}
 	r := &request{d: &Delivery{}, done: make(chan struct{})}
 	seq := binary.BigEndian.Uint64(body)
+	r.seq = seq
 	r.now = time.Unix(0, int64(binary.BigEndian.Uint64(body[8:])))
 	r.ids = idGen{nanos: binary.BigEndian.Uint64(body[16:]), seq: binary.BigEndian.Uint32(body[24:])}
 	copy(r.body[:], body[28:])
@@ -226,14 +265,18 @@ func (l *wal) append(reqs []*request) error {
 	}
 	_, err := l.f.WriteAt(b, l.size)
 	if err == nil {
-		err = l.f.Sync()
+		err = fdatasync(l.f)
 	}
 	if err != nil {
-		if terr := l.f.Truncate(l.size); terr != nil {
-			return fmt.Errorf("%w: %w (and cutting the log back: %w)", errLogBroken, err, terr)
+		// Whatever was written after the last whole frame must not
+		// read as frames: zero it (it may have been a complete frame
+		// whose sync failed, so the file's data is unknown).
+		if _, zerr := l.f.WriteAt(make([]byte, len(b)), l.size); zerr != nil {
+			return fmt.Errorf("%w: %w (and clearing the failed frames: %w)", errLogBroken, err, zerr)
 		}
 		return fmt.Errorf("writing log: %w", err)
 	}
+	l.written = max(l.written, l.size+int64(len(b)))
 	for i, r := range reqs {
 		r.seq = l.seq + uint64(i) + 1
 	}
@@ -246,12 +289,17 @@ func (l *wal) append(reqs []*request) error {
 // the writer stops using it and commits every group to the file instead.
 var errLogBroken = errors.New("log unusable")
 
-// reset empties the log after its frames were committed to the database.
-// A failure is harmless (the frames are numbered, and the database knows
-// the last one applied) but stops the log from being used.
+// reset starts the log over after its frames were committed to the
+// database: the next frames are written from the start of the file. The
+// frames left after them are numbered at most the database's wal_seq, so
+// they are never replayed. A file grown past walMaxKept (a burst
+// of large messages) is cut back.
 func (l *wal) reset() error {
-	if err := l.f.Truncate(0); err != nil {
-		return fmt.Errorf("%w: emptying: %w", errLogBroken, err)
+	if l.written > walMaxKept {
+		if err := l.f.Truncate(walPrealloc); err != nil {
+			return fmt.Errorf("%w: cutting back: %w", errLogBroken, err)
+		}
+		l.written = walPrealloc
 	}
 	l.size = 0
 	return nil

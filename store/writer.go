@@ -253,7 +253,15 @@ func (db *DB) fail(r *request, err error) {
 }
 
 // apply writes r into the open transaction and sets its records.
-func (db *DB) apply(r *request) (err error) {
+func (db *DB) apply(r *request) error {
+	recs, err := db.applyAgain(r)
+	r.recs = recs
+	return err
+}
+
+// applyAgain writes r into the open transaction and returns its records,
+// leaving r's own alone: r may be a logged request whose caller has them.
+func (db *DB) applyAgain(r *request) (recs []Record, err error) {
 	defer func() {
 		// A panic (say in a policy's Decide) fails this request
 		// instead of the writer, which serves every caller.
@@ -266,8 +274,7 @@ func (db *DB) apply(r *request) (err error) {
 	} else {
 		db.idgen = r.ids
 	}
-	r.recs, err = db.txw.write(r)
-	return err
+	return db.txw.write(r)
 }
 
 // durable makes the applied group reqs durable: appended to the log and
@@ -313,7 +320,7 @@ func (db *DB) beginTx() error {
 	}
 	db.tx, db.txw, db.txStart = tx, newTxWriter(db, tx), time.Now()
 	for _, r := range db.pending {
-		if err := db.apply(r); err != nil {
+		if _, err := db.applyAgain(r); err != nil {
 			tx.Rollback()
 			db.tx, db.txw = nil, nil
 			return fmt.Errorf("applying logged delivery again: %w", err)
