@@ -127,6 +127,10 @@ type HTTPConfig struct {
 type StoreConfig struct {
 	Path        string   `toml:"path"`
 	LockTimeout Duration `toml:"lock_timeout"`
+	// CommitInterval is how long acknowledged deliveries may wait in the
+	// write-ahead log before the database file holds them (0: no log,
+	// every group is committed to the file before its 250).
+	CommitInterval Duration `toml:"commit_interval"`
 	// RawRetention is how long raw messages are kept (0: forever).
 	RawRetention Duration `toml:"raw_retention"`
 	// DedupeWindow is how long a report is remembered as seen.
@@ -169,7 +173,7 @@ func defaultConfig() Config {
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
-		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second),
+		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(store.DefaultCommitInterval),
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
@@ -262,6 +266,9 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
+	}
+	if c.Store.CommitInterval < 0 || c.Store.CommitInterval > Duration(10*time.Second) {
+		return errors.New("config: store.commit_interval must be between 0s (no log) and 10s")
 	}
 	if c.Store.RawRetention < 0 || c.Store.PruneInterval < 0 {
 		return errors.New("config: store.raw_retention and store.prune_interval must not be negative (0 switches them off)")

@@ -233,7 +233,11 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*store.DB, error) {
 	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
 		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
-		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow)}
+		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
+		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = -1 // store's "no log"
+	}
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second
 	}
