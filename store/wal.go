@@ -114,17 +114,27 @@ func openWAL(path string, applied uint64) (*wal, []*request, error) {
 			return nil, nil, err
 		}
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFrame*4))
+	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("reading log: %w", err)
 	}
-	reqs, last, err := readFrames(data, applied)
+	var reqs []*request
+	var last uint64
+	first, err := firstFrame(f, fi.Size())
+	if err == nil && first > applied {
+		// Frames are written from the start after each commit: when the
+		// first is applied, so are all the whole ones after it.
+		var data []byte
+		if data, err = io.ReadAll(io.LimitReader(f, fi.Size())); err == nil {
+			reqs, last, err = readFrames(data, applied)
+		}
+	}
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("reading log: %w", err)
 	}
-	l := &wal{f: f, seq: max(last, applied), written: int64(len(data))}
+	l := &wal{f: f, seq: max(last, applied), written: fi.Size()}
 	l.prealloc(walPrealloc)
 	return l, reqs, nil
 }
@@ -145,6 +155,28 @@ func (l *wal) prealloc(n int64) {
 		return
 	}
 	l.written = n
+}
+
+// firstFrame returns the number of the first frame of the log file f of
+// size bytes, or 0 if it starts with no whole frame. It reads one frame.
+func firstFrame(f *os.File, size int64) (uint64, error) {
+	var head [8]byte
+	if size < 8 {
+		return 0, nil
+	}
+	if _, err := f.ReadAt(head[:], 0); err != nil {
+		return 0, err
+	}
+	n := int64(binary.BigEndian.Uint32(head[:]))
+	if n < frameHead || n > maxFrame || n > size-8 {
+		return 0, nil
+	}
+	frame := make([]byte, 8+n)
+	if _, err := f.ReadAt(frame, 0); err != nil {
+		return 0, err
+	}
+	_, last, err := readFrames(frame, 0)
+	return last, err
 }
 
 // syncDir syncs a directory, so that a file created in it stays.
