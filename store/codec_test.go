@@ -247,9 +247,15 @@ func TestDamagedValues(t *testing.T) {
 		goodRaw, goodRec = v, bytes.Clone(tx.Bucket(bucketRecords).Get(rk))
 		return err
 	}), "reading")
-	if goodRaw[0] != rawZstd1 || goodRec[0] != recordS2 {
-		t.Fatalf("stored codecs %d and %d, want %d and %d", goodRaw[0], goodRec[0], rawZstd1, recordS2)
+	if goodRaw[0] != rawS2 || goodRec[0] != recordS2 {
+		t.Fatalf("stored codecs %d and %d, want %d and %d", goodRaw[0], goodRec[0], rawS2, recordS2)
 	}
+	raw, err := decompressRaw(goodRaw)
+	tcheck(t, err, "decompressing")
+	enc, err := newRawEncoder()
+	tcheck(t, err, "encoder")
+	s2Raw := goodRaw
+	goodRaw = enc.EncodeAll(raw, []byte{rawZstd1})
 	put := func(bucket []byte, k, v []byte) {
 		t.Helper()
 		tcheck(t, db.update(func(tx *bolt.Tx) error {
@@ -263,6 +269,13 @@ func TestDamagedValues(t *testing.T) {
 		put(bucketRaw, nil, append([]byte{rawZstd1}, z...))
 		if _, err := db.Raw(recs[0].MsgID); err == nil || !strings.Contains(err.Error(), "decompressing raw message") {
 			t.Errorf("raw message, %s: %v, want a decompressing error", name, err)
+		}
+	}
+	for name, v := range map[string][]byte{"cut": s2Raw[:len(s2Raw)/2], "changed": flipMiddle(s2Raw),
+		"huge": append([]byte{rawS2, 0, 0, 0, 0}, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 'x'), "empty": {rawS2}} {
+		put(bucketRaw, nil, v)
+		if _, err := db.Raw(recs[0].MsgID); err == nil || !strings.Contains(err.Error(), "decompressing raw message") {
+			t.Errorf("S2 raw message, %s: %v, want a decompressing error", name, err)
 		}
 	}
 	put(bucketRaw, nil, []byte{9, 'x'})

@@ -78,13 +78,20 @@ func TestCompressorWait(t *testing.T) {
 	c := <-db.compressors
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	_, err := db.Save(ctx, bounce("a@d.test", "5.1.1", parse.KindBounce, parse.ClassHard))
+	// Messages up to rawS2Max are compressed without a pooled
+	// compressor; these are larger.
+	big := func(addr string) *Delivery {
+		d := bounce(addr, "5.1.1", parse.KindBounce, parse.ClassHard)
+		d.Raw = append(d.Raw, bytes.Repeat([]byte("filler line of a long bounce\r\n"), rawS2Max/20)...)
+		return d
+	}
+	_, err := db.Save(ctx, big("a@d.test"))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("save without a compressor: %v, want deadline exceeded", err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := db.Save(context.Background(), bounce("b@d.test", "5.1.1", parse.KindBounce, parse.ClassHard))
+		_, err := db.Save(context.Background(), big("b@d.test"))
 		done <- err
 	}()
 	db.compressors <- c

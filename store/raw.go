@@ -147,6 +147,12 @@ func decompressRaw(v []byte) ([]byte, error) {
 			return nil, fmt.Errorf("decompressing raw message: %w", err)
 		}
 		return b, nil
+	case rawS2:
+		b, err := s2Decode(rawS2Dict(), v[1:], maxRawBytes)
+		if err != nil {
+			return nil, fmt.Errorf("decompressing raw message: %w", err)
+		}
+		return b, nil
 	}
 	return nil, fmt.Errorf("reading raw message: unknown codec %d", v[0])
 }
@@ -183,7 +189,7 @@ func checkRaw(tx *bolt.Tx, add func(error) bool) bool {
 			err = fmt.Errorf("raw message %s: stored whole and in parts", encodeID(msg))
 		case !whole && part != next:
 			err = fmt.Errorf("raw message %s: part %d missing", encodeID(msg), next)
-		case !same && (len(v) == 0 || v[0] > rawZstd1):
+		case !same && (len(v) == 0 || v[0] > rawS2):
 			err = fmt.Errorf("raw message %s: unknown codec", encodeID(msg))
 		}
 		if err != nil && !add(err) {

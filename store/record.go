@@ -1,15 +1,12 @@
 package store
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"time"
 
 	"github.com/bouncer/bouncer/parse"
-	"github.com/klauspost/compress/s2"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -130,13 +127,7 @@ func encodeRecord(rec *Record, base string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding record: %w", err)
 	}
-	// Encode writes at the start of the buffer it is given when it is
-	// large enough, which MaxEncodedLen makes sure of.
-	out := make([]byte, 5+s2.MaxEncodedLen(len(v)))
-	out[0] = recordS2
-	binary.BigEndian.PutUint32(out[1:], crc32.Checksum(v, crcTable))
-	n := len(recordDict().Encode(out[5:], v))
-	return out[: 5+n : 5+n], nil
+	return s2Encode(recordS2, recordDict(), v), nil
 }
 
 // maxRecordBytes caps a decompressed record. The largest fields come from
@@ -160,22 +151,9 @@ func recordJSONOf(v []byte) ([]byte, error) {
 		}
 		return j, nil
 	case recordS2:
-		if len(v) < 5 {
-			return nil, errors.New("decompressing: short value")
-		}
-		n, err := s2.DecodedLen(v[5:])
+		j, err := s2Decode(recordDict(), v[1:], maxRecordBytes)
 		if err != nil {
 			return nil, fmt.Errorf("decompressing: %w", err)
-		}
-		if n > maxRecordBytes {
-			return nil, fmt.Errorf("decompressing: content size %d is more than %d bytes", n, maxRecordBytes)
-		}
-		j, err := recordDict().Decode(make([]byte, n), v[5:])
-		if err != nil {
-			return nil, fmt.Errorf("decompressing: %w", err)
-		}
-		if crc32.Checksum(j, crcTable) != binary.BigEndian.Uint32(v[1:]) {
-			return nil, errors.New("decompressing: checksum mismatch")
 		}
 		return j, nil
 	}
