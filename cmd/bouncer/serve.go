@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -35,6 +37,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(cfg.SMTP.MaxDataMemory)
 	table, err := policy.Compile(cfg.Policy.Rules)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -147,6 +150,24 @@ func (a *app) serve(ctx context.Context, args []string) error {
 
 // startPrune runs db.Prune every interval (never if 0) until ctx ends or
 // the returned function is called, which waits for it to stop.
+// tuneGC makes the collector run less often than Go's default: a
+// session allocates about 40 KB per bounce and keeps little, so at
+// GOGC=100 collection cost about a tenth of serve's CPU under load
+// (smtp-source, 20 sessions: 285-349 µs of CPU per message against
+// 253-277 µs at 400, alternating runs). The heap may then grow to five
+// times what is live, so a soft memory limit, twice the DATA budget
+// (the bodies in flight) plus 16 MiB, makes it collect sooner when
+// large messages fill the budget. GOGC and GOMEMLIMIT in the environment
+// win.
+func tuneGC(maxDataMemory int64) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(2*maxDataMemory + 16<<20)
+	}
+}
+
 func startPrune(ctx context.Context, db *store.DB, interval time.Duration, logger *slog.Logger) func() {
 	if interval <= 0 {
 		return func() {}
