@@ -91,3 +91,14 @@ func TestLoadCountsRefusals(t *testing.T) {
 		t.Fatalf("want the 550 reply, got a network error: %v", r.FirstErr)
 	}
 }
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{0.5, 0.1, 0.9}, 0.5}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
