@@ -157,10 +157,7 @@ func newRawEncoder() (*zstd.Encoder, error) {
 // compressor's buffer into a slice of its exact size.
 func (db *DB) compressRaw(ctx context.Context, raw []byte) ([]byte, error) {
 	if len(raw) <= rawS2Max {
-		if out := s2Encode(rawS2, rawS2Dict(), raw); len(out) < 1+len(raw) {
-			return out, nil
-		}
-		return append([]byte{rawStored}, raw...), nil
+		return compressSmall(raw), nil
 	}
 	var c *compressor
 	select {
@@ -191,6 +188,15 @@ func (db *DB) compressRaw(ctx context.Context, raw []byte) ([]byte, error) {
 	}
 	db.compressors <- c
 	return out, nil
+}
+
+// compressSmall compresses a raw message of at most rawS2Max bytes with
+// S2, or stores it as is if that is not smaller.
+func compressSmall(raw []byte) []byte {
+	if out := s2Encode(rawS2, rawS2Dict(), raw); len(out) < 1+len(raw) {
+		return out
+	}
+	return append([]byte{rawStored}, raw...)
 }
 
 // codecs holds the zstd decoder of every dictionary and the record

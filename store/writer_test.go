@@ -528,6 +528,9 @@ func (db *DB) fill(reqs []*request) error {
 	return db.update(func(tx *bolt.Tx) error {
 		w := newTxWriter(db, tx)
 		for _, r := range reqs {
+			if r.src != nil {
+				r.raw, r.src = compressSmall(r.src), nil
+			}
 			r.now, r.ids = db.now(), db.idgen
 			recs, err := w.write(r)
 			if err != nil {
