@@ -119,11 +119,10 @@ func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Wr
 		}
 		for round := 1; round <= rounds; round++ {
 			for _, server := range []string{"smtp-sink", "go-smtp discard", "bouncer"} {
-				r, err := measure(ctx, f, self, server, s, data)
+				r, err := measure(ctx, f, self, server, s, round, data)
 				if err != nil {
 					return fmt.Errorf("%s, %d sessions: %w", server, s, err)
 				}
-				r.round = round
 				fmt.Fprintf(out, "  done: %-15s %3d sessions  round %d  smtp-source %6.0f msg/s  go-load %6.0f msg/s\n",
 					server, s, round, r.sourceRate, r.load.rate())
 				rows = append(rows, r)
@@ -143,9 +142,10 @@ func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Wr
 
 // measure starts one server fresh, drives it with smtp-source and then the
 // Go load generator (same message, envelope and count), and stops it.
-func measure(ctx context.Context, f benchFlags, self, server string, sessions int, data []byte) (row, error) {
-	r := row{server: server, sessions: sessions}
-	tag := fmt.Sprintf("%s-%d", strings.ReplaceAll(server, " ", "-"), sessions)
+func measure(ctx context.Context, f benchFlags, self, server string, sessions, round int, data []byte) (row, error) {
+	r := row{server: server, sessions: sessions, round: round}
+	// Each round starts on a new database and log.
+	tag := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(server, " ", "-"), sessions, round)
 	logPath := filepath.Join(f.workDir, tag+".log")
 	var (
 		p   *proc
