@@ -237,3 +237,38 @@ func TestCommitFailureKeepsLogged(t *testing.T) {
 		t.Fatalf("after reopening: %d records, want 3", n)
 	}
 }
+
+// FuzzReadFrames reads arbitrary bytes as a log, and as one frame's body:
+// never a panic, and what readFrames returns is a run of consecutive
+// frame numbers.
+func FuzzReadFrames(f *testing.F) {
+	r := &request{d: bounce("a@b.example", "5.4.3", parse.KindBounce, parse.ClassHard), raw: []byte{rawStored, 'x'}, now: time.Unix(1, 0)}
+	var log []byte
+	for seq := uint64(1); seq <= 3; seq++ {
+		var err error
+		if log, err = appendFrame(log, seq, r); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add(log)
+	f.Add(log[:len(log)-3])
+	f.Add(append(append([]byte{}, log...), make([]byte, 64)...))
+	f.Add([]byte{0, 0, 0, 60, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// A frame body past its CRC (a file written by something else):
+		// an error, never a panic.
+		decodeFrame(data)
+		reqs, last, err := readFrames(data, 1)
+		if err != nil {
+			return
+		}
+		if len(reqs) > 0 && reqs[len(reqs)-1].seq != last {
+			t.Fatalf("last frame %d, returned up to %d", last, reqs[len(reqs)-1].seq)
+		}
+		for i := 1; i < len(reqs); i++ {
+			if reqs[i].seq != reqs[i-1].seq+1 {
+				t.Fatalf("frames %d then %d", reqs[i-1].seq, reqs[i].seq)
+			}
+		}
+	})
+}
