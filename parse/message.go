@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset" // RFC 2046 charsets, for text parts too
@@ -464,11 +465,16 @@ func isBounceHeader(h fields) bool {
 	return strings.Contains(from, "mailer-daemon") || strings.Contains(from, "postmaster")
 }
 
+// truncate cuts s to at most n bytes, on a character boundary (a cut in
+// the middle of a UTF-8 sequence made the stored text invalid).
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func (d *decoder) hasPlainText() bool {

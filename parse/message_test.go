@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 )
@@ -331,5 +332,21 @@ func TestBoundaryPrefix(t *testing.T) {
 	tcheck(t, err, "decoding")
 	if len(rep.Recipients) != 1 || rep.Recipients[0].Status != "5.1.1" || rep.Recipients[0].DecodedBy != "rfc3464" {
 		t.Errorf("recipients %+v warnings %q", rep.Recipients, rep.Warnings)
+	}
+}
+
+func TestTruncateKeepsCharacters(t *testing.T) {
+	s := "Adresse inconnue: é" // é is two bytes, the last two of s
+	for n := len(s) - 1; n >= len(s)-3; n-- {
+		got := truncate(s, n)
+		if !utf8.ValidString(got) || len(got) > n {
+			t.Errorf("truncate(%q, %d) = %q", s, n, got)
+		}
+	}
+	if got := truncate(s, len(s)-1); got != "Adresse inconnue: " {
+		t.Errorf("cut inside é: %q", got)
+	}
+	if got := truncate(s, 100); got != s {
+		t.Errorf("short string changed: %q", got)
 	}
 }
