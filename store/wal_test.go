@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -271,4 +272,26 @@ func FuzzReadFrames(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCommitRetried: after a failed commit of the file, a reader's next
+// request commits the logged deliveries, so it sees them.
+func TestCommitRetried(t *testing.T) {
+	t.Parallel()
+	var failing atomic.Bool
+	failing.Store(true)
+	db, _ := mustOpen(t, Options{CommitInterval: time.Hour, beforeCommit: func(batch []*request) error {
+		if batch == nil && failing.Load() {
+			return errors.New("disk on fire")
+		}
+		return nil
+	}})
+	saveMix(t, db, 0, 3)
+	if recs, _ := db.Query(Filter{}); len(recs) != 0 {
+		t.Fatalf("%d records visible while every commit fails", len(recs))
+	}
+	failing.Store(false)
+	if recs, err := db.Query(Filter{}); err != nil || len(recs) != 3 {
+		t.Fatalf("after the disk recovered: %d records (%v), want 3", len(recs), err)
+	}
 }

@@ -358,6 +358,12 @@ func (db *DB) rollback() error {
 // transaction is gone but the logged requests stay pending, to be applied
 // again to the next one.
 func (db *DB) commitOpen() error {
+	if db.tx == nil && len(db.pending) > 0 {
+		// An earlier commit failed: try again with the logged requests.
+		if err := db.beginTx(); err != nil {
+			return fmt.Errorf("committing deliveries: %w", err)
+		}
+	}
 	if db.tx == nil {
 		return nil
 	}
