@@ -141,20 +141,21 @@ func decompressRaw(v []byte) ([]byte, error) {
 			return nil, fmt.Errorf("decompressing raw message: more than %d bytes", maxRawBytes)
 		}
 		return b, nil
-	case rawZstd1:
-		b, err := unzstd(v[1:], rawDictID1, maxRawBytes)
-		if err != nil {
-			return nil, fmt.Errorf("decompressing raw message: %w", err)
-		}
-		return b, nil
-	case rawS2:
-		b, err := s2Decode(rawS2Dict(), v[1:], maxRawBytes)
-		if err != nil {
-			return nil, fmt.Errorf("decompressing raw message: %w", err)
-		}
-		return b, nil
 	}
-	return nil, fmt.Errorf("reading raw message: unknown codec %d", v[0])
+	var b []byte
+	var err error
+	switch v[0] {
+	case rawZstd1:
+		b, err = unzstd(v[1:], rawDictID1, maxRawBytes)
+	case rawS2:
+		b, err = s2Decode(rawS2Dict(), v[1:], maxRawBytes)
+	default:
+		return nil, fmt.Errorf("reading raw message: unknown codec %d", v[0])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decompressing raw message: %w", err)
+	}
+	return b, nil
 }
 
 // checkRaw checks the keys of the raw bucket: each is a schema 4 key or

@@ -144,20 +144,21 @@ func recordJSONOf(v []byte) ([]byte, error) {
 	switch v[0] {
 	case recordJSON:
 		return v, nil
-	case recordZstd1:
-		j, err := unzstd(v[1:], recordDictID1, maxRecordBytes)
-		if err != nil {
-			return nil, fmt.Errorf("decompressing: %w", err)
-		}
-		return j, nil
-	case recordS2:
-		j, err := s2Decode(recordDict(), v[1:], maxRecordBytes)
-		if err != nil {
-			return nil, fmt.Errorf("decompressing: %w", err)
-		}
-		return j, nil
 	}
-	return nil, fmt.Errorf("unknown codec %d", v[0])
+	var j []byte
+	var err error
+	switch v[0] {
+	case recordZstd1:
+		j, err = unzstd(v[1:], recordDictID1, maxRecordBytes)
+	case recordS2:
+		j, err = s2Decode(recordDict(), v[1:], maxRecordBytes)
+	default:
+		return nil, fmt.Errorf("unknown codec %d", v[0])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decompressing: %w", err)
+	}
+	return j, nil
 }
 
 // decodeRecord reads the record stored under key in the records bucket b.
