@@ -237,9 +237,12 @@ type Options struct {
 	// tables and window, and its output buffer. Further Saves wait for one.
 	Compressors int
 
-	// beforeCommit, if set, runs in the write transaction after the batch
-	// is written; an error fails the transaction. Tests use it to inject
-	// commit failures.
+	// beforeCommit, if set, runs after a group of requests is applied
+	// and before it is made durable (logged, or committed without a log),
+	// with the group; an error fails the group as a failed log write or
+	// commit would. With a log it also runs, with nil, before each commit
+	// of the file, whose failure it then stands for. Tests use it to
+	// inject failures.
 	beforeCommit func(batch []*request) error
 }
 
