@@ -243,21 +243,30 @@ func (db *DB) applyAll(reqs []*request) []*request {
 			continue
 		}
 		db.fail(r, err)
-		if err := db.rollback(); err == nil {
+		if err := db.reapply(applied); err != nil {
 			for _, a := range applied {
-				err = db.apply(a)
+				db.fail(a, err)
 			}
-			if err == nil {
-				continue
-			}
-			db.rollback()
+			applied = applied[:0]
 		}
-		for _, a := range applied {
-			db.fail(a, err)
-		}
-		applied = applied[:0]
 	}
 	return applied
+}
+
+// reapply rolls the transaction back to the logged requests and applies
+// reqs to it again, stopping at the first that fails; on failure the
+// transaction holds the logged requests only.
+func (db *DB) reapply(reqs []*request) error {
+	if err := db.rollback(); err != nil {
+		return err
+	}
+	for _, r := range reqs {
+		if err := db.apply(r); err != nil {
+			db.rollback()
+			return err
+		}
+	}
+	return nil
 }
 
 // fail ends r with err.

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,4 +542,60 @@ func (db *DB) fill(reqs []*request) error {
 		}
 		return w.flushDomains()
 	})
+}
+
+// TestPanicInGroup: a delivery whose policy panics in the middle of a
+// group, with logged deliveries already in the open transaction, fails
+// alone; the transaction is rolled back to the logged ones and the group's
+// others are applied again and stored once.
+func TestPanicInGroup(t *testing.T) {
+	t.Parallel()
+	g := newGate()
+	var gated atomic.Bool
+	db, _ := mustOpen(t, Options{CommitInterval: time.Hour,
+		Decide: func(r *Record) Decision {
+			if r.Addr == "boom@x.example" {
+				panic("policy bug")
+			}
+			return DefaultDecide(r)
+		},
+		beforeCommit: func(batch []*request) error {
+			if batch != nil && gated.CompareAndSwap(false, true) {
+				g.wait()
+			}
+			return nil
+		}})
+	gated.Store(true) // the first save passes
+	save(t, db, bounce("logged@x.example", "5.1.1", parse.KindBounce, parse.ClassHard))
+	gated.Store(false) // the next waits at the gate
+	first := saveAsync(context.Background(), db, bounce("first@x.example", "5.1.1", parse.KindBounce, parse.ClassHard))
+	<-g.entered
+	var chans []chan error
+	for i, addr := range []string{"a@x.example", "b@x.example", "boom@x.example", "c@x.example"} {
+		chans = append(chans, saveAsync(context.Background(), db, bounce(addr, "5.4.3", parse.KindBounce, parse.ClassHard)))
+		waitQueued(t, db, i+1)
+	}
+	close(g.release)
+	tcheck(t, <-first, "first")
+	for i, ch := range chans {
+		err := <-ch
+		if (i == 2) != (err != nil) {
+			t.Fatalf("save %d: got %v", i, err)
+		}
+	}
+	var addrs []string
+	tcheck(t, db.ForEach(Filter{}, func(r Record) error {
+		addrs = append(addrs, r.Addr)
+		return nil
+	}), "foreach")
+	slices.Sort(addrs)
+	if want := []string{"a@x.example", "b@x.example", "c@x.example", "first@x.example", "logged@x.example"}; !slices.Equal(addrs, want) {
+		t.Fatalf("stored %v, want %v", addrs, want)
+	}
+	for _, a := range []string{"a@x.example", "b@x.example", "c@x.example"} {
+		if _, err := db.Suppressed(a); err != nil {
+			t.Errorf("%s not suppressed: %v", a, err)
+		}
+	}
+	tcheck(t, db.Check(), "check")
 }
