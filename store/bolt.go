@@ -13,7 +13,8 @@
 //
 //	meta        "version" → schema version (decimal ASCII)
 //	raw         K(msg) part → part of codec byte (0 stored, 1 DEFLATE,
-//	            RFC 1951, 2 zstd with dict/raw-1.txt) + raw message: part is a 4-byte big-endian
+//	            RFC 1951, 2 zstd with dict/raw-1.txt, 3 CRC-32C and S2
+//	            with the same dictionary; compress.go) + raw message: part is a 4-byte big-endian
 //	            number from 0, each part at most a quarter page (raw.go);
 //	            schema 4 wrote the value whole under K(msg)
 //	records     K → Record as JSON (plain, or behind codec byte 1, zstd,
@@ -64,8 +65,9 @@
 // committed every Options.CommitInterval, and Open replays the log after a
 // crash (wal.go). Readers in this process see every Save that returned.
 // When a group can't be made durable, each delivery in it is retried
-// alone, so one bad delivery fails only its own caller. Before queueing,
-// Save compresses the raw message (zstd with a dictionary) in the caller's
+// alone, so one bad delivery fails only its own caller. The writer
+// compresses raw messages of up to 8 KB (S2 with a dictionary); Save
+// compresses larger ones (zstd with the same dictionary) in the caller's
 // goroutine with one of at most Options.Compressors pooled encoders (about
 // 1 MB each), waiting for one under its context, so memory for
 // compression does not grow with the number of sessions.
@@ -381,41 +383,45 @@ func open(path string, opts Options) (*DB, error) {
 }
 
 // replayWAL opens the log and commits the deliveries it holds that the
-// file lacks (acknowledged before a crash).
+// file lacks (acknowledged before a crash). Without a log
+// (CommitInterval < 0) an existing log is still applied, then closed.
 func (db *DB) replayWAL(path string) error {
-	var applied uint64
-	db.bolt.View(func(tx *bolt.Tx) error { applied = appliedSeq(tx); return nil })
-	l, reqs, err := openWAL(path, applied)
+	if db.opts.CommitInterval < 0 {
+		if _, err := os.Stat(walPath(path)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	l, reqs, err := openWAL(path, db.appliedSeq())
 	if err != nil {
 		return err
 	}
 	db.wal = l
-	if len(reqs) == 0 && db.opts.CommitInterval < 0 {
-		err := l.close()
-		db.wal = nil
-		return err
-	}
 	if len(reqs) == 0 {
-		return l.reset()
+		err = l.reset()
+	} else {
+		db.pending = reqs
+		if err = db.beginTx(); err == nil {
+			err = db.commitOpen()
+		}
+		if err == nil && db.wal == nil {
+			err = errLogBroken
+		}
+		if err != nil {
+			return fmt.Errorf("replaying log: %w", err)
+		}
 	}
-	db.pending = reqs
-	if err := db.beginTx(); err != nil {
-		return fmt.Errorf("replaying log: %w", err)
-	}
-	if err := db.commitOpen(); err != nil {
-		return fmt.Errorf("replaying log: %w", err)
-	}
-	if db.wal == nil {
-		return fmt.Errorf("replaying log: %w", errLogBroken)
-	}
-	if db.opts.CommitInterval < 0 {
-		// No log from now on: every group is committed before Save
-		// returns.
-		err := db.wal.close()
+	if err == nil && db.opts.CommitInterval < 0 {
+		err = db.wal.close()
 		db.wal = nil
-		return err
 	}
-	return nil
+	return err
+}
+
+// appliedSeq reads meta "wal_seq" in a transaction of its own.
+func (db *DB) appliedSeq() uint64 {
+	var n uint64
+	db.bolt.View(func(tx *bolt.Tx) error { n = appliedSeq(tx); return nil })
+	return n
 }
 
 // checkWAL fails a read-only open when the log holds deliveries the file
@@ -437,9 +443,7 @@ func (db *DB) checkWAL(path string) error {
 	if err != nil {
 		return fmt.Errorf("reading log: %w", err)
 	}
-	var applied uint64
-	db.bolt.View(func(tx *bolt.Tx) error { applied = appliedSeq(tx); return nil })
-	if first > applied {
+	if applied := db.appliedSeq(); first > applied {
 		return fmt.Errorf("%w: its log holds deliveries from number %d on, the file those up to %d", ErrUnapplied, first, applied)
 	}
 	return nil

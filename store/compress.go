@@ -156,9 +156,6 @@ func newRawEncoder() (*zstd.Encoder, error) {
 // at once however many sessions save; the result is copied out of the
 // compressor's buffer into a slice of its exact size.
 func (db *DB) compressRaw(ctx context.Context, raw []byte) ([]byte, error) {
-	if len(raw) <= rawS2Max {
-		return compressSmall(raw), nil
-	}
 	var c *compressor
 	select {
 	case c = <-db.compressors:
