@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -505,20 +506,21 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.s.release(c)
 		c.mu.Lock()
-		attrs := []any{
-			"cid", c.id,
-			"remote", c.remote,
-			"helo", c.helo,
-			"duration", time.Since(c.start).Round(time.Millisecond),
-			"messages", c.messages,
-			"bytes_in", c.bytesIn,
-			"bad_replies", c.bad,
-		}
+		var buf [8]slog.Attr
+		attrs := append(buf[:0],
+			slog.String("cid", c.id),
+			slog.String("remote", c.remote),
+			slog.String("helo", c.helo),
+			slog.Duration("duration", time.Since(c.start).Round(time.Millisecond)),
+			slog.Int("messages", c.messages),
+			slog.Int64("bytes_in", c.bytesIn),
+			slog.Int("bad_replies", c.bad),
+		)
 		if c.timeout != "" {
-			attrs = append(attrs, "timeout", c.timeout)
+			attrs = append(attrs, slog.String("timeout", c.timeout))
 		}
 		c.mu.Unlock()
-		c.s.log.Info("connection closed", attrs...)
+		logInfo(c.s.log, "connection closed", attrs...)
 	})
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -464,5 +465,75 @@ func TestDecoderPanicStillStored(t *testing.T) {
 	got := saver.all()
 	if len(got) != 1 || !strings.Contains(got[0].ParseError, "decoder panic") {
 		t.Fatalf("got %+v, want one delivery with a decoder panic as ParseError", got)
+	}
+}
+
+// lockedBuffer is a log destination that tests read while sessions write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(b.buf.String(), "\n")
+}
+
+// TestLogLines checks the two info lines of a stored bounce: "bounce
+// stored" with what was decided, and "connection closed" with the
+// session's totals, both carrying the connection id.
+func TestLogLines(t *testing.T) {
+	var out lockedBuffer
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tcheck(t, err, "listen")
+	s := New(testOptions(), &memSaver{}, slog.New(slog.NewTextHandler(&out, nil)))
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tcheck(t, s.Shutdown(ctx), "shutdown")
+		tcheck(t, <-done, "serve")
+	}()
+
+	c := dial(t, l.Addr().String())
+	_, err = send(c, "", []string{"bounces+user=dead.test@" + bounceDomain}, readTestdata(t, "lhost-postfix-03.eml"))
+	tcheck(t, err, "sending DSN")
+	tcheck(t, c.Quit(), "quit")
+
+	find := func(msg string) string {
+		for range 500 {
+			for _, line := range out.lines() {
+				if strings.Contains(line, "msg="+msg) || strings.Contains(line, `msg="`+msg+`"`) {
+					return line
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no %q line in the log:\n%s", msg, strings.Join(out.lines(), "\n"))
+		return ""
+	}
+	stored, closed := find("bounce stored"), find("connection closed")
+	cid := regexp.MustCompile(`\bcid=(\S+)`).FindStringSubmatch(stored)
+	if cid == nil {
+		t.Fatalf("stored line has no cid: %s", stored)
+	}
+	for _, want := range []string{"level=INFO", " id=" + cid[1] + ".1 ", "verp=user@dead.test", "kind=bounce",
+		"recipient=kijitora@example.net", "action=failed", "status=5."} {
+		if !strings.Contains(stored, want) {
+			t.Errorf("stored line lacks %q: %s", want, stored)
+		}
+	}
+	for _, want := range []string{"level=INFO", "cid=" + cid[1] + " ", "remote=127.0.0.1:", "helo=client.test", "messages=1 ", "bad_replies=0"} {
+		if !strings.Contains(closed, want) {
+			t.Errorf("closed line lacks %q: %s", want, closed)
+		}
 	}
 }
