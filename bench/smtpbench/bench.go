@@ -55,7 +55,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.msgFile, "msg", "cmd/bouncer/testdata/postfix-543.eml", "the DSN `file` every message is")
 	fs.StringVar(&f.workDir, "dir", "", "work `folder` for databases and logs (default: a new temporary folder)")
 	fs.IntVar(&f.count, "m", 20000, "messages per run")
-	fs.IntVar(&f.rounds, "rounds", 3, "rounds of the three servers, one after the other, at each session count above 1 (the goals use the median ratio)")
+	fs.IntVar(&f.rounds, "rounds", 5, "rounds of the three servers, one after the other, at each session count above 1 (the goals use the median ratio)")
 	sessions := fs.String("s", "20,1", "session counts, comma-separated")
 	fs.IntVar(&f.rssSessions, "rss-s", 200, "sessions of the memory check")
 	fs.IntVar(&f.rssCount, "rss-m", 600, "messages of the memory check")
@@ -112,13 +112,16 @@ func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Wr
 	for _, s := range f.sessions {
 		// The machine's speed drifts (other tenants): the servers are
 		// measured in turn, round after round, and each round's ratio is
-		// taken between its own rows.
+		// taken between its own rows. Each round starts with the next
+		// server, so that none is always measured first or last.
 		rounds := f.rounds
 		if s == 1 {
 			rounds = 1
 		}
+		servers := []string{"smtp-sink", "go-smtp discard", "bouncer"}
 		for round := 1; round <= rounds; round++ {
-			for _, server := range []string{"smtp-sink", "go-smtp discard", "bouncer"} {
+			for i := range servers {
+				server := servers[(round-1+i)%len(servers)]
 				r, err := measure(ctx, f, self, server, s, round, data)
 				if err != nil {
 					return fmt.Errorf("%s, %d sessions: %w", server, s, err)
