@@ -10,8 +10,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bouncer/bouncer/parse"
 )
@@ -52,9 +55,12 @@ var traceHeaders = map[string]bool{
 
 // bodyHash is the SHA-256 of raw with its top-level trace header fields
 // left out and line endings reduced to LF, so that a retried or
-// duplicated copy of a message hashes alike.
+// duplicated copy of a message hashes alike. It is part of the stored
+// dedupe keys: its result must never change for the same raw.
 func bodyHash(raw []byte) [sha256.Size]byte {
-	h := sha256.New()
+	lh := lineHasher{h: sha256.New()}
+	bp := hashBufs.Get().(*[]byte)
+	lh.b = (*bp)[:0]
 	skip := false
 	i := 0
 	for i < len(raw) {
@@ -70,13 +76,12 @@ func bodyHash(raw []byte) [sha256.Size]byte {
 		if line[0] == ' ' || line[0] == '\t' {
 			// continuation of the previous field
 		} else if c := bytes.IndexByte(line, ':'); c > 0 {
-			skip = traceHeaders[strings.ToLower(string(bytes.TrimSpace(line[:c])))]
+			skip = isTraceHeader(bytes.TrimSpace(line[:c]))
 		} else {
 			skip = false
 		}
 		if !skip {
-			h.Write(line)
-			h.Write([]byte{'\n'})
+			lh.line(line)
 		}
 		i = end
 	}
@@ -84,16 +89,76 @@ func bodyHash(raw []byte) [sha256.Size]byte {
 	for len(body) > 0 {
 		j := bytes.Index(body, []byte("\r\n"))
 		if j < 0 {
-			h.Write(body)
+			lh.write(body)
 			break
 		}
-		h.Write(body[:j])
-		h.Write([]byte{'\n'})
+		lh.line(body[:j])
 		body = body[j+2:]
 	}
+	lh.flush()
+	*bp = lh.b[:0]
+	hashBufs.Put(bp)
 	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	lh.h.Sum(sum[:0])
 	return sum
+}
+
+// lineHasher gathers lines in b before hashing them: a SHA-256 Write per
+// line of 70 bytes cost more than the hashing itself.
+type lineHasher struct {
+	h hash.Hash
+	b []byte
+}
+
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// line hashes p and a line feed.
+func (l *lineHasher) line(p []byte) {
+	l.write(p)
+	if len(l.b) == cap(l.b) {
+		l.flush()
+	}
+	l.b = append(l.b, '\n')
+}
+
+func (l *lineHasher) write(p []byte) {
+	if len(l.b)+len(p) > cap(l.b) {
+		l.flush()
+		if len(p) > cap(l.b) {
+			l.h.Write(p)
+			return
+		}
+	}
+	l.b = append(l.b, p...)
+}
+
+func (l *lineHasher) flush() {
+	l.h.Write(l.b)
+	l.b = l.b[:0]
+}
+
+// maxTraceName is the length of the longest name in traceHeaders.
+const maxTraceName = len("arc-authentication-results")
+
+// isTraceHeader says whether the field name is in traceHeaders, ignoring
+// case (Unicode case, as strings.ToLower folds it, for non-ASCII names).
+func isTraceHeader(name []byte) bool {
+	for _, c := range name {
+		if c >= utf8.RuneSelf {
+			return traceHeaders[strings.ToLower(string(name))]
+		}
+	}
+	var low [maxTraceName]byte
+	if len(name) > len(low) {
+		return false
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	return traceHeaders[string(low[:len(name)])]
 }
 
 // fieldHasher hashes a list of fields unambiguously: each is preceded by

@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -391,4 +393,45 @@ func TestMessageFieldsStoredOnce(t *testing.T) {
 		return nil
 	}), "reading stored values")
 	tcheck(t, db.Check(), "check")
+}
+
+// TestBodyHashPinned pins bodyHash on a few inputs: the hash is part of
+// the stored dedupe keys, so a change would let a copy received after an
+// upgrade count again. The values were computed by the first version.
+func TestBodyHashPinned(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ in, want string }{
+		{"Received: from a\r\n\tby b\r\nFrom: a@example.org\r\nSubject: x\r\n\r\nbody line\r\nmore\r\n", "ce72253fd7ad1b69bbb23ca3d7784aeed3f1b641a0c58fd56bc5142876263e6f"},
+		{"From: a\n\nb\r\nc", "473fadc1256f28da266f8e237d6d927be10747895a0456de2e2e89a916912682"},
+		{"X: y\r\r\n\r\nz\r\n", "4dee8cdaaffedef26b946b813cef605e93cbeaa23acd538ae1d8eccf22879dd9"},
+	} {
+		h := bodyHash([]byte(c.in))
+		if got := hex.EncodeToString(h[:]); got != c.want {
+			t.Errorf("bodyHash(%q) = %s, want %s", c.in, got, c.want)
+		}
+	}
+}
+
+// TestBodyHashLongLines hashes messages whose lines and bodies are longer
+// than bodyHash's buffer, and trace names in odd case, against the same
+// message built plainly.
+func TestBodyHashLongLines(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 40<<10)
+	plain := "Subject: " + long + "\n\n" + long + "\n" + long
+	h := sha256.Sum256([]byte(plain))
+	for _, s := range []string{
+		"Subject: " + long + "\r\n\r\n" + long + "\r\n" + long,
+		"ReCeIvEd: from a\r\nSubject: " + long + "\r\n\r\n" + long + "\r\n" + long,
+		"Arc-Authentication-Results: i=1\r\nSubject: " + long + "\n\n" + long + "\r\n" + long,
+		// U+212A KELVIN SIGN lower-cases to k, as strings.ToLower folds it.
+		"D\u212aIM-Signature: v=1\r\nSubject: " + long + "\n\n" + long + "\r\n" + long,
+	} {
+		if bodyHash([]byte(s)) != h {
+			t.Errorf("hash of %.60q... differs from the plain form's", s)
+		}
+	}
+	if bodyHash([]byte("X-Arc-Authentication-Results-Long: 1\r\nSubject: "+long+"\n\n"+long+"\r\n"+long)) == h {
+		t.Error("a field that is not a trace field was left out")
+	}
 }
