@@ -112,18 +112,27 @@ type diskEnvelope struct {
 	Campaign string   `json:"campaign,omitempty"`
 }
 
-// encodeRecord returns the stored form of rec. base is the ID of the
-// first record of rec's message when rec is not that record, else "".
-func encodeRecord(rec *Record, base string) ([]byte, error) {
+// diskRecordOf returns what is stored of rec, with env to hold its
+// envelope. base is the ID of the first record of rec's message when rec
+// is not that record, else "".
+func diskRecordOf(rec *Record, base string, env *diskEnvelope) diskRecord {
 	d := diskRecord{Record: rec, Base: base}
 	if base == "" {
-		env := diskEnvelope(rec.Envelope)
-		d.Received, d.Envelope = rec.Received, &env
+		*env = diskEnvelope(rec.Envelope)
+		d.Received, d.Envelope = rec.Received, env
 		d.ReportingMTA, d.OriginalEnvelopeID, d.DSNGateway = rec.ReportingMTA, rec.OriginalEnvelopeID, rec.DSNGateway
 		d.ReceivedFromMTA, d.ArrivalDate = rec.ReceivedFromMTA, rec.ArrivalDate
 		d.Original, d.Feedback, d.ParseError = rec.Original, rec.Feedback, rec.ParseError
 	}
-	v, err := json.Marshal(d)
+	return d
+}
+
+// encodeRecord returns the stored form of rec. base is the ID of the
+// first record of rec's message when rec is not that record, else "".
+func encodeRecord(rec *Record, base string) ([]byte, error) {
+	var env diskEnvelope
+	d := diskRecordOf(rec, base, &env)
+	v, err := json.Marshal(&d)
 	if err != nil {
 		return nil, fmt.Errorf("encoding record: %w", err)
 	}
