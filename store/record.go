@@ -127,12 +127,19 @@ func diskRecordOf(rec *Record, base string, env *diskEnvelope) diskRecord {
 	return d
 }
 
-// encodeRecord returns the stored form of rec. base is the ID of the
-// first record of rec's message when rec is not that record, else "".
+// recordJSONCap is the room encodeRecord makes for a record's JSON,
+// which it keeps on the stack when the record fits: 90 % of the records of
+// the sisimai samples take less than 1.5 KB, 99 % less than 2.5 KB.
+const recordJSONCap = 2 << 10
+
+// encodeRecord returns the stored form of rec: the JSON of its diskRecord,
+// as json.Marshal writes it (appendDiskRecord), compressed. base is the
+// ID of the first record of rec's message when rec is not that record,
+// else "".
 func encodeRecord(rec *Record, base string) ([]byte, error) {
 	var env diskEnvelope
 	d := diskRecordOf(rec, base, &env)
-	v, err := json.Marshal(&d)
+	v, err := appendDiskRecord(make([]byte, 0, recordJSONCap), &d)
 	if err != nil {
 		return nil, fmt.Errorf("encoding record: %w", err)
 	}

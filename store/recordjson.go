@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -195,8 +196,9 @@ func appendTime(b []byte, t time.Time) ([]byte, error) {
 		bad = '0' <= off[0] && off[0] <= '9' || (off[1]-'0')*10+off[2]-'0' >= 24
 	}
 	if bad {
-		_, err := json.Marshal(t)
-		return b[:n-1], err
+		// The error json.Marshal returns (encoding/json's encode.go).
+		_, err := t.MarshalJSON()
+		return b[:n-1], &json.MarshalerError{Type: reflect.TypeFor[time.Time](), Err: err}
 	}
 	return append(b, '"'), nil
 }
