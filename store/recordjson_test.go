@@ -87,8 +87,10 @@ func around(a, b []byte) string {
 
 // TestRecordJSONCorpus encodes every record of the sample messages (the
 // sisimai maildir and parse's golden files), as the first of its message
-// and as another, with appendDiskRecord and through encodeRecord: both as
-// json.Marshal writes them.
+// and as another, with appendDiskRecord and through encodeRecord, with a
+// new buffer and with one buffer for all as the writer has: all as
+// json.Marshal writes them, the stored values checked after the last so
+// that one aliasing the buffer would show.
 func TestRecordJSONCorpus(t *testing.T) {
 	t.Parallel()
 	files := corpusFiles(t)
@@ -97,6 +99,12 @@ func TestRecordJSONCorpus(t *testing.T) {
 	files = append(files, golden...)
 	files = append(files, "testdata/postfix-5.1.1.eml", "../cmd/bouncer/testdata/postfix-543.eml")
 	now := time.Date(2025, 3, 1, 12, 0, 0, 123456000, time.UTC)
+	type stored struct {
+		name    string
+		v, want []byte
+	}
+	var all []stored
+	var buf []byte
 	n := 0
 	for _, f := range files {
 		d := corpusDelivery(t, f)
@@ -112,15 +120,21 @@ func TestRecordJSONCorpus(t *testing.T) {
 				checkRecordJSON(t, f, &dr)
 				want, err := json.Marshal(&dr)
 				tcheck(t, err, "marshal")
-				v, err := encodeRecord(rec, base)
+				v, err := encodeRecord(rec, base, nil)
 				tcheck(t, err, "encoding "+f)
-				got, err := recordJSONOf(v)
-				tcheck(t, err, "decompressing "+f)
-				if !bytes.Equal(got, want) {
-					t.Fatalf("%s: encodeRecord differs from json.Marshal at byte %d:\n got %s\nwant %s", f, firstDiff(got, want), around(got, want), around(want, got))
-				}
+				all = append(all, stored{f, v, want})
+				v, err = encodeRecord(rec, base, &buf)
+				tcheck(t, err, "encoding "+f)
+				all = append(all, stored{f + " (shared buffer)", v, want})
 				n++
 			}
+		}
+	}
+	for _, s := range all {
+		got, err := recordJSONOf(s.v)
+		tcheck(t, err, "decompressing "+s.name)
+		if !bytes.Equal(got, s.want) {
+			t.Fatalf("%s: encodeRecord differs from json.Marshal at byte %d:\n got %s\nwant %s", s.name, firstDiff(got, s.want), around(got, s.want), around(s.want, got))
 		}
 	}
 	t.Logf("%d records of %d messages", n, len(files))
