@@ -22,6 +22,7 @@ fuzz:
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzDomainStat$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzReadFrames$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzRecordJSON$$' -fuzztime $(FUZZTIME)
 
 # Issue 8's benchmark: SMTP intake against smtp-sink and a go-smtp discard
 # server, bouncer's memory under 200 x 1 MiB, and the store at scale.

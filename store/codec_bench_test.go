@@ -107,13 +107,14 @@ func BenchmarkRecordCodec(b *testing.B) {
 	rec := buildRecords(d, now)[0]
 	key := make([]byte, keyLen)
 	rec.ID, rec.MsgID, rec.Verdict = encodeID(key), encodeID(key), ActionSuppress
-	v, err := encodeRecord(&rec, "")
+	v, err := encodeRecord(&rec, "", nil)
 	tcheck(b, err, "encoding")
 	j, err := recordJSONOf(v)
 	tcheck(b, err, "decompressing")
 	b.Run("encode", func(b *testing.B) {
+		var buf []byte // as the writer keeps one (txWriter.recJSON)
 		for range b.N {
-			if _, err := encodeRecord(&rec, ""); err != nil {
+			if _, err := encodeRecord(&rec, "", &buf); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -110,7 +110,7 @@ func TestCorpusRoundTrip(t *testing.T) {
 			if got := mustJSON(t, r); got != w {
 				t.Errorf("%s: record read back differs:\n got %s\nwant %s", f, got, w)
 			}
-			j, err := encodeRecord(&want, "")
+			j, err := encodeRecord(&want, "", nil)
 			tcheck(t, err, "encoding")
 			j, err = recordJSONOf(j)
 			tcheck(t, err, "decompressing")

@@ -93,7 +93,7 @@ func TestWriteRecordDict(t *testing.T) {
 		if r.Received.IsZero() {
 			base = id(5)
 		}
-		v, err := encodeRecord(r, base)
+		v, err := encodeRecord(r, base, nil)
 		tcheck(t, err, "encode")
 		j, err := recordJSONOf(v)
 		tcheck(t, err, "decompress")

@@ -112,20 +112,47 @@ type diskEnvelope struct {
 	Campaign string   `json:"campaign,omitempty"`
 }
 
-// encodeRecord returns the stored form of rec. base is the ID of the
-// first record of rec's message when rec is not that record, else "".
-func encodeRecord(rec *Record, base string) ([]byte, error) {
+// diskRecordOf returns what is stored of rec, with env to hold its
+// envelope. base is the ID of the first record of rec's message when rec
+// is not that record, else "".
+func diskRecordOf(rec *Record, base string, env *diskEnvelope) diskRecord {
 	d := diskRecord{Record: rec, Base: base}
 	if base == "" {
-		env := diskEnvelope(rec.Envelope)
-		d.Received, d.Envelope = rec.Received, &env
+		*env = diskEnvelope(rec.Envelope)
+		d.Received, d.Envelope = rec.Received, env
 		d.ReportingMTA, d.OriginalEnvelopeID, d.DSNGateway = rec.ReportingMTA, rec.OriginalEnvelopeID, rec.DSNGateway
 		d.ReceivedFromMTA, d.ArrivalDate = rec.ReceivedFromMTA, rec.ArrivalDate
 		d.Original, d.Feedback, d.ParseError = rec.Original, rec.Feedback, rec.ParseError
 	}
-	v, err := json.Marshal(d)
+	return d
+}
+
+// recordJSONCap is the room encodeRecord makes for a record's JSON when
+// it is given no buffer: 90 % of the records of the sisimai samples take
+// less than 1.5 KB, 99 % less than 2.5 KB.
+const recordJSONCap = 2 << 10
+
+// encodeRecord returns the stored form of rec: the JSON of its diskRecord,
+// as json.Marshal writes it (appendDiskRecord), compressed. base is the
+// ID of the first record of rec's message when rec is not that record,
+// else "". The JSON is written in *buf, which is grown as needed and kept
+// for the next call (the writer's txWriter.recJSON), or in a new buffer
+// if buf is nil; the stored form is a new slice that does not alias it.
+func encodeRecord(rec *Record, base string, buf *[]byte) ([]byte, error) {
+	var env diskEnvelope
+	d := diskRecordOf(rec, base, &env)
+	var dst []byte
+	if buf != nil {
+		dst = (*buf)[:0]
+	} else {
+		dst = make([]byte, 0, recordJSONCap)
+	}
+	v, err := appendDiskRecord(dst, &d)
 	if err != nil {
 		return nil, fmt.Errorf("encoding record: %w", err)
+	}
+	if buf != nil {
+		*buf = v
 	}
 	return s2Encode(recordS2, recordDict(), v), nil
 }

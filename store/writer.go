@@ -443,6 +443,7 @@ type txWriter struct {
 	idxRcpt, idxDomain, idxStatus, idxDStatus *bolt.Bucket
 	domainsB, domStatus, domTime              *bolt.Bucket
 	scratch                                   []byte // index key being built
+	recJSON                                   []byte // JSON of the record being encoded
 }
 
 // newTxWriter prepares a txWriter for tx.
@@ -485,7 +486,7 @@ func (w *txWriter) write(r *request) ([]Record, error) {
 		if i > 0 {
 			base = recs[0].ID
 		}
-		v, err := encodeRecord(rec, base)
+		v, err := encodeRecord(rec, base, &w.recJSON)
 		if err != nil {
 			return nil, err
 		}
