@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"mime"
 	"net/textproto"
+	"strings"
 
 	"github.com/emersion/go-message"
 	mtextproto "github.com/emersion/go-message/textproto"
@@ -133,6 +135,29 @@ func (f fields) header() message.Header {
 		h.Add(f.keys[i], f.vals[i])
 	}
 	return message.Header{Header: h}
+}
+
+// contentType parses the Content-Type field as go-message's
+// Header.ContentType does ("text/plain" when there is none), without
+// building a go-message header: multipart containers need nothing else.
+func (f fields) contentType() (string, map[string]string, error) {
+	v := f.get("Content-Type")
+	if v == "" {
+		return "text/plain", nil, nil
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		return v, nil, err
+	}
+	for _, p := range params {
+		if strings.Contains(p, "=?") {
+			// RFC 2047 words in a parameter: go-message decodes them.
+			h := message.Header{}
+			h.Set("Content-Type", v)
+			return h.ContentType()
+		}
+	}
+	return mt, params, nil
 }
 
 // validKey reports whether b is a field name (RFC 5322 §3.6.8: printable

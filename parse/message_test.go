@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -348,5 +349,27 @@ func TestTruncateKeepsCharacters(t *testing.T) {
 	}
 	if got := truncate(s, 100); got != s {
 		t.Errorf("short string changed: %q", got)
+	}
+}
+
+// TestContentTypeAsGoMessage checks that fields.contentType gives what
+// go-message's Header.ContentType gives for the same field.
+func TestContentTypeAsGoMessage(t *testing.T) {
+	for _, v := range []string{
+		"", "text/plain", "TEXT/Plain; Charset=UTF-8", "multipart/report; report-type=delivery-status;\tboundary=\"a/b\"",
+		"multipart/mixed; boundary==?utf-8?q?x?=", "multipart/mixed; boundary*=utf-8''%3D%3Futf-8%3Fq%3Fy%3F%3D",
+		"text/plain; charset=\"=?bogus?q?x?=\"", "text/plain; charset", "multipart/mixed; boundary=\"unterminated",
+		"multipart/mixed; boundary=\"=?utf-8?q?z?=\"", "text/", "; x=y", "message/delivery-status",
+	} {
+		var h message.Header
+		if v != "" {
+			h.Set("Content-Type", v)
+		}
+		wantMT, wantParams, wantErr := h.ContentType()
+		f := fields{keys: []string{"Content-Type"}, vals: []string{v}}
+		mt, params, err := f.contentType()
+		if mt != wantMT || !reflect.DeepEqual(params, wantParams) || (err == nil) != (wantErr == nil) {
+			t.Errorf("%q: got %q %v %v, want %q %v %v", v, mt, params, err, wantMT, wantParams, wantErr)
+		}
 	}
 }
