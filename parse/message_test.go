@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -366,10 +367,23 @@ func TestContentTypeAsGoMessage(t *testing.T) {
 			h.Set("Content-Type", v)
 		}
 		wantMT, wantParams, wantErr := h.ContentType()
-		f := fields{keys: []string{"Content-Type"}, vals: []string{v}}
+		f := fields{f: []headerField{{key: "Content-Type", value: v}}}
 		mt, params, err := f.contentType()
 		if mt != wantMT || !reflect.DeepEqual(params, wantParams) || (err == nil) != (wantErr == nil) {
 			t.Errorf("%q: got %q %v %v, want %q %v %v", v, mt, params, err, wantMT, wantParams, wantErr)
+		}
+	}
+}
+
+// TestCanonicalKey checks canonicalKey against the standard library.
+func TestCanonicalKey(t *testing.T) {
+	keys := []string{"x-failed-recipients", "X-FOO-bar", "content_type", "Content-Type2", "CONTENT-TYPE ", "ß-to", ""}
+	for _, k := range canonicalKeys {
+		keys = append(keys, k, strings.ToLower(k), strings.ToUpper(k), strings.ToUpper(k[:1])+strings.ToLower(k[1:]))
+	}
+	for _, k := range keys {
+		if got, want := canonicalKey([]byte(k)), textproto.CanonicalMIMEHeaderKey(k); got != want {
+			t.Errorf("canonicalKey(%q) = %q, want %q", k, got, want)
 		}
 	}
 }
