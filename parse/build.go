@@ -98,7 +98,7 @@ func (d *decoder) mistypedDSN() {
 		if j := indexFold(t.body[:i], "reporting-mta:"); j >= 0 && j < start {
 			start = strings.LastIndex(t.body[:j], "\n") + 1
 		}
-		d.applyDSN(dsnPart{body: []byte(t.body[start:]), mistyped: true})
+		d.applyDSN(dsnPart{body: t.body[start:], mistyped: true})
 		if len(d.rep.Recipients) > 0 {
 			return
 		}

@@ -15,7 +15,7 @@ type field struct {
 // header-style fields separated by blank lines. Folded lines (RFC 5322
 // §2.2.3) are joined with one space. Lines that are neither a field nor a
 // continuation are skipped, as real reports sometimes carry stray text.
-func parseBlocks(b []byte) [][]field {
+func parseBlocks(s string) [][]field {
 	var blocks [][]field
 	var cur []field
 	var val strings.Builder // value of the last field of cur, while folded lines follow
@@ -27,7 +27,6 @@ func parseBlocks(b []byte) [][]field {
 			folded = false
 		}
 	}
-	s := string(b)
 	for len(s) > 0 {
 		var line string
 		if i := strings.IndexByte(s, '\n'); i >= 0 {

@@ -68,7 +68,7 @@ var (
 type textPart struct {
 	mediaType string
 	h         fields // its header, turned into a message.Header to decode
-	raw       []byte
+	raw       string
 	body      string // decoded, once decoded is set
 	decoded   bool
 }
@@ -93,7 +93,7 @@ type decoder struct {
 
 // dsnPart is the raw body of a delivery-status part and how it was found.
 type dsnPart struct {
-	body     []byte
+	body     string
 	global   bool // RFC 6533 message/global-delivery-status
 	inReport bool // inside multipart/report
 	mistyped bool // found in a part with another media type
@@ -350,11 +350,11 @@ func findDelimiter(b []byte) string {
 
 // readBody returns the transfer- and charset-decoded body of a leaf part,
 // at most MaxPartBytes of it; the rest is skipped.
-func (d *decoder) readBody(h fields, b io.Reader) ([]byte, error) {
+func (d *decoder) readBody(h fields, b io.Reader) (string, error) {
 	e, err := message.New(h.header(), b)
 	if err != nil {
 		if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return nil, fmt.Errorf("decoding part: %w", err)
+			return "", fmt.Errorf("decoding part: %w", err)
 		}
 		d.warn("%v", err)
 	}
@@ -368,10 +368,10 @@ func (d *decoder) readBody(h fields, b io.Reader) ([]byte, error) {
 	return out, nil
 }
 
-// readAll reads at most max bytes of r and returns them in a slice of
-// their size. It reads through the decoder's scratch buffer, which grows
+// readAll reads at most max bytes of r and returns them as a string. It
+// reads through the decoder's scratch buffer, which grows
 // once per message instead of once per part.
-func (d *decoder) readAll(r io.Reader, max int) ([]byte, error) {
+func (d *decoder) readAll(r io.Reader, max int) (string, error) {
 	buf := d.scratch[:0]
 	if cap(buf) == 0 {
 		buf = make([]byte, 0, 2<<10)
@@ -393,7 +393,7 @@ func (d *decoder) readAll(r io.Reader, max int) ([]byte, error) {
 	if err == io.EOF {
 		err = nil
 	}
-	return append([]byte(nil), buf...), err
+	return string(buf), err
 }
 
 func (d *decoder) addText(mt string, b []byte) {
@@ -411,11 +411,11 @@ func (d *decoder) textBodies() []textPart {
 		if t.decoded {
 			continue
 		}
-		b, err := d.readBody(t.h, bytes.NewReader(t.raw))
+		b, err := d.readBody(t.h, strings.NewReader(t.raw))
 		if err != nil {
 			d.warn("%v", err)
 		}
-		t.body, t.raw, t.decoded = string(b), nil, true
+		t.body, t.raw, t.decoded = b, "", true
 	}
 	return d.texts
 }
