@@ -46,7 +46,9 @@ func parseBlocks(s string) [][]field {
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(cur) > 0 {
 				if !folded {
-					val.WriteString(cur[len(cur)-1].value)
+					v := cur[len(cur)-1].value
+					val.Grow(len(v) + len(line))
+					val.WriteString(v)
 					folded = true
 				}
 				if val.Len() > 0 {
@@ -61,13 +63,34 @@ func parseBlocks(s string) [][]field {
 			continue
 		}
 		flushVal()
-		cur = append(cur, field{key: strings.ToLower(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
+		cur = append(cur, field{key: lowerKey(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
 	}
 	if len(cur) > 0 {
 		flushVal()
 		blocks = append(blocks, cur)
 	}
 	return blocks
+}
+
+// dsnKeys are the lower-case names of the fields that are read from DSN
+// and feedback-report blocks.
+var dsnKeys = [...]string{
+	"reporting-mta", "original-envelope-id", "dsn-gateway", "received-from-mta", "arrival-date",
+	"final-recipient", "original-recipient", "action", "status", "remote-mta", "diagnostic-code",
+	"last-attempt-date", "will-retry-until", "final-log-id", "x-actual-recipient",
+	"feedback-type", "user-agent", "original-mail-from", "original-rcpt-to", "removal-recipient",
+	"source-ip", "reported-domain", "received-date", "authentication-results",
+}
+
+// lowerKey returns strings.ToLower(k), without a new string for the names
+// in dsnKeys.
+func lowerKey(k string) string {
+	for _, n := range dsnKeys {
+		if len(k) == len(n) && hasPrefixFoldString(k, n) {
+			return n
+		}
+	}
+	return strings.ToLower(k)
 }
 
 // isToken reports whether s can be a field name (RFC 5322 §3.6.8); a

@@ -387,3 +387,16 @@ func TestCanonicalKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLowerKey checks lowerKey against strings.ToLower.
+func TestLowerKey(t *testing.T) {
+	keys := []string{"X-Postfix-Queue-ID", "Final-Recipient2", "ſtatus", "STATUS ", ""}
+	for _, k := range dsnKeys {
+		keys = append(keys, k, strings.ToUpper(k), strings.ToUpper(k[:1])+k[1:])
+	}
+	for _, k := range keys {
+		if got, want := lowerKey(k), strings.ToLower(k); got != want {
+			t.Errorf("lowerKey(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
