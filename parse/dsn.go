@@ -17,12 +17,15 @@ type field struct {
 // continuation are skipped, as real reports sometimes carry stray text.
 func parseBlocks(s string) [][]field {
 	var blocks [][]field
-	var cur []field
-	var val strings.Builder // value of the last field of cur, while folded lines follow
+	// The fields of all blocks share one array, sized for the fields a
+	// report usually has; each block is a slice of it, capped at its end.
+	all := make([]field, 0, min(strings.Count(s, ":"), 32))
+	start := 0              // index in all of the first field of the current block
+	var val strings.Builder // value of the last field, while folded lines follow
 	folded := false
 	flushVal := func() {
 		if folded {
-			cur[len(cur)-1].value = val.String()
+			all[len(all)-1].value = val.String()
 			val.Reset()
 			folded = false
 		}
@@ -36,17 +39,17 @@ func parseBlocks(s string) [][]field {
 		}
 		line = strings.TrimRight(line, " \t\r")
 		if line == "" {
-			if len(cur) > 0 {
+			if len(all) > start {
 				flushVal()
-				blocks = append(blocks, cur)
-				cur = nil
+				blocks = append(blocks, all[start:len(all):len(all)])
+				start = len(all)
 			}
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if len(cur) > 0 {
+			if len(all) > start {
 				if !folded {
-					v := cur[len(cur)-1].value
+					v := all[len(all)-1].value
 					val.Grow(len(v) + len(line))
 					val.WriteString(v)
 					folded = true
@@ -63,11 +66,11 @@ func parseBlocks(s string) [][]field {
 			continue
 		}
 		flushVal()
-		cur = append(cur, field{key: lowerKey(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
+		all = append(all, field{key: lowerKey(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
 	}
-	if len(cur) > 0 {
+	if len(all) > start {
 		flushVal()
-		blocks = append(blocks, cur)
+		blocks = append(blocks, all[start:len(all):len(all)])
 	}
 	return blocks
 }
