@@ -351,14 +351,18 @@ func findDelimiter(b []byte) string {
 // readBody returns the transfer- and charset-decoded body of a leaf part,
 // at most MaxPartBytes of it; the rest is skipped.
 func (d *decoder) readBody(h fields, b io.Reader) (string, error) {
-	e, err := message.New(h.header(), b)
-	if err != nil {
-		if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return "", fmt.Errorf("decoding part: %w", err)
+	r := b
+	if !plainBody(h) {
+		e, err := message.New(h.header(), b)
+		if err != nil {
+			if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+				return "", fmt.Errorf("decoding part: %w", err)
+			}
+			d.warn("%v", err)
 		}
-		d.warn("%v", err)
+		r = e.Body
 	}
-	out, err := d.readAll(e.Body, d.lim.MaxPartBytes)
+	out, err := d.readAll(r, d.lim.MaxPartBytes)
 	if err != nil {
 		d.warn("reading part body: %v", err)
 	}
@@ -366,6 +370,21 @@ func (d *decoder) readBody(h fields, b io.Reader) (string, error) {
 		d.warn("part truncated at %d bytes", d.lim.MaxPartBytes)
 	}
 	return out, nil
+}
+
+// plainBody reports whether message.New would return the body of a part
+// with header h as it is, so that no go-message header is needed: its
+// transfer encoding is an identity one (RFC 2045 §6.2) and its media type
+// is not text/*, the only types a charset applies to (RFC 2046 §4.1.2).
+// A delivery-status part usually is such a part.
+func plainBody(h fields) bool {
+	switch strings.ToLower(h.get("Content-Transfer-Encoding")) {
+	case "", "7bit", "8bit", "binary":
+	default:
+		return false
+	}
+	ct := strings.TrimSpace(h.get("Content-Type"))
+	return ct != "" && !hasPrefixFoldString(ct, "text/")
 }
 
 // readAll reads at most max bytes of r and returns them as a string. It

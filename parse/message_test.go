@@ -400,3 +400,29 @@ func TestLowerKey(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainBody checks that message.New returns the body as it is for
+// every header plainBody accepts.
+func TestPlainBody(t *testing.T) {
+	for _, cte := range []string{"", "7bit", "8BIT", "Binary", " 7bit", "base64", "quoted-printable", "x-uuencode"} {
+		for _, ct := range []string{"", "message/delivery-status", "MESSAGE/Feedback-Report; x=\"y\"", " text/plain",
+			"Text/Plain; charset=iso-8859-1", "text/plain; charset", "text/", "message/delivery-status; charset=bogus",
+			"message/delivery-status; broken", "application/octet-stream"} {
+			var f fields
+			if ct != "" {
+				f.f = append(f.f, headerField{key: "Content-Type", value: ct})
+			}
+			if cte != "" {
+				f.f = append(f.f, headerField{key: "Content-Transfer-Encoding", value: cte})
+			}
+			if !plainBody(f) {
+				continue
+			}
+			r := strings.NewReader("x")
+			e, err := message.New(f.header(), r)
+			if err != nil || e.Body != io.Reader(r) {
+				t.Errorf("%q %q: plainBody, but message.New changes the body (err %v)", cte, ct, err)
+			}
+		}
+	}
+}
