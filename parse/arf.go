@@ -3,7 +3,7 @@ package parse
 import "strings"
 
 // parseFeedback reads an RFC 5965 §3.1 machine-readable part.
-func (d *decoder) parseFeedback(b []byte) {
+func (d *decoder) parseFeedback(b string) {
 	fb := d.rep.Feedback
 	if fb == nil {
 		fb = &Feedback{}
@@ -45,7 +45,7 @@ func (d *decoder) complaint() {
 		// The machine-readable part mislabelled as text/plain.
 		for _, t := range d.textBodies() {
 			if indexFold(t.body, "feedback-type:") >= 0 {
-				d.parseFeedback([]byte(t.body))
+				d.parseFeedback(t.body)
 				break
 			}
 		}

@@ -14,10 +14,10 @@ import "strings"
 //     reply", "Out of Office", "Away", "Vacation", "Abwesenheit").
 func (d *decoder) autoReply() bool {
 	h := d.top
-	as := strings.ToLower(h.Get("Auto-Submitted"))
+	as := strings.ToLower(h.get("Auto-Submitted"))
 	ok := strings.HasPrefix(as, "auto-replied")
 	for _, k := range []string{"X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Vacation", "X-Mailer-Autoreply"} {
-		if h.Has(k) {
+		if h.has(k) {
 			ok = true
 		}
 	}
@@ -31,7 +31,7 @@ func (d *decoder) autoReply() bool {
 		return false
 	}
 	d.rep.Recipients = append(d.rep.Recipients, Recipient{
-		FinalRecipient: firstAddress(h.Get("From")), Kind: KindAutoReply, Class: ClassNone, DecodedBy: "rfc3834",
+		FinalRecipient: firstAddress(h.get("From")), Kind: KindAutoReply, Class: ClassNone, DecodedBy: "rfc3834",
 	})
 	return true
 }
@@ -41,10 +41,10 @@ func (d *decoder) autoReply() bool {
 // RFC 3834 §3.1.8) or it answers a message ("Re:" subject): a short body
 // with vacation wording.
 func (d *decoder) autoReplyBody() bool {
-	prec := strings.ToLower(d.top.Get("Precedence"))
+	prec := strings.ToLower(d.top.get("Precedence"))
 	subj := strings.ToLower(strings.TrimSpace(d.rep.Subject))
 	if prec != "auto_reply" && prec != "bulk" && prec != "junk" && !strings.HasPrefix(subj, "re:") &&
-		!d.top.Has("X-Auto-Response-Suppress") {
+		!d.top.has("X-Auto-Response-Suppress") {
 		return false
 	}
 	for _, t := range d.textBodies() {

@@ -42,3 +42,17 @@ func BenchmarkCorpus(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// BenchmarkPostfix decodes one typical Postfix DSN (the server's test
+// message, 1.7 KB), one message per op.
+func BenchmarkPostfix(b *testing.B) {
+	raw, err := os.ReadFile("../cmd/bouncer/testdata/postfix-543.eml")
+	tcheck(b, err, "reading sample")
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Message(bytes.NewReader(raw), Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

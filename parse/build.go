@@ -98,7 +98,7 @@ func (d *decoder) mistypedDSN() {
 		if j := indexFold(t.body[:i], "reporting-mta:"); j >= 0 && j < start {
 			start = strings.LastIndex(t.body[:j], "\n") + 1
 		}
-		d.applyDSN(dsnPart{body: []byte(t.body[start:]), mistyped: true})
+		d.applyDSN(dsnPart{body: t.body[start:], mistyped: true})
 		if len(d.rep.Recipients) > 0 {
 			return
 		}
@@ -128,13 +128,14 @@ func (d *decoder) originalFrom(h fields) *Original {
 		Subject:   decodeWords(h.get("Subject")),
 		Date:      h.get("Date"),
 	}
-	for i, k := range h.keys {
+	for _, x := range h.f {
+		k := x.key
 		if len(k) > 2 && (k[0] == 'X' || k[0] == 'x') && k[1] == '-' {
 			if o.XHeaders == nil {
 				o.XHeaders = make(map[string]string)
 			}
 			if _, ok := o.XHeaders[k]; !ok && len(o.XHeaders) < 50 {
-				o.XHeaders[k] = truncate(h.vals[i], 1000)
+				o.XHeaders[k] = truncate(x.value, 1000)
 			}
 		}
 	}

@@ -15,19 +15,21 @@ type field struct {
 // header-style fields separated by blank lines. Folded lines (RFC 5322
 // §2.2.3) are joined with one space. Lines that are neither a field nor a
 // continuation are skipped, as real reports sometimes carry stray text.
-func parseBlocks(b []byte) [][]field {
+func parseBlocks(s string) [][]field {
 	var blocks [][]field
-	var cur []field
-	var val strings.Builder // value of the last field of cur, while folded lines follow
+	// The fields of all blocks share one array, sized for the fields a
+	// report usually has; each block is a slice of it, capped at its end.
+	all := make([]field, 0, min(strings.Count(s, ":"), 32))
+	start := 0              // index in all of the first field of the current block
+	var val strings.Builder // value of the last field, while folded lines follow
 	folded := false
 	flushVal := func() {
 		if folded {
-			cur[len(cur)-1].value = val.String()
+			all[len(all)-1].value = val.String()
 			val.Reset()
 			folded = false
 		}
 	}
-	s := string(b)
 	for len(s) > 0 {
 		var line string
 		if i := strings.IndexByte(s, '\n'); i >= 0 {
@@ -37,17 +39,19 @@ func parseBlocks(b []byte) [][]field {
 		}
 		line = strings.TrimRight(line, " \t\r")
 		if line == "" {
-			if len(cur) > 0 {
+			if len(all) > start {
 				flushVal()
-				blocks = append(blocks, cur)
-				cur = nil
+				blocks = append(blocks, all[start:len(all):len(all)])
+				start = len(all)
 			}
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if len(cur) > 0 {
+			if len(all) > start {
 				if !folded {
-					val.WriteString(cur[len(cur)-1].value)
+					v := all[len(all)-1].value
+					val.Grow(len(v) + len(line))
+					val.WriteString(v)
 					folded = true
 				}
 				if val.Len() > 0 {
@@ -62,13 +66,34 @@ func parseBlocks(b []byte) [][]field {
 			continue
 		}
 		flushVal()
-		cur = append(cur, field{key: strings.ToLower(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
+		all = append(all, field{key: lowerKey(strings.TrimSpace(line[:i])), value: strings.TrimSpace(line[i+1:])})
 	}
-	if len(cur) > 0 {
+	if len(all) > start {
 		flushVal()
-		blocks = append(blocks, cur)
+		blocks = append(blocks, all[start:len(all):len(all)])
 	}
 	return blocks
+}
+
+// dsnKeys are the lower-case names of the fields that are read from DSN
+// and feedback-report blocks.
+var dsnKeys = [...]string{
+	"reporting-mta", "original-envelope-id", "dsn-gateway", "received-from-mta", "arrival-date",
+	"final-recipient", "original-recipient", "action", "status", "remote-mta", "diagnostic-code",
+	"last-attempt-date", "will-retry-until", "final-log-id", "x-actual-recipient",
+	"feedback-type", "user-agent", "original-mail-from", "original-rcpt-to", "removal-recipient",
+	"source-ip", "reported-domain", "received-date", "authentication-results",
+}
+
+// lowerKey returns strings.ToLower(k), without a new string for the names
+// in dsnKeys.
+func lowerKey(k string) string {
+	for _, n := range dsnKeys {
+		if len(k) == len(n) && hasPrefixFoldString(k, n) {
+			return n
+		}
+	}
+	return strings.ToLower(k)
 }
 
 // isToken reports whether s can be a field name (RFC 5322 §3.6.8); a

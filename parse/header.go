@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"mime"
 	"net/textproto"
+	"strings"
 
 	"github.com/emersion/go-message"
 	mtextproto "github.com/emersion/go-message/textproto"
@@ -27,8 +29,14 @@ func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool) (fields, 
 func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error) {
 	br := s.br
 	skipping := false
-	var keys []string
-	var vals [][]byte
+	// Fields are gathered on the stack and copied once, at their count,
+	// into the result; the value of the last field stays in val while
+	// folded lines may follow, and becomes a string when the next field
+	// starts (or the header ends).
+	var fbuf [16]headerField
+	fs := fbuf[:0]
+	var vbuf [256]byte
+	val := vbuf[:0]
 	n := 0
 	var err error
 	for {
@@ -47,7 +55,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error
 		}
 		n += len(line)
 		if n > max {
-			return makeFields(keys, vals), errHeaderSize
+			return makeFields(fs, val), errHeaderSize
 		}
 		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
 			line = line[:len(line)-1]
@@ -57,15 +65,14 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error
 		}
 		switch {
 		case line[0] == ' ' || line[0] == '\t':
-			if skipping || len(vals) == 0 {
+			if skipping || len(fs) == 0 {
 				break
 			}
 			if t := bytes.TrimSpace(line); len(t) > 0 {
-				v := vals[len(vals)-1]
-				if len(v) > 0 {
-					v = append(v, ' ')
+				if len(val) > 0 {
+					val = append(val, ' ')
 				}
-				vals[len(vals)-1] = append(v, t...)
+				val = append(val, t...)
 			}
 		default:
 			i := bytes.IndexByte(line, ':')
@@ -75,8 +82,11 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error
 			key := bytes.TrimRight(line[:i], " \t")
 			skipping = !keep(key) || !validKey(key)
 			if !skipping {
-				keys = append(keys, textproto.CanonicalMIMEHeaderKey(string(key)))
-				vals = append(vals, append([]byte(nil), bytes.TrimSpace(line[i+1:])...))
+				if len(fs) > 0 {
+					fs[len(fs)-1].value = string(val)
+				}
+				fs = append(fs, headerField{key: canonicalKey(key)})
+				val = append(val[:0], bytes.TrimSpace(line[i+1:])...)
 			}
 		}
 		if err != nil {
@@ -86,53 +96,122 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error
 	if err == io.EOF {
 		err = nil
 	}
-	return makeFields(keys, vals), err
+	return makeFields(fs, val), err
 }
 
 // fields is a header block as read: canonical keys and values in order.
 // Most headers are only looked up; header turns one into a go-message
 // header when MIME decoding needs it.
 type fields struct {
-	keys, vals []string
+	f []headerField
 }
 
-func makeFields(keys []string, vals [][]byte) fields {
-	f := fields{keys: keys, vals: make([]string, len(vals))}
-	for i, v := range vals {
-		f.vals[i] = string(v)
+type headerField struct {
+	key   string // canonical, "Message-Id"
+	value string
+}
+
+// makeFields returns the fields fs, the last one with the value val.
+func makeFields(fs []headerField, val []byte) fields {
+	if len(fs) == 0 {
+		return fields{}
 	}
-	return f
+	fs[len(fs)-1].value = string(val)
+	return fields{f: append([]headerField(nil), fs...)}
+}
+
+// canonicalKeys are the canonical forms (textproto.CanonicalMIMEHeaderKey)
+// of the fields that are kept most often, so that these need no string of
+// their own.
+var canonicalKeys = [...]string{
+	"Content-Type", "Content-Transfer-Encoding", "Content-Description", "Content-Disposition", "Content-Id",
+	"From", "To", "Subject", "Date", "Message-Id", "Return-Path", "Auto-Submitted", "Precedence",
+}
+
+// canonicalKey returns textproto.CanonicalMIMEHeaderKey(string(b)). A key
+// of letters and dashes that matches a canonical form regardless of case
+// has that form.
+func canonicalKey(b []byte) string {
+	for _, k := range canonicalKeys {
+		if len(b) == len(k) && foldEqual(b, k) {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(b))
+}
+
+// foldEqual reports whether b and s are equal, ignoring ASCII case.
+func foldEqual(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if d >= 'A' && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
 }
 
 // get returns the first value of key (canonical form, "Message-Id").
 func (f fields) get(key string) string {
-	for i, k := range f.keys {
-		if k == key {
-			return f.vals[i]
+	for _, x := range f.f {
+		if x.key == key {
+			return x.value
 		}
 	}
 	return ""
 }
 
 func (f fields) has(key string) bool {
-	for _, k := range f.keys {
-		if k == key {
+	for _, x := range f.f {
+		if x.key == key {
 			return true
 		}
 	}
 	return false
 }
 
-func (f fields) len() int { return len(f.keys) }
+func (f fields) len() int { return len(f.f) }
 
 // header builds a go-message header whose Get returns the first value
 // of a key, as ReadHeader's does.
 func (f fields) header() message.Header {
 	var h mtextproto.Header
-	for i := len(f.keys) - 1; i >= 0; i-- {
-		h.Add(f.keys[i], f.vals[i])
+	for i := len(f.f) - 1; i >= 0; i-- {
+		h.Add(f.f[i].key, f.f[i].value)
 	}
 	return message.Header{Header: h}
+}
+
+// contentType parses the Content-Type field as go-message's
+// Header.ContentType does ("text/plain" when there is none), without
+// building a go-message header: multipart containers need nothing else.
+func (f fields) contentType() (string, map[string]string, error) {
+	v := f.get("Content-Type")
+	if v == "" {
+		return "text/plain", nil, nil
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		return v, nil, err
+	}
+	for _, p := range params {
+		if strings.Contains(p, "=?") {
+			// RFC 2047 words in a parameter: go-message decodes them.
+			h := message.Header{}
+			h.Set("Content-Type", v)
+			return h.ContentType()
+		}
+	}
+	return mt, params, nil
 }
 
 // validKey reports whether b is a field name (RFC 5322 §3.6.8: printable

@@ -72,7 +72,7 @@ func recipients(addrs []string) []Recipient {
 
 // ruleXFailed reads Exim's X-Failed-Recipients header.
 func ruleXFailed(t *bounceText) []Recipient {
-	v := t.d.top.Get("X-Failed-Recipients")
+	v := t.d.top.get("X-Failed-Recipients")
 	if v == "" {
 		return nil
 	}

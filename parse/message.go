@@ -67,8 +67,8 @@ var (
 // most reports never need their text.
 type textPart struct {
 	mediaType string
-	h         message.Header
-	raw       []byte
+	h         fields // its header, turned into a message.Header to decode
+	raw       string
 	body      string // decoded, once decoded is set
 	decoded   bool
 }
@@ -79,10 +79,9 @@ type decoder struct {
 	rep   *Report
 	parts int
 
-	top       message.Header // header of the outer message
-	topf      fields         // the same, for lookups
-	reportTyp string         // report-type of the first multipart/report
-	texts     []textPart     // text parts, in order, bounded
+	top       fields     // header of the outer message
+	reportTyp string     // report-type of the first multipart/report
+	texts     []textPart // text parts, in order, bounded
 	textBytes int
 	dsn       []dsnPart // delivery-status parts
 	feedback  bool
@@ -94,7 +93,7 @@ type decoder struct {
 
 // dsnPart is the raw body of a delivery-status part and how it was found.
 type dsnPart struct {
-	body     []byte
+	body     string
 	global   bool // RFC 6533 message/global-delivery-status
 	inReport bool // inside multipart/report
 	mistyped bool // found in a part with another media type
@@ -106,11 +105,10 @@ func (d *decoder) run(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
 	}
-	d.topf = h
-	d.top = h.header()
+	d.top = h
 	d.rep.Subject = decodeWords(h.get("Subject"))
 	d.rep.From = decodeWords(h.get("From"))
-	return d.entity(d.top, &src{br: br}, 0, "")
+	return d.entity(h, &src{br: br}, 0, "")
 }
 
 func (d *decoder) warn(format string, args ...any) {
@@ -135,13 +133,14 @@ func decodeWords(v string) string {
 
 // entity decodes one MIME entity whose header is h and whose body is read
 // from s. parent is the media type of the enclosing multipart, if any.
-func (d *decoder) entity(h message.Header, s *src, depth int, parent string) error {
+// Only leaf parts that are decoded get a go-message header (readBody).
+func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 	if depth > d.lim.MaxDepth {
 		return errDepth
 	}
-	mt, params, err := h.ContentType()
+	mt, params, err := h.contentType()
 	if err != nil || mt == "" {
-		if ct := h.Get("Content-Type"); ct != "" {
+		if ct := h.get("Content-Type"); ct != "" {
 			mt = guessMediaType(ct)
 			params = map[string]string{}
 			if b := guessBoundary(ct); b != "" {
@@ -252,7 +251,7 @@ func (d *decoder) multipart(mt string, params map[string]string, s *src, depth i
 		if err != nil {
 			return fmt.Errorf("reading part header: %w", err)
 		}
-		if err := d.entity(ph.header(), in, depth+1, mt); err != nil {
+		if err := d.entity(ph, in, depth+1, mt); err != nil {
 			return err
 		}
 		// Skip what the part left unread, up to the next delimiter.
@@ -351,15 +350,19 @@ func findDelimiter(b []byte) string {
 
 // readBody returns the transfer- and charset-decoded body of a leaf part,
 // at most MaxPartBytes of it; the rest is skipped.
-func (d *decoder) readBody(h message.Header, b io.Reader) ([]byte, error) {
-	e, err := message.New(h, b)
-	if err != nil {
-		if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-			return nil, fmt.Errorf("decoding part: %w", err)
+func (d *decoder) readBody(h fields, b io.Reader) (string, error) {
+	r := b
+	if !plainBody(h) {
+		e, err := message.New(h.header(), b)
+		if err != nil {
+			if !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+				return "", fmt.Errorf("decoding part: %w", err)
+			}
+			d.warn("%v", err)
 		}
-		d.warn("%v", err)
+		r = e.Body
 	}
-	out, err := d.readAll(e.Body, d.lim.MaxPartBytes)
+	out, err := d.readAll(r, d.lim.MaxPartBytes)
 	if err != nil {
 		d.warn("reading part body: %v", err)
 	}
@@ -369,10 +372,25 @@ func (d *decoder) readBody(h message.Header, b io.Reader) ([]byte, error) {
 	return out, nil
 }
 
-// readAll reads at most max bytes of r and returns them in a slice of
-// their size. It reads through the decoder's scratch buffer, which grows
+// plainBody reports whether message.New would return the body of a part
+// with header h as it is, so that no go-message header is needed: its
+// transfer encoding is an identity one (RFC 2045 §6.2) and its media type
+// is not text/*, the only types a charset applies to (RFC 2046 §4.1.2).
+// A delivery-status part usually is such a part.
+func plainBody(h fields) bool {
+	switch strings.ToLower(h.get("Content-Transfer-Encoding")) {
+	case "", "7bit", "8bit", "binary":
+	default:
+		return false
+	}
+	ct := strings.TrimSpace(h.get("Content-Type"))
+	return ct != "" && !hasPrefixFoldString(ct, "text/")
+}
+
+// readAll reads at most max bytes of r and returns them as a string. It
+// reads through the decoder's scratch buffer, which grows
 // once per message instead of once per part.
-func (d *decoder) readAll(r io.Reader, max int) ([]byte, error) {
+func (d *decoder) readAll(r io.Reader, max int) (string, error) {
 	buf := d.scratch[:0]
 	if cap(buf) == 0 {
 		buf = make([]byte, 0, 2<<10)
@@ -394,7 +412,7 @@ func (d *decoder) readAll(r io.Reader, max int) ([]byte, error) {
 	if err == io.EOF {
 		err = nil
 	}
-	return append([]byte(nil), buf...), err
+	return string(buf), err
 }
 
 func (d *decoder) addText(mt string, b []byte) {
@@ -412,23 +430,23 @@ func (d *decoder) textBodies() []textPart {
 		if t.decoded {
 			continue
 		}
-		b, err := d.readBody(t.h, bytes.NewReader(t.raw))
+		b, err := d.readBody(t.h, strings.NewReader(t.raw))
 		if err != nil {
 			d.warn("%v", err)
 		}
-		t.body, t.raw, t.decoded = string(b), nil, true
+		t.body, t.raw, t.decoded = b, "", true
 	}
 	return d.texts
 }
 
 // returnedMessage reads the header of a returned message (RFC 3464 §2.1,
 // third part) and, when it is itself a report, decodes its body too.
-func (d *decoder) returnedMessage(h message.Header, s *src, b *body, depth int, mt string) error {
+func (d *decoder) returnedMessage(h fields, s *src, b *body, depth int, mt string) error {
 	in := s
-	if cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))); cte != "" &&
+	if cte := strings.ToLower(strings.TrimSpace(h.get("Content-Transfer-Encoding"))); cte != "" &&
 		cte != "7bit" && cte != "8bit" && cte != "binary" {
 		// A transfer-encoded message: decode it into a reader of its own.
-		e, err := message.New(h, b)
+		e, err := message.New(h.header(), b)
 		if err != nil {
 			d.warn("%v", err)
 			return nil
@@ -454,7 +472,7 @@ func (d *decoder) returnedMessage(h message.Header, s *src, b *body, depth int, 
 	// A forwarded bounce: the report is inside the attached message.
 	imt := guessMediaType(ih.get("Content-Type"))
 	if imt == "multipart/report" || len(d.dsn) == 0 && isBounceHeader(ih) {
-		return d.entity(ih.header(), in, depth+1, "")
+		return d.entity(ih, in, depth+1, "")
 	}
 	return nil
 }

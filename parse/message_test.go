@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/textproto"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -348,5 +350,79 @@ func TestTruncateKeepsCharacters(t *testing.T) {
 	}
 	if got := truncate(s, 100); got != s {
 		t.Errorf("short string changed: %q", got)
+	}
+}
+
+// TestContentTypeAsGoMessage checks that fields.contentType gives what
+// go-message's Header.ContentType gives for the same field.
+func TestContentTypeAsGoMessage(t *testing.T) {
+	for _, v := range []string{
+		"", "text/plain", "TEXT/Plain; Charset=UTF-8", "multipart/report; report-type=delivery-status;\tboundary=\"a/b\"",
+		"multipart/mixed; boundary==?utf-8?q?x?=", "multipart/mixed; boundary*=utf-8''%3D%3Futf-8%3Fq%3Fy%3F%3D",
+		"text/plain; charset=\"=?bogus?q?x?=\"", "text/plain; charset", "multipart/mixed; boundary=\"unterminated",
+		"multipart/mixed; boundary=\"=?utf-8?q?z?=\"", "text/", "; x=y", "message/delivery-status",
+	} {
+		var h message.Header
+		if v != "" {
+			h.Set("Content-Type", v)
+		}
+		wantMT, wantParams, wantErr := h.ContentType()
+		f := fields{f: []headerField{{key: "Content-Type", value: v}}}
+		mt, params, err := f.contentType()
+		if mt != wantMT || !reflect.DeepEqual(params, wantParams) || (err == nil) != (wantErr == nil) {
+			t.Errorf("%q: got %q %v %v, want %q %v %v", v, mt, params, err, wantMT, wantParams, wantErr)
+		}
+	}
+}
+
+// TestCanonicalKey checks canonicalKey against the standard library.
+func TestCanonicalKey(t *testing.T) {
+	keys := []string{"x-failed-recipients", "X-FOO-bar", "content_type", "Content-Type2", "CONTENT-TYPE ", "ß-to", ""}
+	for _, k := range canonicalKeys {
+		keys = append(keys, k, strings.ToLower(k), strings.ToUpper(k), strings.ToUpper(k[:1])+strings.ToLower(k[1:]))
+	}
+	for _, k := range keys {
+		if got, want := canonicalKey([]byte(k)), textproto.CanonicalMIMEHeaderKey(k); got != want {
+			t.Errorf("canonicalKey(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// TestLowerKey checks lowerKey against strings.ToLower.
+func TestLowerKey(t *testing.T) {
+	keys := []string{"X-Postfix-Queue-ID", "Final-Recipient2", "ſtatus", "STATUS ", ""}
+	for _, k := range dsnKeys {
+		keys = append(keys, k, strings.ToUpper(k), strings.ToUpper(k[:1])+k[1:])
+	}
+	for _, k := range keys {
+		if got, want := lowerKey(k), strings.ToLower(k); got != want {
+			t.Errorf("lowerKey(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// TestPlainBody checks that message.New returns the body as it is for
+// every header plainBody accepts.
+func TestPlainBody(t *testing.T) {
+	for _, cte := range []string{"", "7bit", "8BIT", "Binary", " 7bit", "base64", "quoted-printable", "x-uuencode"} {
+		for _, ct := range []string{"", "message/delivery-status", "MESSAGE/Feedback-Report; x=\"y\"", " text/plain",
+			"Text/Plain; charset=iso-8859-1", "text/plain; charset", "text/", "message/delivery-status; charset=bogus",
+			"message/delivery-status; broken", "application/octet-stream"} {
+			var f fields
+			if ct != "" {
+				f.f = append(f.f, headerField{key: "Content-Type", value: ct})
+			}
+			if cte != "" {
+				f.f = append(f.f, headerField{key: "Content-Transfer-Encoding", value: cte})
+			}
+			if !plainBody(f) {
+				continue
+			}
+			r := strings.NewReader("x")
+			e, err := message.New(f.header(), r)
+			if err != nil || e.Body != io.Reader(r) {
+				t.Errorf("%q %q: plainBody, but message.New changes the body (err %v)", cte, ct, err)
+			}
+		}
 	}
 }

@@ -58,7 +58,7 @@ func (d *decoder) newBounceText() *bounceText {
 	// A message that does not present itself as a failure notice must
 	// both say so and carry an SMTP or enhanced status code: a reader's
 	// mail that mentions "delivery failed" must not suppress addresses.
-	t.bounce = d.looksLikeBounce() || d.top.Has("X-Failed-Recipients") ||
+	t.bounce = d.looksLikeBounce() || d.top.has("X-Failed-Recipients") ||
 		hasFailureWords(t.lower) && (findEnhanced(t.text) != "" || findReplyCode(t.text) != "")
 	if isDelayText(strings.ToLower(d.rep.Subject), t.lower) {
 		t.action = Delayed
@@ -66,7 +66,7 @@ func (d *decoder) newBounceText() *bounceText {
 	// Addresses that are never the failed recipient: the sender of the
 	// report, its recipient (the original sender), the original From.
 	t.skip = map[string]bool{}
-	for _, v := range []string{d.rep.From, d.top.Get("To"), d.top.Get("Return-Path")} {
+	for _, v := range []string{d.rep.From, d.top.get("To"), d.top.get("Return-Path")} {
 		if a := firstAddress(v); a != "" {
 			t.skip[strings.ToLower(a)] = true
 		}
