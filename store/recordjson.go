@@ -92,14 +92,7 @@ func appendDiskEnvelope(b []byte, e *diskEnvelope) []byte {
 	o := len(b) - 1
 	b = appendOptString(b, o, "mail_from", e.MailFrom)
 	if len(e.RcptTo) > 0 {
-		b = append(appendKey(b, o, "rcpt_to"), '[')
-		for i, s := range e.RcptTo {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, s)
-		}
-		b = append(b, ']')
+		b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
 	}
 	b = appendOptString(b, o, "client_ip", e.ClientIP)
 	b = appendOptString(b, o, "helo", e.Helo)
@@ -264,4 +257,92 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[done:]...)
 	return append(b, '"')
+}
+
+// appendWALMeta appends the JSON of m: the bytes json.Marshal(m) returns,
+// as appendDiskRecord does for a record (a log frame carries one per
+// delivery, and decodeFrame reads it with encoding/json). A field added
+// to walMeta, Envelope or parse.Report must be added here too;
+// TestWALMetaJSONAllFields fails until it is.
+func appendWALMeta(b []byte, m *walMeta) ([]byte, error) {
+	start := len(b)
+	b = append(b, '{')
+	o := len(b) - 1
+	var err error
+	if b, err = appendTime(appendKey(b, o, "received"), m.Received); err != nil {
+		return b[:start], err
+	}
+	b = appendEnvelope(appendKey(b, o, "envelope"), &m.Envelope)
+	if m.Report != nil {
+		b = appendReport(appendKey(b, o, "report"), m.Report)
+	}
+	b = appendOptString(b, o, "parse_error", m.ParseError)
+	return append(b, '}'), nil
+}
+
+// appendEnvelope appends the JSON object of e (Envelope's own tags: the
+// sender and the recipient list are always written, null for no list).
+func appendEnvelope(b []byte, e *Envelope) []byte {
+	b = append(b, '{')
+	o := len(b) - 1
+	b = appendString(appendKey(b, o, "mail_from"), e.MailFrom)
+	b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
+	b = appendOptString(b, o, "client_ip", e.ClientIP)
+	b = appendOptString(b, o, "helo", e.Helo)
+	b = appendOptString(b, o, "verp", e.VERP)
+	b = appendOptBool(b, o, "verified", e.Verified)
+	b = appendOptString(b, o, "campaign", e.Campaign)
+	return append(b, '}')
+}
+
+// appendReport appends the JSON object of r.
+func appendReport(b []byte, r *parse.Report) []byte {
+	b = append(b, '{')
+	o := len(b) - 1
+	b = appendString(appendKey(b, o, "kind"), string(r.Kind))
+	b = appendOptString(b, o, "reporting_mta", r.ReportingMTA)
+	b = appendOptString(b, o, "reporting_mta_type", r.ReportingMTAType)
+	b = appendOptString(b, o, "original_envelope_id", r.OriginalEnvelopeID)
+	b = appendOptString(b, o, "dsn_gateway", r.DSNGateway)
+	b = appendOptString(b, o, "received_from_mta", r.ReceivedFromMTA)
+	b = appendOptString(b, o, "arrival_date", r.ArrivalDate)
+	if len(r.Recipients) > 0 {
+		b = append(appendKey(b, o, "recipients"), '[')
+		for i := range r.Recipients {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '{')
+			b = appendRecipient(b, len(b)-1, &r.Recipients[i])
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if r.Original != nil {
+		b = appendOriginal(appendKey(b, o, "original"), r.Original)
+	}
+	if r.Feedback != nil {
+		b = appendFeedback(appendKey(b, o, "feedback"), r.Feedback)
+	}
+	b = appendOptString(b, o, "subject", r.Subject)
+	b = appendOptString(b, o, "from", r.From)
+	if len(r.Warnings) > 0 {
+		b = appendStrings(appendKey(b, o, "warnings"), r.Warnings)
+	}
+	return append(b, '}')
+}
+
+// appendStrings appends ss as a JSON array, or null if ss is nil.
+func appendStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
 }

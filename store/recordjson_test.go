@@ -334,3 +334,87 @@ func FuzzRecordJSON(f *testing.F) {
 		checkRecordJSON(t, "fuzz sparse", &diskRecord{ID: a, Base: b, Envelope: &diskEnvelope{Helo: c}, Original: &parse.Original{}})
 	})
 }
+
+// checkWALMetaJSON fails t unless appendWALMeta writes m as json.Marshal
+// does, or fails as it does.
+func checkWALMetaJSON(t testing.TB, name string, m *walMeta) {
+	t.Helper()
+	want, werr := json.Marshal(m)
+	prefix := []byte("prefix")
+	got, gerr := appendWALMeta(prefix, m)
+	if werr != nil || gerr != nil {
+		if werr == nil || gerr == nil || werr.Error() != gerr.Error() {
+			t.Fatalf("%s: error %v, json.Marshal's %v", name, gerr, werr)
+		}
+		if !bytes.Equal(got, prefix) {
+			t.Fatalf("%s: failed, but left %q", name, got)
+		}
+		return
+	}
+	if !bytes.HasPrefix(got, prefix) {
+		t.Fatalf("%s: dst not kept: %q", name, got)
+	}
+	if got := got[len(prefix):]; !bytes.Equal(got, want) {
+		t.Fatalf("%s: differs from json.Marshal at byte %d:\n got %s\nwant %s", name, firstDiff(got, want), around(got, want), around(want, got))
+	}
+}
+
+// TestWALMetaJSONCorpus writes the log metadata of every sample message
+// as json.Marshal does, and reads each frame back.
+func TestWALMetaJSONCorpus(t *testing.T) {
+	t.Parallel()
+	files := corpusFiles(t)
+	golden, err := filepath.Glob("../parse/testdata/golden/*.eml")
+	tcheck(t, err, "listing golden files")
+	files = append(files, golden...)
+	for i, f := range files {
+		d := corpusDelivery(t, f)
+		d.Envelope.VERP, d.Envelope.Verified = "user@dead.test", i%2 == 0
+		m := &walMeta{Received: d.Received, Envelope: d.Envelope, Report: d.Report, ParseError: d.ParseError}
+		checkWALMetaJSON(t, f, m)
+		r := &request{d: d, raw: d.Raw, now: d.Received, ids: idGen{nanos: 7, seq: uint32(i)}}
+		frame, err := appendFrame([]byte("x"), uint64(i+1), r)
+		tcheck(t, err, "framing "+f)
+		got, last, err := readFrames(frame[1:], 0)
+		tcheck(t, err, "reading frame of "+f)
+		if last != uint64(i+1) || len(got) != 1 {
+			t.Fatalf("%s: read %d frames up to %d", f, len(got), last)
+		}
+		back := &walMeta{Received: got[0].d.Received, Envelope: got[0].d.Envelope, Report: got[0].d.Report, ParseError: got[0].d.ParseError}
+		a, _ := json.Marshal(m)
+		b, _ := json.Marshal(back)
+		if !bytes.Equal(a, b) || !bytes.Equal(got[0].raw, d.Raw) {
+			t.Fatalf("%s: frame read back differs:\n got %s\nwant %s", f, around(b, a), around(a, b))
+		}
+	}
+}
+
+// TestWALMetaJSONAllFields is TestRecordJSONAllFields for the log's
+// metadata: every exported field of walMeta, Envelope and parse.Report
+// (with its recipients, original and feedback) set, all at once and one
+// at a time, and empty values.
+func TestWALMetaJSONAllFields(t *testing.T) {
+	t.Parallel()
+	for _, prefix := range []string{"", "\x00", "<\u2028\xff"} {
+		all := &filler{t: t, str: prefix, only: -1}
+		var m walMeta
+		all.fill(reflect.ValueOf(&m).Elem())
+		if all.leaf < 80 {
+			t.Fatalf("%d leaves filled, want all the fields of walMeta", all.leaf)
+		}
+		checkWALMetaJSON(t, "all fields", &m)
+		for i := range all.leaf {
+			one := &filler{t: t, str: prefix, only: i}
+			var m walMeta
+			one.fill(reflect.ValueOf(&m).Elem())
+			checkWALMetaJSON(t, "field "+strconv.Itoa(i), &m)
+		}
+	}
+	checkWALMetaJSON(t, "zero", &walMeta{})
+	checkWALMetaJSON(t, "empty report", &walMeta{Report: &parse.Report{}})
+	checkWALMetaJSON(t, "empty lists", &walMeta{Envelope: Envelope{RcptTo: []string{}},
+		Report: &parse.Report{Recipients: []parse.Recipient{}, Warnings: []string{}, Original: &parse.Original{XHeaders: map[string]string{}}, Feedback: &parse.Feedback{}}})
+	checkWALMetaJSON(t, "empty strings in lists", &walMeta{Envelope: Envelope{RcptTo: []string{"", ""}},
+		Report: &parse.Report{Recipients: []parse.Recipient{{}, {}}, Warnings: []string{""}}})
+	checkWALMetaJSON(t, "year 10000", &walMeta{Received: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
+}

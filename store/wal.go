@@ -228,27 +228,30 @@ func readFrames(data []byte, applied uint64) ([]*request, uint64, error) {
 // frameHead is the fixed part of a frame body.
 const frameHead = 8 + 8 + 8 + 4 + sha256.Size + 4
 
-// appendFrame appends r's frame, numbered seq, to b.
+// appendFrame appends r's frame, numbered seq, to b. On failure it returns
+// b as it was.
 func appendFrame(b []byte, seq uint64, r *request) ([]byte, error) {
-	meta, err := json.Marshal(walMeta{Received: r.d.Received, Envelope: r.d.Envelope, Report: r.d.Report, ParseError: r.d.ParseError})
-	if err != nil {
-		return b, fmt.Errorf("encoding log frame: %w", err)
-	}
-	n := frameHead + len(meta) + len(r.raw)
-	if n > maxFrame {
-		return b, fmt.Errorf("encoding log frame: %d bytes is too large", n)
-	}
 	start := len(b)
-	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	b = binary.BigEndian.AppendUint32(b, 0) // length, below
 	b = binary.BigEndian.AppendUint32(b, 0) // CRC, below
 	b = binary.BigEndian.AppendUint64(b, seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.now.UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, r.ids.nanos)
 	b = binary.BigEndian.AppendUint32(b, r.ids.seq)
 	b = append(b, r.body[:]...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(meta)))
-	b = append(b, meta...)
+	m := len(b)
+	b = binary.BigEndian.AppendUint32(b, 0) // metadata length, below
+	b, err := appendWALMeta(b, &walMeta{Received: r.d.Received, Envelope: r.d.Envelope, Report: r.d.Report, ParseError: r.d.ParseError})
+	if err != nil {
+		return b[:start], fmt.Errorf("encoding log frame: %w", err)
+	}
+	binary.BigEndian.PutUint32(b[m:], uint32(len(b)-m-4))
+	n := len(b) - start - 8 + len(r.raw)
+	if n > maxFrame {
+		return b[:start], fmt.Errorf("encoding log frame: %d bytes is too large", n)
+	}
 	b = append(b, r.raw...)
+	binary.BigEndian.PutUint32(b[start:], uint32(n))
 	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], crcTable))
 	return b, nil
 }
