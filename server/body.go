@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"sync"
@@ -202,15 +203,50 @@ type lineEnds struct {
 	bare int
 }
 
-// count counts the bare line ends in p.
+// count counts the bare line ends in p, a line at a time: bytes.IndexByte
+// and bytes.Count scan many bytes per step, and a body of CRLF lines needs
+// nothing else.
 func (e *lineEnds) count(p []byte) {
-	for _, c := range p {
-		if e.cr && c != '\n' || !e.cr && c == '\n' {
-			e.bare++
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			// No LF: a CR before p is bare, and so is every CR in p
+			// but a last one, which the next segment decides.
+			crs := bytes.Count(p, crByte)
+			last := p[len(p)-1] == '\r'
+			if e.cr {
+				e.bare++
+			}
+			if last {
+				crs--
+			}
+			e.bare += crs
+			e.cr = last
+			return
 		}
-		e.cr = c == '\r'
+		line := p[:i]
+		crs := bytes.Count(line, crByte)
+		switch {
+		case i == 0 && e.cr:
+			// The CR before p and this LF are a pair.
+		case i > 0 && line[i-1] == '\r':
+			crs-- // this line's CR pairs with the LF
+			if e.cr {
+				e.bare++ // the CR before p was followed by line[0]
+			}
+		default:
+			e.bare++ // a bare LF
+			if e.cr && i > 0 {
+				e.bare++
+			}
+		}
+		e.bare += crs
+		e.cr = false
+		p = p[i+1:]
 	}
 }
+
+var crByte = []byte{'\r'}
 
 // finish returns the count, a CR at the very end included.
 func (e *lineEnds) finish() int {

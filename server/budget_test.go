@@ -280,10 +280,23 @@ func TestLineEndsAcrossSegments(t *testing.T) {
 		}
 		return out, bare
 	}
-	for _, body := range []string{"", "a\r\nb\r\n", "a\nb\rc\r\n\r", "\n\r\r\n\n", "x\r", "\r\n\r\n.\r\n"} {
+	bodies := []string{"", "a\r\nb\r\n", "a\nb\rc\r\n\r", "\n\r\r\n\n", "x\r", "\r\n\r\n.\r\n", "\r\r\n", "\rx\n", "ab\r\r\rc\r\n"}
+	// And every string of up to six bytes of CR, LF and x.
+	for n := 1; n <= 6; n++ {
+		for k := range pow3(n) {
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = "\r\nx"[k%3]
+				k /= 3
+			}
+			bodies = append(bodies, string(b))
+		}
+	}
+	for _, body := range bodies {
 		want, wantBare := whole([]byte(body))
 		for split := 0; split <= len(body); split++ {
-			segs := [][]byte{[]byte(body[:split]), []byte(body[split:])}
+			split2 := split + (len(body)-split)/2
+			segs := [][]byte{[]byte(body[:split]), []byte(body[split:split2]), []byte(body[split2:])}
 			var count lineEnds
 			for _, s := range segs {
 				count.count(s)
@@ -300,6 +313,14 @@ func TestLineEndsAcrossSegments(t *testing.T) {
 			}
 		}
 	}
+}
+
+func pow3(n int) int {
+	p := 1
+	for range n {
+		p *= 3
+	}
+	return p
 }
 
 // TestDeclaredSizeWrong: SIZE= is only an estimate (RFC 1870 §5). A body
