@@ -38,7 +38,8 @@ type DomainFilter struct {
 // walks the dom_time index backwards and decodes only the aggregates it
 // returns, so a small limit costs the same on any number of domains; a
 // status held by few domains (at most smallStatusSet) is answered from
-// dom_status instead. Domains(status) lists all domains in domain order.
+// dom_status instead, and a limit of 0 (all) by Domains and a sort.
+// Domains(status) lists all domains in domain order.
 func (db *DB) RecentDomains(f DomainFilter) ([]DomainStat, error) {
 	return db.recentDomains(f, smallStatusSet)
 }
@@ -52,6 +53,17 @@ const smallStatusSet = 256
 func (db *DB) recentDomains(f DomainFilter, small int) ([]DomainStat, error) {
 	if f.Limit < 0 {
 		return nil, fmt.Errorf("listing domains: negative limit %d", f.Limit)
+	}
+	if f.Limit == 0 {
+		// All of them: one pass over the aggregates (or over the status's
+		// domains) in domain order and a sort read far fewer pages than a
+		// walk of dom_time with a lookup for each of its keys.
+		out, err := db.Domains(f.Status)
+		if err != nil {
+			return nil, err
+		}
+		sortNewest(out)
+		return out, nil
 	}
 	var out []DomainStat
 	err := db.view(func(tx *bolt.Tx) error {
@@ -122,9 +134,7 @@ func newestOf(tx *bolt.Tx, doms *bolt.Bucket, names [][]byte, limit int) ([]Doma
 		}
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(a, b DomainStat) int {
-		return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(b.Domain, a.Domain))
-	})
+	sortNewest(out)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
@@ -132,6 +142,15 @@ func newestOf(tx *bolt.Tx, doms *bolt.Bucket, names [][]byte, limit int) ([]Doma
 		addHealth(tx, &out[i])
 	}
 	return out, nil
+}
+
+// sortNewest sorts ds as a backward dom_time walk lists them: the most
+// recently bounced first, and of those bounced at the same time the
+// greater domain first.
+func sortNewest(ds []DomainStat) {
+	slices.SortFunc(ds, func(a, b DomainStat) int {
+		return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(b.Domain, a.Domain))
+	})
 }
 
 // domTimeKey is the dom_time key of a domain last seen at t: t in
