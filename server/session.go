@@ -46,7 +46,6 @@ func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 		c:    c,
 		ip:   host,
 		helo: sc.Hostname(),
-		log:  b.s.log.With("cid", c.id, "remote", c.remote),
 	}, nil
 }
 
@@ -55,7 +54,7 @@ func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s    *Server
 	c    *conn
-	log  *slog.Logger
+	lg   *slog.Logger // see log
 	ip   string
 	helo string
 	seq  int // messages begun, for reply ids
@@ -190,7 +189,7 @@ func (s *session) refuse(err error, id string, attrs ...any) error {
 		id = s.c.id
 	}
 	e := toSMTP(err)
-	s.log.Info("command refused", append(attrs, "id", id, "code", e.Code, "reason", err.Error())...)
+	s.log().Info("command refused", append(attrs, "id", id, "code", e.Code, "reason", err.Error())...)
 	return withID(e, id)
 }
 
@@ -244,7 +243,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	cancel()
 	if err != nil {
 		s.s.stats.failed.Add(1)
-		s.log.Error("storing bounce failed", "id", id, "size", len(raw), "err", err)
+		s.log().Error("storing bounce failed", "id", id, "size", len(raw), "err", err)
 		return withID(toSMTP(&saveError{err}), id)
 	}
 	s.s.stats.stored.Add(1)
@@ -270,7 +269,7 @@ func (s *session) dataFailed(err error, id string, n int64) error {
 		s.s.stats.noMemory.Add(1)
 	}
 	e := toSMTP(err)
-	s.log.Info("message refused", "id", id, "code", e.Code, "read", n, "reason", err.Error())
+	s.log().Info("message refused", "id", id, "code", e.Code, "read", n, "reason", err.Error())
 	return withID(e, id)
 }
 
@@ -281,7 +280,7 @@ func (s *session) decode(raw []byte) (rep *parse.Report, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.s.stats.panics.Add(1)
-			s.log.Error("panic in decoder", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.log().Error("panic in decoder", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			rep, err = nil, fmt.Errorf("decoder panic: %v", v)
 		}
 	}()
@@ -293,8 +292,10 @@ func (s *session) decode(raw []byte) (rep *parse.Report, err error) {
 // boxing into interfaces; the connection's cid and remote come from the
 // session logger, already formatted.
 func (s *session) logStored(id string, d *store.Delivery, recs []store.Record, bare int) {
-	var buf [16]slog.Attr
+	var buf [18]slog.Attr
 	attrs := append(buf[:0],
+		slog.String("cid", s.c.id),
+		slog.String("remote", s.c.remote),
 		slog.String("id", id),
 		slog.String("from", d.Envelope.MailFrom),
 		slog.String("rcpt", rcptList(d.Envelope.RcptTo)),
@@ -320,7 +321,17 @@ func (s *session) logStored(id string, d *store.Delivery, recs []store.Record, b
 	if bare > 0 {
 		attrs = append(attrs, slog.Int("bare_newlines", bare))
 	}
-	logInfo(s.log, "bounce stored", attrs...)
+	logInfo(s.s.log, "bounce stored", attrs...)
+}
+
+// log returns the session's logger, which adds the connection's id and
+// remote address to each line. It is made on first use: the one line of
+// most sessions, "bounce stored", carries them itself.
+func (s *session) log() *slog.Logger {
+	if s.lg == nil {
+		s.lg = s.s.log.With("cid", s.c.id, "remote", s.c.remote)
+	}
+	return s.lg
 }
 
 // logInfo logs msg at info level like Logger.LogAttrs, but without the
@@ -357,7 +368,7 @@ func (s *session) catch(err *error, id string) {
 	if id == "" {
 		id = s.c.id
 	}
-	s.log.Error("panic in session", "id", id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	s.log().Error("panic in session", "id", id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	s.c.kill()
 	*err = withID(toSMTP(&panicError{v}), id)
 }
