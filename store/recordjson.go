@@ -88,18 +88,7 @@ func appendRecipient(b []byte, o int, rc *parse.Recipient) []byte {
 
 // appendDiskEnvelope appends the JSON object of e.
 func appendDiskEnvelope(b []byte, e *diskEnvelope) []byte {
-	b = append(b, '{')
-	o := len(b) - 1
-	b = appendOptString(b, o, "mail_from", e.MailFrom)
-	if len(e.RcptTo) > 0 {
-		b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
-	}
-	b = appendOptString(b, o, "client_ip", e.ClientIP)
-	b = appendOptString(b, o, "helo", e.Helo)
-	b = appendOptString(b, o, "verp", e.VERP)
-	b = appendOptBool(b, o, "verified", e.Verified)
-	b = appendOptString(b, o, "campaign", e.Campaign)
-	return append(b, '}')
+	return appendEnvelopeAs(b, (*Envelope)(e), true)
 }
 
 // appendOriginal appends the JSON object of g, its X- headers in the
@@ -282,11 +271,24 @@ func appendWALMeta(b []byte, m *walMeta) ([]byte, error) {
 
 // appendEnvelope appends the JSON object of e (Envelope's own tags: the
 // sender and the recipient list are always written, null for no list).
-func appendEnvelope(b []byte, e *Envelope) []byte {
+func appendEnvelope(b []byte, e *Envelope) []byte { return appendEnvelopeAs(b, e, false) }
+
+// appendEnvelopeAs appends the JSON object of e as Envelope's tags say, or
+// with disk set as diskEnvelope's do: an empty sender and an empty or nil
+// recipient list left out.
+func appendEnvelopeAs(b []byte, e *Envelope, disk bool) []byte {
 	b = append(b, '{')
 	o := len(b) - 1
-	b = appendString(appendKey(b, o, "mail_from"), e.MailFrom)
-	b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
+	switch {
+	case !disk:
+		b = appendString(appendKey(b, o, "mail_from"), e.MailFrom)
+		b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
+	default:
+		b = appendOptString(b, o, "mail_from", e.MailFrom)
+		if len(e.RcptTo) > 0 {
+			b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
+		}
+	}
 	b = appendOptString(b, o, "client_ip", e.ClientIP)
 	b = appendOptString(b, o, "helo", e.Helo)
 	b = appendOptString(b, o, "verp", e.VERP)

@@ -45,12 +45,22 @@ func allBytes() string {
 // does, or fails as it does.
 func checkRecordJSON(t testing.TB, name string, d *diskRecord) {
 	t.Helper()
-	want, werr := json.Marshal(d)
+	checkAppender(t, name, d, appendDiskRecord)
+}
+
+// checkAppender fails t unless app writes v after a prefix as json.Marshal
+// writes v, or fails as it does, leaving the prefix alone.
+func checkAppender[T any](t testing.TB, name string, v *T, app func([]byte, *T) ([]byte, error)) {
+	t.Helper()
+	want, werr := json.Marshal(v)
 	prefix := []byte("prefix")
-	got, gerr := appendDiskRecord(prefix, d)
+	got, gerr := app(prefix, v)
 	if werr != nil || gerr != nil {
 		if werr == nil || gerr == nil || werr.Error() != gerr.Error() {
 			t.Fatalf("%s: error %v, json.Marshal's %v", name, gerr, werr)
+		}
+		if !bytes.Equal(got, prefix) {
+			t.Fatalf("%s: failed, but left %q", name, got)
 		}
 		return
 	}
@@ -339,24 +349,7 @@ func FuzzRecordJSON(f *testing.F) {
 // does, or fails as it does.
 func checkWALMetaJSON(t testing.TB, name string, m *walMeta) {
 	t.Helper()
-	want, werr := json.Marshal(m)
-	prefix := []byte("prefix")
-	got, gerr := appendWALMeta(prefix, m)
-	if werr != nil || gerr != nil {
-		if werr == nil || gerr == nil || werr.Error() != gerr.Error() {
-			t.Fatalf("%s: error %v, json.Marshal's %v", name, gerr, werr)
-		}
-		if !bytes.Equal(got, prefix) {
-			t.Fatalf("%s: failed, but left %q", name, got)
-		}
-		return
-	}
-	if !bytes.HasPrefix(got, prefix) {
-		t.Fatalf("%s: dst not kept: %q", name, got)
-	}
-	if got := got[len(prefix):]; !bytes.Equal(got, want) {
-		t.Fatalf("%s: differs from json.Marshal at byte %d:\n got %s\nwant %s", name, firstDiff(got, want), around(got, want), around(want, got))
-	}
+	checkAppender(t, name, m, appendWALMeta)
 }
 
 // TestWALMetaJSONCorpus writes the log metadata of every sample message
