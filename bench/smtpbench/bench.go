@@ -39,7 +39,8 @@ type row struct {
 	server     string
 	sessions   int
 	round      int
-	sourceRate float64 // smtp-source, msg/s
+	sourceRate float64       // smtp-source, msg/s
+	sourceCPU  time.Duration // the server's CPU time per message during the smtp-source run
 	load       loadResult
 	peak       int64 // VmHWM of the server process, bytes
 	stored     int   // bouncer: records in the database afterwards
@@ -171,9 +172,18 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 			p.stop()
 		}
 	}()
+	cpu0, err := p.cpuTime()
+	if err != nil {
+		return r, err
+	}
 	if r.sourceRate, err = runSource(ctx, f, p.addr, sessions); err != nil {
 		return r, err
 	}
+	cpu1, err := p.cpuTime()
+	if err != nil {
+		return r, err
+	}
+	r.sourceCPU = (cpu1 - cpu0) / time.Duration(f.count)
 	r.load = runLoad(ctx, loadOptions{Addr: p.addr, Sessions: sessions, Count: f.count, Rcpt: rcpt, Data: data, Timeout: time.Minute})
 	if r.load.FirstErr != nil {
 		return r, fmt.Errorf("go load generator: %d failed, first: %w", r.load.Failed, r.load.FirstErr)
@@ -281,9 +291,10 @@ func measureRSS(ctx context.Context, f benchFlags, big []byte) (rssResult, error
 
 func printTable(out io.Writer, f benchFlags, rows []row, rss rssResult, bigSize int) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tsessions\tround\tsmtp-source msg/s\tgo-load msg/s\tp50 DATA→250\tp99 DATA→250\tpeak RSS\t")
+	fmt.Fprintln(tw, "server\tsessions\tround\tsmtp-source msg/s\tserver CPU/msg\tgo-load msg/s\tp50 DATA→250\tp99 DATA→250\tpeak RSS\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t\n", r.server, r.sessions, r.round, r.sourceRate, r.load.rate(),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f µs\t%.0f\t%s\t%s\t%s\t\n", r.server, r.sessions, r.round, r.sourceRate,
+			float64(r.sourceCPU)/float64(time.Microsecond), r.load.rate(),
 			ms(r.load.percentile(50)), ms(r.load.percentile(99)), mib(r.peak))
 	}
 	tw.Flush()
