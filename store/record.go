@@ -168,13 +168,11 @@ func recordJSONOf(v []byte) ([]byte, error) {
 	if len(v) == 0 {
 		return nil, errors.New("empty value")
 	}
-	switch v[0] {
-	case recordJSON:
-		return v, nil
-	}
 	var j []byte
 	var err error
 	switch v[0] {
+	case recordJSON:
+		return v, nil
 	case recordZstd1:
 		j, err = unzstd(v[1:], recordDictID1, maxRecordBytes)
 	case recordS2:

@@ -232,6 +232,29 @@ func (f *filler) fill(v reflect.Value) {
 	}
 }
 
+// eachFilled calls check with a T whose exported fields (recursively) are
+// all set ("all fields"), then with one for each leaf field set alone
+// ("field N"), for each of three string prefixes. It fails t if fewer than
+// 80 leaves were found: the types it is used on have more.
+func eachFilled[T any](t *testing.T, check func(name string, v *T)) {
+	t.Helper()
+	for _, prefix := range []string{"", "\x00", "<\u2028\xff"} {
+		all := &filler{t: t, str: prefix, only: -1}
+		var v T
+		all.fill(reflect.ValueOf(&v).Elem())
+		if all.leaf < 80 {
+			t.Fatalf("%d leaves filled, want all the fields of %T", all.leaf, v)
+		}
+		check("all fields", &v)
+		for i := range all.leaf {
+			one := &filler{t: t, str: prefix, only: i}
+			var v T
+			one.fill(reflect.ValueOf(&v).Elem())
+			check("field "+strconv.Itoa(i), &v)
+		}
+	}
+}
+
 // TestRecordJSONAllFields sets every exported field of diskRecord, and of
 // Record, Envelope, diskEnvelope, parse.Recipient, parse.Original and
 // parse.Feedback under it, to non-zero values with hostile strings, all
@@ -240,27 +263,17 @@ func (f *filler) fill(v reflect.Value) {
 // types and not to appendDiskRecord fails it.
 func TestRecordJSONAllFields(t *testing.T) {
 	t.Parallel()
-	for _, prefix := range []string{"", "\x00", "<\u2028\xff"} {
-		all := &filler{t: t, str: prefix, only: -1}
-		var d diskRecord
-		all.fill(reflect.ValueOf(&d).Elem())
-		if all.leaf < 80 {
-			t.Fatalf("%d leaves filled, want all the fields of diskRecord", all.leaf)
+	eachFilled(t, func(name string, d *diskRecord) {
+		checkRecordJSON(t, name, d)
+		if name == "all fields" {
+			// As encodeRecord fills it, from a Record with every field set.
+			for _, base := range []string{"", "base\"id"} {
+				var env diskEnvelope
+				dr := diskRecordOf(d.Record, base, &env)
+				checkRecordJSON(t, "record with all fields, base "+base, &dr)
+			}
 		}
-		checkRecordJSON(t, "all fields", &d)
-		// As encodeRecord fills it, from a Record with every field set.
-		for _, base := range []string{"", "base\"id"} {
-			var env diskEnvelope
-			dr := diskRecordOf(d.Record, base, &env)
-			checkRecordJSON(t, "record with all fields, base "+base, &dr)
-		}
-		for i := range all.leaf {
-			one := &filler{t: t, str: prefix, only: i}
-			var d diskRecord
-			one.fill(reflect.ValueOf(&d).Elem())
-			checkRecordJSON(t, "field "+strconv.Itoa(i), &d)
-		}
-	}
+	})
 	checkRecordJSON(t, "zero", &diskRecord{})
 	checkRecordJSON(t, "zero record", &diskRecord{Record: &Record{}})
 	checkRecordJSON(t, "empty envelope, original and feedback", &diskRecord{Envelope: &diskEnvelope{}, Original: &parse.Original{}, Feedback: &parse.Feedback{}})
@@ -388,21 +401,7 @@ func TestWALMetaJSONCorpus(t *testing.T) {
 // at a time, and empty values.
 func TestWALMetaJSONAllFields(t *testing.T) {
 	t.Parallel()
-	for _, prefix := range []string{"", "\x00", "<\u2028\xff"} {
-		all := &filler{t: t, str: prefix, only: -1}
-		var m walMeta
-		all.fill(reflect.ValueOf(&m).Elem())
-		if all.leaf < 80 {
-			t.Fatalf("%d leaves filled, want all the fields of walMeta", all.leaf)
-		}
-		checkWALMetaJSON(t, "all fields", &m)
-		for i := range all.leaf {
-			one := &filler{t: t, str: prefix, only: i}
-			var m walMeta
-			one.fill(reflect.ValueOf(&m).Elem())
-			checkWALMetaJSON(t, "field "+strconv.Itoa(i), &m)
-		}
-	}
+	eachFilled(t, func(name string, m *walMeta) { checkWALMetaJSON(t, name, m) })
 	checkWALMetaJSON(t, "zero", &walMeta{})
 	checkWALMetaJSON(t, "empty report", &walMeta{Report: &parse.Report{}})
 	checkWALMetaJSON(t, "empty lists", &walMeta{Envelope: Envelope{RcptTo: []string{}},

@@ -243,8 +243,11 @@ func (p *proc) cpuTime() (time.Duration, error) {
 	// The command name, in parentheses, may hold spaces: count the
 	// fields after it. utime and stime are fields 14 and 15.
 	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", p.cmd.Process.Pid)
+	}
 	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 13 {
+	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", p.cmd.Process.Pid)
 	}
 	var ticks int64

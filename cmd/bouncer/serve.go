@@ -148,8 +148,6 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	return serveErr
 }
 
-// startPrune runs db.Prune every interval (never if 0) until ctx ends or
-// the returned function is called, which waits for it to stop.
 // listenSMTP listens for SMTP sessions without TCP keep-alive: Go turns
 // it on for every accepted connection, four setsockopt calls each (5 per
 // message in strace -c under smtp-source, with TCP_NODELAY), and a
@@ -178,6 +176,8 @@ func tuneGC(maxDataMemory int64) {
 	}
 }
 
+// startPrune runs db.Prune every interval (never if 0) until ctx ends or
+// the returned function is called, which waits for it to stop.
 func startPrune(ctx context.Context, db *store.DB, interval time.Duration, logger *slog.Logger) func() {
 	if interval <= 0 {
 		return func() {}
