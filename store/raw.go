@@ -1,7 +1,8 @@
 package store
 
 // Raw messages. The value of a message, a codec byte followed by the
-// zstd (RFC 8878), DEFLATE (RFC 1951) or stored bytes (compress.go), is cut into parts of at most
+// compressed bytes (S2 or zstd with a dictionary, or, in older files,
+// DEFLATE or stored; compress.go), is cut into parts of at most
 // rawPartSize bytes stored under K(msg) followed by the 4-byte big-endian
 // part number (0, 1, ...); the parts in key order, concatenated, are the
 // value. bbolt never splits a leaf of four or fewer entries, so whole
