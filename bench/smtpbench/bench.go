@@ -40,7 +40,9 @@ type row struct {
 	sessions   int
 	round      int
 	sourceRate float64       // smtp-source, msg/s
-	sourceCPU  time.Duration // the server's CPU time per message during the smtp-source run
+	serverCPU  time.Duration // the server's CPU time per message during the smtp-source run
+	clientCPU  time.Duration // smtp-source's own CPU time per message
+	idle       float64       // share of the machine's CPU time idle (or waiting for I/O) during the smtp-source run
 	load       loadResult
 	peak       int64 // VmHWM of the server process, bytes
 	stored     int   // bouncer: records in the database afterwards
@@ -176,14 +178,25 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	if err != nil {
 		return r, err
 	}
-	if r.sourceRate, err = runSource(ctx, f, p.addr, sessions); err != nil {
+	m0, err := machineCPU()
+	if err != nil {
+		return r, err
+	}
+	var client time.Duration
+	if r.sourceRate, client, err = runSource(ctx, f, p.addr, sessions); err != nil {
+		return r, err
+	}
+	m1, err := machineCPU()
+	if err != nil {
 		return r, err
 	}
 	cpu1, err := p.cpuTime()
 	if err != nil {
 		return r, err
 	}
-	r.sourceCPU = (cpu1 - cpu0) / time.Duration(f.count)
+	r.serverCPU = (cpu1 - cpu0) / time.Duration(f.count)
+	r.clientCPU = client / time.Duration(f.count)
+	r.idle = m1.idleSince(m0)
 	r.load = runLoad(ctx, loadOptions{Addr: p.addr, Sessions: sessions, Count: f.count, Rcpt: rcpt, Data: data, Timeout: time.Minute})
 	if r.load.FirstErr != nil {
 		return r, fmt.Errorf("go load generator: %d failed, first: %w", r.load.Failed, r.load.FirstErr)
@@ -206,18 +219,20 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	return r, nil
 }
 
-// runSource runs smtp-source and returns messages per second. smtp-source
-// exits non-zero on any reply other than the expected one.
-func runSource(ctx context.Context, f benchFlags, addr string, sessions int) (float64, error) {
+// runSource runs smtp-source and returns messages per second and the CPU
+// time (user and system) smtp-source used. smtp-source exits non-zero on
+// any reply other than the expected one.
+func runSource(ctx context.Context, f benchFlags, addr string, sessions int) (float64, time.Duration, error) {
 	cmd := exec.CommandContext(ctx, f.source, "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(f.count),
 		"-f", "", "-t", rcpt, "-F", f.msgFile, addr)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return 0, fmt.Errorf("smtp-source: %w: %s", err, strings.TrimSpace(out.String()))
+		return 0, 0, fmt.Errorf("smtp-source: %w: %s", err, strings.TrimSpace(out.String()))
 	}
-	return float64(f.count) / time.Since(start).Seconds(), nil
+	rate := float64(f.count) / time.Since(start).Seconds()
+	return rate, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 // storedRecords asks bouncer (stopped) how many records its database
@@ -291,10 +306,10 @@ func measureRSS(ctx context.Context, f benchFlags, big []byte) (rssResult, error
 
 func printTable(out io.Writer, f benchFlags, rows []row, rss rssResult, bigSize int) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tsessions\tround\tsmtp-source msg/s\tserver CPU/msg\tgo-load msg/s\tp50 DATA→250\tp99 DATA→250\tpeak RSS\t")
+	fmt.Fprintln(tw, "server\tsessions\tround\tsmtp-source msg/s\tserver CPU/msg\tsmtp-source CPU/msg\tidle\tgo-load msg/s\tp50 DATA→250\tp99 DATA→250\tpeak RSS\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f µs\t%.0f\t%s\t%s\t%s\t\n", r.server, r.sessions, r.round, r.sourceRate,
-			float64(r.sourceCPU)/float64(time.Microsecond), r.load.rate(),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f µs\t%.0f µs\t%.0f %%\t%.0f\t%s\t%s\t%s\t\n", r.server, r.sessions, r.round, r.sourceRate,
+			float64(r.serverCPU)/float64(time.Microsecond), float64(r.clientCPU)/float64(time.Microsecond), 100*r.idle, r.load.rate(),
 			ms(r.load.percentile(50)), ms(r.load.percentile(99)), mib(r.peak))
 	}
 	tw.Flush()

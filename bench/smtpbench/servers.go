@@ -261,6 +261,52 @@ func (p *proc) cpuTime() (time.Duration, error) {
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
+// cpuTicks is the first line of /proc/stat: the machine's CPU time in
+// clock ticks, all CPUs together.
+type cpuTicks struct {
+	idle  uint64 // idle and iowait
+	total uint64 // every field but guest and guest_nice, which user and nice already count
+}
+
+// machineCPU reads the machine's CPU ticks from /proc/stat.
+func machineCPU() (cpuTicks, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}, err
+	}
+	return parseCPUTicks(b)
+}
+
+// parseCPUTicks reads the "cpu" line of /proc/stat's text b: user nice
+// system idle iowait irq softirq steal [guest guest_nice].
+func parseCPUTicks(b []byte) (cpuTicks, error) {
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTicks{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var t cpuTicks
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return cpuTicks{}, fmt.Errorf("/proc/stat: %w", err)
+		}
+		t.total += n
+		if i == 3 || i == 4 {
+			t.idle += n
+		}
+	}
+	return t, nil
+}
+
+// idleSince is the share of the CPU time between t0 and t that was idle.
+func (t cpuTicks) idleSince(t0 cpuTicks) float64 {
+	if t.total <= t0.total {
+		return 0
+	}
+	return float64(t.idle-t0.idle) / float64(t.total-t0.total)
+}
+
 // stop sends SIGTERM and waits up to 30s, then kills the process group.
 func (p *proc) stop() error {
 	p.cmd.Process.Signal(syscall.SIGTERM)

@@ -142,3 +142,32 @@ func TestCPUTime(t *testing.T) {
 		t.Errorf("cpuTime %v, rusage %v", got, want)
 	}
 }
+
+// TestCPUTicks reads /proc/stat's cpu line: idle and iowait are idle, the
+// first eight fields the total (guest time is already in user), and a
+// line of another shape is an error, not zeros.
+func TestCPUTicks(t *testing.T) {
+	t0, err := parseCPUTicks([]byte("cpu  100 5 50 800 20 3 7 15 40 0\ncpu0 50 2 25 400 10 1 3 7 20 0\n"))
+	tcheck(t, err, "parsing")
+	if want := (cpuTicks{idle: 820, total: 1000}); t0 != want {
+		t.Fatalf("got %+v, want %+v", t0, want)
+	}
+	t1, err := parseCPUTicks([]byte("cpu  160 5 60 820 30 3 7 15\n"))
+	tcheck(t, err, "parsing a line without guest fields")
+	if got := t1.idleSince(t0); got != 0.3 {
+		t.Errorf("idle share %v, want 0.3 (30 of 100 ticks)", got)
+	}
+	if got := t0.idleSince(t1); got != 0 {
+		t.Errorf("idle share backwards %v, want 0", got)
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 3 4 5 6 7 x"} {
+		if _, err := parseCPUTicks([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	m, err := machineCPU()
+	tcheck(t, err, "reading /proc/stat")
+	if m.total == 0 || m.idle > m.total {
+		t.Errorf("this machine: %+v", m)
+	}
+}
