@@ -138,20 +138,10 @@ func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 	if depth > d.lim.MaxDepth {
 		return errDepth
 	}
-	mt, params, err := h.contentType()
-	if err != nil || mt == "" {
-		if ct := h.get("Content-Type"); ct != "" {
-			mt = guessMediaType(ct)
-			params = map[string]string{}
-			if b := guessBoundary(ct); b != "" {
-				params["boundary"] = b
-			}
-		} else {
-			mt = "text/plain" // RFC 2045 §5.2 default
-		}
-	}
+	ct := h.mediaType()
+	mt := ct.typ
 	if strings.HasPrefix(mt, "multipart/") {
-		return d.multipart(mt, params, s, depth)
+		return d.multipart(ct, s, depth)
 	}
 	b := &body{s: s}
 	defer b.drain()
@@ -222,10 +212,10 @@ func guessBoundary(ct string) string {
 // multipart decodes the parts of a multipart entity (RFC 2046 §5.1). When
 // the declared boundary never appears, the preamble is searched for a
 // delimiter line and decoded again with it, or kept as text.
-func (d *decoder) multipart(mt string, params map[string]string, s *src, depth int) error {
-	boundary := params["boundary"]
+func (d *decoder) multipart(ct mediaType, s *src, depth int) error {
+	mt, boundary := ct.typ, ct.boundary
 	if mt == "multipart/report" && d.reportTyp == "" {
-		d.reportTyp = strings.ToLower(params["report-type"])
+		d.reportTyp = strings.ToLower(ct.reportType)
 	}
 	if boundary == "" {
 		d.warn("%s without boundary", mt)
@@ -312,8 +302,7 @@ func (d *decoder) preamble(mt string, s *src, kept []byte, depth int) error {
 	}
 	if bd := findDelimiter(kept); bd != "" && depth < d.lim.MaxDepth {
 		inner := &src{br: bufio.NewReader(bytes.NewReader(kept))}
-		params := map[string]string{"boundary": bd}
-		return d.multipart(mt, params, inner, depth+1)
+		return d.multipart(mediaType{typ: mt, boundary: bd}, inner, depth+1)
 	}
 	d.addText("text/plain", kept)
 	return nil
