@@ -64,7 +64,7 @@ func mediaTypeSamples(t *testing.T) []string {
 				}
 				blk = append(append(blk, '\n'), c...)
 			}
-			h, _ := readHeader(bufio.NewReader(bytes.NewReader(append(blk, "\n\n"...))), 1<<20, keepPart)
+			h, _ := readHeader(bufio.NewReader(bytes.NewReader(append(blk, "\n\n"...))), 1<<20, keepPart, new(headerScratch))
 			if v := h.get("Content-Type"); !seen[v] {
 				seen[v] = true
 				out = append(out, v)

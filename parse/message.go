@@ -89,6 +89,7 @@ type decoder struct {
 	returned  []fields // headers of returned messages
 	permanent bool     // the plain-text notice calls the failure permanent
 	scratch   []byte   // read buffer reused by readAll
+	hdr       headerScratch
 }
 
 // dsnPart is the raw body of a delivery-status part and how it was found.
@@ -101,7 +102,7 @@ type dsnPart struct {
 
 func (d *decoder) run(r io.Reader) error {
 	br := bufio.NewReaderSize(newLineReader(r), 4096)
-	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop)
+	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop, &d.hdr)
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
 	}
@@ -237,7 +238,7 @@ func (d *decoder) multipart(ct mediaType, s *src, depth int) error {
 		if d.parts > d.lim.MaxParts {
 			return errParts
 		}
-		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepPart)
+		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepPart, &d.hdr)
 		if err != nil {
 			return fmt.Errorf("reading part header: %w", err)
 		}
@@ -442,7 +443,7 @@ func (d *decoder) returnedMessage(h fields, s *src, b *body, depth int, mt strin
 		}
 		in = &src{br: bufio.NewReader(newLineReader(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes))))}
 	}
-	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned)
+	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned, &d.hdr)
 	if err != nil {
 		// A long trace of Received and signature fields is no reason to
 		// lose the report: keep what was read, skip the rest.

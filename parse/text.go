@@ -501,7 +501,7 @@ func inlineHeader(body string) (fields, bool) {
 				}
 			}
 			if n >= 2 {
-				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned)
+				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned, new(headerScratch))
 				if h.len() > 0 {
 					return h, true
 				}
