@@ -101,7 +101,7 @@ type dsnPart struct {
 }
 
 func (d *decoder) run(r io.Reader) error {
-	br := bufio.NewReaderSize(newLineReader(r), 4096)
+	br := bufio.NewReaderSize(newLineReader(r), bufferSize(r))
 	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop, &d.hdr)
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
@@ -110,6 +110,22 @@ func (d *decoder) run(r io.Reader) error {
 	d.rep.Subject = decodeWords(h.get("Subject"))
 	d.rep.From = decodeWords(h.get("From"))
 	return d.entity(h, &src{br: br}, 0, "")
+}
+
+// bufferSize returns the size of the message's read buffer: 4 KB, or
+// less when r is an in-memory reader with less to read (the server passes
+// a *bytes.Reader), so that a short message does not allocate 4 KB. A
+// buffer that holds all of the input never fills, so ReadSlice and Peek
+// return what they would with a larger one.
+func bufferSize(r io.Reader) int {
+	n := 4096
+	switch r := r.(type) {
+	case *bytes.Reader:
+		n = min(n, r.Len()+1)
+	case *strings.Reader:
+		n = min(n, r.Len()+1)
+	}
+	return n
 }
 
 func (d *decoder) warn(format string, args ...any) {

@@ -426,3 +426,39 @@ func TestPlainBody(t *testing.T) {
 		}
 	}
 }
+
+// TestBufferSize checks that a message read from a *bytes.Reader, whose
+// read buffer is sized to the message, decodes as it does through the
+// default 4 KB buffer, for the golden samples, the corpus, and messages
+// with lines longer than a buffer around the 4 KB size.
+func TestBufferSize(t *testing.T) {
+	msgs := map[string][]byte{}
+	paths, _ := filepath.Glob("testdata/golden/*.eml")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		tcheck(t, err, "reading sample")
+		msgs[p] = b
+	}
+	for name, b := range corpusFiles(t) {
+		msgs[name] = b
+	}
+	head := "From: MAILER-DAEMON@example.net\nSubject: x\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\n"
+	for _, n := range []int{10, 4000, 4050, 4090, 4096, 4100, 5000, 9000} {
+		long := strings.Repeat("a", n)
+		for _, m := range []string{
+			head + "X-Long: " + long + "\n\n--B\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; u@example.com\nAction: failed\nStatus: 5.1.1\n\n--B--",
+			head + "\n--B\nContent-Type: text/plain\n\n" + long + "\n--B\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; u@example.com\nDiagnostic-Code: smtp; 550 " + long + "\nAction: failed\nStatus: 5.1.1\n--B",
+			head + "\n--B\nContent-Type: text/plain\n\n<u@example.com>: 550 5.1.1 " + long + "\n--B-",
+			head + "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; u@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\nX-" + long + "\r\n--B",
+		} {
+			msgs[fmt.Sprintf("long %d %.40q", n, m[len(head):])] = []byte(m)
+		}
+	}
+	for name, m := range msgs {
+		got, gotErr := Message(bytes.NewReader(m), Limits{})
+		want, wantErr := Message(io.MultiReader(bytes.NewReader(m)), Limits{})
+		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Errorf("%s: sized buffer gives %+v, %v; 4 KB buffer %+v, %v", name, got, gotErr, want, wantErr)
+		}
+	}
+}
