@@ -33,7 +33,7 @@ func (f fields) mediaType() mediaType {
 }
 
 // parseMediaType parses a Content-Type value as contentType does, for the
-// common cases: ASCII, a type/subtype and at most 8 parameters whose
+// common cases: ASCII, a type/subtype and at most 4 parameters whose
 // values are tokens or quoted strings without backslashes. It reports
 // false for anything else (RFC 2231 "*" parameters, RFC 2047 words,
 // errors, a repeated parameter), which contentType must then parse.
@@ -64,7 +64,7 @@ func parseMediaType(v string) (mediaType, bool) {
 	m.typ = strings.ToLower(base)
 	// Parameters: "; name=value" (RFC 2045 §5.1), as mime.ParseMediaType
 	// reads them. seen holds those so far, for its duplicate check.
-	var seen [8]struct{ name, value string }
+	var seen [4]struct{ name, value string }
 	for n := 0; ; n++ {
 		rest = strings.TrimSpace(rest)
 		if rest == "" || rest == ";" {
@@ -111,6 +111,9 @@ func consumeToken(s string) (token, rest string) {
 // isTokenChar reports whether c may be part of a token: US-ASCII but
 // space, controls and tspecials (RFC 2045 §5.1).
 func isTokenChar(c byte) bool {
+	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' {
+		return true
+	}
 	return c > ' ' && c < 0x7f && strings.IndexByte(`()<>@,;:\"/[]?=`, c) < 0
 }
 
