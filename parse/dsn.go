@@ -37,7 +37,7 @@ func parseBlocks(s string) [][]field {
 		} else {
 			line, s = s, ""
 		}
-		line = strings.TrimRight(line, " \t\r")
+		line = trimRightASCII(line, " \t\r")
 		if line == "" {
 			if len(all) > start {
 				flushVal()
@@ -99,7 +99,7 @@ func lowerKey(k string) string {
 // isToken reports whether s can be a field name (RFC 5322 §3.6.8); a
 // trailing space before the colon is tolerated.
 func isToken(s string) bool {
-	s = strings.TrimRight(s, " \t")
+	s = trimRightASCII(s, " \t")
 	if s == "" || len(s) > 40 {
 		return false
 	}

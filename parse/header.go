@@ -77,7 +77,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 			if i <= 0 {
 				break // not a field: an mbox "From " line, stray text
 			}
-			key := bytes.TrimRight(line[:i], " \t")
+			key := trimRightASCII(line[:i], " \t")
 			skipping = !keep(key) || !validKey(key)
 			if !skipping {
 				if len(fs) > 0 {
@@ -221,10 +221,10 @@ func (f fields) contentType() (string, map[string]string, error) {
 	return mt, params, nil
 }
 
-// validKey reports whether b is a field name (RFC 5322 §3.6.8: printable
-// ASCII but colon), allowing trailing blanks seen in the wild.
+// validKey reports whether b, without the trailing blanks seen in the
+// wild, is a field name (RFC 5322 §3.6.8: printable ASCII but colon).
 func validKey(b []byte) bool {
-	b = bytes.TrimRight(b, " \t")
+	b = trimRightASCII(b, " \t")
 	if len(b) == 0 {
 		return false
 	}
@@ -234,6 +234,16 @@ func validKey(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// trimRightASCII is strings.TrimRight (or bytes.TrimRight) for a cutset of
+// ASCII bytes, without the set those build on every call with a cutset of
+// more than one byte: header and DSN lines are trimmed this way.
+func trimRightASCII[T string | []byte](s T, cutset string) T {
+	for len(s) > 0 && strings.IndexByte(cutset, s[len(s)-1]) >= 0 {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // hasPrefixFold reports whether b starts with the lower-case ASCII prefix.

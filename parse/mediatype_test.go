@@ -140,3 +140,18 @@ func FuzzMediaType(f *testing.F) {
 		checkMediaType(t, v)
 	})
 }
+
+// TestTrimRightASCII checks trimRightASCII against strings.TrimRight and
+// bytes.TrimRight.
+func TestTrimRightASCII(t *testing.T) {
+	for _, s := range []string{"", " ", "\t \r", "a", "a \t", "a\r\n", " a ", "a\t\r \r", "é ", "a b\t"} {
+		for _, cut := range []string{" \t", " \t\r", "\r"} {
+			if got, want := trimRightASCII(s, cut), strings.TrimRight(s, cut); got != want {
+				t.Errorf("trimRightASCII(%q, %q) = %q, want %q", s, cut, got, want)
+			}
+			if got, want := trimRightASCII([]byte(s), cut), bytes.TrimRight([]byte(s), cut); !bytes.Equal(got, want) {
+				t.Errorf("trimRightASCII([]byte(%q), %q) = %q, want %q", s, cut, got, want)
+			}
+		}
+	}
+}
