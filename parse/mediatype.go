@@ -3,12 +3,14 @@ package parse
 import "strings"
 
 // mediaType is what decoding reads of a Content-Type field (RFC 2045
-// §5.1): the lower-case type/subtype and the two parameters a multipart
-// needs.
+// §5.1): the lower-case type/subtype, the two parameters a multipart
+// needs and the charset of a text part.
 type mediaType struct {
 	typ        string // "multipart/report"
 	boundary   string
 	reportType string // as written; multipart lower-cases it
+	charset    string
+	hasCharset bool // a charset parameter, even an empty one
 }
 
 // mediaType returns the media type of the entity with header f, as
@@ -29,7 +31,9 @@ func (f fields) mediaType() mediaType {
 	if err != nil || typ == "" {
 		return mediaType{typ: guessMediaType(v), boundary: guessBoundary(v)}
 	}
-	return mediaType{typ: typ, boundary: params["boundary"], reportType: params["report-type"]}
+	m := mediaType{typ: typ, boundary: params["boundary"], reportType: params["report-type"]}
+	m.charset, m.hasCharset = params["charset"]
+	return m
 }
 
 // parseMediaType parses a Content-Type value as contentType does, for the
@@ -95,6 +99,8 @@ func parseMediaType(v string) (mediaType, bool) {
 			m.boundary = value
 		case strings.EqualFold(name, "report-type"):
 			m.reportType = value
+		case strings.EqualFold(name, "charset"):
+			m.charset, m.hasCharset = value, true
 		}
 	}
 }

@@ -17,7 +17,9 @@ func slowMediaType(f fields) mediaType {
 		v := f.get("Content-Type")
 		return mediaType{typ: guessMediaType(v), boundary: guessBoundary(v)}
 	}
-	return mediaType{typ: typ, boundary: params["boundary"], reportType: params["report-type"]}
+	m := mediaType{typ: typ, boundary: params["boundary"], reportType: params["report-type"]}
+	m.charset, m.hasCharset = params["charset"]
+	return m
 }
 
 // checkMediaType fails when mediaType and slowMediaType differ for the

@@ -372,17 +372,24 @@ func (d *decoder) readBody(h fields, b io.Reader) (string, error) {
 	if err != nil {
 		d.warn("reading part body: %v", err)
 	}
-	if len(out) >= d.lim.MaxPartBytes {
+	d.checkTruncated(out)
+	return out, nil
+}
+
+// checkTruncated warns when a part body read up to MaxPartBytes may have
+// been cut there.
+func (d *decoder) checkTruncated(body string) {
+	if len(body) >= d.lim.MaxPartBytes {
 		d.warn("part truncated at %d bytes", d.lim.MaxPartBytes)
 	}
-	return out, nil
 }
 
 // plainBody reports whether message.New would return the body of a part
 // with header h as it is, so that no go-message header is needed: its
 // transfer encoding is an identity one (RFC 2045 §6.2) and its media type
-// is not text/*, the only types a charset applies to (RFC 2046 §4.1.2).
-// A delivery-status part usually is such a part.
+// is not text/*, the only types a charset applies to (RFC 2046 §4.1.2),
+// or is text/* in a charset go-message passes through (UTF-8, US-ASCII).
+// A delivery-status part and most text parts are such parts.
 func plainBody(h fields) bool {
 	switch strings.ToLower(h.get("Content-Transfer-Encoding")) {
 	case "", "7bit", "8bit", "binary":
@@ -390,7 +397,18 @@ func plainBody(h fields) bool {
 		return false
 	}
 	ct := strings.TrimSpace(h.get("Content-Type"))
-	return ct != "" && !hasPrefixFoldString(ct, "text/")
+	if ct == "" {
+		return true // text/plain without a charset (RFC 2045 §5.2)
+	}
+	if !hasPrefixFoldString(ct, "text/") {
+		return true
+	}
+	m, ok := parseMediaType(ct)
+	if !ok {
+		return false // left to message.New
+	}
+	cs := strings.ToLower(m.charset)
+	return !m.hasCharset || cs == "utf-8" || cs == "us-ascii"
 }
 
 // readAll reads at most max bytes of r and returns them as a string. It
@@ -436,9 +454,15 @@ func (d *decoder) textBodies() []textPart {
 		if t.decoded {
 			continue
 		}
-		b, err := d.readBody(t.h, strings.NewReader(t.raw))
-		if err != nil {
-			d.warn("%v", err)
+		b := t.raw // read with the limit readBody has
+		if plainBody(t.h) {
+			d.checkTruncated(b)
+		} else {
+			var err error
+			b, err = d.readBody(t.h, strings.NewReader(t.raw))
+			if err != nil {
+				d.warn("%v", err)
+			}
 		}
 		t.body, t.raw, t.decoded = b, "", true
 	}

@@ -407,7 +407,10 @@ func TestPlainBody(t *testing.T) {
 	for _, cte := range []string{"", "7bit", "8BIT", "Binary", " 7bit", "base64", "quoted-printable", "x-uuencode"} {
 		for _, ct := range []string{"", "message/delivery-status", "MESSAGE/Feedback-Report; x=\"y\"", " text/plain",
 			"Text/Plain; charset=iso-8859-1", "text/plain; charset", "text/", "message/delivery-status; charset=bogus",
-			"message/delivery-status; broken", "application/octet-stream"} {
+			"message/delivery-status; broken", "application/octet-stream", "text/plain; charset=UTF-8",
+			"text/plain; charset=\"us-ascii\"; format=flowed", "TEXT/HTML; CHARSET=US-ASCII", "text/plain; charset=\"\"",
+			"text/plain; charset=utf-8; charset=latin1", "text/plain; charset=utf8", "text/plain; format=flowed",
+			"text/plain; charset=\"=?utf-8?q?utf-8?=\"", "text/plain; charset*=utf-8''utf-8", "text/plain; charset=utf-8 x"} {
 			var f fields
 			if ct != "" {
 				f.f = append(f.f, headerField{key: "Content-Type", value: ct})
@@ -423,6 +426,11 @@ func TestPlainBody(t *testing.T) {
 			if err != nil || e.Body != io.Reader(r) {
 				t.Errorf("%q %q: plainBody, but message.New changes the body (err %v)", cte, ct, err)
 			}
+		}
+	}
+	for _, ct := range []string{"text/plain; charset=UTF-8", "text/plain; charset=us-ascii", "text/plain"} {
+		if !plainBody(fields{f: []headerField{{key: "Content-Type", value: ct}}}) {
+			t.Errorf("%q: not plainBody", ct)
 		}
 	}
 }
