@@ -151,6 +151,10 @@ func decodeWords(v string) string {
 // entity decodes one MIME entity whose header is h and whose body is read
 // from s. parent is the media type of the enclosing multipart, if any.
 // Only leaf parts that are decoded get a go-message header (readBody).
+//
+// entity, multipart and returnedMessage call each other for nested
+// entities; leaf parts are read by leaf, so that its locals are not on
+// the stack once per nesting level.
 func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 	if depth > d.lim.MaxDepth {
 		return errDepth
@@ -158,10 +162,20 @@ func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 	ct := h.mediaType()
 	mt := ct.typ
 	if strings.HasPrefix(mt, "multipart/") {
-		return d.multipart(ct, s, depth)
+		return d.multipart(&ct, s, depth)
 	}
 	b := &body{s: s}
 	defer b.drain()
+	switch mt {
+	case "message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers", "text/rfc822-header":
+		return d.returnedMessage(h, s, b, depth, mt)
+	}
+	return d.leaf(h, b, mt, parent)
+}
+
+// leaf reads the body b of a part that is not a container, with header h
+// and media type mt, when decoding needs it.
+func (d *decoder) leaf(h fields, b *body, mt, parent string) error {
 	switch {
 	case mt == "message/delivery-status" || mt == "message/global-delivery-status":
 		raw, err := d.readBody(h, b)
@@ -177,9 +191,6 @@ func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 		}
 		d.feedback = true
 		d.parseFeedback(raw)
-	case mt == "message/rfc822" || mt == "message/global" ||
-		mt == "text/rfc822-headers" || mt == "message/global-headers" || mt == "text/rfc822-header":
-		return d.returnedMessage(h, s, b, depth, mt)
 	case strings.HasPrefix(mt, "text/"):
 		if mt == "text/html" && d.hasPlainText() {
 			return nil // the text/plain alternative says the same
@@ -229,7 +240,7 @@ func guessBoundary(ct string) string {
 // multipart decodes the parts of a multipart entity (RFC 2046 §5.1). When
 // the declared boundary never appears, the preamble is searched for a
 // delimiter line and decoded again with it, or kept as text.
-func (d *decoder) multipart(ct mediaType, s *src, depth int) error {
+func (d *decoder) multipart(ct *mediaType, s *src, depth int) error {
 	mt, boundary := ct.typ, ct.boundary
 	if mt == "multipart/report" && d.reportTyp == "" {
 		d.reportTyp = strings.ToLower(ct.reportType)
@@ -319,7 +330,7 @@ func (d *decoder) preamble(mt string, s *src, kept []byte, depth int) error {
 	}
 	if bd := findDelimiter(kept); bd != "" && depth < d.lim.MaxDepth {
 		inner := &src{br: bufio.NewReader(bytes.NewReader(kept))}
-		return d.multipart(mediaType{typ: mt, boundary: bd}, inner, depth+1)
+		return d.multipart(&mediaType{typ: mt, boundary: bd}, inner, depth+1)
 	}
 	d.addText("text/plain", kept)
 	return nil
