@@ -422,10 +422,16 @@ func plainBody(h fields) bool {
 	return !m.hasCharset || cs == "utf-8" || cs == "us-ascii"
 }
 
-// readAll reads at most max bytes of r and returns them as a string. It
-// reads through the decoder's scratch buffer, which grows
-// once per message instead of once per part.
+// readAll reads at most max bytes of r and returns them as a string. A
+// part body that is all in the message's read buffer is taken from there
+// (body.buffered); others are read through the decoder's scratch buffer,
+// which grows once per message instead of once per part.
 func (d *decoder) readAll(r io.Reader, max int) (string, error) {
+	if b, ok := r.(*body); ok {
+		if s, ok := b.buffered(max); ok {
+			return s, nil
+		}
+	}
 	buf := d.scratch[:0]
 	if cap(buf) == 0 {
 		buf = make([]byte, 0, 2<<10)

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
@@ -437,8 +438,10 @@ func TestPlainBody(t *testing.T) {
 
 // TestBufferSize checks that a message read from a *bytes.Reader, whose
 // read buffer is sized to the message, decodes as it does through the
-// default 4 KB buffer, for the golden samples, the corpus, and messages
-// with lines longer than a buffer around the 4 KB size.
+// default 4 KB buffer and as it does when the input comes one byte per
+// Read (so that parts are read line by line, not from the buffer by
+// body.buffered), for the golden samples, the corpus, and messages with
+// lines longer than a buffer around the 4 KB size.
 func TestBufferSize(t *testing.T) {
 	msgs := map[string][]byte{}
 	paths, _ := filepath.Glob("testdata/golden/*.eml")
@@ -462,11 +465,20 @@ func TestBufferSize(t *testing.T) {
 			msgs[fmt.Sprintf("long %d %.40q", n, m[len(head):])] = []byte(m)
 		}
 	}
+	// Lines that start like a delimiter but are not one (RFC 2046 §5.1.1),
+	// a parent's delimiter closing a part, and a delimiter at the very end.
+	msgs["near delimiters"] = []byte(head + "\n--B\nContent-Type: multipart/mixed; boundary=C\n\n--C\nContent-Type: text/plain\n\n" +
+		"--B2 not a delimiter\n--Bx\n--C3\n<u@example.com>: 550 5.1.1 unknown\n--B\nContent-Type: message/delivery-status\n\n" +
+		"Final-Recipient: rfc822; u@example.com\n--B-x\nAction: failed\nStatus: 5.1.1\n--B--")
 	for name, m := range msgs {
 		got, gotErr := Message(bytes.NewReader(m), Limits{})
 		want, wantErr := Message(io.MultiReader(bytes.NewReader(m)), Limits{})
 		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
 			t.Errorf("%s: sized buffer gives %+v, %v; 4 KB buffer %+v, %v", name, got, gotErr, want, wantErr)
+		}
+		want, wantErr = Message(iotest.OneByteReader(bytes.NewReader(m)), Limits{})
+		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Errorf("%s: sized buffer gives %+v, %v; one byte per read %+v, %v", name, got, gotErr, want, wantErr)
 		}
 	}
 }
