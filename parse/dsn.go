@@ -88,7 +88,7 @@ var dsnKeys = [...]string{
 // lowerKey returns strings.ToLower(k), without a new string for the names
 // in dsnKeys.
 func lowerKey(k string) string {
-	for _, n := range dsnKeys {
+	for _, n := range dsnKeys[:] { // [:]: ranging over the array copied it to the stack
 		if len(k) == len(n) && hasPrefixFoldString(k, n) {
 			return n
 		}

@@ -139,7 +139,7 @@ var canonicalKeys = [...]string{
 // of letters and dashes that matches a canonical form regardless of case
 // has that form.
 func canonicalKey(b []byte) string {
-	for _, k := range canonicalKeys {
+	for _, k := range canonicalKeys[:] { // [:]: ranging over the array copied it to the stack
 		if len(b) == len(k) && foldEqual(b, k) {
 			return k
 		}
