@@ -56,3 +56,26 @@ func BenchmarkPostfix(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPostfixGoroutine is BenchmarkPostfix with each message decoded
+// in a goroutine of its own, as the server's session goroutine does: a
+// new goroutine starts with a small stack, so this also counts the stack
+// growth (runtime.newstack, copystack) that decoding's deepest path causes.
+// Run it with GODEBUG=adaptivestackstart=0 to start every goroutine at
+// the minimum size whatever the other benchmarks did.
+func BenchmarkPostfixGoroutine(b *testing.B) {
+	raw, err := os.ReadFile("../cmd/bouncer/testdata/postfix-543.eml")
+	tcheck(b, err, "reading sample")
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	done := make(chan error)
+	for b.Loop() {
+		go func() {
+			_, err := Message(bytes.NewReader(raw), Limits{})
+			done <- err
+		}()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -113,7 +113,7 @@ func (d *decoder) setOriginal() {
 		return
 	}
 	for _, t := range d.textBodies() {
-		if h, ok := inlineHeader(t.body); ok {
+		if h, ok := inlineHeader(t.body, &d.hdr); ok {
 			d.rep.Original = d.originalFrom(h)
 			return
 		}

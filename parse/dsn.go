@@ -37,7 +37,7 @@ func parseBlocks(s string) [][]field {
 		} else {
 			line, s = s, ""
 		}
-		line = strings.TrimRight(line, " \t\r")
+		line = trimRightASCII(line, " \t\r")
 		if line == "" {
 			if len(all) > start {
 				flushVal()
@@ -88,7 +88,7 @@ var dsnKeys = [...]string{
 // lowerKey returns strings.ToLower(k), without a new string for the names
 // in dsnKeys.
 func lowerKey(k string) string {
-	for _, n := range dsnKeys {
+	for _, n := range dsnKeys[:] { // [:]: ranging over the array copied it to the stack
 		if len(k) == len(n) && hasPrefixFoldString(k, n) {
 			return n
 		}
@@ -99,7 +99,7 @@ func lowerKey(k string) string {
 // isToken reports whether s can be a field name (RFC 5322 §3.6.8); a
 // trailing space before the colon is tolerated.
 func isToken(s string) bool {
-	s = strings.TrimRight(s, " \t")
+	s = trimRightASCII(s, " \t")
 	if s == "" || len(s) > 40 {
 		return false
 	}

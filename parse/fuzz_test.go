@@ -3,9 +3,12 @@ package parse
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+	"testing/iotest"
 )
 
 // FuzzMessage feeds arbitrary bytes to Message: it must not panic or hang,
@@ -36,5 +39,27 @@ func FuzzMessage(f *testing.F) {
 			t.Fatal("ErrNotBounce with recipients")
 		}
 		_ = SplitMbox(bytes.NewReader(b), func([]byte) error { return nil })
+	})
+}
+
+// FuzzReaders decodes arbitrary bytes from a *bytes.Reader (a read buffer
+// sized to the input, parts read from the buffer by body.buffered) and
+// one byte per Read (parts read line by line): the reports must be equal.
+func FuzzReaders(f *testing.F) {
+	paths, _ := filepath.Glob("testdata/golden/*.eml")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("Content-Type: multipart/report; boundary=\"a\nb\"\n\n--a\nb\n\n--a\nb--\n"))
+	lim := Limits{MaxDepth: 5, MaxParts: 20, MaxHeaderBytes: 4096, MaxPartBytes: 1 << 10, MaxRecipients: 5}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, gotErr := Message(bytes.NewReader(b), lim)
+		want, wantErr := Message(iotest.OneByteReader(bytes.NewReader(b)), lim)
+		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("from a bytes.Reader: %+v, %v; one byte per read: %+v, %v", got, gotErr, want, wantErr)
+		}
 	})
 }

@@ -20,23 +20,21 @@ import (
 //
 // Only fields for which keep returns true are stored: decoding needs a
 // handful, and Received or DKIM fields are most of a header's bytes.
-func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool) (fields, error) {
-	return readHeaderUntil(&src{br: br}, max, keep)
+func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool, sc *headerScratch) (fields, error) {
+	return readHeaderUntil(&src{br: br}, max, keep, sc)
 }
 
 // readHeaderUntil is readHeader that also stops, without consuming it, at a
 // line starting with one of s's delimiters (a part with no body).
-func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error) {
+func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScratch) (fields, error) {
 	br := s.br
 	skipping := false
-	// Fields are gathered on the stack and copied once, at their count,
-	// into the result; the value of the last field stays in val while
-	// folded lines may follow, and becomes a string when the next field
-	// starts (or the header ends).
-	var fbuf [16]headerField
-	fs := fbuf[:0]
-	var vbuf [256]byte
-	val := vbuf[:0]
+	// Fields are gathered in sc and copied once, at their count, into
+	// the result; the value of the last field stays in val while folded
+	// lines may follow, and becomes a string when the next field starts
+	// (or the header ends).
+	fs := sc.f[:0]
+	val := sc.v[:0]
 	n := 0
 	var err error
 	for {
@@ -79,7 +77,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error
 			if i <= 0 {
 				break // not a field: an mbox "From " line, stray text
 			}
-			key := bytes.TrimRight(line[:i], " \t")
+			key := trimRightASCII(line[:i], " \t")
 			skipping = !keep(key) || !validKey(key)
 			if !skipping {
 				if len(fs) > 0 {
@@ -97,6 +95,15 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool) (fields, error
 		err = nil
 	}
 	return makeFields(fs, val), err
+}
+
+// headerScratch is where readHeaderUntil gathers a header block. The
+// decoder holds one for all the blocks of a message: as a local array it
+// made readHeaderUntil's frame 1.2 KB, at the bottom of the recursive
+// entity/multipart path, where it made the goroutine's stack grow.
+type headerScratch struct {
+	f [16]headerField
+	v [256]byte
 }
 
 // fields is a header block as read: canonical keys and values in order.
@@ -132,7 +139,7 @@ var canonicalKeys = [...]string{
 // of letters and dashes that matches a canonical form regardless of case
 // has that form.
 func canonicalKey(b []byte) string {
-	for _, k := range canonicalKeys {
+	for _, k := range canonicalKeys[:] { // [:]: ranging over the array copied it to the stack
 		if len(b) == len(k) && foldEqual(b, k) {
 			return k
 		}
@@ -214,10 +221,10 @@ func (f fields) contentType() (string, map[string]string, error) {
 	return mt, params, nil
 }
 
-// validKey reports whether b is a field name (RFC 5322 §3.6.8: printable
-// ASCII but colon), allowing trailing blanks seen in the wild.
+// validKey reports whether b, without the trailing blanks seen in the
+// wild, is a field name (RFC 5322 §3.6.8: printable ASCII but colon).
 func validKey(b []byte) bool {
-	b = bytes.TrimRight(b, " \t")
+	b = trimRightASCII(b, " \t")
 	if len(b) == 0 {
 		return false
 	}
@@ -227,6 +234,16 @@ func validKey(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// trimRightASCII is strings.TrimRight (or bytes.TrimRight) for a cutset of
+// ASCII bytes, without the set those build on every call with a cutset of
+// more than one byte: header and DSN lines are trimmed this way.
+func trimRightASCII[T string | []byte](s T, cutset string) T {
+	for len(s) > 0 && strings.IndexByte(cutset, s[len(s)-1]) >= 0 {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // hasPrefixFold reports whether b starts with the lower-case ASCII prefix.

@@ -89,6 +89,7 @@ type decoder struct {
 	returned  []fields // headers of returned messages
 	permanent bool     // the plain-text notice calls the failure permanent
 	scratch   []byte   // read buffer reused by readAll
+	hdr       headerScratch
 }
 
 // dsnPart is the raw body of a delivery-status part and how it was found.
@@ -100,8 +101,8 @@ type dsnPart struct {
 }
 
 func (d *decoder) run(r io.Reader) error {
-	br := bufio.NewReaderSize(newLineReader(r), 4096)
-	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop)
+	br := bufio.NewReaderSize(newLineReader(r), bufferSize(r))
+	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop, &d.hdr)
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
 	}
@@ -109,6 +110,22 @@ func (d *decoder) run(r io.Reader) error {
 	d.rep.Subject = decodeWords(h.get("Subject"))
 	d.rep.From = decodeWords(h.get("From"))
 	return d.entity(h, &src{br: br}, 0, "")
+}
+
+// bufferSize returns the size of the message's read buffer: 4 KB, or
+// less when r is an in-memory reader with less to read (the server passes
+// a *bytes.Reader), so that a short message does not allocate 4 KB. A
+// buffer that holds all of the input never fills, so ReadSlice and Peek
+// return what they would with a larger one.
+func bufferSize(r io.Reader) int {
+	n := 4096
+	switch r := r.(type) {
+	case *bytes.Reader:
+		n = min(n, r.Len()+1)
+	case *strings.Reader:
+		n = min(n, r.Len()+1)
+	}
+	return n
 }
 
 func (d *decoder) warn(format string, args ...any) {
@@ -134,27 +151,31 @@ func decodeWords(v string) string {
 // entity decodes one MIME entity whose header is h and whose body is read
 // from s. parent is the media type of the enclosing multipart, if any.
 // Only leaf parts that are decoded get a go-message header (readBody).
+//
+// entity, multipart and returnedMessage call each other for nested
+// entities; leaf parts are read by leaf, so that its locals are not on
+// the stack once per nesting level.
 func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 	if depth > d.lim.MaxDepth {
 		return errDepth
 	}
-	mt, params, err := h.contentType()
-	if err != nil || mt == "" {
-		if ct := h.get("Content-Type"); ct != "" {
-			mt = guessMediaType(ct)
-			params = map[string]string{}
-			if b := guessBoundary(ct); b != "" {
-				params["boundary"] = b
-			}
-		} else {
-			mt = "text/plain" // RFC 2045 §5.2 default
-		}
-	}
+	ct := h.mediaType()
+	mt := ct.typ
 	if strings.HasPrefix(mt, "multipart/") {
-		return d.multipart(mt, params, s, depth)
+		return d.multipart(&ct, s, depth)
 	}
 	b := &body{s: s}
 	defer b.drain()
+	switch mt {
+	case "message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers", "text/rfc822-header":
+		return d.returnedMessage(h, s, b, depth, mt)
+	}
+	return d.leaf(h, b, mt, parent)
+}
+
+// leaf reads the body b of a part that is not a container, with header h
+// and media type mt, when decoding needs it.
+func (d *decoder) leaf(h fields, b *body, mt, parent string) error {
 	switch {
 	case mt == "message/delivery-status" || mt == "message/global-delivery-status":
 		raw, err := d.readBody(h, b)
@@ -170,9 +191,6 @@ func (d *decoder) entity(h fields, s *src, depth int, parent string) error {
 		}
 		d.feedback = true
 		d.parseFeedback(raw)
-	case mt == "message/rfc822" || mt == "message/global" ||
-		mt == "text/rfc822-headers" || mt == "message/global-headers" || mt == "text/rfc822-header":
-		return d.returnedMessage(h, s, b, depth, mt)
 	case strings.HasPrefix(mt, "text/"):
 		if mt == "text/html" && d.hasPlainText() {
 			return nil // the text/plain alternative says the same
@@ -222,10 +240,10 @@ func guessBoundary(ct string) string {
 // multipart decodes the parts of a multipart entity (RFC 2046 §5.1). When
 // the declared boundary never appears, the preamble is searched for a
 // delimiter line and decoded again with it, or kept as text.
-func (d *decoder) multipart(mt string, params map[string]string, s *src, depth int) error {
-	boundary := params["boundary"]
+func (d *decoder) multipart(ct *mediaType, s *src, depth int) error {
+	mt, boundary := ct.typ, ct.boundary
 	if mt == "multipart/report" && d.reportTyp == "" {
-		d.reportTyp = strings.ToLower(params["report-type"])
+		d.reportTyp = strings.ToLower(ct.reportType)
 	}
 	if boundary == "" {
 		d.warn("%s without boundary", mt)
@@ -247,7 +265,7 @@ func (d *decoder) multipart(mt string, params map[string]string, s *src, depth i
 		if d.parts > d.lim.MaxParts {
 			return errParts
 		}
-		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepPart)
+		ph, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepPart, &d.hdr)
 		if err != nil {
 			return fmt.Errorf("reading part header: %w", err)
 		}
@@ -312,8 +330,7 @@ func (d *decoder) preamble(mt string, s *src, kept []byte, depth int) error {
 	}
 	if bd := findDelimiter(kept); bd != "" && depth < d.lim.MaxDepth {
 		inner := &src{br: bufio.NewReader(bytes.NewReader(kept))}
-		params := map[string]string{"boundary": bd}
-		return d.multipart(mt, params, inner, depth+1)
+		return d.multipart(&mediaType{typ: mt, boundary: bd}, inner, depth+1)
 	}
 	d.addText("text/plain", kept)
 	return nil
@@ -366,17 +383,24 @@ func (d *decoder) readBody(h fields, b io.Reader) (string, error) {
 	if err != nil {
 		d.warn("reading part body: %v", err)
 	}
-	if len(out) >= d.lim.MaxPartBytes {
+	d.checkTruncated(out)
+	return out, nil
+}
+
+// checkTruncated warns when a part body read up to MaxPartBytes may have
+// been cut there.
+func (d *decoder) checkTruncated(body string) {
+	if len(body) >= d.lim.MaxPartBytes {
 		d.warn("part truncated at %d bytes", d.lim.MaxPartBytes)
 	}
-	return out, nil
 }
 
 // plainBody reports whether message.New would return the body of a part
 // with header h as it is, so that no go-message header is needed: its
 // transfer encoding is an identity one (RFC 2045 §6.2) and its media type
-// is not text/*, the only types a charset applies to (RFC 2046 §4.1.2).
-// A delivery-status part usually is such a part.
+// is not text/*, the only types a charset applies to (RFC 2046 §4.1.2),
+// or is text/* in a charset go-message passes through (UTF-8, US-ASCII).
+// A delivery-status part and most text parts are such parts.
 func plainBody(h fields) bool {
 	switch strings.ToLower(h.get("Content-Transfer-Encoding")) {
 	case "", "7bit", "8bit", "binary":
@@ -384,13 +408,30 @@ func plainBody(h fields) bool {
 		return false
 	}
 	ct := strings.TrimSpace(h.get("Content-Type"))
-	return ct != "" && !hasPrefixFoldString(ct, "text/")
+	if ct == "" {
+		return true // text/plain without a charset (RFC 2045 §5.2)
+	}
+	if !hasPrefixFoldString(ct, "text/") {
+		return true
+	}
+	m, ok := parseMediaType(ct)
+	if !ok {
+		return false // left to message.New
+	}
+	cs := strings.ToLower(m.charset)
+	return !m.hasCharset || cs == "utf-8" || cs == "us-ascii"
 }
 
-// readAll reads at most max bytes of r and returns them as a string. It
-// reads through the decoder's scratch buffer, which grows
-// once per message instead of once per part.
+// readAll reads at most max bytes of r and returns them as a string. A
+// part body that is all in the message's read buffer is taken from there
+// (body.buffered); others are read through the decoder's scratch buffer,
+// which grows once per message instead of once per part.
 func (d *decoder) readAll(r io.Reader, max int) (string, error) {
+	if b, ok := r.(*body); ok {
+		if s, ok := b.buffered(max); ok {
+			return s, nil
+		}
+	}
 	buf := d.scratch[:0]
 	if cap(buf) == 0 {
 		buf = make([]byte, 0, 2<<10)
@@ -430,9 +471,15 @@ func (d *decoder) textBodies() []textPart {
 		if t.decoded {
 			continue
 		}
-		b, err := d.readBody(t.h, strings.NewReader(t.raw))
-		if err != nil {
-			d.warn("%v", err)
+		b := t.raw // read with the limit readBody has
+		if plainBody(t.h) {
+			d.checkTruncated(b)
+		} else {
+			var err error
+			b, err = d.readBody(t.h, strings.NewReader(t.raw))
+			if err != nil {
+				d.warn("%v", err)
+			}
 		}
 		t.body, t.raw, t.decoded = b, "", true
 	}
@@ -453,7 +500,7 @@ func (d *decoder) returnedMessage(h fields, s *src, b *body, depth int, mt strin
 		}
 		in = &src{br: bufio.NewReader(newLineReader(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes))))}
 	}
-	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned)
+	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned, &d.hdr)
 	if err != nil {
 		// A long trace of Received and signature fields is no reason to
 		// lose the report: keep what was read, skip the rest.

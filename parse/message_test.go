@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
@@ -407,7 +408,10 @@ func TestPlainBody(t *testing.T) {
 	for _, cte := range []string{"", "7bit", "8BIT", "Binary", " 7bit", "base64", "quoted-printable", "x-uuencode"} {
 		for _, ct := range []string{"", "message/delivery-status", "MESSAGE/Feedback-Report; x=\"y\"", " text/plain",
 			"Text/Plain; charset=iso-8859-1", "text/plain; charset", "text/", "message/delivery-status; charset=bogus",
-			"message/delivery-status; broken", "application/octet-stream"} {
+			"message/delivery-status; broken", "application/octet-stream", "text/plain; charset=UTF-8",
+			"text/plain; charset=\"us-ascii\"; format=flowed", "TEXT/HTML; CHARSET=US-ASCII", "text/plain; charset=\"\"",
+			"text/plain; charset=utf-8; charset=latin1", "text/plain; charset=utf8", "text/plain; format=flowed",
+			"text/plain; charset=\"=?utf-8?q?utf-8?=\"", "text/plain; charset*=utf-8''utf-8", "text/plain; charset=utf-8 x"} {
 			var f fields
 			if ct != "" {
 				f.f = append(f.f, headerField{key: "Content-Type", value: ct})
@@ -423,6 +427,58 @@ func TestPlainBody(t *testing.T) {
 			if err != nil || e.Body != io.Reader(r) {
 				t.Errorf("%q %q: plainBody, but message.New changes the body (err %v)", cte, ct, err)
 			}
+		}
+	}
+	for _, ct := range []string{"text/plain; charset=UTF-8", "text/plain; charset=us-ascii", "text/plain"} {
+		if !plainBody(fields{f: []headerField{{key: "Content-Type", value: ct}}}) {
+			t.Errorf("%q: not plainBody", ct)
+		}
+	}
+}
+
+// TestBufferSize checks that a message read from a *bytes.Reader, whose
+// read buffer is sized to the message, decodes as it does through the
+// default 4 KB buffer and as it does when the input comes one byte per
+// Read (so that parts are read line by line, not from the buffer by
+// body.buffered), for the golden samples, the corpus, and messages with
+// lines longer than a buffer around the 4 KB size.
+func TestBufferSize(t *testing.T) {
+	msgs := map[string][]byte{}
+	paths, _ := filepath.Glob("testdata/golden/*.eml")
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		tcheck(t, err, "reading sample")
+		msgs[p] = b
+	}
+	for name, b := range corpusFiles(t) {
+		msgs[name] = b
+	}
+	head := "From: MAILER-DAEMON@example.net\nSubject: x\nContent-Type: multipart/report; report-type=delivery-status; boundary=B\n"
+	for _, n := range []int{10, 4000, 4050, 4090, 4096, 4100, 5000, 9000} {
+		long := strings.Repeat("a", n)
+		for _, m := range []string{
+			head + "X-Long: " + long + "\n\n--B\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; u@example.com\nAction: failed\nStatus: 5.1.1\n\n--B--",
+			head + "\n--B\nContent-Type: text/plain\n\n" + long + "\n--B\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822; u@example.com\nDiagnostic-Code: smtp; 550 " + long + "\nAction: failed\nStatus: 5.1.1\n--B",
+			head + "\n--B\nContent-Type: text/plain\n\n<u@example.com>: 550 5.1.1 " + long + "\n--B-",
+			head + "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; u@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\nX-" + long + "\r\n--B",
+		} {
+			msgs[fmt.Sprintf("long %d %.40q", n, m[len(head):])] = []byte(m)
+		}
+	}
+	// Lines that start like a delimiter but are not one (RFC 2046 §5.1.1),
+	// a parent's delimiter closing a part, and a delimiter at the very end.
+	msgs["near delimiters"] = []byte(head + "\n--B\nContent-Type: multipart/mixed; boundary=C\n\n--C\nContent-Type: text/plain\n\n" +
+		"--B2 not a delimiter\n--Bx\n--C3\n<u@example.com>: 550 5.1.1 unknown\n--B\nContent-Type: message/delivery-status\n\n" +
+		"Final-Recipient: rfc822; u@example.com\n--B-x\nAction: failed\nStatus: 5.1.1\n--B--")
+	for name, m := range msgs {
+		got, gotErr := Message(bytes.NewReader(m), Limits{})
+		want, wantErr := Message(io.MultiReader(bytes.NewReader(m)), Limits{})
+		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Errorf("%s: sized buffer gives %+v, %v; 4 KB buffer %+v, %v", name, got, gotErr, want, wantErr)
+		}
+		want, wantErr = Message(iotest.OneByteReader(bytes.NewReader(m)), Limits{})
+		if !reflect.DeepEqual(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+			t.Errorf("%s: sized buffer gives %+v, %v; one byte per read %+v, %v", name, got, gotErr, want, wantErr)
 		}
 	}
 }

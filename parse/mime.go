@@ -23,21 +23,29 @@ func (s *src) atDelim() int {
 		return -1
 	}
 	for i, d := range s.delims {
-		p, _ := s.br.Peek(len(d) + 1)
-		if len(p) < len(d) || !bytes.Equal(p[:len(d)], d) {
-			continue
-		}
-		// RFC 2046 §5.1.1: the boundary is followed by "--", blanks or
-		// the line end, so "--b" does not match a line "--b2".
-		if len(p) == len(d) {
-			return i
-		}
-		switch p[len(d)] {
-		case '-', ' ', '\t', '\r', '\n':
+		if p, _ := s.br.Peek(len(d) + 1); isDelim(p, d) {
 			return i
 		}
 	}
 	return -1
+}
+
+// isDelim reports whether p, the next len(d)+1 bytes of the input (fewer
+// at its end), start a line with the delimiter d.
+func isDelim(p, d []byte) bool {
+	if len(p) < len(d) || !bytes.Equal(p[:len(d)], d) {
+		return false
+	}
+	// RFC 2046 §5.1.1: the boundary is followed by "--", blanks or
+	// the line end, so "--b" does not match a line "--b2".
+	if len(p) == len(d) {
+		return true
+	}
+	switch p[len(d)] {
+	case '-', ' ', '\t', '\r', '\n':
+		return true
+	}
+	return false
 }
 
 // skipLine consumes one line, however long.
@@ -83,6 +91,40 @@ func (b *body) Read(p []byte) (int, error) {
 	n := copy(p, b.buf)
 	b.buf = b.buf[n:]
 	return n, nil
+}
+
+// buffered returns the rest of the body and consumes it, when all of it
+// is in the reader's buffer (most parts of a message of a few KB) and it
+// is at most max bytes: a part read this way is copied once, from the
+// buffer, instead of line by line through Read. It reports false, having
+// consumed nothing, when it cannot tell where the body ends without
+// reading more.
+func (b *body) buffered(max int) (string, bool) {
+	if b.done || b.midLine || len(b.buf) > 0 || len(b.s.delims) == 0 {
+		return "", false
+	}
+	p, _ := b.s.br.Peek(b.s.br.Buffered())
+	for off := 0; off <= max; {
+		// At a line start: what atDelim would peek is p[off:][:len(d)+1].
+		rest := p[off:]
+		for _, d := range b.s.delims {
+			if len(rest) < len(d)+1 {
+				return "", false
+			}
+			if isDelim(rest[:len(d)+1], d) {
+				body := string(p[:off])
+				b.s.br.Discard(off)
+				b.done = true
+				return body, true
+			}
+		}
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			return "", false
+		}
+		off += i + 1
+	}
+	return "", false
 }
 
 // drain skips the rest of a body.

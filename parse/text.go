@@ -482,8 +482,8 @@ func letters(s string) int {
 var headerKeys = []string{"message-id:", "subject:", "from:", "to:", "date:"}
 
 // inlineHeader finds the header of a returned message quoted in a text
-// body and parses it.
-func inlineHeader(body string) (fields, bool) {
+// body and parses it, gathering its fields in sc.
+func inlineHeader(body string, sc *headerScratch) (fields, bool) {
 	lines := body
 	for off := 0; off < len(body); {
 		i := strings.IndexByte(lines[off:], '\n')
@@ -501,7 +501,7 @@ func inlineHeader(body string) (fields, bool) {
 				}
 			}
 			if n >= 2 {
-				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned)
+				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned, sc)
 				if h.len() > 0 {
 					return h, true
 				}
