@@ -18,6 +18,8 @@ check:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./parse/ -run '^$$' -fuzz '^FuzzMessage$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./parse/ -run '^$$' -fuzz '^FuzzMediaType$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./parse/ -run '^$$' -fuzz '^FuzzReaders$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./verp/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzDomainStat$$' -fuzztime $(FUZZTIME)
