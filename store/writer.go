@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -209,6 +210,14 @@ func (db *DB) process(taken []*request) {
 		for _, r := range applied {
 			close(r.done)
 		}
+		// The callers just woken wait in this P's run queue, each with a
+		// reply to write, while the writer would take the next group
+		// and then block in its fdatasync, which hands the P on only
+		// 20-40 µs in. Letting them go first cut their wait for a CPU
+		// after the wake from 243-254 to 90-94 µs (mean; go tool trace
+		// of serve under smtp-source, 20 sessions); the next group
+		// waits for their few writes instead.
+		runtime.Gosched()
 		return
 	}
 	// Undo the group: back to the last durable state.
