@@ -40,6 +40,7 @@ func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	c.mu.Lock()
 	c.helo = sc.Hostname()
 	c.mu.Unlock()
+	reserveStack()
 	host, _, _ := net.SplitHostPort(c.remote)
 	return &session{
 		s:    b.s,
@@ -48,6 +49,23 @@ func (b *backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 		helo: sc.Hostname(),
 	}, nil
 }
+
+// reserveStack makes the connection's goroutine stack grow here, where it
+// holds a few frames, to the size a message needs: decoding runs about 20
+// calls deep under go-smtp's frames and Data, and growing the stack there
+// copies and adjusts all of them (runtime.newstack: 3.5 µs a message in a
+// CPU profile of serve under smtp-source, 20 sessions). The runtime starts
+// goroutines at the average stack use it sees, which idle connections keep
+// small.
+//
+//go:noinline
+func reserveStack() byte {
+	var b [6 << 10]byte
+	return firstByte(b[:])
+}
+
+//go:noinline
+func firstByte(b []byte) byte { return b[0] }
 
 // session is one client's SMTP session. go-smtp calls its methods from one
 // goroutine at a time.
