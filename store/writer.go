@@ -58,6 +58,8 @@ type request struct {
 // ctx is respected while the delivery waits in the queue. Once the writer
 // has taken it into a transaction, Save waits for the commit, so that a
 // caller never reports failure for a delivery that was in fact stored.
+// d.Raw may be read until Save returns (the writer compresses small
+// messages itself): the caller must not change it before.
 func (db *DB) Save(ctx context.Context, d *Delivery) ([]Record, error) {
 	if db.opts.ReadOnly {
 		return nil, ErrReadOnly
