@@ -22,9 +22,9 @@ fuzz:
 	$(GO) test ./parse/ -run '^$$' -fuzz '^FuzzReaders$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./verp/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./server/ -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
-	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzDomainStat$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzReadFrames$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./store/ -run '^$$' -fuzz '^FuzzRecordJSON$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./store/bolt/ -run '^$$' -fuzz '^FuzzDomainStat$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./store/bolt/ -run '^$$' -fuzz '^FuzzReadFrames$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./store/bolt/ -run '^$$' -fuzz '^FuzzRecordJSON$$' -fuzztime $(FUZZTIME)
 
 # Issue 8's benchmark: SMTP intake against smtp-sink and a go-smtp discard
 # server, bouncer's memory under 200 x 1 MiB, and the store at scale.

@@ -64,13 +64,13 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) err
 }
 
 // AddSuppression puts s.Address on the list with s.Reason, like
-// store.DB.AddSuppression (source "manual").
+// bolt.DB.AddSuppression (source "manual").
 func (c *Client) AddSuppression(ctx context.Context, s store.Suppression) error {
 	return c.send(ctx, http.MethodPost, "/v1/suppressions", SuppressionRequest{Address: s.Address, Reason: s.Reason}, nil)
 }
 
 // RemoveSuppression takes addr off the list, like
-// store.DB.RemoveSuppression.
+// bolt.DB.RemoveSuppression.
 func (c *Client) RemoveSuppression(ctx context.Context, addr string) error {
 	return c.send(ctx, http.MethodDelete, "/v1/suppressions/"+url.PathEscape(addr), nil, nil)
 }
@@ -94,7 +94,7 @@ func (c *Client) Holds(ctx context.Context, domain string) ([]store.Hold, error)
 }
 
 // ReleaseHolds suppresses the held addresses of domain and clears its
-// flag, like store.DB.ReleaseHolds.
+// flag, like bolt.DB.ReleaseHolds.
 func (c *Client) ReleaseHolds(ctx context.Context, domain string) (int, error) {
 	var cr CountResponse
 	err := c.send(ctx, http.MethodPost, "/v1/storms/"+url.PathEscape(domain)+"/release", nil, &cr)
@@ -102,14 +102,14 @@ func (c *Client) ReleaseHolds(ctx context.Context, domain string) (int, error) {
 }
 
 // DropHolds forgets the held addresses of domain and clears its flag,
-// like store.DB.DropHolds.
+// like bolt.DB.DropHolds.
 func (c *Client) DropHolds(ctx context.Context, domain string) (int, error) {
 	var cr CountResponse
 	err := c.send(ctx, http.MethodPost, "/v1/storms/"+url.PathEscape(domain)+"/drop", nil, &cr)
 	return cr.Count, err
 }
 
-// SetMXCheck stores an MX check of domain, like store.DB.SetMXCheck.
+// SetMXCheck stores an MX check of domain, like bolt.DB.SetMXCheck.
 func (c *Client) SetMXCheck(ctx context.Context, domain string, check store.MXCheck, lift bool) (bool, int, error) {
 	var mr MXResponse
 	err := c.send(ctx, http.MethodPut, "/v1/domains/"+url.PathEscape(domain)+"/mx", MXRequest{Check: check, Lift: lift}, &mr)
@@ -117,13 +117,13 @@ func (c *Client) SetMXCheck(ctx context.Context, domain string, check store.MXCh
 }
 
 // OutboxRetry moves dead letters back to the queue (all with no seqs),
-// like store.DB.OutboxRetry.
+// like bolt.DB.OutboxRetry.
 func (c *Client) OutboxRetry(ctx context.Context, seqs ...uint64) (int, error) {
 	return c.outboxMove(ctx, "retry", seqs)
 }
 
 // OutboxDrop deletes dead letters (all with no seqs), like
-// store.DB.OutboxDrop.
+// bolt.DB.OutboxDrop.
 func (c *Client) OutboxDrop(ctx context.Context, seqs ...uint64) (int, error) {
 	return c.outboxMove(ctx, "drop", seqs)
 }

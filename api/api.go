@@ -45,11 +45,12 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // Handler serves the API from a store.
 type Handler struct {
-	db     *store.DB
+	db     *bolt.DB
 	tokens [][]byte
 	log    *slog.Logger
 	mux    *http.ServeMux
@@ -57,7 +58,7 @@ type Handler struct {
 
 // New returns the API handler. An empty tokens list means no
 // authentication (the caller only allows that on loopback).
-func New(db *store.DB, tokens []string, logger *slog.Logger) *Handler {
+func New(db *bolt.DB, tokens []string, logger *slog.Logger) *Handler {
 	h := &Handler{db: db, log: logger, mux: http.NewServeMux()}
 	for _, t := range tokens {
 		h.tokens = append(h.tokens, []byte(t))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 func tcheck(t testing.TB, err error, msg string) {
@@ -27,9 +28,9 @@ func tcheck(t testing.TB, err error, msg string) {
 
 // newTestAPI opens a real store, saves a real Postfix DSN into it, and
 // serves the API on loopback.
-func newTestAPI(t *testing.T, tokens ...string) (*httptest.Server, *store.DB) {
+func newTestAPI(t *testing.T, tokens ...string) (*httptest.Server, *bolt.DB) {
 	t.Helper()
-	db, err := store.Open(filepath.Join(t.TempDir(), "bouncer.db"), store.Options{})
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{})
 	tcheck(t, err, "opening store")
 	t.Cleanup(func() { db.Close() })
 	raw, err := os.ReadFile("../cmd/bouncer/testdata/postfix-543.eml")

@@ -78,13 +78,13 @@ func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) 
 	return nil
 }
 
-// Query lists bounce records like store.DB.Query.
+// Query lists bounce records like bolt.DB.Query.
 func (c *Client) Query(ctx context.Context, f store.Filter) ([]store.Record, error) {
 	recs, _, err := c.Page(ctx, f, "")
 	return recs, err
 }
 
-// Page lists one page of bounce records like store.DB.Page: older than
+// Page lists one page of bounce records like bolt.DB.Page: older than
 // the record before ("" for the newest), and the cursor of the next page.
 func (c *Client) Page(ctx context.Context, f store.Filter, before string) ([]store.Record, string, error) {
 	q := filterValues(f)
@@ -138,7 +138,7 @@ func (c *Client) Outbox(ctx context.Context, dead bool, after uint64, limit int)
 }
 
 // OutboxEvents calls fn for each queued event (dead: each dead letter),
-// oldest first, a page at a time, like store.DB.OutboxEvents.
+// oldest first, a page at a time, like bolt.DB.OutboxEvents.
 func (c *Client) OutboxEvents(ctx context.Context, dead bool, fn func(store.OutboxEvent) error) error {
 	var after uint64
 	for {
@@ -214,7 +214,7 @@ func (c *Client) Suppressions(ctx context.Context, domain string, fn func(store.
 	return sc.Err()
 }
 
-// Domains lists recipient domains like store.DB.Domains.
+// Domains lists recipient domains like bolt.DB.Domains.
 func (c *Client) Domains(ctx context.Context, status string) ([]store.DomainStat, error) {
 	q := url.Values{}
 	if status != "" {
@@ -225,7 +225,7 @@ func (c *Client) Domains(ctx context.Context, status string) ([]store.DomainStat
 	return dr.Domains, err
 }
 
-// RecentDomains lists recipient domains like store.DB.RecentDomains: the
+// RecentDomains lists recipient domains like bolt.DB.RecentDomains: the
 // most recently bounced first, at most f.Limit (0: all).
 func (c *Client) RecentDomains(ctx context.Context, f store.DomainFilter) ([]store.DomainStat, error) {
 	q := url.Values{}

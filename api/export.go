@@ -39,7 +39,7 @@ var SuppressionHeader = []string{"address", "status", "reason", "source", "creat
 var BounceHeader = []string{"id", "received", "recipient", "domain", "kind", "class", "status", "reason", "action", "remote_mta", "diagnostic", "verdict", "suppressed", "campaign"}
 
 // WriteSuppressions writes the suppressions that each yields to w in
-// format, one at a time: each is a walk such as a store.DB.Suppressions
+// format, one at a time: each is a walk such as a bolt.DB.Suppressions
 // call.
 func WriteSuppressions(w io.Writer, format string, each func(fn func(store.Suppression) error) error) error {
 	switch format {

@@ -13,13 +13,14 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // BenchmarkExportBounces streams a store of 20000 records as CSV through
 // the API (b.N times) and reports records per second.
 func BenchmarkExportBounces(b *testing.B) {
 	const n = 20000
-	db, err := store.Open(filepath.Join(b.TempDir(), "bouncer.db"), store.Options{})
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "bouncer.db"), bolt.Options{})
 	tcheck(b, err, "opening store")
 	defer db.Close()
 	var wg sync.WaitGroup

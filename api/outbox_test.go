@@ -15,10 +15,11 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // saveBounces stores n hard bounces, one per recipient u0@d.example ...
-func saveBounces(t *testing.T, db *store.DB, n int) {
+func saveBounces(t *testing.T, db *bolt.DB, n int) {
 	t.Helper()
 	for i := range n {
 		_, err := db.Save(context.Background(), &store.Delivery{

@@ -16,6 +16,7 @@ import (
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // scrape fetches /metrics over loopback and parses it as Prometheus text.
@@ -64,7 +65,7 @@ next:
 }
 
 func TestMetrics(t *testing.T) {
-	db, err := store.Open(filepath.Join(t.TempDir(), "b.db"), store.Options{})
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "b.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -333,7 +333,7 @@ func ParseWindow(s string) (time.Duration, error) {
 
 // Decide gives the verdict for r: the decision of the most specific rule
 // that matches it, or record when none does. Its signature fits
-// store.Options.Decide.
+// bolt.Options.Decide.
 func (t *Table) Decide(r *store.Record) store.Decision {
 	for i := range t.rules {
 		c := &t.rules[i]

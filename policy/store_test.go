@@ -11,9 +11,10 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
-// testClock is a settable clock for store.Options.Now.
+// testClock is a settable clock for bolt.Options.Now.
 type testClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -32,7 +33,7 @@ func (c *testClock) Add(d time.Duration) {
 }
 
 // storeSave decodes raw with the real parser and saves it as received now.
-func storeSave(t *testing.T, db *store.DB, clock *testClock, raw string) store.Record {
+func storeSave(t *testing.T, db *bolt.DB, clock *testClock, raw string) store.Record {
 	t.Helper()
 	rep, err := parse.Message(strings.NewReader(raw), parse.Limits{})
 	tcheck(t, err, "parsing")
@@ -52,7 +53,7 @@ func storeSave(t *testing.T, db *store.DB, clock *testClock, raw string) store.R
 	return recs[0]
 }
 
-func isSuppressed(t *testing.T, db *store.DB, addr string) *store.Suppression {
+func isSuppressed(t *testing.T, db *bolt.DB, addr string) *store.Suppression {
 	t.Helper()
 	s, err := db.Suppressed(addr)
 	if errors.Is(err, store.ErrNotFound) {
@@ -66,7 +67,7 @@ func isSuppressed(t *testing.T, db *store.DB, addr string) *store.Suppression {
 func TestStore(t *testing.T) {
 	tab := mustCompile(t, DefaultRules())
 	clock := &testClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-	db, err := store.Open(filepath.Join(t.TempDir(), "bouncer.db"), store.Options{Decide: tab.Decide, Now: clock.Now})
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{Decide: tab.Decide, Now: clock.Now})
 	tcheck(t, err, "open")
 	t.Cleanup(func() { db.Close() })
 

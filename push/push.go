@@ -1,6 +1,6 @@
 // Package push delivers outbox events (store.OutboxEvent) to sending
 // tools: listmonk's bounce webhook and generic signed webhooks. A Worker
-// reads the durable outbox of a store.DB and delivers at least once, with
+// reads the durable outbox of a bolt.DB and delivers at least once, with
 // exponential backoff, moving events that keep failing to the dead-letter
 // list.
 //

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 func tcheck(t testing.TB, err error, msg string) {
@@ -34,9 +35,9 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func openDB(t testing.TB, path string) *store.DB {
+func openDB(t testing.TB, path string) *bolt.DB {
 	t.Helper()
-	db, err := store.Open(path, store.Options{})
+	db, err := bolt.Open(path, bolt.Options{})
 	tcheck(t, err, "open")
 	return db
 }
@@ -58,7 +59,7 @@ func hardBounce(addr string, xh map[string]string) *store.Delivery {
 }
 
 // drain runs worker rounds until the outbox is empty or n rounds passed.
-func drain(t *testing.T, w *Worker, db *store.DB, rounds int) {
+func drain(t *testing.T, w *Worker, db *bolt.DB, rounds int) {
 	t.Helper()
 	for range rounds {
 		_, err := w.Round(context.Background())

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // Options configure a Worker. Zero fields take defaults.
@@ -60,7 +61,7 @@ type TargetStats struct {
 // updates the outbox in transactions of its own, so a slow or dead
 // target never holds the store's writer.
 type Worker struct {
-	db      *store.DB
+	db      *bolt.DB
 	targets map[string]Target
 	opts    Options
 	log     *slog.Logger
@@ -74,7 +75,7 @@ const maxScan = 10_000
 
 // NewWorker returns a worker for db's outbox. Events for a target not in
 // targets stay queued.
-func NewWorker(db *store.DB, targets map[string]Target, opts Options, logger *slog.Logger) *Worker {
+func NewWorker(db *bolt.DB, targets map[string]Target, opts Options, logger *slog.Logger) *Worker {
 	opts.defaults()
 	w := &Worker{db: db, targets: targets, opts: opts, log: logger, stats: map[string]*TargetStats{}}
 	for name := range targets {

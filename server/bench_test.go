@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // benchServer starts a quiet server for benchmarks.
@@ -111,7 +112,7 @@ func BenchmarkDeliveryMem(b *testing.B) {
 
 // BenchmarkDeliveryStore adds the real bbolt store (fsync per group commit).
 func BenchmarkDeliveryStore(b *testing.B) {
-	db, err := store.Open(b.TempDir()+"/bench.db", store.Options{})
+	db, err := bolt.Open(b.TempDir()+"/bench.db", bolt.Options{})
 	tcheck(b, err, "open")
 	b.Cleanup(func() { db.Close() })
 	benchDeliver(b, db)

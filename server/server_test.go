@@ -18,6 +18,7 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -223,7 +224,7 @@ func TestNullSenderDSNStored(t *testing.T) {
 }
 
 func TestRealStore(t *testing.T) {
-	db, err := store.Open(t.TempDir()+"/bouncer.db", store.Options{})
+	db, err := bolt.Open(t.TempDir()+"/bouncer.db", bolt.Options{})
 	tcheck(t, err, "opening store")
 	ts := newTestServer(t, testOptions(), db)
 	t.Cleanup(func() { db.Close() }) // after the server's cleanup

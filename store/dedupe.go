@@ -1,9 +1,35 @@
 package store
 
-// Idempotent ingest and cross-checks. See the package comment ("Duplicate
-// reports") for the design; this file computes the dedupe keys, looks
-// them up in the seen bucket and checks a record's VERP address against
-// its report.
+// Idempotent ingest and cross-checks. The same report delivered again (a
+// retry after a lost 250, a copy sent to two MX hosts, a regenerated DSN)
+// is stored, raw message included, but marked Duplicate with Verdict
+// "duplicate" and DuplicateOf the first record; it never reaches the
+// policy, the soft counters, the storm guard, the domain aggregates or the
+// outbox. Each record has one dedupe key, SHA-256 cut to 16 bytes, of:
+//
+//   - when the report names the attempt it is about (Arrival-Date,
+//     Last-Attempt-Date, Final-Log-ID, Original-Envelope-Id, the returned
+//     Message-ID, or an ARF Arrival-Date): the envelope's VERP address,
+//     the per-message DSN fields (RFC 3464 §2.2), the recipient's fields
+//     (§2.3: Final- and Original-Recipient, Action, the literal Status,
+//     Remote-MTA, Diagnostic-Code, Last-Attempt-Date, Will-Retry-Until,
+//     Final-Log-ID), the returned Message-ID and Date and the RFC 5965
+//     fields. Fields the decoder derives (kind, class, reason) are left
+//     out, so a decoder upgrade between two copies changes nothing;
+//   - otherwise: the message with its top-level trace and transit header
+//     fields (Received, Return-Path, Delivered-To, Authentication-Results,
+//     ARC-*, DKIM-Signature, ...) left out and CRLF read as LF, the VERP
+//     address, the recipient's addresses and its position in the report.
+//
+// Keys older than the dedupe window (DefaultDedupeWindow) no longer match.
+// Both engines compute the same keys, so a database copied from one to
+// the other keeps recognising its reports.
+//
+// A record whose envelope carries a VERP address while its report's
+// Final-Recipient and Original-Recipient both name another mailbox
+// (compared without case and without a "+tag") is marked Mismatch with
+// Verdict "mismatch" and is only recorded, like a duplicate: a forged or
+// misrouted report must not suppress the VERP address.
 
 import (
 	"bytes"
@@ -19,25 +45,13 @@ import (
 	"github.com/bouncer/bouncer/parse"
 )
 
-// Verdicts set by the store itself, before any policy runs.
-const (
-	// ActionDuplicate is the verdict of a record whose report was stored
-	// before (Record.DuplicateOf names the first record).
-	ActionDuplicate = "duplicate"
-	// ActionMismatch is the verdict of a record whose report names a
-	// recipient other than its VERP address (Record.Mismatch says which).
-	ActionMismatch = "mismatch"
-)
-
 // DefaultDedupeWindow is how long a report is remembered for duplicate
-// detection when Options.DedupeWindow is 0.
+// detection when Rules.DedupeWindow is 0.
 const DefaultDedupeWindow = 30 * 24 * time.Hour
 
-var bucketSeen = []byte("seen")
-
-// seenKeyLen is the length of a dedupe key: SHA-256 cut to 128 bits, far
+// DedupeKeyLen is the length of a dedupe key: SHA-256 cut to 128 bits, far
 // beyond any birthday or second-preimage attack on a store's lifetime.
-const seenKeyLen = 16
+const DedupeKeyLen = 16
 
 // traceHeaders are the header fields that differ between two copies of
 // one message delivered along different paths or retried: trace fields
@@ -53,11 +67,11 @@ var traceHeaders = map[string]bool{
 	"x-received": true, "envelope-to": true, "delivery-date": true,
 }
 
-// bodyHash is the SHA-256 of raw with its top-level trace header fields
+// BodyHash is the SHA-256 of raw with its top-level trace header fields
 // left out and line endings reduced to LF, so that a retried or
 // duplicated copy of a message hashes alike. It is part of the stored
 // dedupe keys: its result must never change for the same raw.
-func bodyHash(raw []byte) [sha256.Size]byte {
+func BodyHash(raw []byte) [sha256.Size]byte {
 	lh := lineHasher{h: sha256.New()}
 	bp := hashBufs.Get().(*[]byte)
 	lh.b = (*bp)[:0]
@@ -172,7 +186,7 @@ func (f *fieldHasher) add(vals ...string) {
 	}
 }
 
-// dedupeKey returns the dedupe key of the i-th record of d (rc is its
+// DedupeKey returns the dedupe key of the i-th record of d (rc is its
 // recipient). When the report names the instance of the delivery attempt
 // it describes (a date, a log id, the returned Message-ID or the envelope
 // id), the key is a hash of the report's own fields, so a report that was
@@ -180,7 +194,7 @@ func (f *fieldHasher) add(vals ...string) {
 // Otherwise it is a hash of the message without trace headers (body), the
 // record's addresses and i, so that two content-identical text bounces about two sends are not
 // mistaken for one, unless they are byte-identical below the trace fields.
-func dedupeKey(d *Delivery, body *[sha256.Size]byte, i int, rc *parse.Recipient) []byte {
+func DedupeKey(d *Delivery, body *[sha256.Size]byte, i int, rc *parse.Recipient) []byte {
 	var f fieldHasher
 	if rep := d.Report; rep != nil && instanceKnown(rep, rc) {
 		f.add("report", strings.ToLower(d.Envelope.VERP), strings.ToLower(rep.ReportingMTA),
@@ -207,7 +221,7 @@ func dedupeKey(d *Delivery, body *[sha256.Size]byte, i int, rc *parse.Recipient)
 		f.b = binary.BigEndian.AppendUint32(f.b, uint32(i))
 	}
 	sum := sha256.Sum256(f.b)
-	return sum[:seenKeyLen]
+	return sum[:DedupeKeyLen]
 }
 
 // instanceKnown reports whether the report names which delivery attempt
@@ -220,28 +234,6 @@ func instanceKnown(rep *parse.Report, rc *parse.Recipient) bool {
 		return true
 	}
 	return rep.Feedback != nil && rep.Feedback.ArrivalDate != ""
-}
-
-// seen looks up dk in the seen bucket. If a record within the dedupe
-// window has it, seen returns that record's key; otherwise it records key
-// under dk and returns nil.
-func (w *txWriter) seen(dk, key []byte, now time.Time) ([]byte, error) {
-	b := w.seenB
-	if first := b.Get(dk); len(first) == keyLen && !keyTime(first).Before(now.Add(-w.db.dedupeWindow())) {
-		return bytes.Clone(first), nil
-	}
-	if err := b.Put(dk, key); err != nil {
-		return nil, fmt.Errorf("writing dedupe key: %w", err)
-	}
-	return nil, nil
-}
-
-// dedupeWindow is Options.DedupeWindow with its default.
-func (db *DB) dedupeWindow() time.Duration {
-	if db.opts.DedupeWindow <= 0 {
-		return DefaultDedupeWindow
-	}
-	return db.opts.DedupeWindow
 }
 
 // crossCheck compares the VERP address of env with the recipients rc
@@ -268,7 +260,7 @@ func crossCheck(env *Envelope, rc *parse.Recipient) string {
 		}
 	}
 	return fmt.Sprintf("verp recipient %s != final recipient %s",
-		truncate(NormalizeAddr(env.VERP), 100), truncate(NormalizeAddr(named[0]), 100))
+		Truncate(NormalizeAddr(env.VERP), 100), Truncate(NormalizeAddr(named[0]), 100))
 }
 
 // sameMailbox compares two addresses ignoring case (MTAs fold the case of

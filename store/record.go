@@ -1,13 +1,10 @@
 package store
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bouncer/bouncer/parse"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Envelope is what the SMTP session knew about a message.
@@ -76,160 +73,92 @@ type Record struct {
 	Mismatch string `json:"mismatch,omitempty"`
 }
 
-// diskRecord is how a Record is stored: without what its key and other
-// fields already say (the ID is the key, the domain is the address's),
-// without empty envelope fields, and, for every record of a message but
-// the first, without the fields of the message (envelope, per-message DSN
-// fields, returned headers), which Base names the record to take from.
-// Its fields shadow the Record's of the same JSON name.
-type diskRecord struct {
-	*Record
-	ID     string `json:"id,omitempty"`
-	Domain string `json:"domain,omitempty"`
-	// Base is the ID of the record with this record's message fields.
-	Base string `json:"base,omitempty"`
-
-	Received           time.Time       `json:"received,omitzero"`
-	Envelope           *diskEnvelope   `json:"envelope,omitempty"`
-	ReportingMTA       string          `json:"reporting_mta,omitempty"`
-	OriginalEnvelopeID string          `json:"original_envelope_id,omitempty"`
-	DSNGateway         string          `json:"dsn_gateway,omitempty"`
-	ReceivedFromMTA    string          `json:"received_from_mta,omitempty"`
-	ArrivalDate        string          `json:"arrival_date,omitempty"`
-	Original           *parse.Original `json:"original,omitempty"`
-	Feedback           *parse.Feedback `json:"feedback,omitempty"`
-	ParseError         string          `json:"parse_error,omitempty"`
+// NormalizeAddr trims spaces and angle brackets from an address and lower-
+// cases its domain. The local part keeps its case (RFC 5321 §2.4). Invalid
+// UTF-8 is replaced, as JSON encoding would do, so that index keys and
+// stored records agree.
+func NormalizeAddr(addr string) string {
+	addr = strings.ToValidUTF8(strings.TrimSpace(addr), "\uFFFD")
+	addr = strings.TrimSuffix(strings.TrimPrefix(addr, "<"), ">")
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return addr
+	}
+	return addr[:i+1] + strings.ToLower(addr[i+1:])
 }
 
-// diskEnvelope is Envelope with every field omitted when empty.
-type diskEnvelope struct {
-	MailFrom string   `json:"mail_from,omitempty"`
-	RcptTo   []string `json:"rcpt_to,omitempty"`
-	ClientIP string   `json:"client_ip,omitempty"`
-	Helo     string   `json:"helo,omitempty"`
-	VERP     string   `json:"verp,omitempty"`
-	Verified bool     `json:"verified,omitempty"`
-	Campaign string   `json:"campaign,omitempty"`
+// AddrDomain returns the lower-case domain of a normalized address, or ""
+// if it has none.
+func AddrDomain(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
 }
 
-// diskRecordOf returns what is stored of rec, with env to hold its
-// envelope. base is the ID of the first record of rec's message when rec
-// is not that record, else "".
-func diskRecordOf(rec *Record, base string, env *diskEnvelope) diskRecord {
-	d := diskRecord{Record: rec, Base: base}
-	if base == "" {
-		*env = diskEnvelope(rec.Envelope)
-		d.Received, d.Envelope = rec.Received, env
-		d.ReportingMTA, d.OriginalEnvelopeID, d.DSNGateway = rec.ReportingMTA, rec.OriginalEnvelopeID, rec.DSNGateway
-		d.ReceivedFromMTA, d.ArrivalDate = rec.ReceivedFromMTA, rec.ArrivalDate
-		d.Original, d.Feedback, d.ParseError = rec.Original, rec.Feedback, rec.ParseError
+// MaxAddrLen is the longest address put on the suppression list or in a
+// soft counter (RFC 5321 §4.5.3.1.3 caps a path at 256 octets; we allow a
+// little more for UTF-8 addresses). Longer addresses are recorded but never
+// used as keys.
+const MaxAddrLen = 320
+
+// Truncate cuts s to at most n bytes for use in error messages and
+// bounded fields.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return d
+	return s[:n] + "..."
 }
 
-// recordJSONCap is the room encodeRecord makes for a record's JSON when
-// it is given no buffer: 90 % of the records of the sisimai samples take
-// less than 1.5 KB, 99 % less than 2.5 KB.
-const recordJSONCap = 2 << 10
-
-// encodeRecord returns the stored form of rec: the JSON of its diskRecord,
-// as json.Marshal writes it (appendDiskRecord), compressed. base is the
-// ID of the first record of rec's message when rec is not that record,
-// else "". The JSON is written in *buf, which is grown as needed and kept
-// for the next call (the writer's txWriter.recJSON), or in a new buffer
-// if buf is nil; the stored form is a new slice that does not alias it.
-func encodeRecord(rec *Record, base string, buf *[]byte) ([]byte, error) {
-	var env diskEnvelope
-	d := diskRecordOf(rec, base, &env)
-	var dst []byte
-	if buf != nil {
-		dst = (*buf)[:0]
-	} else {
-		dst = make([]byte, 0, recordJSONCap)
+// BuildRecords makes the records of one delivery: one per recipient of
+// its report, or one with the report's kind (or unknown) when there is no
+// recipient. The address is the VERP-decoded one when the envelope has
+// it, else the report's final (or original) recipient. IDs are left for
+// the engine.
+func BuildRecords(d *Delivery, now time.Time) []Record {
+	base := Record{
+		Received:   d.Received,
+		Envelope:   d.Envelope,
+		ParseError: d.ParseError,
 	}
-	v, err := appendDiskRecord(dst, &d)
-	if err != nil {
-		return nil, fmt.Errorf("encoding record: %w", err)
+	if base.Received.IsZero() {
+		base.Received = now
 	}
-	if buf != nil {
-		*buf = v
+	kind := parse.KindUnknown
+	var rcpts []parse.Recipient
+	if rep := d.Report; rep != nil {
+		base.ReportingMTA = rep.ReportingMTA
+		base.OriginalEnvelopeID = rep.OriginalEnvelopeID
+		base.DSNGateway = rep.DSNGateway
+		base.ReceivedFromMTA = rep.ReceivedFromMTA
+		base.ArrivalDate = rep.ArrivalDate
+		base.Original = rep.Original
+		base.Feedback = rep.Feedback
+		if rep.Kind != "" {
+			kind = rep.Kind
+		}
+		rcpts = rep.Recipients
 	}
-	return s2Encode(recordS2, recordDict(), v), nil
-}
-
-// maxRecordBytes caps a decompressed record. The largest fields come from
-// a message's header section, which the decoder caps at 1 MiB by default
-// (parse.DefaultLimits), so more means a damaged value.
-const maxRecordBytes = 16 << 20
-
-// recordJSONOf returns the JSON of the stored record value v: v itself for
-// a plain JSON value, else v decompressed.
-func recordJSONOf(v []byte) ([]byte, error) {
-	if len(v) == 0 {
-		return nil, errors.New("empty value")
+	if len(rcpts) == 0 {
+		rcpts = []parse.Recipient{{Kind: kind, Class: parse.ClassNone}}
 	}
-	var j []byte
-	var err error
-	switch v[0] {
-	case recordJSON:
-		return v, nil
-	case recordZstd1:
-		j, err = unzstd(v[1:], recordDictID1, maxRecordBytes)
-	case recordS2:
-		j, err = s2Decode(recordDict(), v[1:], maxRecordBytes)
-	default:
-		return nil, fmt.Errorf("unknown codec %d", v[0])
+	recs := make([]Record, len(rcpts))
+	for i, rc := range rcpts {
+		rec := base
+		rec.Recipient = rc
+		if rec.Kind == "" {
+			rec.Kind = kind
+		}
+		addr := d.Envelope.VERP
+		if addr == "" {
+			addr = rc.Address()
+		}
+		rec.Status = strings.ToValidUTF8(rec.Status, "\uFFFD")
+		rec.Addr = NormalizeAddr(addr)
+		rec.Domain = AddrDomain(rec.Addr)
+		recs[i] = rec
 	}
-	if err != nil {
-		return nil, fmt.Errorf("decompressing: %w", err)
-	}
-	return j, nil
-}
-
-// decodeRecord reads the record stored under key in the records bucket b.
-func decodeRecord(b *bolt.Bucket, key, v []byte) (Record, error) {
-	r, base, err := decodeOwn(key, v)
-	if err != nil || base == "" {
-		return r, err
-	}
-	bk, err := decodeID(base)
-	if err != nil {
-		return Record{}, fmt.Errorf("decoding record %s: base: %w", encodeID(key), err)
-	}
-	bv := b.Get(bk)
-	if bv == nil {
-		return Record{}, fmt.Errorf("decoding record %s: base record %s missing", encodeID(key), base)
-	}
-	m, _, err := decodeOwn(bk, bv)
-	if err != nil {
-		return Record{}, fmt.Errorf("decoding record %s: base: %w", encodeID(key), err)
-	}
-	r.Received, r.Envelope = m.Received, m.Envelope
-	r.ReportingMTA, r.OriginalEnvelopeID, r.DSNGateway = m.ReportingMTA, m.OriginalEnvelopeID, m.DSNGateway
-	r.ReceivedFromMTA, r.ArrivalDate = m.ReceivedFromMTA, m.ArrivalDate
-	r.Original, r.Feedback, r.ParseError = m.Original, m.Feedback, m.ParseError
-	return r, nil
-}
-
-// decodeOwn decodes one stored record without following its base, and
-// returns the base's ID.
-func decodeOwn(key, v []byte) (Record, string, error) {
-	var r Record
-	d := diskRecord{Record: &r}
-	j, err := recordJSONOf(v)
-	if err != nil {
-		return Record{}, "", fmt.Errorf("decoding record %s: %w", encodeID(key), err)
-	}
-	if err := json.Unmarshal(j, &d); err != nil {
-		return Record{}, "", fmt.Errorf("decoding record %s: %w", encodeID(key), err)
-	}
-	if d.Envelope != nil {
-		r.Envelope = Envelope(*d.Envelope)
-	}
-	r.Received, r.ReportingMTA, r.OriginalEnvelopeID, r.DSNGateway = d.Received, d.ReportingMTA, d.OriginalEnvelopeID, d.DSNGateway
-	r.ReceivedFromMTA, r.ArrivalDate = d.ReceivedFromMTA, d.ArrivalDate
-	r.Original, r.Feedback, r.ParseError = d.Original, d.Feedback, d.ParseError
-	r.ID = encodeID(key)
-	r.Domain = addrDomain(r.Addr)
-	return r, d.Base, nil
+	return recs
 }

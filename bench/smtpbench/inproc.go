@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/server"
-	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // inprocCmd runs bouncer's server and store in this process (as bouncer
@@ -47,7 +47,7 @@ func inprocCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer os.RemoveAll(dir)
-	db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{LockTimeout: 5 * time.Second})
+	db, err := bolt.Open(filepath.Join(dir, "bouncer.db"), bolt.Options{LockTimeout: 5 * time.Second})
 	if err != nil {
 		return err
 	}

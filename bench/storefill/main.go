@@ -26,7 +26,8 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
-	bolt "go.etcd.io/bbolt"
+	"github.com/bouncer/bouncer/store/bolt"
+	bbolt "go.etcd.io/bbolt"
 )
 
 // Goals of issue 8, reported as met or not.
@@ -95,14 +96,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	start := time.Now()
-	db, err := store.Open(path, store.Options{ReadOnly: true})
+	db, err := bolt.Open(path, bolt.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}
 	open := time.Since(start)
 	db.Close()
 	perRecord := float64(fi.Size()) / float64(o.n)
-	fmt.Fprintf(stdout, "fill %v (%.0f records/s), file %.1f MiB = %.0f bytes/record, store.Open (read-only) %v\n",
+	fmt.Fprintf(stdout, "fill %v (%.0f records/s), file %.1f MiB = %.0f bytes/record, bolt.Open (read-only) %v\n",
 		fill.Round(time.Millisecond), float64(o.n)/fill.Seconds(), float64(fi.Size())/(1<<20), perRecord, open.Round(time.Microsecond))
 	goal(stdout, fmt.Sprintf("file size ≤ 1.5 KB per record: %.0f bytes", perRecord), perRecord <= goalPerRecord)
 	if err := bucketStats(path, o.n, stdout); err != nil {
@@ -121,15 +122,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // with bbolt directly (read-only): pages allocated and bytes in use, per
 // record, and the free pages.
 func bucketStats(path string, n int, stdout io.Writer) error {
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		return err
 	}
 	defer bdb.Close()
-	return bdb.View(func(tx *bolt.Tx) error {
+	return bdb.View(func(tx *bbolt.Tx) error {
 		fmt.Fprintf(stdout, "  page size %d, free pages %d (%.1f MiB)\n", tx.DB().Info().PageSize,
 			tx.DB().Stats().FreePageN, float64(tx.DB().Stats().FreePageN*tx.DB().Info().PageSize)/(1<<20))
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		return tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
 			st := b.Stats()
 			fmt.Fprintf(stdout, "  bucket %-12s %8d keys  allocated %6.0f B/record  in use %6.0f B/record\n", name, st.KeyN,
 				float64(st.BranchAlloc+st.LeafAlloc)/float64(n), float64(st.BranchInuse+st.LeafInuse)/float64(n))
@@ -141,7 +142,7 @@ func bucketStats(path string, n int, stdout io.Writer) error {
 // timeInProcess times the store calls behind the query commands, without
 // process start, to tell store work from the command's own overhead.
 func timeInProcess(path string, o options, stdout io.Writer) error {
-	db, err := store.Open(path, store.Options{ReadOnly: true})
+	db, err := bolt.Open(path, bolt.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}
@@ -225,7 +226,7 @@ func delivery(i int, o options, raw []byte, rep *parse.Report) *store.Delivery {
 }
 
 func fillDB(ctx context.Context, path string, o options, raw []byte, rep *parse.Report, stdout io.Writer) (time.Duration, error) {
-	db, err := store.Open(path, store.Options{})
+	db, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		return 0, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -173,7 +174,7 @@ func defaultConfig() Config {
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
-		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(store.DefaultCommitInterval),
+		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // buildBinary builds the bouncer command into a temp dir.
@@ -120,7 +121,7 @@ level = "info"
 		if err != nil {
 			t.Fatalf("round %d: bouncer check after SIGKILL: %v\n%s", round, err, out)
 		}
-		db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{ReadOnly: true})
+		db, err := bolt.Open(filepath.Join(dir, "bouncer.db"), bolt.Options{ReadOnly: true})
 		tcheck(t, err, "opening the store after the crash")
 		missing := 0
 		for _, a := range acked {

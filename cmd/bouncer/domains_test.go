@@ -11,6 +11,7 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // TestDomainsLimit fills a database file with bounces for 150 domains,
@@ -20,7 +21,7 @@ import (
 func TestDomainsLimit(t *testing.T) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "bouncer.db")
-	db, err := store.Open(dbPath, store.Options{})
+	db, err := bolt.Open(dbPath, bolt.Options{})
 	tcheck(t, err, "opening store")
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 150 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // TestExportRoundTrip fills a real store, exports it as JSON and CSV,
@@ -20,7 +21,7 @@ import (
 func TestExportRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "bouncer.db")
-	db, err := store.Open(dbPath, store.Options{})
+	db, err := bolt.Open(dbPath, bolt.Options{})
 	tcheck(t, err, "open")
 	for i := range 40 {
 		st, class := "5.4.3", parse.ClassHard
@@ -98,7 +99,7 @@ func TestExportRoundTrip(t *testing.T) {
 func TestQueryPaging(t *testing.T) {
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "bouncer.db")
-	db, err := store.Open(dbPath, store.Options{})
+	db, err := bolt.Open(dbPath, bolt.Options{})
 	tcheck(t, err, "open")
 	for i := range 7 {
 		_, err := db.Save(context.Background(), &store.Delivery{

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // mountTmpfs mounts a small tmpfs for a test, or skips when it cannot
@@ -113,7 +114,7 @@ path = %q
 	tcheck(t, send(100), "delivering after space was freed")
 
 	ts.stop(t)
-	db, err := store.Open(filepath.Join(mnt, "bouncer.db"), store.Options{ReadOnly: true})
+	db, err := bolt.Open(filepath.Join(mnt, "bouncer.db"), bolt.Options{ReadOnly: true})
 	tcheck(t, err, "opening the store")
 	defer db.Close()
 	tcheck(t, db.Check(), "checking the store")

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 func tcheck(t testing.TB, err error, msg string) {
@@ -358,7 +359,7 @@ func TestServeEndToEnd(t *testing.T) {
 func heldDatabase(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{})
+	db, err := bolt.Open(filepath.Join(dir, "bouncer.db"), bolt.Options{})
 	tcheck(t, err, "opening store")
 	t.Cleanup(func() { db.Close() })
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -17,6 +17,7 @@ import (
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/push"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // PushConfig configures the push worker and its targets ([push] and
@@ -91,7 +92,7 @@ func (p *PushConfig) validate() error {
 
 // startPush sets the store's outbox routing from the config and starts
 // the worker. wait blocks until the worker stopped after ctx ended.
-func startPush(ctx context.Context, cfg PushConfig, db *store.DB, logger *slog.Logger) (w *push.Worker, wait func(), err error) {
+func startPush(ctx context.Context, cfg PushConfig, db *bolt.DB, logger *slog.Logger) (w *push.Worker, wait func(), err error) {
 	var routes []store.OutboxTarget
 	targets := map[string]push.Target{}
 	hc := &http.Client{Timeout: time.Duration(cfg.Timeout)}
@@ -135,7 +136,7 @@ type outboxSource interface {
 	Close() error
 }
 
-type dbOutbox struct{ db *store.DB }
+type dbOutbox struct{ db *bolt.DB }
 
 func (d dbOutbox) OutboxEvents(_ context.Context, dead bool, fn func(store.OutboxEvent) error) error {
 	return d.db.OutboxEvents(dead, fn)

@@ -14,13 +14,14 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // deadLetters makes a store in dir whose outbox for target "lm" holds n
 // dead letters, as the push worker leaves them after a permanent error.
 func deadLetters(t *testing.T, dir string, n int) {
 	t.Helper()
-	db, err := store.Open(filepath.Join(dir, "bouncer.db"), store.Options{})
+	db, err := bolt.Open(filepath.Join(dir, "bouncer.db"), bolt.Options{})
 	tcheck(t, err, "opening store")
 	defer db.Close()
 	tcheck(t, db.SetOutboxTargets([]store.OutboxTarget{{Name: "lm", Events: []string{store.EventHard}}}), "targets")

@@ -17,6 +17,7 @@ import (
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // querier answers the query commands, from a running server's admin API or
@@ -30,7 +31,7 @@ type querier interface {
 	Close() error
 }
 
-type dbQuerier struct{ db *store.DB }
+type dbQuerier struct{ db *bolt.DB }
 
 func (q dbQuerier) Query(_ context.Context, f store.Filter) ([]store.Record, error) {
 	return q.db.Query(f)

@@ -20,6 +20,7 @@ import (
 	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -178,7 +179,7 @@ func tuneGC(maxDataMemory int64) {
 
 // startPrune runs db.Prune every interval (never if 0) until ctx ends or
 // the returned function is called, which waits for it to stop.
-func startPrune(ctx context.Context, db *store.DB, interval time.Duration, logger *slog.Logger) func() {
+func startPrune(ctx context.Context, db *bolt.DB, interval time.Duration, logger *slog.Logger) func() {
 	if interval <= 0 {
 		return func() {}
 	}
@@ -261,8 +262,8 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // openStore opens the database for serve (read-write) or for a query
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
-func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*store.DB, error) {
-	opts := store.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
+func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*bolt.DB, error) {
+	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
 		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
@@ -272,11 +273,11 @@ func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decis
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second
 	}
-	db, err := store.Open(cfg.Store.Path, opts)
+	db, err := bolt.Open(cfg.Store.Path, opts)
 	switch {
 	case err == nil:
 		return db, nil
-	case errors.Is(err, store.ErrLocked):
+	case errors.Is(err, bolt.ErrLocked):
 		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it", cfg.Store.Path)
 	default:
 		return nil, fmt.Errorf("opening database %s: %w", cfg.Store.Path, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // admin changes the suppression list, the storm holds and the MX health,
@@ -35,7 +36,7 @@ type routeStore interface {
 }
 
 // dbAdmin is admin on an open database.
-type dbAdmin struct{ db *store.DB }
+type dbAdmin struct{ db *bolt.DB }
 
 func (d dbAdmin) AddSuppression(_ context.Context, s store.Suppression) error {
 	return d.db.AddSuppression(s)

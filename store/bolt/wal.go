@@ -1,0 +1,361 @@
+package bolt
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/bouncer/bouncer/store"
+
+	"github.com/bouncer/bouncer/parse"
+	bbolt "go.etcd.io/bbolt"
+)
+
+// The write-ahead log.
+//
+// A delivery is acknowledged once it is in the log and the log is synced;
+// the writer keeps one bbolt write transaction open across many groups and
+// commits it (with bbolt's own two syncs) every Options.CommitInterval.
+// Without the log, every group of deliveries cost a bbolt commit: about 30
+// dirty 16 KB pages written and two fdatasyncs for ten deliveries of a few
+// KB. With it a group costs one append of its deliveries and one
+// fdatasync, and the bbolt commit is shared by a few hundred deliveries.
+//
+// The log is the file PATH-wal beside the database, a sequence of frames:
+//
+//	length  uint32, big endian: bytes of the body
+//	crc     uint32, big endian: CRC-32C of the body
+//	body    seq     uint64  frame number, 1, 2, ... never reused
+//	        now     int64   the writer's clock for this delivery (Unix ns)
+//	        idNanos uint64  the key generator before this delivery
+//	        idSeq   uint32
+//	        body    [32]byte bodyHash of the raw message
+//	        metaLen uint32
+//	        meta    JSON: received time, envelope, report, parse error
+//	        raw     the rest: codec byte and stored raw message
+//
+// Each commit of the bbolt transaction stores in meta "wal_seq" the number
+// of the last frame it holds, in the same transaction; after the commit the
+// log is emptied (truncated to 0). Open replays frames numbered above
+// wal_seq in order, from the same clock and key-generator state, so the
+// replayed transaction writes the same keys and reaches the same verdicts
+// (it starts from the same committed state). Reading stops at the first
+// frame that is short, fails its CRC or does not follow its predecessor's
+// number: a frame torn by a crash was never acknowledged.
+
+// keyWALSeq is the meta key of the last log frame applied to the file.
+var keyWALSeq = []byte("wal_seq")
+
+// maxFrame bounds a frame's body when reading the log back: a raw message
+// larger than this was never accepted (the server's limits are far lower),
+// so a longer length is a corrupt log.
+const maxFrame = 1 << 30
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// walPath is the log file of the database at path.
+func walPath(path string) string { return path + "-wal" }
+
+// wal is an open log file. Only the writer goroutine uses it (and Open
+// before the writer starts).
+type wal struct {
+	f    *os.File
+	seq  uint64 // number of the last frame written
+	size int64  // bytes of whole frames in the file
+	buf  []byte // frames being appended
+
+	// written is how far the file has been written, zeros or frames.
+	// Frames are written over that space from the start after each
+	// reset, so that syncing a group does not change the file's size
+	// (on ext4 that is a journal commit: an append and fdatasync of 20
+	// KB took 97 µs of CPU against 58 µs for the same write inside the
+	// file). Old frames after the last new one end the log when read:
+	// their numbers don't follow.
+	written int64
+}
+
+// walPrealloc is how much of the log file is written with zeros when it
+// is opened: more than the frames of one commit interval at a few
+// thousand deliveries a second. The file grows beyond it when needed and
+// keeps that size, up to walMaxKept.
+const (
+	walPrealloc = 1 << 20
+	walMaxKept  = 16 << 20
+)
+
+// walMeta is the JSON part of a frame.
+type walMeta struct {
+	Received   time.Time      `json:"received"`
+	Envelope   store.Envelope `json:"envelope"`
+	Report     *parse.Report  `json:"report,omitempty"`
+	ParseError string         `json:"parse_error,omitempty"`
+}
+
+// openWAL opens (or creates) the log of the database at path and reads the
+// frames numbered above applied. The file is left empty of stale frames
+// only after the caller has committed the returned requests.
+func openWAL(path string, applied uint64) (*wal, []*request, error) {
+	p := walPath(path)
+	_, statErr := os.Stat(p)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening log: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// A new file's directory entry must survive a crash too.
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("reading log: %w", err)
+	}
+	var reqs []*request
+	var last uint64
+	first, err := firstFrame(f, fi.Size())
+	if err == nil && first > applied {
+		// Frames are written from the start after each commit: when the
+		// first is applied, so are all the whole ones after it.
+		var data []byte
+		if data, err = io.ReadAll(io.LimitReader(f, fi.Size())); err == nil {
+			reqs, last, err = readFrames(data, applied)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("reading log: %w", err)
+	}
+	l := &wal{f: f, seq: max(last, applied), written: fi.Size()}
+	l.prealloc(walPrealloc)
+	return l, reqs, nil
+}
+
+// prealloc writes zeros up to n bytes of the file and syncs it. It is
+// only an optimisation: on a full disk the file is left as it was.
+func (l *wal) prealloc(n int64) {
+	if l.written >= n {
+		return
+	}
+	zeros := make([]byte, n-l.written)
+	_, err := l.f.WriteAt(zeros, l.written)
+	if err == nil {
+		err = l.f.Sync()
+	}
+	if err != nil {
+		l.f.Truncate(l.written)
+		return
+	}
+	l.written = n
+}
+
+// firstFrame returns the number of the first frame of the log file f of
+// size bytes, or 0 if it starts with no whole frame. It reads one frame.
+func firstFrame(f *os.File, size int64) (uint64, error) {
+	var head [8]byte
+	if size < 8 {
+		return 0, nil
+	}
+	if _, err := f.ReadAt(head[:], 0); err != nil {
+		return 0, err
+	}
+	n := int64(binary.BigEndian.Uint32(head[:]))
+	if n < frameHead || n > maxFrame || n > size-8 {
+		return 0, nil
+	}
+	frame := make([]byte, 8+n)
+	if _, err := f.ReadAt(frame, 0); err != nil {
+		return 0, err
+	}
+	_, last, err := readFrames(frame, 0)
+	return last, err
+}
+
+// syncDir syncs a directory, so that a file created in it stays.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// readFrames decodes the whole frames at the start of data and returns the
+// deliveries of those numbered above applied, and the last frame number
+// read. A torn or corrupt tail ends the log; a frame that passes its CRC
+// but does not decode is an error (the file was written by something
+// else).
+func readFrames(data []byte, applied uint64) ([]*request, uint64, error) {
+	var reqs []*request
+	var last uint64
+	for len(data) >= 8 {
+		n := binary.BigEndian.Uint32(data)
+		if n < frameHead || n > maxFrame || int64(n) > int64(len(data)-8) {
+			break // zeros past the end, or a torn frame
+		}
+		body := data[8 : 8+n]
+		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(data[4:]) {
+			break
+		}
+		r, seq, err := decodeFrame(body)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading log frame after %d: %w", last, err)
+		}
+		if last != 0 && seq != last+1 {
+			break
+		}
+		last = seq
+		if seq > applied {
+			reqs = append(reqs, r)
+		}
+		data = data[8+n:]
+	}
+	return reqs, last, nil
+}
+
+// frameHead is the fixed part of a frame body.
+const frameHead = 8 + 8 + 8 + 4 + sha256.Size + 4
+
+// appendFrame appends r's frame, numbered seq, to b. On failure it returns
+// b as it was.
+func appendFrame(b []byte, seq uint64, r *request) ([]byte, error) {
+	start := len(b)
+	b = binary.BigEndian.AppendUint32(b, 0) // length, below
+	b = binary.BigEndian.AppendUint32(b, 0) // CRC, below
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.now.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, r.ids.nanos)
+	b = binary.BigEndian.AppendUint32(b, r.ids.seq)
+	b = append(b, r.body[:]...)
+	m := len(b)
+	b = binary.BigEndian.AppendUint32(b, 0) // metadata length, below
+	b, err := appendWALMeta(b, &walMeta{Received: r.d.Received, Envelope: r.d.Envelope, Report: r.d.Report, ParseError: r.d.ParseError})
+	if err != nil {
+		return b[:start], fmt.Errorf("encoding log frame: %w", err)
+	}
+	binary.BigEndian.PutUint32(b[m:], uint32(len(b)-m-4))
+	n := len(b) - start - 8 + len(r.raw)
+	if n > maxFrame {
+		return b[:start], fmt.Errorf("encoding log frame: %d bytes is too large", n)
+	}
+	b = append(b, r.raw...)
+	binary.BigEndian.PutUint32(b[start:], uint32(n))
+	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], crcTable))
+	return b, nil
+}
+
+// decodeFrame reads a frame body written by appendFrame.
+func decodeFrame(body []byte) (*request, uint64, error) {
+	if len(body) < frameHead {
+		return nil, 0, errors.New("short frame")
+	}
+	r := &request{d: &store.Delivery{}, done: make(chan struct{})}
+	seq := binary.BigEndian.Uint64(body)
+	r.seq = seq
+	r.now = time.Unix(0, int64(binary.BigEndian.Uint64(body[8:])))
+	r.ids = idGen{nanos: binary.BigEndian.Uint64(body[16:]), seq: binary.BigEndian.Uint32(body[24:])}
+	copy(r.body[:], body[28:])
+	m := binary.BigEndian.Uint32(body[28+sha256.Size:])
+	rest := body[frameHead:]
+	if uint64(m) > uint64(len(rest)) {
+		return nil, 0, errors.New("frame metadata overruns the frame")
+	}
+	var meta walMeta
+	if err := json.Unmarshal(rest[:m], &meta); err != nil {
+		return nil, 0, fmt.Errorf("frame metadata: %w", err)
+	}
+	r.d.Received, r.d.Envelope, r.d.Report, r.d.ParseError = meta.Received, meta.Envelope, meta.Report, meta.ParseError
+	r.raw = append([]byte(nil), rest[m:]...)
+	return r, seq, nil
+}
+
+// append writes the frames of reqs (numbering them) and syncs the log. On
+// failure the log is cut back to its last whole frame; if that fails too
+// the log is unusable and the error says so.
+func (l *wal) append(reqs []*request) error {
+	b := l.buf[:0]
+	seq := l.seq
+	for _, r := range reqs {
+		seq++
+		var err error
+		if b, err = appendFrame(b, seq, r); err != nil {
+			return err
+		}
+	}
+	l.buf = b
+	if cap(l.buf) > 4<<20 {
+		l.buf = nil
+	}
+	_, err := l.f.WriteAt(b, l.size)
+	if err == nil {
+		err = fdatasync(l.f)
+	}
+	if err != nil {
+		// Whatever was written after the last whole frame must not
+		// read as frames: zero it (it may have been a complete frame
+		// whose sync failed, so the file's data is unknown).
+		if _, zerr := l.f.WriteAt(make([]byte, len(b)), l.size); zerr != nil {
+			return fmt.Errorf("%w: %w (and clearing the failed frames: %w)", errLogBroken, err, zerr)
+		}
+		return fmt.Errorf("writing log: %w", err)
+	}
+	l.written = max(l.written, l.size+int64(len(b)))
+	for i, r := range reqs {
+		r.seq = l.seq + uint64(i) + 1
+	}
+	l.seq = seq
+	l.size += int64(len(b))
+	return nil
+}
+
+// errLogBroken says the log could not be cut back after a failed append:
+// the writer stops using it and commits every group to the file instead.
+var errLogBroken = errors.New("log unusable")
+
+// reset starts the log over after its frames were committed to the
+// database: the next frames are written from the start of the file. The
+// frames left after them are numbered at most the database's wal_seq, so
+// they are never replayed. A file grown past walMaxKept (a burst
+// of large messages) is cut back.
+func (l *wal) reset() error {
+	if l.written > walMaxKept {
+		if err := l.f.Truncate(walPrealloc); err != nil {
+			return fmt.Errorf("%w: cutting back: %w", errLogBroken, err)
+		}
+		l.written = walPrealloc
+	}
+	l.size = 0
+	return nil
+}
+
+// close closes the log file.
+func (l *wal) close() error { return l.f.Close() }
+
+// appliedSeq reads meta "wal_seq".
+func appliedSeq(tx *bbolt.Tx) uint64 {
+	v := tx.Bucket(bucketMeta).Get(keyWALSeq)
+	n, _ := strconv.ParseUint(string(v), 10, 64)
+	return n
+}
+
+// putAppliedSeq writes meta "wal_seq".
+func putAppliedSeq(tx *bbolt.Tx, seq uint64) error {
+	if err := tx.Bucket(bucketMeta).Put(keyWALSeq, strconv.AppendUint(nil, seq, 10)); err != nil {
+		return fmt.Errorf("writing log position: %w", err)
+	}
+	return nil
+}
