@@ -648,3 +648,6 @@ func prefixEnd(p []byte) []byte {
 	}
 	return nil
 }
+
+// The bbolt engine meets the store's contract.
+var _ store.Store = (*DB)(nil)
