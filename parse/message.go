@@ -36,20 +36,21 @@ func Message(r io.Reader, lim Limits) (*Report, error) {
 }
 
 func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
 	if l.MaxDepth <= 0 {
-		l.MaxDepth = DefaultLimits.MaxDepth
+		l.MaxDepth = d.MaxDepth
 	}
 	if l.MaxParts <= 0 {
-		l.MaxParts = DefaultLimits.MaxParts
+		l.MaxParts = d.MaxParts
 	}
 	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = DefaultLimits.MaxHeaderBytes
+		l.MaxHeaderBytes = d.MaxHeaderBytes
 	}
 	if l.MaxPartBytes <= 0 {
-		l.MaxPartBytes = DefaultLimits.MaxPartBytes
+		l.MaxPartBytes = d.MaxPartBytes
 	}
 	if l.MaxRecipients <= 0 {
-		l.MaxRecipients = DefaultLimits.MaxRecipients
+		l.MaxRecipients = d.MaxRecipients
 	}
 	return l
 }

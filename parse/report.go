@@ -188,11 +188,13 @@ type Limits struct {
 	MaxRecipients  int // recipient records kept from one report
 }
 
-// DefaultLimits are used for zero fields of Limits.
-var DefaultLimits = Limits{
-	MaxDepth:       10,
-	MaxParts:       100,
-	MaxHeaderBytes: 64 << 10,
-	MaxPartBytes:   1 << 20,
-	MaxRecipients:  1000,
+// DefaultLimits returns the limits used for zero fields of Limits.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxDepth:       10,
+		MaxParts:       100,
+		MaxHeaderBytes: 64 << 10,
+		MaxPartBytes:   1 << 20,
+		MaxRecipients:  1000,
+	}
 }

@@ -117,7 +117,7 @@ type Options struct {
 	// path tokens (see verp.Guard); they get 421 4.7.0.
 	Guard *verp.Guard
 
-	// Parse bounds the decoder; zero fields take parse.DefaultLimits.
+	// Parse bounds the decoder; zero fields take parse.DefaultLimits().
 	Parse parse.Limits
 
 	// TLSConfig enables STARTTLS. TLS versions below 1.2 are refused.
@@ -130,29 +130,31 @@ type Options struct {
 	Decode func(r io.Reader, lim parse.Limits) (*parse.Report, error)
 }
 
-// DefaultOptions holds the default of every limit.
-var DefaultOptions = Options{
-	Hostname:        "localhost",
-	MaxMessageBytes: 10 << 20, // enough for RET=FULL bounces of normal mail
-	MaxRecipients:   10,       // a bounce has one return path
-	MaxLineLength:   4000,     // RFC 5321 says 1000; real bounces carry longer lines
-	ReadTimeout:     5 * time.Minute,
-	WriteTimeout:    time.Minute,
-	SessionTimeout:  30 * time.Minute,
-	MinDataRate:     1024,
-	DataRateGrace:   30 * time.Second,
-	SaveTimeout:     30 * time.Second,
-	MaxDataMemory:   24 << 20, // the oldest session's 20 MiB, 4 MiB for the rest
-	DataMemoryWait:  time.Minute,
-	MaxConns:        500,
-	MaxConnsPerIP:   10,
-	ConnectRate:     120,
-	ConnectBurst:    30,
-	MaxBadCommands:  10,
+// DefaultOptions returns the default of every limit.
+func DefaultOptions() Options {
+	return Options{
+		Hostname:        "localhost",
+		MaxMessageBytes: 10 << 20, // enough for RET=FULL bounces of normal mail
+		MaxRecipients:   10,       // a bounce has one return path
+		MaxLineLength:   4000,     // RFC 5321 says 1000; real bounces carry longer lines
+		ReadTimeout:     5 * time.Minute,
+		WriteTimeout:    time.Minute,
+		SessionTimeout:  30 * time.Minute,
+		MinDataRate:     1024,
+		DataRateGrace:   30 * time.Second,
+		SaveTimeout:     30 * time.Second,
+		MaxDataMemory:   24 << 20, // the oldest session's 20 MiB, 4 MiB for the rest
+		DataMemoryWait:  time.Minute,
+		MaxConns:        500,
+		MaxConnsPerIP:   10,
+		ConnectRate:     120,
+		ConnectBurst:    30,
+		MaxBadCommands:  10,
+	}
 }
 
 func (o Options) withDefaults() Options {
-	d := DefaultOptions
+	d := DefaultOptions()
 	if o.Hostname == "" {
 		o.Hostname = d.Hostname
 	}

@@ -39,7 +39,7 @@ func TestBigBounce(t *testing.T) {
 	if len(big) < 1<<20 || len(big) > 1<<20+200 {
 		t.Fatalf("size %d, want about %d", len(big), 1<<20)
 	}
-	rep, err := parse.Message(bytes.NewReader(big), parse.DefaultLimits)
+	rep, err := parse.Message(bytes.NewReader(big), parse.DefaultLimits())
 	tcheck(t, err, "decoding grown bounce")
 	if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "user@dead.test" || rep.Recipients[0].Status != "5.4.3" {
 		t.Fatalf("recipients %+v, want user@dead.test 5.4.3", rep.Recipients)

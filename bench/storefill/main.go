@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep, err := parse.Message(bytes.NewReader(raw), parse.DefaultLimits)
+	rep, err := parse.Message(bytes.NewReader(raw), parse.DefaultLimits())
 	if err != nil || len(rep.Recipients) == 0 {
 		return fmt.Errorf("decoding %s: %v (recipients: %d)", o.msgFile, err, len(rep.Recipients))
 	}

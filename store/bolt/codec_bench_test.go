@@ -101,7 +101,7 @@ func BenchmarkCompressRaw(b *testing.B) {
 func BenchmarkRecordCodec(b *testing.B) {
 	raw, err := os.ReadFile("../../cmd/bouncer/testdata/postfix-543.eml")
 	tcheck(b, err, "reading")
-	rep, err := parse.Message(bytes.NewReader(raw), parse.DefaultLimits)
+	rep, err := parse.Message(bytes.NewReader(raw), parse.DefaultLimits())
 	tcheck(b, err, "parsing")
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	d := &store.Delivery{Received: now, Raw: raw, Report: rep,

@@ -41,7 +41,7 @@ func corpusDelivery(t testing.TB, path string) *store.Delivery {
 		Envelope: store.Envelope{RcptTo: []string{"bounces@bounce.example.org"}, ClientIP: "192.0.2.1", Helo: "mx.example.net"},
 		Raw:      raw,
 	}
-	rep, err := parse.Message(bytes.NewReader(raw), parse.DefaultLimits)
+	rep, err := parse.Message(bytes.NewReader(raw), parse.DefaultLimits())
 	if err != nil {
 		d.ParseError = err.Error()
 	}

@@ -95,7 +95,7 @@ func encodeRecord(rec *store.Record, base string, buf *[]byte) ([]byte, error) {
 
 // maxRecordBytes caps a decompressed record. The largest fields come from
 // a message's header section, which the decoder caps at 1 MiB by default
-// (parse.DefaultLimits), so more means a damaged value.
+// (parse.DefaultLimits()), so more means a damaged value.
 const maxRecordBytes = 16 << 20
 
 // recordJSONOf returns the JSON of the stored record value v: v itself for
