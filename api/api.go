@@ -45,12 +45,36 @@ import (
 
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
+
+// Store is what the API reads and changes: every method of store.Store
+// but Save, Prune and Close, which belong to intake and the server.
+type Store interface {
+	Query(f store.Filter) ([]store.Record, error)
+	ForEach(f store.Filter, fn func(store.Record) error) error
+	Page(f store.Filter, before string) ([]store.Record, string, error)
+	Record(id string) (*store.Record, error)
+	Raw(msgID string) ([]byte, error)
+	Domains(status string) ([]store.DomainStat, error)
+	RecentDomains(f store.DomainFilter) ([]store.DomainStat, error)
+	SetMXCheck(domain string, c store.MXCheck, lift bool) (bool, int, error)
+	Suppressed(addr string) (*store.Suppression, error)
+	AddSuppression(s store.Suppression) error
+	RemoveSuppression(addr string) error
+	Suppressions(domain string, fn func(store.Suppression) error) error
+	Storms() ([]store.Storm, error)
+	Holds(domain string) ([]store.Hold, error)
+	ReleaseHolds(domain string) (int, error)
+	DropHolds(domain string) (int, error)
+	OutboxEvents(dead bool, fn func(store.OutboxEvent) error) error
+	OutboxStats() (queued, dead int, err error)
+	OutboxRetry(seqs ...uint64) (int, error)
+	OutboxDrop(seqs ...uint64) (int, error)
+}
 
 // Handler serves the API from a store.
 type Handler struct {
-	db     *bolt.DB
+	db     Store
 	tokens [][]byte
 	log    *slog.Logger
 	mux    *http.ServeMux
@@ -58,7 +82,7 @@ type Handler struct {
 
 // New returns the API handler. An empty tokens list means no
 // authentication (the caller only allows that on loopback).
-func New(db *bolt.DB, tokens []string, logger *slog.Logger) *Handler {
+func New(db Store, tokens []string, logger *slog.Logger) *Handler {
 	h := &Handler{db: db, log: logger, mux: http.NewServeMux()}
 	for _, t := range tokens {
 		h.tokens = append(h.tokens, []byte(t))

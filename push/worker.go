@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // Options configure a Worker. Zero fields take defaults.
@@ -57,11 +56,19 @@ type TargetStats struct {
 	Dead      int64 // events moved to the dead-letter list
 }
 
+// Outbox is the part of the store the worker uses. An engine shared by
+// several hosts leases what OutboxDue returns, so each event is sent by
+// one worker.
+type Outbox interface {
+	OutboxDue(now time.Time, limit, maxScan int, skip func(target string) bool) ([]store.OutboxEvent, error)
+	OutboxUpdate(results []store.OutboxResult) (dead int, err error)
+}
+
 // Worker delivers the outbox of a store to its targets. It reads and
 // updates the outbox in transactions of its own, so a slow or dead
 // target never holds the store's writer.
 type Worker struct {
-	db      *bolt.DB
+	db      Outbox
 	targets map[string]Target
 	opts    Options
 	log     *slog.Logger
@@ -75,7 +82,7 @@ const maxScan = 10_000
 
 // NewWorker returns a worker for db's outbox. Events for a target not in
 // targets stay queued.
-func NewWorker(db *bolt.DB, targets map[string]Target, opts Options, logger *slog.Logger) *Worker {
+func NewWorker(db Outbox, targets map[string]Target, opts Options, logger *slog.Logger) *Worker {
 	opts.defaults()
 	w := &Worker{db: db, targets: targets, opts: opts, log: logger, stats: map[string]*TargetStats{}}
 	for name := range targets {

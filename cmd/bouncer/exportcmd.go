@@ -10,7 +10,6 @@ import (
 
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
 
 const exportUsage = `export suppressions|bounces [--format csv|json|postfix] [query filters]
@@ -82,7 +81,7 @@ func streamClient() *http.Client {
 }
 
 // exportFile writes the export from the database file.
-func exportFile(db *bolt.DB, what, format string, f store.Filter, w *bufio.Writer) error {
+func exportFile(db store.Store, what, format string, f store.Filter, w *bufio.Writer) error {
 	if what == "suppressions" {
 		return api.WriteSuppressions(w, format, func(fn func(store.Suppression) error) error {
 			return db.Suppressions(f.Domain, fn)

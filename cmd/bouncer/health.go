@@ -12,7 +12,6 @@ import (
 
 	"github.com/bouncer/bouncer/mx"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // routeCheck is the outcome of checking one domain's route.
@@ -105,7 +104,7 @@ const maxRecheckTick = 10 * time.Minute
 // every min(interval, 10m) and checks the domains whose last check is at
 // least an interval old (or that have none), so a restart does not delay
 // checks. The returned function stops it and waits for it.
-func (a *app) startRecheck(ctx context.Context, db *bolt.DB, cfg Config, logger *slog.Logger) func() {
+func (a *app) startRecheck(ctx context.Context, db store.Store, cfg Config, logger *slog.Logger) func() {
 	interval := time.Duration(cfg.MX.RecheckInterval)
 	if interval <= 0 {
 		return func() {}

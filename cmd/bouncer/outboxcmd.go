@@ -17,7 +17,6 @@ import (
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/push"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // PushConfig configures the push worker and its targets ([push] and
@@ -92,7 +91,7 @@ func (p *PushConfig) validate() error {
 
 // startPush sets the store's outbox routing from the config and starts
 // the worker. wait blocks until the worker stopped after ctx ended.
-func startPush(ctx context.Context, cfg PushConfig, db *bolt.DB, logger *slog.Logger) (w *push.Worker, wait func(), err error) {
+func startPush(ctx context.Context, cfg PushConfig, db store.Store, logger *slog.Logger) (w *push.Worker, wait func(), err error) {
 	var routes []store.OutboxTarget
 	targets := map[string]push.Target{}
 	hc := &http.Client{Timeout: time.Duration(cfg.Timeout)}
@@ -136,7 +135,7 @@ type outboxSource interface {
 	Close() error
 }
 
-type dbOutbox struct{ db *bolt.DB }
+type dbOutbox struct{ db store.Store }
 
 func (d dbOutbox) OutboxEvents(_ context.Context, dead bool, fn func(store.OutboxEvent) error) error {
 	return d.db.OutboxEvents(dead, fn)

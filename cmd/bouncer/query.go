@@ -17,7 +17,6 @@ import (
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // querier answers the query commands, from a running server's admin API or
@@ -31,7 +30,7 @@ type querier interface {
 	Close() error
 }
 
-type dbQuerier struct{ db *bolt.DB }
+type dbQuerier struct{ db store.Store }
 
 func (q dbQuerier) Query(_ context.Context, f store.Filter) ([]store.Record, error) {
 	return q.db.Query(f)

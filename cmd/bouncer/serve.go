@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -104,7 +105,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(sl) }()
-	attrs := []any{"smtp", sl.Addr().String(), "db", db.Path()}
+	attrs := []any{"smtp", sl.Addr().String(), "db", storeName(cfg)}
 	var httpAddr net.Addr
 	if httpSrv != nil {
 		httpAddr = hl.Addr()
@@ -179,7 +180,7 @@ func tuneGC(maxDataMemory int64) {
 
 // startPrune runs db.Prune every interval (never if 0) until ctx ends or
 // the returned function is called, which waits for it to stop.
-func startPrune(ctx context.Context, db *bolt.DB, interval time.Duration, logger *slog.Logger) func() {
+func startPrune(ctx context.Context, db store.Store, interval time.Duration, logger *slog.Logger) func() {
 	if interval <= 0 {
 		return func() {}
 	}
@@ -262,7 +263,7 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // openStore opens the database for serve (read-write) or for a query
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
-func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (*bolt.DB, error) {
+func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (store.Store, error) {
 	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
 		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
@@ -290,4 +291,13 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("config: log.level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// storeName says which database serve uses, for its start-up line: the
+// bbolt file's absolute path.
+func storeName(cfg Config) string {
+	if p, err := filepath.Abs(cfg.Store.Path); err == nil {
+		return p
+	}
+	return cfg.Store.Path
 }

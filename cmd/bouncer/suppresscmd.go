@@ -12,7 +12,6 @@ import (
 
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 )
 
 // admin changes the suppression list, the storm holds and the MX health,
@@ -36,7 +35,7 @@ type routeStore interface {
 }
 
 // dbAdmin is admin on an open database.
-type dbAdmin struct{ db *bolt.DB }
+type dbAdmin struct{ db store.Store }
 
 func (d dbAdmin) AddSuppression(_ context.Context, s store.Suppression) error {
 	return d.db.AddSuppression(s)
