@@ -329,7 +329,7 @@ func open(path string, opts Options) (*DB, error) {
 		// when the file is created.
 		PageSize: 16 << 10,
 	}
-	bdb, err := bbolt.Open(path, 0o600, bopts)
+	bdb, err := openGuarded(path, bopts)
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
 	}
@@ -342,11 +342,7 @@ func open(path string, opts Options) (*DB, error) {
 	for range opts.Compressors {
 		db.compressors <- nil
 	}
-	if opts.ReadOnly {
-		err = bdb.View(checkSchema)
-	} else {
-		err = bdb.Update(initSchema)
-	}
+	err = db.prepare(path)
 	if err == nil && !opts.ReadOnly {
 		err = bdb.View(db.idgen.init)
 	}
@@ -370,6 +366,26 @@ func open(path string, opts Options) (*DB, error) {
 		go db.writer()
 	}
 	return db, nil
+}
+
+// openGuarded is bbolt.Open with its panics on a damaged file turned
+// into a *DamageError. (bbolt then keeps the file open and locked for
+// this process: the caller is expected to stop.)
+func openGuarded(path string, o *bbolt.Options) (db *bbolt.DB, err error) {
+	if err := checkOpenPages(path); err != nil {
+		return nil, err
+	}
+	defer guard(path, "", &err)
+	return bbolt.Open(path, 0o600, o)
+}
+
+// prepare checks or creates the schema, behind guard.
+func (db *DB) prepare(path string) (err error) {
+	defer guard(path, "meta", &err)
+	if db.opts.ReadOnly {
+		return db.bolt.View(checkSchema)
+	}
+	return db.bolt.Update(initSchema)
 }
 
 // replayWAL opens the log and commits the deliveries it holds that the

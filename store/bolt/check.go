@@ -25,6 +25,11 @@ const maxCheckErrors = 100
 // with a known codec. It returns nil or the problems found (at most 100),
 // joined.
 func (db *DB) Check() error {
+	// bbolt's own check runs in a goroutine that panics on a damaged
+	// page, beyond any recover: walk the file without bbolt first.
+	if err := CheckFile(db.bolt.Path()); err != nil {
+		return err
+	}
 	var errs []error
 	add := func(err error) bool {
 		errs = append(errs, err)

@@ -429,14 +429,16 @@ func (db *DB) sync() {
 }
 
 // view runs fn in a read transaction that sees every acknowledged Save.
-func (db *DB) view(fn func(*bbolt.Tx) error) error {
+func (db *DB) view(fn func(*bbolt.Tx) error) (err error) {
 	db.sync()
+	defer guard(db.bolt.Path(), "", &err)
 	return db.bolt.View(fn)
 }
 
 // update runs fn in a write transaction of its own, after the writer's.
-func (db *DB) update(fn func(*bbolt.Tx) error) error {
+func (db *DB) update(fn func(*bbolt.Tx) error) (err error) {
 	db.sync()
+	defer guard(db.bolt.Path(), "", &err)
 	return db.bolt.Update(fn)
 }
 
