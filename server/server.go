@@ -165,6 +165,7 @@ func (o Options) withDefaults() Options {
 		o.Decode = parse.Message
 	}
 	setDefault(&o.MaxMessageBytes, d.MaxMessageBytes)
+	o.MaxMessageBytes = min(o.MaxMessageBytes, MaxMessageBytesLimit)
 	setDefault(&o.MaxRecipients, d.MaxRecipients)
 	setDefault(&o.MaxLineLength, d.MaxLineLength)
 	setDefault(&o.ReadTimeout, d.ReadTimeout)
@@ -374,10 +375,16 @@ func (s *Server) Stats() Stats {
 
 // DataReserve is the most DATA budget one message may need: the bytes as
 // read (a SIZE= buffer plus chunks, rounded up to whole chunks) and the
-// copy handed to the Saver.
+// copy handed to the Saver. maxMessage is taken as at most
+// MaxMessageBytesLimit, as New does, so the sum cannot overflow.
 func DataReserve(maxMessage int64) int64 {
-	return 2 * (maxMessage + 1 + firstChunk + chunkSize)
+	return 2 * (min(maxMessage, MaxMessageBytesLimit) + 1 + firstChunk + chunkSize)
 }
+
+// MaxMessageBytesLimit is the largest MaxMessageBytes; New lowers a larger
+// value to it. A bounce of more than 1 GiB is no bounce, and limits near
+// 2^63 overflow the sums that size buffers and budgets.
+const MaxMessageBytesLimit = 1 << 30
 
 // acceptsDomain reports whether recipients at domain are ours.
 func (s *Server) acceptsDomain(domain string) bool {

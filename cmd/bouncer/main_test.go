@@ -247,7 +247,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key", "[smtp]\nlisten_addr = \"x\"\n", "listen_addr"},
 		{"any domain off loopback", "[smtp]\nlisten = \"0.0.0.0:25\"\n", "smtp.domains is empty"},
 		{"bad duration", "[smtp]\nread_timeout = \"soon\"\n", "read_timeout"},
-		{"zero limit", "[smtp]\nmax_recipients = 0\n", "smtp.max_recipients must be positive"},
+		{"zero limit", "[smtp]\nmax_recipients = 0\n", "smtp.max_recipients = 0: want 1 to 1000"},
 		{"open API off loopback", "[http]\nlisten = \"192.0.2.1:8025\"\n", "http.tokens"},
 		{"bad level", "[log]\nlevel = \"loud\"\n", ""},
 	} {
