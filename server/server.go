@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +106,14 @@ type Options struct {
 
 	MaxConns      int // open connections in all
 	MaxConnsPerIP int // open connections per client address (IPv6: per /64)
+	// MaxConnsPerNet bounds open connections per client network (IPv4
+	// /24, IPv6 /48); it is raised to MaxConnsPerIP if below.
+	MaxConnsPerNet int
+	// StressIdleTimeout replaces ReadTimeout between commands while at
+	// least 4/5 of MaxConns are open. And when all are open, a new
+	// connection evicts the oldest one that has had no command accepted
+	// (421 4.7.0), so silent connections cannot lock honest clients out.
+	StressIdleTimeout time.Duration
 	// ConnectRate is how many new connections per minute one client
 	// address may open, with bursts of up to ConnectBurst.
 	ConnectRate  float64
@@ -113,9 +122,32 @@ type Options struct {
 	// (unknown commands, refused recipients, syntax errors).
 	MaxBadCommands int
 
+	// MessageRate is how many messages per minute one client network
+	// (IPv4 /24, IPv6 /48) may begin, with bursts of MessageBurst;
+	// ByteRate how many message bytes per minute, with bursts of one
+	// minute's worth (at least MaxMessageBytes). Over either, MAIL gets
+	// 451 4.7.1 and the sender retries later. A message already begun is
+	// finished; its bytes count against the rate afterwards.
+	MessageRate  float64
+	MessageBurst int
+	ByteRate     int64
+
+	// FreeSpace, if set, returns the free bytes on the store's file
+	// system (cmd passes a statfs of the database's folder). While it is
+	// below MinFreeBytes, or a message would take it there, MAIL and
+	// DATA get 451 4.3.1, as Postfix's queue_minfree does; the value is
+	// read at most once a second.
+	FreeSpace    func() (int64, error)
+	MinFreeBytes int64
+
 	// Guard, if set, bans clients that send too many bad signed return
 	// path tokens (see verp.Guard); they get 421 4.7.0.
 	Guard *verp.Guard
+	// TrustedRelays are the networks of relays that pass on other
+	// people's bounces (your own MTA, README's Postfix setup): their bad
+	// tokens are refused but never ban them, and the message and byte
+	// rates do not apply to them. Connection limits still do.
+	TrustedRelays []netip.Prefix
 
 	// Parse bounds the decoder; zero fields take parse.DefaultLimits().
 	Parse parse.Limits
@@ -147,9 +179,16 @@ func DefaultOptions() Options {
 		DataMemoryWait:  time.Minute,
 		MaxConns:        500,
 		MaxConnsPerIP:   10,
-		ConnectRate:     120,
-		ConnectBurst:    30,
-		MaxBadCommands:  10,
+		MaxConnsPerNet:  50,
+		// Postfix's smtpd_timeout under stress is 10s.
+		StressIdleTimeout: 10 * time.Second,
+		MessageRate:       300,
+		MessageBurst:      100,
+		ByteRate:          100 << 20,
+		MinFreeBytes:      256 << 20,
+		ConnectRate:       120,
+		ConnectBurst:      30,
+		MaxBadCommands:    10,
 	}
 }
 
@@ -178,6 +217,13 @@ func (o Options) withDefaults() Options {
 	setDefault(&o.DataMemoryWait, d.DataMemoryWait)
 	setDefault(&o.MaxConns, d.MaxConns)
 	setDefault(&o.MaxConnsPerIP, d.MaxConnsPerIP)
+	setDefault(&o.MaxConnsPerNet, d.MaxConnsPerNet)
+	o.MaxConnsPerNet = max(o.MaxConnsPerNet, o.MaxConnsPerIP)
+	setDefault(&o.StressIdleTimeout, d.StressIdleTimeout)
+	setDefault(&o.MessageRate, d.MessageRate)
+	setDefault(&o.MessageBurst, d.MessageBurst)
+	setDefault(&o.ByteRate, d.ByteRate)
+	setDefault(&o.MinFreeBytes, d.MinFreeBytes)
 	setDefault(&o.ConnectRate, d.ConnectRate)
 	setDefault(&o.ConnectBurst, d.ConnectBurst)
 	setDefault(&o.MaxBadCommands, d.MaxBadCommands)
@@ -220,10 +266,16 @@ type Stats struct {
 	DataMemoryPeak int64
 	// RejectedBy splits Rejected by reason (the Reason* constants).
 	RejectedBy map[string]int64
+	// Evicted counts connections closed to make room for a new one
+	// (Options.StressIdleTimeout); LowDisk messages refused after DATA
+	// because free disk space fell below the floor.
+	Evicted int64
+	LowDisk int64
 }
 
 type counters struct {
 	connections, refused, stored, unparsed, failed, rejected, panics, closedPanics, noMemory atomic.Int64
+	evicted, lowDisk                                                                         atomic.Int64
 	rejectedBy                                                                               [len(rejectReasons)]atomic.Int64
 }
 
@@ -239,13 +291,20 @@ type Server struct {
 
 	readSlack, writeSlack time.Duration // see slack
 
-	mu       sync.Mutex
-	closing  bool
-	conns    map[*conn]struct{}
-	perIP    map[string]int
-	buckets  map[string]*bucket
-	lastPrun time.Time
-	ln       net.Listener
+	rates rates
+	disk  disk
+
+	open atomic.Int64 // len(conns), read without mu
+
+	mu         sync.Mutex
+	closing    bool
+	conns      map[*conn]struct{}
+	perIP      map[string]int
+	perNet     map[string]int
+	buckets    map[string]*bucket
+	lastPrun   time.Time
+	lastStress time.Time
+	ln         net.Listener
 }
 
 // New returns a Server that stores accepted messages with saver.
@@ -258,7 +317,9 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 		domains: make(map[string]bool),
 		conns:   make(map[*conn]struct{}),
 		perIP:   make(map[string]int),
+		perNet:  make(map[string]int),
 		buckets: make(map[string]*bucket),
+		rates:   rates{entries: make(map[string]*rateEntry)},
 		mem:     newBudget(opts.MaxDataMemory, DataReserve(opts.MaxMessageBytes)),
 
 		readSlack:  slack(min(opts.ReadTimeout, opts.DataRateGrace)),
@@ -364,6 +425,8 @@ func (s *Server) Stats() Stats {
 
 		ClosedPanics: c.closedPanics.Load(),
 		NoMemory:     c.noMemory.Load(),
+		Evicted:      c.evicted.Load(),
+		LowDisk:      c.lowDisk.Load(),
 	}
 	st.DataMemory, st.DataMemoryPeak = s.mem.stats()
 	st.RejectedBy = make(map[string]int64, len(rejectReasons))
