@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -86,24 +87,38 @@ type SMTPConfig struct {
 	DataRateGrace   Duration `toml:"data_rate_grace"`
 	MaxConns        int      `toml:"max_conns"`
 	MaxConnsPerIP   int      `toml:"max_conns_per_ip"`
-	ConnectRate     float64  `toml:"connect_rate"`
-	ConnectBurst    int      `toml:"connect_burst"`
-	MaxBadCommands  int      `toml:"max_bad_commands"`
-	TLSCertFile     string   `toml:"tls_cert_file"`
-	TLSKeyFile      string   `toml:"tls_key_file"`
+	MaxConnsPerNet  int      `toml:"max_conns_per_net"`
+	// StressIdleTimeout is the idle limit between commands once 4/5 of
+	// MaxConns are open (server.Options).
+	StressIdleTimeout Duration `toml:"stress_idle_timeout"`
+	// MessageRate (per minute), MessageBurst and ByteRate (bytes per
+	// minute) bound what one client network may send.
+	MessageRate  float64 `toml:"message_rate"`
+	MessageBurst int     `toml:"message_burst"`
+	ByteRate     int64   `toml:"byte_rate"`
+	// TrustedRelays are CIDRs of relays whose bad tokens never ban them
+	// and to which the message and byte rates do not apply.
+	TrustedRelays  []string `toml:"trusted_relays"`
+	ConnectRate    float64  `toml:"connect_rate"`
+	ConnectBurst   int      `toml:"connect_burst"`
+	MaxBadCommands int      `toml:"max_bad_commands"`
+	TLSCertFile    string   `toml:"tls_cert_file"`
+	TLSKeyFile     string   `toml:"tls_key_file"`
 }
 
 // VERPConfig says how envelope recipients encode the bounced address, and
 // the keys of signed return paths (verp/FORMAT.md).
 type VERPConfig struct {
-	Delimiter  string      `toml:"delimiter"`
-	Equals     string      `toml:"equals"`
-	Prefix     string      `toml:"prefix"`
-	Keys       []VERPKey   `toml:"keys"`
-	SignKey    string      `toml:"sign_key"`
-	ExpiryDays int         `toml:"expiry_days"`
-	Required   bool        `toml:"required"`
-	Guard      GuardConfig `toml:"guard"`
+	Delimiter  string    `toml:"delimiter"`
+	Equals     string    `toml:"equals"`
+	Prefix     string    `toml:"prefix"`
+	Keys       []VERPKey `toml:"keys"`
+	SignKey    string    `toml:"sign_key"`
+	ExpiryDays int       `toml:"expiry_days"`
+	// Required is nil when the file does not set it: then it is true
+	// when smtp.listen is off loopback (Config.verpRequired).
+	Required *bool       `toml:"required"`
+	Guard    GuardConfig `toml:"guard"`
 }
 
 // VERPKey is one signing key.
@@ -135,6 +150,9 @@ type StoreConfig struct {
 	CommitInterval Duration `toml:"commit_interval"`
 	// RawRetention is how long raw messages are kept (0: forever).
 	RawRetention Duration `toml:"raw_retention"`
+	// MinFreeBytes is the free space the database's file system must
+	// keep; below it SMTP intake answers 451 4.3.1 (0: no floor).
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 	// DedupeWindow is how long a report is remembered as seen.
 	DedupeWindow Duration `toml:"dedupe_window"`
 	// PruneInterval is how often serve prunes (0: never).
@@ -150,25 +168,31 @@ type LogConfig struct {
 func defaultConfig() Config {
 	return Config{
 		SMTP: SMTPConfig{
-			Listen:          "127.0.0.1:2525",
-			Hostname:        "localhost",
-			Domains:         []string{},
-			MaxMessageBytes: 10 << 20,
-			MaxDataMemory:   24 << 20,
-			MaxRecipients:   10,
-			MaxLineLength:   4000,
-			ReadTimeout:     Duration(5 * time.Minute),
-			WriteTimeout:    Duration(time.Minute),
-			SessionTimeout:  Duration(30 * time.Minute),
-			ShutdownTimeout: Duration(30 * time.Second),
-			SaveTimeout:     Duration(30 * time.Second),
-			MinDataRate:     1024,
-			DataRateGrace:   Duration(30 * time.Second),
-			MaxConns:        500,
-			MaxConnsPerIP:   10,
-			ConnectRate:     120,
-			ConnectBurst:    30,
-			MaxBadCommands:  10,
+			Listen:            "127.0.0.1:2525",
+			Hostname:          "localhost",
+			Domains:           []string{},
+			MaxMessageBytes:   10 << 20,
+			MaxDataMemory:     24 << 20,
+			MaxRecipients:     10,
+			MaxLineLength:     4000,
+			ReadTimeout:       Duration(5 * time.Minute),
+			WriteTimeout:      Duration(time.Minute),
+			SessionTimeout:    Duration(30 * time.Minute),
+			ShutdownTimeout:   Duration(30 * time.Second),
+			SaveTimeout:       Duration(30 * time.Second),
+			MinDataRate:       1024,
+			DataRateGrace:     Duration(30 * time.Second),
+			MaxConns:          500,
+			MaxConnsPerIP:     10,
+			MaxConnsPerNet:    50,
+			StressIdleTimeout: Duration(10 * time.Second),
+			MessageRate:       300,
+			MessageBurst:      100,
+			ByteRate:          100 << 20,
+			TrustedRelays:     []string{"127.0.0.0/8", "::1/128"},
+			ConnectRate:       120,
+			ConnectBurst:      30,
+			MaxBadCommands:    10,
 		},
 		VERP: VERPConfig{
 			Delimiter: "+", Equals: "=", Keys: []VERPKey{}, ExpiryDays: verp.DefaultExpiryDays,
@@ -176,6 +200,7 @@ func defaultConfig() Config {
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
 		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
+			RawRetention: Duration(DefaultRawRetention), MinFreeBytes: 256 << 20,
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
@@ -185,6 +210,11 @@ func defaultConfig() Config {
 		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
 	}
 }
+
+// DefaultRawRetention is how long raw messages are kept unless the config
+// says otherwise: long enough to re-decode a season of bounces with a
+// better parser, short enough that raw messages cannot fill a disk unseen.
+const DefaultRawRetention = 90 * day
 
 // loadConfig reads path over the defaults. An empty path gives the
 // defaults. Unknown keys are an error, so a typo cannot silently fall back
@@ -252,6 +282,18 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: smtp.max_data_memory %d is too small for smtp.max_message_bytes %d: want at least %d",
 			c.SMTP.MaxDataMemory, c.SMTP.MaxMessageBytes, need)
 	}
+	if len(c.SMTP.Domains) == 0 && !isLoopback(c.SMTP.Listen) {
+		return fmt.Errorf("config: smtp.domains is empty, which accepts mail for any domain; "+
+			"that is only allowed on a loopback address, not %q", c.SMTP.Listen)
+	}
+	if c.verpRequired() && len(c.VERP.Keys) == 0 {
+		if c.VERP.Required == nil {
+			return fmt.Errorf("config: smtp.listen %q is off loopback, so signed return paths are required (verp.required) "+
+				"and verp.keys is empty: add keys = [{ id = \"a\", secret = \"...\" }] to [verp] with a secret from "+
+				"`openssl rand -base64 32`, or set verp.required = false to let unsigned bounces suppress", c.SMTP.Listen)
+		}
+		return errors.New("config: verp.required needs verp.keys")
+	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)
 	}
@@ -261,12 +303,12 @@ func (c *Config) validate() error {
 	if c.VERP.SignKey != "" && !c.hasKey(c.VERP.SignKey) {
 		return fmt.Errorf("config: verp.sign_key %q is not one of verp.keys", c.VERP.SignKey)
 	}
-	if c.VERP.Required && len(c.VERP.Keys) == 0 {
-		return errors.New("config: verp.required needs verp.keys")
+	if c.SMTP.ByteRate < c.SMTP.MaxMessageBytes {
+		return fmt.Errorf("config: smtp.byte_rate %d is below smtp.max_message_bytes %d: a message of the largest size could never pass",
+			c.SMTP.ByteRate, c.SMTP.MaxMessageBytes)
 	}
-	if len(c.SMTP.Domains) == 0 && !isLoopback(c.SMTP.Listen) {
-		return fmt.Errorf("config: smtp.domains is empty, which accepts mail for any domain; "+
-			"that is only allowed on a loopback address, not %q", c.SMTP.Listen)
+	if _, err := c.trustedRelays(); err != nil {
+		return err
 	}
 	if c.HTTP.Listen != "" && len(c.HTTP.Tokens) == 0 && !isLoopback(c.HTTP.Listen) {
 		return fmt.Errorf("config: http.listen %q is not a loopback address: set http.tokens", c.HTTP.Listen)
@@ -314,6 +356,11 @@ func (c *Config) checkBounds() error {
 		{"smtp.connect_rate", s.ConnectRate, 0.001, 1e7, false},
 		{"smtp.connect_burst", float64(s.ConnectBurst), 1, maxConnsLimit, false},
 		{"smtp.max_bad_commands", float64(s.MaxBadCommands), 1, 1000, false},
+		{"smtp.max_conns_per_net", float64(s.MaxConnsPerNet), 1, maxConnsLimit, false},
+		{"smtp.message_rate", s.MessageRate, 0.001, 1e7, false},
+		{"smtp.message_burst", float64(s.MessageBurst), 1, 1e6, false},
+		{"smtp.byte_rate", float64(s.ByteRate), 1 << 20, 1 << 40, false},
+		{"store.min_free_bytes", float64(c.Store.MinFreeBytes), 1 << 20, 1 << 50, true},
 		{"verp.expiry_days", float64(c.VERP.ExpiryDays), -1, 3650, false},
 		{"verp.guard.max_bad", float64(c.VERP.Guard.MaxBad), 1, 10_000, false},
 		{"mx.port", float64(c.MX.Port), 1, 65535, false},
@@ -335,6 +382,7 @@ func (c *Config) checkBounds() error {
 		{"smtp.shutdown_timeout", s.ShutdownTimeout, time.Second, time.Hour, false},
 		{"smtp.save_timeout", s.SaveTimeout, time.Second, 10 * time.Minute, false},
 		{"smtp.data_rate_grace", s.DataRateGrace, time.Second, time.Hour, false},
+		{"smtp.stress_idle_timeout", s.StressIdleTimeout, time.Second, time.Hour, false},
 		{"verp.guard.window", c.VERP.Guard.Window, time.Second, 30 * day, false},
 		{"verp.guard.ban", c.VERP.Guard.Ban, time.Second, 30 * day, false},
 		{"store.lock_timeout", c.Store.LockTimeout, time.Millisecond, 10 * time.Minute, false},
@@ -421,12 +469,40 @@ func (c *Config) verpOptions() verp.Options {
 		Equals:     c.VERP.Equals,
 		Prefix:     c.VERP.Prefix,
 		ExpiryDays: c.VERP.ExpiryDays,
-		Required:   c.VERP.Required,
+		Required:   c.verpRequired(),
 	}
 	for _, k := range c.VERP.Keys {
 		o.Keys = append(o.Keys, verp.Key{ID: k.ID, Secret: k.Secret})
 	}
 	return o
+}
+
+// verpRequired is verp.required, or when the file does not set it,
+// whether smtp.listen is off loopback: on the internet anyone can send a
+// forged DSN to an unsigned return path and suppress any address (issue
+// 21, finding 1).
+func (c *Config) verpRequired() bool {
+	if c.VERP.Required != nil {
+		return *c.VERP.Required
+	}
+	return !isLoopback(c.SMTP.Listen)
+}
+
+// trustedRelays parses smtp.trusted_relays (CIDRs, or single addresses).
+func (c *Config) trustedRelays() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.SMTP.TrustedRelays {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("config: smtp.trusted_relays: %q: want a CIDR such as 192.0.2.0/24", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func (c *Config) hasKey(id string) bool {

@@ -81,3 +81,31 @@ func TestConfigMessageLimitOverflow(t *testing.T) {
 		t.Fatalf("got %v, want max_message_bytes refused", err)
 	}
 }
+
+// TestSignedVERPRequiredOffLoopback is finding 1 of issue 21: listening
+// off loopback without an explicit verp.required, signed return paths are
+// required, and a config without keys is refused with an error that says
+// how to make one; verp.required = false is an explicit choice.
+func TestSignedVERPRequiredOffLoopback(t *testing.T) {
+	const public = "[smtp]\nlisten = \"0.0.0.0:25\"\ndomains = [\"bounce.example.org\"]\n"
+	_, err := loadConfig(writeConfig(t, t.TempDir(), public))
+	if err == nil || !strings.Contains(err.Error(), "verp.keys") || !strings.Contains(err.Error(), "openssl rand") ||
+		strings.Contains(err.Error(), "\n") {
+		t.Fatalf("off loopback without keys: got %v, want one line naming verp.keys and how to make one", err)
+	}
+	cfg, err := loadConfig(writeConfig(t, t.TempDir(), public+"[verp]\nkeys = [{ id = \"a\", secret = \"0123456789abcdef0123\" }]\n"))
+	tcheck(t, err, "off loopback with a key")
+	if !cfg.verpRequired() || !cfg.verpOptions().Required {
+		t.Error("off loopback with a key: signed return paths are not required")
+	}
+	cfg, err = loadConfig(writeConfig(t, t.TempDir(), public+"[verp]\nrequired = false\n"))
+	tcheck(t, err, "off loopback, verp.required = false")
+	if cfg.verpRequired() {
+		t.Error("verp.required = false was not honoured")
+	}
+	cfg, err = loadConfig(writeConfig(t, t.TempDir(), "[smtp]\nlisten = \"127.0.0.1:2525\"\n"))
+	tcheck(t, err, "loopback")
+	if cfg.verpRequired() {
+		t.Error("on loopback, signed return paths are required by default")
+	}
+}

@@ -44,7 +44,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	db, err := openStore(cfg, false, decider(table, cfg.VERP.Required))
+	db, err := openStore(cfg, false, decider(table, cfg.verpRequired()))
 	if err != nil {
 		return err
 	}
@@ -229,6 +229,7 @@ func decider(table *policy.Table, required bool) func(*store.Record) store.Decis
 // serverOptions copies the config into the server's options.
 func serverOptions(cfg Config, debug io.Writer) server.Options {
 	c := cfg.SMTP
+	relays, _ := cfg.trustedRelays() // checked by validate
 	opts := server.Options{
 		Hostname:        c.Hostname,
 		Domains:         c.Domains,
@@ -248,6 +249,13 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		ConnectRate:     c.ConnectRate,
 		ConnectBurst:    c.ConnectBurst,
 		MaxBadCommands:  c.MaxBadCommands,
+		MaxConnsPerNet:  c.MaxConnsPerNet,
+
+		StressIdleTimeout: time.Duration(c.StressIdleTimeout),
+		MessageRate:       c.MessageRate,
+		MessageBurst:      c.MessageBurst,
+		ByteRate:          c.ByteRate,
+		TrustedRelays:     relays,
 		Guard: verp.NewGuard(verp.GuardOptions{
 			MaxBad: cfg.VERP.Guard.MaxBad,
 			Window: time.Duration(cfg.VERP.Guard.Window),
@@ -256,6 +264,11 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 	}
 	if cfg.Log.SMTPDebug {
 		opts.Debug = debug
+	}
+	if cfg.Store.MinFreeBytes > 0 {
+		dir := filepath.Dir(cfg.Store.Path)
+		opts.FreeSpace = func() (int64, error) { return freeSpace(dir) }
+		opts.MinFreeBytes = cfg.Store.MinFreeBytes
 	}
 	return opts
 }
