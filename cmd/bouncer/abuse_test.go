@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -61,7 +62,8 @@ path = "bouncer.db"
 // TestDiskFloorEndToEnd is the free-disk floor of finding 4 on a real
 // file system: once the database's tmpfs has less than
 // store.min_free_bytes free, a delivery gets 451 4.3.1 (the sender
-// retries) instead of the store failing; freed space lets it through.
+// retries) instead of the store failing, /readyz says 503 while /healthz
+// stays 200 (finding 7); freed space lets it through.
 func TestDiskFloorEndToEnd(t *testing.T) {
 	mnt := mountTmpfs(t, "16m")
 	ts := newTestServerConfig(t, writeConfig(t, t.TempDir(), fmt.Sprintf(`
@@ -69,7 +71,7 @@ func TestDiskFloorEndToEnd(t *testing.T) {
 listen = "127.0.0.1:0"
 domains = ["localhost"]
 [http]
-listen = ""
+listen = "127.0.0.1:0"
 [store]
 path = %q
 min_free_bytes = 4194304
@@ -80,7 +82,24 @@ min_free_bytes = 4194304
 	fill(t, filepath.Join(mnt, "filler"))
 	time.Sleep(1100 * time.Millisecond) // free space is read at most once a second
 	wantReply(t, "below the floor", deliver(t, ts.smtpAddr, rcpt, dsn), 451, smtp.EnhancedCode{4, 3, 1})
+	if got := httpStatus(t, ts.httpAddr, "/readyz"); got != 503 {
+		t.Errorf("readyz on a full disk: %d, want 503", got)
+	}
+	if got := httpStatus(t, ts.httpAddr, "/healthz"); got != 200 {
+		t.Errorf("healthz on a full disk: %d, want 200", got)
+	}
 	tcheck(t, os.Remove(filepath.Join(mnt, "filler")), "freeing space")
 	time.Sleep(1100 * time.Millisecond)
 	tcheck(t, deliver(t, ts.smtpAddr, rcpt, dsn), "delivering after space was freed")
+	if got := httpStatus(t, ts.httpAddr, "/readyz"); got != 200 {
+		t.Errorf("readyz after space was freed: %d, want 200", got)
+	}
+}
+
+func httpStatus(t *testing.T, addr, path string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	tcheck(t, err, "GET "+path)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -138,6 +138,9 @@ type GuardConfig struct {
 type HTTPConfig struct {
 	Listen string   `toml:"listen"`
 	Tokens []string `toml:"tokens"`
+	// Hosts are the names accepted in the Host header besides localhost,
+	// loopback addresses and the listen address; "*" accepts any.
+	Hosts []string `toml:"hosts"`
 }
 
 // StoreConfig configures the bbolt database.
@@ -198,7 +201,7 @@ func defaultConfig() Config {
 			Delimiter: "+", Equals: "=", Keys: []VERPKey{}, ExpiryDays: verp.DefaultExpiryDays,
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
+		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}, Hosts: []string{}},
 		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
 			RawRetention: Duration(DefaultRawRetention), MinFreeBytes: 256 << 20,
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
@@ -475,6 +478,24 @@ func (c *Config) verpOptions() verp.Options {
 		o.Keys = append(o.Keys, verp.Key{ID: k.ID, Secret: k.Secret})
 	}
 	return o
+}
+
+// apiHosts are the Host names the admin API accepts besides localhost
+// and loopback addresses (api.Handler.WithHosts): http.hosts and the
+// listen address. Off loopback, where tokens are required so a browser
+// page cannot use the API anyway, an empty http.hosts accepts any name.
+func (c *Config) apiHosts() []string {
+	hosts := append([]string(nil), c.HTTP.Hosts...)
+	host, _, err := net.SplitHostPort(c.HTTP.Listen)
+	if err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			hosts = append(hosts, host)
+		}
+	}
+	if len(c.HTTP.Hosts) == 0 && c.HTTP.Listen != "" && !isLoopback(c.HTTP.Listen) {
+		hosts = append(hosts, "*")
+	}
+	return hosts
 }
 
 // verpRequired is verp.required, or when the file does not set it,

@@ -77,7 +77,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		stopReload = certs.reloadOnHUP(ctx, logger)
 	}
 	defer stopReload()
-	srv = server.New(sopts, mets.Saver(db), logger)
+	ready := &readiness{dir: filepath.Dir(cfg.Store.Path), minFree: cfg.Store.MinFreeBytes}
+	srv = server.New(sopts, ready.saver(mets.Saver(db)), logger)
 	sl, err := listenSMTP(ctx, cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listening for SMTP: %w", err)
@@ -93,7 +94,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("listening for HTTP: %w", err)
 		}
 		httpSrv = &http.Server{
-			Handler:           api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg),
+			Handler: api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg).
+				WithHosts(cfg.apiHosts()...).WithReady(ready.check),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      5 * time.Minute,
