@@ -5,10 +5,13 @@
 //
 // It owns every limit on what a client may do: message size, recipients,
 // line length, per-read idle and whole-session deadlines, a minimum data
-// rate while DATA streams, connection caps (total, per client address, and a
-// connect rate per address), a cap on rejected commands and a budget for
-// the message bytes held in memory over all sessions (budget.go: a session
-// that cannot get room in time gets 452 4.3.1). go-smtp's zero values mean
+// rate while DATA streams, connection caps (total, per client address, per
+// client network, and a connect rate per address; near the total cap a short
+// idle limit and eviction of connections that never had a command accepted,
+// conn.go), message and byte rates per client network and a free-disk floor
+// (rates.go, 451 at MAIL), a cap on rejected commands and a budget for the
+// message bytes held in memory over all sessions (budget.go: a session that
+// cannot get room in time gets 452 4.3.1). go-smtp's zero values mean
 // "unlimited", so every limit here has a non-zero default.
 //
 // Protocols: SMTP (RFC 5321) with the extensions go-smtp implements: 8BITMIME
