@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/bouncer/bouncer/store"
 )
@@ -27,6 +28,30 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
+// badAddress says what is wrong with an address given to the API, or ""
+// if nothing is. NUL, CR, LF and other control characters are refused:
+// they end up in exports (a Postfix map, CSV lines) and logs, where a
+// newline starts a new entry.
+func badAddress(addr string) string {
+	switch {
+	case hasControl(addr):
+		return "address: control characters (NUL, CR, LF, ...) are not allowed"
+	case !utf8.ValidString(addr):
+		return "address: not valid UTF-8"
+	}
+	return ""
+}
+
+// hasControl reports whether s holds a C0 or C1 control character or DEL.
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < ' ' || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return true
+		}
+	}
+	return false
+}
+
 // SuppressionRequest is the body of POST /v1/suppressions.
 type SuppressionRequest struct {
 	Address string `json:"address"`
@@ -38,9 +63,17 @@ func (h *Handler) addSuppression(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
+	if msg := badAddress(req.Address); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
 	addr := store.NormalizeAddr(req.Address)
-	if !strings.Contains(addr, "@") || len(addr) > maxAddrLen || len(req.Reason) > maxReasonLen {
-		writeError(w, http.StatusBadRequest, "invalid address or reason")
+	switch {
+	case !strings.Contains(addr, "@") || len(addr) > maxAddrLen:
+		writeError(w, http.StatusBadRequest, "address: want local@domain of at most 320 bytes")
+		return
+	case len(req.Reason) > maxReasonLen || hasControl(req.Reason):
+		writeError(w, http.StatusBadRequest, "reason: want at most 1000 bytes and no control characters")
 		return
 	}
 	err := h.db.AddSuppression(store.Suppression{Address: addr, Reason: req.Reason})
@@ -63,6 +96,10 @@ func (h *Handler) addSuppression(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) removeSuppression(w http.ResponseWriter, r *http.Request) {
+	if msg := badAddress(r.PathValue("addr")); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
 	if err := h.db.RemoveSuppression(r.PathValue("addr")); err != nil {
 		h.fail(w, "removing suppression", err)
 		return

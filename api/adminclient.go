@@ -28,7 +28,9 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) err
 	if err != nil {
 		return err
 	}
-	if in != nil {
+	if in != nil || method == http.MethodPost || method == http.MethodPut {
+		// The API takes state-changing requests only with a JSON type
+		// (browser.go), a body or not.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.Token != "" {

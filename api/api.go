@@ -1,7 +1,9 @@
 // Package api is bouncer's admin HTTP API: JSON over versioned paths, for
 // the query commands of the bouncer CLI and for operators' scripts.
 //
-//	GET /healthz                     200 "ok" when the store answers
+//	GET /healthz                     liveness: 200 "ok" when the store answers
+//	GET /readyz                      readiness: 200 "ready" when the store
+//	                                 can also commit (WithReady), else 503
 //	GET /v1/bounces?status=&domain=&recipient=&kind=&since=&limit=&before=
 //	                                 a page, newest first; "next" is the
 //	                                 before= of the following page
@@ -28,11 +30,15 @@
 //	                                 streamed; a failure after the headers
 //	                                 sets the X-Bouncer-Export-Error trailer
 //
-// With tokens configured every request but /healthz needs
-// "Authorization: Bearer TOKEN".
+// With tokens configured every request but /healthz and /readyz needs
+// "Authorization: Bearer TOKEN". Requests from browsers are refused as
+// browser.go describes: a Host that is not this server, a cross-site
+// state-changing request, a body that is not application/json. Ids and
+// addresses that cannot be valid get 400 with a message.
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -74,20 +80,26 @@ type Store interface {
 
 // Handler serves the API from a store.
 type Handler struct {
-	db     Store
-	tokens [][]byte
-	log    *slog.Logger
-	mux    *http.ServeMux
+	db      Store
+	tokens  [][]byte
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler // mux behind the browser checks (browser.go)
+	hosts   map[string]bool
+	anyHost bool
+	ready   func(context.Context) error
 }
 
 // New returns the API handler. An empty tokens list means no
 // authentication (the caller only allows that on loopback).
 func New(db Store, tokens []string, logger *slog.Logger) *Handler {
-	h := &Handler{db: db, log: logger, mux: http.NewServeMux()}
+	h := &Handler{db: db, log: logger, mux: http.NewServeMux(), hosts: map[string]bool{}}
+	h.handler = h.guard(h.mux)
 	for _, t := range tokens {
 		h.tokens = append(h.tokens, []byte(t))
 	}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
+	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.HandleFunc("GET /v1/bounces", h.auth(h.bounces))
 	h.mux.HandleFunc("GET /v1/bounces/{id}", h.auth(h.bounce))
 	h.mux.HandleFunc("GET /v1/bounces/{id}/raw", h.auth(h.raw))
@@ -109,7 +121,7 @@ func New(db Store, tokens []string, logger *slog.Logger) *Handler {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mux.ServeHTTP(w, r)
+	h.handler.ServeHTTP(w, r)
 }
 
 func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
@@ -135,6 +147,8 @@ func (h *Handler) validToken(header string) bool {
 	return valid == 1
 }
 
+// healthz is liveness: the process serves and the store can be read.
+// A full disk does not fail it; restarting would not help.
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if _, err := h.db.Query(store.Filter{Limit: 1}); err != nil {
 		h.log.Error("health check failed", "err", err)
@@ -143,6 +157,28 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte("ok\n"))
+}
+
+// readyz is readiness: liveness and, if WithReady set a check, whether the
+// store can commit now. While it fails, deliveries get 451 and a load
+// balancer should send them elsewhere.
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.db.Query(store.Filter{Limit: 1}); err != nil {
+		h.log.Error("readiness check failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store unavailable")
+		return
+	}
+	if h.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := h.ready(ctx); err != nil {
+			h.log.Warn("readiness check failed", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "store cannot commit")
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready\n"))
 }
 
 // filterFrom reads a store.Filter from query parameters.
@@ -209,7 +245,14 @@ func (h *Handler) bounces(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, BouncesResponse{Records: recs, Next: next})
 }
 
+// errBadID answers a path id that is not a record id.
+const errBadID = "id: want a record id (24 hex digits)"
+
 func (h *Handler) bounce(w http.ResponseWriter, r *http.Request) {
+	if !validID(r.PathValue("id")) {
+		writeError(w, http.StatusBadRequest, errBadID)
+		return
+	}
 	rec, err := h.db.Record(r.PathValue("id"))
 	if err != nil {
 		h.fail(w, "reading record", err)
@@ -219,6 +262,10 @@ func (h *Handler) bounce(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) raw(w http.ResponseWriter, r *http.Request) {
+	if !validID(r.PathValue("id")) {
+		writeError(w, http.StatusBadRequest, errBadID)
+		return
+	}
 	rec, err := h.db.Record(r.PathValue("id"))
 	if err != nil {
 		h.fail(w, "reading record", err)
@@ -246,6 +293,10 @@ func (h *Handler) suppressions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) suppressed(w http.ResponseWriter, r *http.Request) {
+	if msg := badAddress(r.PathValue("addr")); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
 	s, err := h.db.Suppressed(r.PathValue("addr"))
 	if err != nil {
 		h.fail(w, "reading suppression", err)

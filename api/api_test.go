@@ -30,6 +30,12 @@ func tcheck(t testing.TB, err error, msg string) {
 // serves the API on loopback.
 func newTestAPI(t *testing.T, tokens ...string) (*httptest.Server, *bolt.DB) {
 	t.Helper()
+	return newTestAPIWith(t, tokens, nil)
+}
+
+// newTestAPIWith is newTestAPI with a function that sets up the handler.
+func newTestAPIWith(t *testing.T, tokens []string, setup func(*Handler)) (*httptest.Server, *bolt.DB) {
+	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{})
 	tcheck(t, err, "opening store")
 	t.Cleanup(func() { db.Close() })
@@ -42,7 +48,11 @@ func newTestAPI(t *testing.T, tokens ...string) (*httptest.Server, *bolt.DB) {
 		Envelope: store.Envelope{RcptTo: []string{"bounces+user=dead.test@localhost"}, VERP: "user@dead.test"},
 	})
 	tcheck(t, err, "saving")
-	srv := httptest.NewServer(New(db, tokens, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	h := New(db, tokens, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if setup != nil {
+		setup(h)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, db
 }

@@ -147,6 +147,7 @@ func TestOutboxEndpoints(t *testing.T) {
 	for _, body := range []string{`{}`, `{"seqs":[1],"all":true}`, `{"seqs":"x"}`, `{"all":true,"extra":1}`} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/outbox/retry", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer tok")
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		tcheck(t, err, "posting")
 		resp.Body.Close()
@@ -158,6 +159,7 @@ func TestOutboxEndpoints(t *testing.T) {
 	big := `{"seqs":[` + strings.Repeat("1,", maxBodyBytes) + `1]}`
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/outbox/drop", strings.NewReader(big))
 	req.Header.Set("Authorization", "Bearer tok")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	tcheck(t, err, "posting a big body")
 	resp.Body.Close()

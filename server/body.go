@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -71,7 +72,14 @@ func (b *bodyReader) take(n int64) bool {
 // released. On error the bytes read so far are dropped.
 func (b *bodyReader) read(r io.Reader, size int64) ([]byte, int, error) {
 	defer b.free()
-	lr := &io.LimitedReader{R: r, N: b.max + 1}
+	// One byte more than the limit is read, so an over-long body is
+	// seen. The sum is kept from overflowing: a wrapped, negative N would
+	// make the reader end at once and an empty body would be stored and
+	// acknowledged (issue 21, max_message_bytes = 2^63-1).
+	lr := &io.LimitedReader{R: r, N: b.max}
+	if lr.N < math.MaxInt64 {
+		lr.N++
+	}
 	if size > maxExact {
 		size = 0
 	}
@@ -104,6 +112,11 @@ func (b *bodyReader) read(r io.Reader, size int64) ([]byte, int, error) {
 		if len(b.last) < len(*p) {
 			break
 		}
+	}
+	if lr.N <= 0 || b.n > b.max {
+		// The limit, not the end of the body, stopped the reader: never
+		// acknowledge a body that was cut short.
+		return nil, 0, smtp.ErrDataTooLarge
 	}
 	var ends lineEnds
 	for _, seg := range b.segments() {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -53,12 +54,19 @@ func replyLine(e *smtp.SMTPError, host string) string {
 	return fmt.Sprintf("%d %d.%d.%d %s %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], host, e.Message)
 }
 
-// admit checks the limits for a new connection and registers it.
+// admit checks the limits for a new connection and registers it. The
+// limits, as Postfix's anvil and postscreen keep them: open connections in
+// all, per client address and per client network (netKey), and a connect
+// rate per address. When all MaxConns are taken, the oldest connection
+// that has not had a command accepted yet is evicted to make room (evict),
+// so silent connections cannot keep an honest client out.
 func (s *Server) admit(nc net.Conn) (*conn, error) {
 	ip := addrIP(nc.RemoteAddr())
 	key := ipKey(nc.RemoteAddr(), ip)
+	nk := netKey(nc.RemoteAddr(), ip)
 	now := time.Now()
-	if g := s.opts.Guard; g != nil && ip.IsValid() && g.Banned(ip, now) {
+	trusted := s.trusted(ip)
+	if g := s.opts.Guard; g != nil && ip.IsValid() && !trusted && g.Banned(ip, now) {
 		return nil, errBanned
 	}
 	s.mu.Lock()
@@ -66,23 +74,32 @@ func (s *Server) admit(nc net.Conn) (*conn, error) {
 	switch {
 	case s.closing:
 		return nil, errShuttingDown
-	case len(s.conns) >= s.opts.MaxConns, s.perIP[key] >= s.opts.MaxConnsPerIP:
+	case s.perIP[key] >= s.opts.MaxConnsPerIP, s.perNet[nk] >= s.opts.MaxConnsPerNet:
+		return nil, errTooManyConns
+	case len(s.conns) >= s.opts.MaxConns && !s.evict():
 		return nil, errTooManyConns
 	case !s.takeToken(key, now):
 		return nil, errConnectRate
 	}
 	c := &conn{
-		Conn:   nc,
-		s:      s,
-		key:    key,
-		ip:     ip,
-		remote: nc.RemoteAddr().String(),
-		id:     newID(),
-		start:  now,
+		Conn:    nc,
+		s:       s,
+		key:     key,
+		net:     nk,
+		ip:      ip,
+		trusted: trusted,
+		remote:  nc.RemoteAddr().String(),
+		id:      newID(),
+		start:   now,
 	}
 	s.conns[c] = struct{}{}
 	s.perIP[key]++
+	s.perNet[nk]++
+	s.open.Store(int64(len(s.conns)))
 	s.stats.connections.Add(1)
+	if s.stressed() {
+		s.stressIdle(now)
+	}
 	return c, nil
 }
 
@@ -90,10 +107,74 @@ func (s *Server) admit(nc net.Conn) (*conn, error) {
 func (s *Server) release(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.unregister(c)
+}
+
+// unregister removes c from the counts; s.mu must be held. An evicted
+// connection is unregistered at once and again when it closes.
+func (s *Server) unregister(c *conn) {
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
 	delete(s.conns, c)
 	if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
 		delete(s.perIP, c.key)
 	}
+	if s.perNet[c.net]--; s.perNet[c.net] <= 0 {
+		delete(s.perNet, c.net)
+	}
+	s.open.Store(int64(len(s.conns)))
+}
+
+// stressed reports whether at least 4/5 of MaxConns are open. Then the
+// idle deadline between commands is StressIdleTimeout, as Postfix's
+// smtpd shortens smtpd_timeout under stress.
+func (s *Server) stressed() bool {
+	return s.open.Load()*5 >= int64(s.opts.MaxConns)*4
+}
+
+// stressIdle cuts the deadline of every connection that waits for a
+// command to StressIdleTimeout from now; a connection computes it itself
+// on its next read, this reaches the ones already waiting. It runs at
+// most once a second; s.mu must be held.
+func (s *Server) stressIdle(now time.Time) {
+	if now.Sub(s.lastStress) < time.Second {
+		return
+	}
+	s.lastStress = now
+	for c := range s.conns {
+		c.stress(now)
+	}
+}
+
+// evict makes room for one connection: the oldest connection that has had
+// no command accepted yet (none has begun a message, so nothing is lost)
+// is told 421 and unregistered at once. It reports false when every
+// connection has had a command accepted. s.mu must be held.
+func (s *Server) evict() bool {
+	var victim *conn
+	for c := range s.conns {
+		if !c.valid.Load() && (victim == nil || c.start.Before(victim.start)) {
+			victim = c
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	s.unregister(victim)
+	s.stats.evicted.Add(1)
+	victim.evict()
+	return true
+}
+
+// trusted reports whether ip is one of Options.TrustedRelays.
+func (s *Server) trusted(ip netip.Addr) bool {
+	for _, p := range s.opts.TrustedRelays {
+		if ip.IsValid() && p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // bucket is a token bucket for one client address's connect rate.
@@ -155,6 +236,21 @@ func ipKey(a net.Addr, ip netip.Addr) string {
 	return ip.String()
 }
 
+// netKey is the network a client is counted under for MaxConnsPerNet and
+// the message rates: the /24 of an IPv4 address, the /48 of an IPv6
+// address (a site; ipKey already counts a /64 as one client).
+func netKey(a net.Addr, ip netip.Addr) string {
+	if !ip.IsValid() {
+		return a.String()
+	}
+	bits := 24
+	if ip.Is6() {
+		bits = 48
+	}
+	p, _ := ip.Prefix(bits)
+	return p.String()
+}
+
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
 // newID returns a short random id for a connection. It only has to be
@@ -173,17 +269,25 @@ func newID() string {
 // replies go-smtp writes and ends the session after MaxBadCommands.
 type conn struct {
 	net.Conn
-	s      *Server
-	key    string
-	ip     netip.Addr // invalid for non-IP connections
-	remote string     // RemoteAddr().String()
-	id     string
-	start  time.Time
+	s       *Server
+	key     string     // ipKey
+	net     string     // netKey
+	ip      netip.Addr // invalid for non-IP connections
+	trusted bool       // one of Options.TrustedRelays
+	remote  string     // RemoteAddr().String()
+	id      string
+	start   time.Time
+
+	// valid is set once the server accepted a command (a 2xx or 3xx
+	// reply other than the greeting); only connections without one are
+	// evicted.
+	valid atomic.Bool
 
 	mu        sync.Mutex
 	readErr   error // sticky
 	saidBye   bool  // a final reply was written by goodbye
 	closing   bool  // server is shutting down
+	evicted   bool  // evict was called
 	inData    bool
 	dataStart time.Time
 	dataBytes int64
@@ -220,6 +324,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, c.goodbye(errShuttingDown)
 	}
+	if c.evicted {
+		c.mu.Unlock()
+		return 0, c.goodbye(errEvicted)
+	}
 	if d := c.deadline(time.Now()); d.Before(c.readDL) || d.Sub(c.readDL) > c.s.readSlack {
 		c.setReadDeadline(d)
 	}
@@ -239,6 +347,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.dataBytes += int64(n)
 	}
 	closing := c.closing && !c.inData
+	evicted := c.evicted
 	c.mu.Unlock()
 	if err == nil {
 		return n, nil
@@ -246,6 +355,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	if closing && isTimeout(err) {
 		// Shutdown interrupted a wait for the next command.
 		return n, c.goodbye(errShuttingDown)
+	}
+	if evicted && isTimeout(err) {
+		return n, c.goodbye(errEvicted)
 	}
 	c.mu.Lock()
 	if isTimeout(err) {
@@ -277,6 +389,9 @@ func (c *conn) setReadDeadline(t time.Time) {
 func (c *conn) deadline(now time.Time) time.Time {
 	o := &c.s.opts
 	d := now.Add(o.ReadTimeout)
+	if !c.inData && c.s.stressed() {
+		d = now.Add(min(o.ReadTimeout, o.StressIdleTimeout))
+	}
 	if end := c.start.Add(o.SessionTimeout); end.Before(d) {
 		d = end
 	}
@@ -435,9 +550,12 @@ func (c *conn) scan(p []byte) bool {
 				case string(c.lineHead[:3]) == "220":
 					// The greeting, then "220 Ready to start TLS".
 					if c.greets++; c.greets == 2 {
+						c.valid.Store(true)
 						c.encrypted = true
 						return over
 					}
+				case c.lineHead[0] == '2', c.lineHead[0] == '3':
+					c.valid.Store(true)
 				}
 			}
 		}
@@ -476,6 +594,25 @@ func (c *conn) endData() {
 		c.mu.Lock()
 		c.setReadDeadline(time.Now())
 		c.mu.Unlock()
+	}
+}
+
+// evict tells a connection waiting for a command that it must make room:
+// it gets 421 4.7.0 and is closed.
+func (c *conn) evict() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.evicted = true
+	c.setReadDeadline(time.Now())
+}
+
+// stress cuts the deadline of a wait for a command to StressIdleTimeout
+// from now (see Server.stressed).
+func (c *conn) stress(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := now.Add(c.s.opts.StressIdleTimeout); !c.inData && d.Before(c.readDL) {
+		c.setReadDeadline(d)
 	}
 }
 

@@ -22,6 +22,10 @@ var (
 	errTooManyConns  = errors.New("too many connections")
 	errConnectRate   = errors.New("connecting too often")
 	errBanned        = errors.New("client banned for bad return path tokens")
+	errEvicted       = errors.New("evicted to make room: no command accepted yet")
+	errMessageRate   = errors.New("client network over its message rate")
+	errByteRate      = errors.New("client network over its byte rate")
+	errLowDisk       = errors.New("free disk space below the floor")
 )
 
 // Reasons a command is refused, as counted in Stats.RejectedBy.
@@ -31,11 +35,13 @@ const (
 	ReasonBadToken      = "bad_token"         // signed return path: bad MAC, unknown key, expired
 	ReasonUnsigned      = "unsigned"          // plain VERP while signed tokens are required
 	ReasonBanned        = "banned"            // too many bad tokens from this client
+	ReasonRate          = "rate"              // the client's network is over its message or byte rate
+	ReasonDisk          = "disk"              // free disk space below the floor
 	ReasonOther         = "other"
 )
 
 // rejectReasons lists the reasons in the order of counters.rejectedBy.
-var rejectReasons = [...]string{ReasonForeignDomain, ReasonBadAddress, ReasonBadToken, ReasonUnsigned, ReasonBanned, ReasonOther}
+var rejectReasons = [...]string{ReasonForeignDomain, ReasonBadAddress, ReasonBadToken, ReasonUnsigned, ReasonBanned, ReasonRate, ReasonDisk, ReasonOther}
 
 // rejectReason names why err refused a command, an index into
 // rejectReasons.
@@ -51,8 +57,12 @@ func rejectReason(err error) int {
 		return 3
 	case errors.Is(err, errBanned):
 		return 4
+	case errors.Is(err, errMessageRate), errors.Is(err, errByteRate):
+		return 5
+	case errors.Is(err, errLowDisk):
+		return 6
 	}
-	return 5
+	return 7
 }
 
 // readError wraps an error that happened while reading the message body
@@ -111,6 +121,14 @@ func toSMTP(err error) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Connecting too often, try again later"}
 	case errors.Is(err, errBanned):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many invalid return path tokens, try again later"}
+	case errors.Is(err, errEvicted):
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too busy and no command yet, closing connection"}
+	case errors.Is(err, errMessageRate), errors.Is(err, errByteRate):
+		// RFC 3463 X.7.1 with a 4xx code: refused for now; an honest
+		// MTA keeps the bounce and retries.
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Too much mail from your network, try again later"}
+	case errors.Is(err, errLowDisk):
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
 	case errors.Is(err, errShuttingDown):
 		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
 	case errors.Is(err, errNoMemory):

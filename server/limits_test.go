@@ -49,8 +49,9 @@ func TestTotalConnectionCap(t *testing.T) {
 	opts := testOptions()
 	opts.MaxConns = 2
 	ts := newTestServer(t, opts, &memSaver{})
-	dialRaw(t, ts.addr, localAddr("127.0.0.1"))
-	dialRaw(t, ts.addr, localAddr("127.0.0.2"))
+	// Connections that have had a command accepted are not evicted.
+	dialRaw(t, ts.addr, localAddr("127.0.0.1")).cmd("EHLO one.test", 250, "")
+	dialRaw(t, ts.addr, localAddr("127.0.0.2")).cmd("EHLO two.test", 250, "")
 	c := connectRaw(t, ts.addr, localAddr("127.0.0.3"))
 	c.expect(421, "4.7.0")
 	c.expectClosed()

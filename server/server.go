@@ -5,10 +5,13 @@
 //
 // It owns every limit on what a client may do: message size, recipients,
 // line length, per-read idle and whole-session deadlines, a minimum data
-// rate while DATA streams, connection caps (total, per client address, and a
-// connect rate per address), a cap on rejected commands and a budget for
-// the message bytes held in memory over all sessions (budget.go: a session
-// that cannot get room in time gets 452 4.3.1). go-smtp's zero values mean
+// rate while DATA streams, connection caps (total, per client address, per
+// client network, and a connect rate per address; near the total cap a short
+// idle limit and eviction of connections that never had a command accepted,
+// conn.go), message and byte rates per client network and a free-disk floor
+// (rates.go, 451 at MAIL), a cap on rejected commands and a budget for the
+// message bytes held in memory over all sessions (budget.go: a session that
+// cannot get room in time gets 452 4.3.1). go-smtp's zero values mean
 // "unlimited", so every limit here has a non-zero default.
 //
 // Protocols: SMTP (RFC 5321) with the extensions go-smtp implements: 8BITMIME
@@ -32,6 +35,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +109,14 @@ type Options struct {
 
 	MaxConns      int // open connections in all
 	MaxConnsPerIP int // open connections per client address (IPv6: per /64)
+	// MaxConnsPerNet bounds open connections per client network (IPv4
+	// /24, IPv6 /48); it is raised to MaxConnsPerIP if below.
+	MaxConnsPerNet int
+	// StressIdleTimeout replaces ReadTimeout between commands while at
+	// least 4/5 of MaxConns are open. And when all are open, a new
+	// connection evicts the oldest one that has had no command accepted
+	// (421 4.7.0), so silent connections cannot lock honest clients out.
+	StressIdleTimeout time.Duration
 	// ConnectRate is how many new connections per minute one client
 	// address may open, with bursts of up to ConnectBurst.
 	ConnectRate  float64
@@ -113,9 +125,32 @@ type Options struct {
 	// (unknown commands, refused recipients, syntax errors).
 	MaxBadCommands int
 
+	// MessageRate is how many messages per minute one client network
+	// (IPv4 /24, IPv6 /48) may begin, with bursts of MessageBurst;
+	// ByteRate how many message bytes per minute, with bursts of one
+	// minute's worth (at least MaxMessageBytes). Over either, MAIL gets
+	// 451 4.7.1 and the sender retries later. A message already begun is
+	// finished; its bytes count against the rate afterwards.
+	MessageRate  float64
+	MessageBurst int
+	ByteRate     int64
+
+	// FreeSpace, if set, returns the free bytes on the store's file
+	// system (cmd passes a statfs of the database's folder). While it is
+	// below MinFreeBytes, or a message would take it there, MAIL and
+	// DATA get 451 4.3.1, as Postfix's queue_minfree does; the value is
+	// read at most once a second.
+	FreeSpace    func() (int64, error)
+	MinFreeBytes int64
+
 	// Guard, if set, bans clients that send too many bad signed return
 	// path tokens (see verp.Guard); they get 421 4.7.0.
 	Guard *verp.Guard
+	// TrustedRelays are the networks of relays that pass on other
+	// people's bounces (your own MTA, README's Postfix setup): their bad
+	// tokens are refused but never ban them, and the message and byte
+	// rates do not apply to them. Connection limits still do.
+	TrustedRelays []netip.Prefix
 
 	// Parse bounds the decoder; zero fields take parse.DefaultLimits().
 	Parse parse.Limits
@@ -147,9 +182,16 @@ func DefaultOptions() Options {
 		DataMemoryWait:  time.Minute,
 		MaxConns:        500,
 		MaxConnsPerIP:   10,
-		ConnectRate:     120,
-		ConnectBurst:    30,
-		MaxBadCommands:  10,
+		MaxConnsPerNet:  50,
+		// Postfix's smtpd_timeout under stress is 10s.
+		StressIdleTimeout: 10 * time.Second,
+		MessageRate:       300,
+		MessageBurst:      100,
+		ByteRate:          100 << 20,
+		MinFreeBytes:      256 << 20,
+		ConnectRate:       120,
+		ConnectBurst:      30,
+		MaxBadCommands:    10,
 	}
 }
 
@@ -165,6 +207,7 @@ func (o Options) withDefaults() Options {
 		o.Decode = parse.Message
 	}
 	setDefault(&o.MaxMessageBytes, d.MaxMessageBytes)
+	o.MaxMessageBytes = min(o.MaxMessageBytes, MaxMessageBytesLimit)
 	setDefault(&o.MaxRecipients, d.MaxRecipients)
 	setDefault(&o.MaxLineLength, d.MaxLineLength)
 	setDefault(&o.ReadTimeout, d.ReadTimeout)
@@ -177,6 +220,13 @@ func (o Options) withDefaults() Options {
 	setDefault(&o.DataMemoryWait, d.DataMemoryWait)
 	setDefault(&o.MaxConns, d.MaxConns)
 	setDefault(&o.MaxConnsPerIP, d.MaxConnsPerIP)
+	setDefault(&o.MaxConnsPerNet, d.MaxConnsPerNet)
+	o.MaxConnsPerNet = max(o.MaxConnsPerNet, o.MaxConnsPerIP)
+	setDefault(&o.StressIdleTimeout, d.StressIdleTimeout)
+	setDefault(&o.MessageRate, d.MessageRate)
+	setDefault(&o.MessageBurst, d.MessageBurst)
+	setDefault(&o.ByteRate, d.ByteRate)
+	setDefault(&o.MinFreeBytes, d.MinFreeBytes)
 	setDefault(&o.ConnectRate, d.ConnectRate)
 	setDefault(&o.ConnectBurst, d.ConnectBurst)
 	setDefault(&o.MaxBadCommands, d.MaxBadCommands)
@@ -219,10 +269,16 @@ type Stats struct {
 	DataMemoryPeak int64
 	// RejectedBy splits Rejected by reason (the Reason* constants).
 	RejectedBy map[string]int64
+	// Evicted counts connections closed to make room for a new one
+	// (Options.StressIdleTimeout); LowDisk messages refused after DATA
+	// because free disk space fell below the floor.
+	Evicted int64
+	LowDisk int64
 }
 
 type counters struct {
 	connections, refused, stored, unparsed, failed, rejected, panics, closedPanics, noMemory atomic.Int64
+	evicted, lowDisk                                                                         atomic.Int64
 	rejectedBy                                                                               [len(rejectReasons)]atomic.Int64
 }
 
@@ -238,13 +294,20 @@ type Server struct {
 
 	readSlack, writeSlack time.Duration // see slack
 
-	mu       sync.Mutex
-	closing  bool
-	conns    map[*conn]struct{}
-	perIP    map[string]int
-	buckets  map[string]*bucket
-	lastPrun time.Time
-	ln       net.Listener
+	rates rates
+	disk  disk
+
+	open atomic.Int64 // len(conns), read without mu
+
+	mu         sync.Mutex
+	closing    bool
+	conns      map[*conn]struct{}
+	perIP      map[string]int
+	perNet     map[string]int
+	buckets    map[string]*bucket
+	lastPrun   time.Time
+	lastStress time.Time
+	ln         net.Listener
 }
 
 // New returns a Server that stores accepted messages with saver.
@@ -257,7 +320,9 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 		domains: make(map[string]bool),
 		conns:   make(map[*conn]struct{}),
 		perIP:   make(map[string]int),
+		perNet:  make(map[string]int),
 		buckets: make(map[string]*bucket),
+		rates:   rates{entries: make(map[string]*rateEntry)},
 		mem:     newBudget(opts.MaxDataMemory, DataReserve(opts.MaxMessageBytes)),
 
 		readSlack:  slack(min(opts.ReadTimeout, opts.DataRateGrace)),
@@ -363,6 +428,8 @@ func (s *Server) Stats() Stats {
 
 		ClosedPanics: c.closedPanics.Load(),
 		NoMemory:     c.noMemory.Load(),
+		Evicted:      c.evicted.Load(),
+		LowDisk:      c.lowDisk.Load(),
 	}
 	st.DataMemory, st.DataMemoryPeak = s.mem.stats()
 	st.RejectedBy = make(map[string]int64, len(rejectReasons))
@@ -374,10 +441,16 @@ func (s *Server) Stats() Stats {
 
 // DataReserve is the most DATA budget one message may need: the bytes as
 // read (a SIZE= buffer plus chunks, rounded up to whole chunks) and the
-// copy handed to the Saver.
+// copy handed to the Saver. maxMessage is taken as at most
+// MaxMessageBytesLimit, as New does, so the sum cannot overflow.
 func DataReserve(maxMessage int64) int64 {
-	return 2 * (maxMessage + 1 + firstChunk + chunkSize)
+	return 2 * (min(maxMessage, MaxMessageBytesLimit) + 1 + firstChunk + chunkSize)
 }
+
+// MaxMessageBytesLimit is the largest MaxMessageBytes; New lowers a larger
+// value to it. A bounce of more than 1 GiB is no bounce, and limits near
+// 2^63 overflow the sums that size buffers and budgets.
+const MaxMessageBytesLimit = 1 << 30
 
 // acceptsDomain reports whether recipients at domain are ours.
 func (s *Server) acceptsDomain(domain string) bool {

@@ -100,10 +100,18 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 	if !utf8.ValidString(from) || len(from) > maxPath || hasControl(from) {
 		return s.refuse(errBadSender, "", "from", from)
 	}
-	s.from = from
+	var size int64
 	if opts != nil {
-		s.size = opts.Size
+		size = opts.Size
 	}
+	now := time.Now()
+	if !s.s.diskAllows(size, now) {
+		return s.refuse(errLowDisk, "", "from", from)
+	}
+	if err := s.s.takeMessage(s.c, size, now); err != nil {
+		return s.refuse(err, "", "from", from)
+	}
+	s.from, s.size = from, size
 	return nil
 }
 
@@ -178,7 +186,9 @@ func verpRecipient(res verp.Result, rep *parse.Report) (addr string, verified bo
 // whether the client is now banned.
 func (s *session) badToken(err error) bool {
 	g := s.s.opts.Guard
-	if g == nil || !s.c.ip.IsValid() {
+	if g == nil || !s.c.ip.IsValid() || s.c.trusted {
+		// A trusted relay passes on other people's bounces: banning it
+		// would stop every bounce it carries.
 		return false
 	}
 	if !errors.Is(err, verp.ErrBadMAC) && !errors.Is(err, verp.ErrUnknownKey) && !errors.Is(err, verp.ErrExpired) {
@@ -236,8 +246,14 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 	}
 	s.c.endData()
+	s.s.chargeBytes(s.c, body.n, time.Now())
 	if err != nil {
 		return s.dataFailed(err, id, body.n)
+	}
+	if !s.s.diskAllows(int64(len(raw)), time.Now()) {
+		s.s.stats.lowDisk.Add(1)
+		s.log().Warn("message refused: free disk space below the floor", "id", id, "size", len(raw))
+		return withID(toSMTP(errLowDisk), id)
 	}
 
 	d := &store.Delivery{

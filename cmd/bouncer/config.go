@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -85,24 +87,38 @@ type SMTPConfig struct {
 	DataRateGrace   Duration `toml:"data_rate_grace"`
 	MaxConns        int      `toml:"max_conns"`
 	MaxConnsPerIP   int      `toml:"max_conns_per_ip"`
-	ConnectRate     float64  `toml:"connect_rate"`
-	ConnectBurst    int      `toml:"connect_burst"`
-	MaxBadCommands  int      `toml:"max_bad_commands"`
-	TLSCertFile     string   `toml:"tls_cert_file"`
-	TLSKeyFile      string   `toml:"tls_key_file"`
+	MaxConnsPerNet  int      `toml:"max_conns_per_net"`
+	// StressIdleTimeout is the idle limit between commands once 4/5 of
+	// MaxConns are open (server.Options).
+	StressIdleTimeout Duration `toml:"stress_idle_timeout"`
+	// MessageRate (per minute), MessageBurst and ByteRate (bytes per
+	// minute) bound what one client network may send.
+	MessageRate  float64 `toml:"message_rate"`
+	MessageBurst int     `toml:"message_burst"`
+	ByteRate     int64   `toml:"byte_rate"`
+	// TrustedRelays are CIDRs of relays whose bad tokens never ban them
+	// and to which the message and byte rates do not apply.
+	TrustedRelays  []string `toml:"trusted_relays"`
+	ConnectRate    float64  `toml:"connect_rate"`
+	ConnectBurst   int      `toml:"connect_burst"`
+	MaxBadCommands int      `toml:"max_bad_commands"`
+	TLSCertFile    string   `toml:"tls_cert_file"`
+	TLSKeyFile     string   `toml:"tls_key_file"`
 }
 
 // VERPConfig says how envelope recipients encode the bounced address, and
 // the keys of signed return paths (verp/FORMAT.md).
 type VERPConfig struct {
-	Delimiter  string      `toml:"delimiter"`
-	Equals     string      `toml:"equals"`
-	Prefix     string      `toml:"prefix"`
-	Keys       []VERPKey   `toml:"keys"`
-	SignKey    string      `toml:"sign_key"`
-	ExpiryDays int         `toml:"expiry_days"`
-	Required   bool        `toml:"required"`
-	Guard      GuardConfig `toml:"guard"`
+	Delimiter  string    `toml:"delimiter"`
+	Equals     string    `toml:"equals"`
+	Prefix     string    `toml:"prefix"`
+	Keys       []VERPKey `toml:"keys"`
+	SignKey    string    `toml:"sign_key"`
+	ExpiryDays int       `toml:"expiry_days"`
+	// Required is nil when the file does not set it: then it is true
+	// when smtp.listen is off loopback (Config.verpRequired).
+	Required *bool       `toml:"required"`
+	Guard    GuardConfig `toml:"guard"`
 }
 
 // VERPKey is one signing key.
@@ -122,6 +138,9 @@ type GuardConfig struct {
 type HTTPConfig struct {
 	Listen string   `toml:"listen"`
 	Tokens []string `toml:"tokens"`
+	// Hosts are the names accepted in the Host header besides localhost,
+	// loopback addresses and the listen address; "*" accepts any.
+	Hosts []string `toml:"hosts"`
 }
 
 // StoreConfig configures the bbolt database.
@@ -134,6 +153,9 @@ type StoreConfig struct {
 	CommitInterval Duration `toml:"commit_interval"`
 	// RawRetention is how long raw messages are kept (0: forever).
 	RawRetention Duration `toml:"raw_retention"`
+	// MinFreeBytes is the free space the database's file system must
+	// keep; below it SMTP intake answers 451 4.3.1 (0: no floor).
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 	// DedupeWindow is how long a report is remembered as seen.
 	DedupeWindow Duration `toml:"dedupe_window"`
 	// PruneInterval is how often serve prunes (0: never).
@@ -149,32 +171,39 @@ type LogConfig struct {
 func defaultConfig() Config {
 	return Config{
 		SMTP: SMTPConfig{
-			Listen:          "127.0.0.1:2525",
-			Hostname:        "localhost",
-			Domains:         []string{},
-			MaxMessageBytes: 10 << 20,
-			MaxDataMemory:   24 << 20,
-			MaxRecipients:   10,
-			MaxLineLength:   4000,
-			ReadTimeout:     Duration(5 * time.Minute),
-			WriteTimeout:    Duration(time.Minute),
-			SessionTimeout:  Duration(30 * time.Minute),
-			ShutdownTimeout: Duration(30 * time.Second),
-			SaveTimeout:     Duration(30 * time.Second),
-			MinDataRate:     1024,
-			DataRateGrace:   Duration(30 * time.Second),
-			MaxConns:        500,
-			MaxConnsPerIP:   10,
-			ConnectRate:     120,
-			ConnectBurst:    30,
-			MaxBadCommands:  10,
+			Listen:            "127.0.0.1:2525",
+			Hostname:          "localhost",
+			Domains:           []string{},
+			MaxMessageBytes:   10 << 20,
+			MaxDataMemory:     24 << 20,
+			MaxRecipients:     10,
+			MaxLineLength:     4000,
+			ReadTimeout:       Duration(5 * time.Minute),
+			WriteTimeout:      Duration(time.Minute),
+			SessionTimeout:    Duration(30 * time.Minute),
+			ShutdownTimeout:   Duration(30 * time.Second),
+			SaveTimeout:       Duration(30 * time.Second),
+			MinDataRate:       1024,
+			DataRateGrace:     Duration(30 * time.Second),
+			MaxConns:          500,
+			MaxConnsPerIP:     10,
+			MaxConnsPerNet:    50,
+			StressIdleTimeout: Duration(10 * time.Second),
+			MessageRate:       300,
+			MessageBurst:      100,
+			ByteRate:          100 << 20,
+			TrustedRelays:     []string{"127.0.0.0/8", "::1/128"},
+			ConnectRate:       120,
+			ConnectBurst:      30,
+			MaxBadCommands:    10,
 		},
 		VERP: VERPConfig{
 			Delimiter: "+", Equals: "=", Keys: []VERPKey{}, ExpiryDays: verp.DefaultExpiryDays,
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}},
+		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}, Hosts: []string{}},
 		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
+			RawRetention: Duration(DefaultRawRetention), MinFreeBytes: 256 << 20,
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
@@ -184,6 +213,11 @@ func defaultConfig() Config {
 		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
 	}
 }
+
+// DefaultRawRetention is how long raw messages are kept unless the config
+// says otherwise: long enough to re-decode a season of bounces with a
+// better parser, short enough that raw messages cannot fill a disk unseen.
+const DefaultRawRetention = 90 * day
 
 // loadConfig reads path over the defaults. An empty path gives the
 // defaults. Unknown keys are an error, so a typo cannot silently fall back
@@ -213,6 +247,13 @@ func loadConfig(path string) (Config, error) {
 		}
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
+	var raw map[string]any
+	if err := toml.Unmarshal(data, &raw); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := checkDurationUnits(raw, reflect.TypeFor[Config](), ""); err != nil {
+		return cfg, err
+	}
 	for _, p := range []*string{&cfg.Store.Path, &cfg.SMTP.TLSCertFile, &cfg.SMTP.TLSKeyFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
@@ -228,63 +269,8 @@ func (c *Config) validate() error {
 	if c.Store.Path == "" {
 		return errors.New("config: store.path is empty")
 	}
-	for _, n := range []struct {
-		name string
-		v    float64
-	}{
-		{"smtp.max_message_bytes", float64(c.SMTP.MaxMessageBytes)},
-		{"smtp.max_data_memory", float64(c.SMTP.MaxDataMemory)},
-		{"smtp.max_recipients", float64(c.SMTP.MaxRecipients)},
-		{"smtp.max_line_length", float64(c.SMTP.MaxLineLength)},
-		{"smtp.min_data_rate", float64(c.SMTP.MinDataRate)},
-		{"smtp.max_conns", float64(c.SMTP.MaxConns)},
-		{"smtp.max_conns_per_ip", float64(c.SMTP.MaxConnsPerIP)},
-		{"smtp.connect_rate", c.SMTP.ConnectRate},
-		{"smtp.connect_burst", float64(c.SMTP.ConnectBurst)},
-		{"smtp.max_bad_commands", float64(c.SMTP.MaxBadCommands)},
-		{"mx.port", float64(c.MX.Port)},
-		{"mx.max_mx", float64(c.MX.MaxMX)},
-		{"mx.max_addrs", float64(c.MX.MaxAddrs)},
-		{"mx.recheck_concurrency", float64(c.MX.RecheckConcurrency)},
-	} {
-		if n.v <= 0 {
-			return fmt.Errorf("config: %s must be positive (there is no way to switch a limit off)", n.name)
-		}
-	}
-	for _, d := range []struct {
-		name string
-		v    Duration
-	}{
-		{"smtp.read_timeout", c.SMTP.ReadTimeout},
-		{"smtp.write_timeout", c.SMTP.WriteTimeout},
-		{"smtp.session_timeout", c.SMTP.SessionTimeout},
-		{"smtp.shutdown_timeout", c.SMTP.ShutdownTimeout},
-		{"smtp.save_timeout", c.SMTP.SaveTimeout},
-		{"smtp.data_rate_grace", c.SMTP.DataRateGrace},
-		{"store.lock_timeout", c.Store.LockTimeout},
-		{"mx.timeout", c.MX.Timeout},
-	} {
-		if d.v <= 0 {
-			return fmt.Errorf("config: %s must be positive", d.name)
-		}
-	}
-	if c.Store.CommitInterval < 0 || c.Store.CommitInterval > Duration(10*time.Second) {
-		return errors.New("config: store.commit_interval must be between 0s (no log) and 10s")
-	}
-	if c.Store.RawRetention < 0 || c.Store.PruneInterval < 0 {
-		return errors.New("config: store.raw_retention and store.prune_interval must not be negative (0 switches them off)")
-	}
-	if c.Store.DedupeWindow <= 0 {
-		return errors.New("config: store.dedupe_window must be positive")
-	}
-	if c.MX.RecheckInterval < 0 {
-		return errors.New("config: mx.recheck_interval must not be negative (0 switches it off)")
-	}
-	if c.Storm.Threshold < 0 || c.Storm.Threshold > store.MaxStormThreshold {
-		return fmt.Errorf("config: storm.threshold must be between 0 (off) and %d", store.MaxStormThreshold)
-	}
-	if c.Storm.Window <= 0 {
-		return errors.New("config: storm.window must be positive")
+	if err := c.checkBounds(); err != nil {
+		return err
 	}
 	if err := c.Push.validate(); err != nil {
 		return err
@@ -299,6 +285,18 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: smtp.max_data_memory %d is too small for smtp.max_message_bytes %d: want at least %d",
 			c.SMTP.MaxDataMemory, c.SMTP.MaxMessageBytes, need)
 	}
+	if len(c.SMTP.Domains) == 0 && !isLoopback(c.SMTP.Listen) {
+		return fmt.Errorf("config: smtp.domains is empty, which accepts mail for any domain; "+
+			"that is only allowed on a loopback address, not %q", c.SMTP.Listen)
+	}
+	if c.verpRequired() && len(c.VERP.Keys) == 0 {
+		if c.VERP.Required == nil {
+			return fmt.Errorf("config: smtp.listen %q is off loopback, so signed return paths are required (verp.required) "+
+				"and verp.keys is empty: add keys = [{ id = \"a\", secret = \"...\" }] to [verp] with a secret from "+
+				"`openssl rand -base64 32`, or set verp.required = false to let unsigned bounces suppress", c.SMTP.Listen)
+		}
+		return errors.New("config: verp.required needs verp.keys")
+	}
 	if err := c.verpOptions().Validate(); err != nil {
 		return fmt.Errorf("config: verp: %w", err)
 	}
@@ -308,18 +306,161 @@ func (c *Config) validate() error {
 	if c.VERP.SignKey != "" && !c.hasKey(c.VERP.SignKey) {
 		return fmt.Errorf("config: verp.sign_key %q is not one of verp.keys", c.VERP.SignKey)
 	}
-	if c.VERP.Required && len(c.VERP.Keys) == 0 {
-		return errors.New("config: verp.required needs verp.keys")
+	if c.SMTP.ByteRate < c.SMTP.MaxMessageBytes {
+		return fmt.Errorf("config: smtp.byte_rate %d is below smtp.max_message_bytes %d: a message of the largest size could never pass",
+			c.SMTP.ByteRate, c.SMTP.MaxMessageBytes)
 	}
-	if c.VERP.Guard.MaxBad <= 0 || c.VERP.Guard.Window <= 0 || c.VERP.Guard.Ban <= 0 {
-		return errors.New("config: verp.guard.max_bad, window and ban must be positive")
-	}
-	if len(c.SMTP.Domains) == 0 && !isLoopback(c.SMTP.Listen) {
-		return fmt.Errorf("config: smtp.domains is empty, which accepts mail for any domain; "+
-			"that is only allowed on a loopback address, not %q", c.SMTP.Listen)
+	if _, err := c.trustedRelays(); err != nil {
+		return err
 	}
 	if c.HTTP.Listen != "" && len(c.HTTP.Tokens) == 0 && !isLoopback(c.HTTP.Listen) {
 		return fmt.Errorf("config: http.listen %q is not a loopback address: set http.tokens", c.HTTP.Listen)
+	}
+	return nil
+}
+
+// Bounds of the numeric keys. Every size and count an attacker's traffic
+// is measured against has an upper bound as well as a lower one, so that
+// a typo cannot switch a limit off in effect (a 2^63 message limit) or
+// make every client fail (a 5ns timeout).
+const (
+	maxConnsLimit   = 100_000
+	maxDataMemLimit = 64 << 30
+	day             = 24 * time.Hour
+)
+
+// intBound is the range of one numeric key; durBound of one duration key.
+type intBound struct {
+	name    string
+	v       float64
+	lo, hi  float64
+	offZero bool // 0 is allowed too and switches the feature off
+}
+
+type durBound struct {
+	name    string
+	v       Duration
+	lo, hi  time.Duration
+	offZero bool
+}
+
+// checkBounds checks every numeric and duration key against its range,
+// and reports the first one out of range in one line.
+func (c *Config) checkBounds() error {
+	s := &c.SMTP
+	for _, b := range []intBound{
+		{"smtp.max_message_bytes", float64(s.MaxMessageBytes), 1, server.MaxMessageBytesLimit, false},
+		{"smtp.max_data_memory", float64(s.MaxDataMemory), 1, maxDataMemLimit, false},
+		{"smtp.max_recipients", float64(s.MaxRecipients), 1, 1000, false},
+		{"smtp.max_line_length", float64(s.MaxLineLength), 1000, 1 << 20, false},
+		{"smtp.min_data_rate", float64(s.MinDataRate), 1, 10 << 20, false},
+		{"smtp.max_conns", float64(s.MaxConns), 1, maxConnsLimit, false},
+		{"smtp.max_conns_per_ip", float64(s.MaxConnsPerIP), 1, maxConnsLimit, false},
+		{"smtp.connect_rate", s.ConnectRate, 0.001, 1e7, false},
+		{"smtp.connect_burst", float64(s.ConnectBurst), 1, maxConnsLimit, false},
+		{"smtp.max_bad_commands", float64(s.MaxBadCommands), 1, 1000, false},
+		{"smtp.max_conns_per_net", float64(s.MaxConnsPerNet), 1, maxConnsLimit, false},
+		{"smtp.message_rate", s.MessageRate, 0.001, 1e7, false},
+		{"smtp.message_burst", float64(s.MessageBurst), 1, 1e6, false},
+		{"smtp.byte_rate", float64(s.ByteRate), 1 << 20, 1 << 40, false},
+		{"store.min_free_bytes", float64(c.Store.MinFreeBytes), 1 << 20, 1 << 50, true},
+		{"verp.expiry_days", float64(c.VERP.ExpiryDays), -1, 3650, false},
+		{"verp.guard.max_bad", float64(c.VERP.Guard.MaxBad), 1, 10_000, false},
+		{"mx.port", float64(c.MX.Port), 1, 65535, false},
+		{"mx.max_mx", float64(c.MX.MaxMX), 1, 100, false},
+		{"mx.max_addrs", float64(c.MX.MaxAddrs), 1, 1000, false},
+		{"mx.recheck_concurrency", float64(c.MX.RecheckConcurrency), 1, 1000, false},
+		{"storm.threshold", float64(c.Storm.Threshold), 1, store.MaxStormThreshold, true},
+		{"push.concurrency", float64(c.Push.Concurrency), 1, 1000, false},
+		{"push.max_attempts", float64(c.Push.MaxAttempts), 1, 10_000, false},
+	} {
+		if err := b.check(); err != nil {
+			return err
+		}
+	}
+	for _, b := range []durBound{
+		{"smtp.read_timeout", s.ReadTimeout, time.Second, time.Hour, false},
+		{"smtp.write_timeout", s.WriteTimeout, time.Second, time.Hour, false},
+		{"smtp.session_timeout", s.SessionTimeout, time.Second, day, false},
+		{"smtp.shutdown_timeout", s.ShutdownTimeout, time.Second, time.Hour, false},
+		{"smtp.save_timeout", s.SaveTimeout, time.Second, 10 * time.Minute, false},
+		{"smtp.data_rate_grace", s.DataRateGrace, time.Second, time.Hour, false},
+		{"smtp.stress_idle_timeout", s.StressIdleTimeout, time.Second, time.Hour, false},
+		{"verp.guard.window", c.VERP.Guard.Window, time.Second, 30 * day, false},
+		{"verp.guard.ban", c.VERP.Guard.Ban, time.Second, 30 * day, false},
+		{"store.lock_timeout", c.Store.LockTimeout, time.Millisecond, 10 * time.Minute, false},
+		{"store.commit_interval", c.Store.CommitInterval, time.Millisecond, 10 * time.Second, true},
+		{"store.raw_retention", c.Store.RawRetention, time.Hour, 100 * 365 * day, true},
+		{"store.dedupe_window", c.Store.DedupeWindow, time.Minute, 10 * 365 * day, false},
+		{"store.prune_interval", c.Store.PruneInterval, time.Second, 30 * day, true},
+		{"mx.timeout", c.MX.Timeout, time.Millisecond, 10 * time.Minute, false},
+		{"mx.recheck_interval", c.MX.RecheckInterval, time.Millisecond, 365 * day, true},
+		{"storm.window", c.Storm.Window, time.Second, 30 * day, false},
+		{"push.timeout", c.Push.Timeout, time.Millisecond, 10 * time.Minute, false},
+		{"push.min_backoff", c.Push.MinBackoff, time.Millisecond, 7 * day, false},
+		{"push.max_backoff", c.Push.MaxBackoff, time.Millisecond, 7 * day, false},
+	} {
+		if err := b.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b intBound) check() error {
+	if b.offZero && b.v == 0 || b.v >= b.lo && b.v <= b.hi {
+		return nil
+	}
+	off := ""
+	if b.offZero {
+		off = " (or 0 for off)"
+	}
+	return fmt.Errorf("config: %s = %v: want %v to %v%s", b.name, b.v, b.lo, b.hi, off)
+}
+
+func (b durBound) check() error {
+	v := time.Duration(b.v)
+	if b.offZero && v == 0 || v >= b.lo && v <= b.hi {
+		return nil
+	}
+	off := ""
+	if b.offZero {
+		off = " (or 0s for off)"
+	}
+	return fmt.Errorf("config: %s = %s: want %s to %s%s", b.name, v, fmtDur(b.lo), fmtDur(b.hi), off)
+}
+
+// fmtDur writes whole days as such ("30d" reads better than "720h0m0s").
+func fmtDur(d time.Duration) string {
+	if d >= day && d%day == 0 {
+		return fmt.Sprintf("%dd", d/day)
+	}
+	return d.String()
+}
+
+// checkDurationUnits refuses a duration key given as a bare number: TOML
+// decodes read_timeout = 5 into the Duration as 5 nanoseconds, which
+// would time every client out. raw is the file decoded into maps.
+func checkDurationUnits(raw map[string]any, typ reflect.Type, prefix string) error {
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name := f.Tag.Get("toml")
+		v, ok := raw[name]
+		if !ok || name == "" || name == "-" {
+			continue
+		}
+		switch {
+		case f.Type == reflect.TypeFor[Duration]():
+			if _, isStr := v.(string); !isStr {
+				return fmt.Errorf("config: %s%s = %v: a duration needs a unit, e.g. \"%vs\"", prefix, name, v, v)
+			}
+		case f.Type.Kind() == reflect.Struct:
+			if m, isMap := v.(map[string]any); isMap {
+				if err := checkDurationUnits(m, f.Type, prefix+name+"."); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }
@@ -331,12 +472,58 @@ func (c *Config) verpOptions() verp.Options {
 		Equals:     c.VERP.Equals,
 		Prefix:     c.VERP.Prefix,
 		ExpiryDays: c.VERP.ExpiryDays,
-		Required:   c.VERP.Required,
+		Required:   c.verpRequired(),
 	}
 	for _, k := range c.VERP.Keys {
 		o.Keys = append(o.Keys, verp.Key{ID: k.ID, Secret: k.Secret})
 	}
 	return o
+}
+
+// apiHosts are the Host names the admin API accepts besides localhost
+// and loopback addresses (api.Handler.WithHosts): http.hosts and the
+// listen address. Off loopback, where tokens are required so a browser
+// page cannot use the API anyway, an empty http.hosts accepts any name.
+func (c *Config) apiHosts() []string {
+	hosts := append([]string(nil), c.HTTP.Hosts...)
+	host, _, err := net.SplitHostPort(c.HTTP.Listen)
+	if err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			hosts = append(hosts, host)
+		}
+	}
+	if len(c.HTTP.Hosts) == 0 && c.HTTP.Listen != "" && !isLoopback(c.HTTP.Listen) {
+		hosts = append(hosts, "*")
+	}
+	return hosts
+}
+
+// verpRequired is verp.required, or when the file does not set it,
+// whether smtp.listen is off loopback: on the internet anyone can send a
+// forged DSN to an unsigned return path and suppress any address (issue
+// 21, finding 1).
+func (c *Config) verpRequired() bool {
+	if c.VERP.Required != nil {
+		return *c.VERP.Required
+	}
+	return !isLoopback(c.SMTP.Listen)
+}
+
+// trustedRelays parses smtp.trusted_relays (CIDRs, or single addresses).
+func (c *Config) trustedRelays() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.SMTP.TrustedRelays {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("config: smtp.trusted_relays: %q: want a CIDR such as 192.0.2.0/24", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func (c *Config) hasKey(id string) bool {

@@ -78,6 +78,7 @@ domains = ["localhost"]
 listen = ""
 [store]
 path = %q
+min_free_bytes = 0
 `, filepath.Join(mnt, "bouncer.db")))
 	ts := newTestServerConfig(t, cfg)
 

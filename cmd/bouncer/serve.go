@@ -44,7 +44,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	db, err := openStore(cfg, false, decider(table, cfg.VERP.Required))
+	db, err := openStore(cfg, false, decider(table, cfg.verpRequired()))
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		stopReload = certs.reloadOnHUP(ctx, logger)
 	}
 	defer stopReload()
-	srv = server.New(sopts, mets.Saver(db), logger)
+	ready := &readiness{dir: filepath.Dir(cfg.Store.Path), minFree: cfg.Store.MinFreeBytes}
+	srv = server.New(sopts, ready.saver(mets.Saver(db)), logger)
 	sl, err := listenSMTP(ctx, cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listening for SMTP: %w", err)
@@ -93,7 +94,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("listening for HTTP: %w", err)
 		}
 		httpSrv = &http.Server{
-			Handler:           api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg),
+			Handler: api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg).
+				WithHosts(cfg.apiHosts()...).WithReady(ready.check),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      5 * time.Minute,
@@ -229,6 +231,7 @@ func decider(table *policy.Table, required bool) func(*store.Record) store.Decis
 // serverOptions copies the config into the server's options.
 func serverOptions(cfg Config, debug io.Writer) server.Options {
 	c := cfg.SMTP
+	relays, _ := cfg.trustedRelays() // checked by validate
 	opts := server.Options{
 		Hostname:        c.Hostname,
 		Domains:         c.Domains,
@@ -248,6 +251,13 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		ConnectRate:     c.ConnectRate,
 		ConnectBurst:    c.ConnectBurst,
 		MaxBadCommands:  c.MaxBadCommands,
+		MaxConnsPerNet:  c.MaxConnsPerNet,
+
+		StressIdleTimeout: time.Duration(c.StressIdleTimeout),
+		MessageRate:       c.MessageRate,
+		MessageBurst:      c.MessageBurst,
+		ByteRate:          c.ByteRate,
+		TrustedRelays:     relays,
 		Guard: verp.NewGuard(verp.GuardOptions{
 			MaxBad: cfg.VERP.Guard.MaxBad,
 			Window: time.Duration(cfg.VERP.Guard.Window),
@@ -256,6 +266,11 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 	}
 	if cfg.Log.SMTPDebug {
 		opts.Debug = debug
+	}
+	if cfg.Store.MinFreeBytes > 0 {
+		dir := filepath.Dir(cfg.Store.Path)
+		opts.FreeSpace = func() (int64, error) { return freeSpace(dir) }
+		opts.MinFreeBytes = cfg.Store.MinFreeBytes
 	}
 	return opts
 }
