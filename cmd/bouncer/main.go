@@ -16,6 +16,7 @@
 //	bouncer verp verify ADDR
 //	bouncer export suppressions|bounces [--format csv|json|postfix] [filters]
 //	bouncer outbox [list [--dead]] | retry [--all|SEQ...] | drop [--all|SEQ...]
+//	bouncer version (or --version)
 //
 // Every command takes -config FILE and --help.
 package main
@@ -100,6 +101,7 @@ Commands:
   verp         sign a return path, or explain one (verp sign, verp verify)
   export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
   outbox       push events waiting or dead (list, retry, drop)
+  version      print the version and the revision the binary was built from
 
 Run "bouncer COMMAND --help" for a command's flags.
 `
@@ -138,6 +140,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.suppressCmd(ctx, rest)
 	case "storm":
 		err = a.stormCmd(ctx, rest)
+	case "version", "-version", "--version":
+		err = a.versionCmd(rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, topUsage)
 		return nil
