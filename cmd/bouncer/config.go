@@ -51,10 +51,14 @@ type MXConfig struct {
 	MaxMX    int      `toml:"max_mx"`
 	MaxAddrs int      `toml:"max_addrs"`
 	IPv6     bool     `toml:"ipv6"`
-	// RecheckInterval is how often serve re-checks domains with 5.4.x
-	// bounces (0 switches it off); RecheckConcurrency bounds the checks
-	// run at once; LiftOnRecovery removes the 5.4.x policy suppressions
-	// of a domain whose route works again.
+	// Recheck says whether serve re-checks routes in the background:
+	// "auto" (only when smtp.listen is not a loopback address, so a
+	// quickstart sends nothing off the machine), "on" or "off".
+	// RecheckInterval is how often (0 switches it off too);
+	// RecheckConcurrency bounds the checks run at once; LiftOnRecovery
+	// removes the 5.4.x policy suppressions of a domain whose route works
+	// again.
+	Recheck            string   `toml:"recheck"`
 	RecheckInterval    Duration `toml:"recheck_interval"`
 	RecheckConcurrency int      `toml:"recheck_concurrency"`
 	LiftOnRecovery     bool     `toml:"lift_on_recovery"`
@@ -180,7 +184,7 @@ func defaultConfig() Config {
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
 		Push:   defaultPush(),
 		MX: MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true,
-			RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
+			Recheck: "auto", RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
 		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
 	}
 }
@@ -276,6 +280,9 @@ func (c *Config) validate() error {
 	}
 	if c.Store.DedupeWindow <= 0 {
 		return errors.New("config: store.dedupe_window must be positive")
+	}
+	if c.MX.Recheck != "auto" && c.MX.Recheck != "on" && c.MX.Recheck != "off" {
+		return fmt.Errorf("config: mx.recheck %q: want auto, on or off", c.MX.Recheck)
 	}
 	if c.MX.RecheckInterval < 0 {
 		return errors.New("config: mx.recheck_interval must not be negative (0 switches it off)")
