@@ -428,3 +428,17 @@ func TestFormat(t *testing.T) {
 		t.Fatalf("implicit:\n%s", out)
 	}
 }
+
+func TestReserved(t *testing.T) {
+	for d, want := range map[string]bool{
+		"dead.test": true, "TEST": true, "a.b.example": true, "x.invalid.": true, "localhost": true,
+		"mx.localhost": true, "example.com": true, "bounce.example.org": true, "www.Example.NET": true,
+		"printer.local": true, "abc.onion": true, "router.home.arpa": true,
+		"gmail.com": false, "example.co": false, "myexample.com": false, "test.com": false,
+		"contest": false, "localhost.com": false, "arpa": false, "": false,
+	} {
+		if got := Reserved(d); got != want {
+			t.Errorf("Reserved(%q) = %v, want %v", d, got, want)
+		}
+	}
+}

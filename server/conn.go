@@ -475,8 +475,18 @@ func (c *conn) kill() {
 // (RFC 2920: MAIL, RCPT and DATA in one go) one each; held, they leave in
 // one write, as RFC 2920 §3.1 suggests. After STARTTLS the bytes are
 // ciphertext and nothing is counted; go-smtp's own limit on syntax errors
-// still holds.
+// still holds. go-smtp's wording of a reply is replaced first (reword).
 func (c *conn) Write(p []byte) (int, error) {
+	if q := c.reword(p); q != nil {
+		if _, err := c.write(q); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.write(p)
+}
+
+func (c *conn) write(p []byte) (int, error) {
 	c.mu.Lock()
 	bye := c.saidBye
 	tooMany := !bye && c.scan(p)

@@ -161,7 +161,7 @@ func TestRawSmuggling(t *testing.T) {
 			c.expect(250, "2.0.0")
 			// If anything had run as commands, their replies would come
 			// before NOOP's.
-			c.cmd("NOOP", 250, "2.0.0 I have successfully done nothing")
+			c.cmd("NOOP", 250, "2.0.0 No operation")
 			got := saver.all()
 			if len(got) != 1 {
 				t.Fatalf("got %d deliveries, want 1", len(got))

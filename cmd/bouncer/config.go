@@ -53,10 +53,14 @@ type MXConfig struct {
 	MaxMX    int      `toml:"max_mx"`
 	MaxAddrs int      `toml:"max_addrs"`
 	IPv6     bool     `toml:"ipv6"`
-	// RecheckInterval is how often serve re-checks domains with 5.4.x
-	// bounces (0 switches it off); RecheckConcurrency bounds the checks
-	// run at once; LiftOnRecovery removes the 5.4.x policy suppressions
-	// of a domain whose route works again.
+	// Recheck says whether serve re-checks routes in the background:
+	// "auto" (only when smtp.listen is not a loopback address, so a
+	// quickstart sends nothing off the machine), "on" or "off".
+	// RecheckInterval is how often (0 switches it off too);
+	// RecheckConcurrency bounds the checks run at once; LiftOnRecovery
+	// removes the 5.4.x policy suppressions of a domain whose route works
+	// again.
+	Recheck            string   `toml:"recheck"`
 	RecheckInterval    Duration `toml:"recheck_interval"`
 	RecheckConcurrency int      `toml:"recheck_concurrency"`
 	LiftOnRecovery     bool     `toml:"lift_on_recovery"`
@@ -209,7 +213,7 @@ func defaultConfig() Config {
 		Policy: PolicyConfig{Rules: policy.DefaultRules()},
 		Push:   defaultPush(),
 		MX: MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true,
-			RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
+			Recheck: "auto", RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
 		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
 	}
 }
@@ -272,6 +276,9 @@ func (c *Config) validate() error {
 	if err := c.checkBounds(); err != nil {
 		return err
 	}
+	if c.MX.Recheck != "auto" && c.MX.Recheck != "on" && c.MX.Recheck != "off" {
+		return fmt.Errorf("config: mx.recheck %q: want auto, on or off", c.MX.Recheck)
+	}
 	if err := c.Push.validate(); err != nil {
 		return err
 	}
@@ -292,8 +299,8 @@ func (c *Config) validate() error {
 	if c.verpRequired() && len(c.VERP.Keys) == 0 {
 		if c.VERP.Required == nil {
 			return fmt.Errorf("config: smtp.listen %q is off loopback, so signed return paths are required (verp.required) "+
-				"and verp.keys is empty: add keys = [{ id = \"a\", secret = \"...\" }] to [verp] with a secret from "+
-				"`openssl rand -base64 32`, or set verp.required = false to let unsigned bounces suppress", c.SMTP.Listen)
+				"and verp.keys is empty: add the [verp] table that `bouncer verp keygen` prints, "+
+				"or set verp.required = false to let unsigned bounces suppress", c.SMTP.Listen)
 		}
 		return errors.New("config: verp.required needs verp.keys")
 	}

@@ -36,7 +36,9 @@ func hasRouteFailure(d store.DomainStat) bool {
 
 // checkRoutes runs an MX check for every domain with 5.4.x bounces for
 // which due is true (all if due is nil), at most cfg.MX.RecheckConcurrency
-// at once, and stores each result. A check that could not be made (the
+// at once, and stores each result. Reserved names (mx.Reserved: .test,
+// example.com, ...) are never checked: they have no public route, and a
+// query would only leak them. A check that could not be made (the
 // resolver failed) is reported, not stored, so it does not clear a
 // recovery.
 func checkRoutes(ctx context.Context, rs routeStore, cfg Config, due func(store.DomainStat) bool) ([]routeCheck, error) {
@@ -46,7 +48,7 @@ func checkRoutes(ctx context.Context, rs routeStore, cfg Config, due func(store.
 	}
 	var todo []string
 	for _, d := range ds {
-		if hasRouteFailure(d) && (due == nil || due(d)) {
+		if hasRouteFailure(d) && !mx.Reserved(d.Domain) && (due == nil || due(d)) {
 			todo = append(todo, d.Domain)
 		}
 	}
@@ -99,21 +101,44 @@ func checkRoute(ctx context.Context, rs routeStore, cfg Config, domain string) r
 // whose check is due (or that has never been checked) waits at most this.
 const maxRecheckTick = 10 * time.Minute
 
+// recheckOn says whether serve re-checks routes in the background, and
+// why: mx.recheck "on" or "off", or with "auto" only when SMTP listens
+// off loopback, so that a default run on loopback sends nothing off the
+// machine.
+func recheckOn(cfg Config) (bool, string) {
+	switch {
+	case cfg.MX.RecheckInterval <= 0:
+		return false, "mx.recheck_interval is 0s"
+	case cfg.MX.Recheck == "on":
+		return true, "mx.recheck is on"
+	case cfg.MX.Recheck == "off":
+		return false, "mx.recheck is off"
+	case isLoopback(cfg.SMTP.Listen):
+		return false, `smtp.listen is a loopback address; set mx.recheck = "on" to check anyway`
+	}
+	return true, "smtp.listen is not a loopback address"
+}
+
 // startRecheck starts the goroutine that re-checks, every
-// mx.recheck_interval, the routes of domains with 5.4.x bounces. It wakes
-// every min(interval, 10m) and checks the domains whose last check is at
+// mx.recheck_interval, the routes of domains with 5.4.x bounces, if
+// recheckOn says so. It wakes every min(interval, 10m) (the first time
+// that long after start) and checks the domains whose last check is at
 // least an interval old (or that have none), so a restart does not delay
 // checks. The returned function stops it and waits for it.
 func (a *app) startRecheck(ctx context.Context, db store.Store, cfg Config, logger *slog.Logger) func() {
 	interval := time.Duration(cfg.MX.RecheckInterval)
-	if interval <= 0 {
+	on, why := recheckOn(cfg)
+	if !on {
+		logger.Info("route re-check off", "why", why)
 		return func() {}
 	}
+	tick := min(interval, maxRecheckTick)
+	logger.Info("route re-check on", "why", why, "interval", interval.String(), "first", time.Now().Add(tick).Format(time.RFC3339))
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(min(interval, maxRecheckTick))
+		t := time.NewTicker(tick)
 		defer t.Stop()
 		for {
 			select {
@@ -171,22 +196,24 @@ func (a *app) domainsCheck(ctx context.Context, cfg Config, asJSON bool) error {
 }
 
 func writeRouteChecks(w io.Writer, res []routeCheck, asJSON bool) error {
-	return writeList(w, res, asJSON, "DOMAIN\tVERDICT\tRECOVERED\tLIFTED\tERROR", func(rc routeCheck) string {
+	const empty = "no domain with 5.4.x bounces to check (reserved names such as .test and example.com are never checked)"
+	return writeList(w, res, asJSON, "DOMAIN\tVERDICT\tRECOVERED\tLIFTED\tERROR", empty, func(rc routeCheck) string {
 		return fmt.Sprintf("%s\t%s\t%v\t%d\t%s", rc.Domain, dash(string(rc.Verdict)), rc.Recovered, rc.Lifted, dash(rc.Err))
 	})
 }
 
 // healthColumns renders a domain's storm flag and last MX check for the
-// domains table.
+// domains table. The storm column is short ("5.4.3 held 21"); "bouncer
+// storm list" has the time, the count and the key.
 func healthColumns(d store.DomainStat) (storm, route string) {
 	storm, route = "-", "-"
 	if s := d.Storm; s != nil {
-		storm = fmt.Sprintf("%s since %s (%d held, %s)", s.Status, s.Since.Local().Format(time.DateTime), s.Held, s.Key)
+		storm = fmt.Sprintf("%s held %d", s.Status, s.Held)
 	}
 	if m := d.LastMX; m != nil {
-		parts := []string{m.Verdict, m.Checked.Local().Format(time.DateTime)}
+		parts := []string{m.Verdict, showTime(m.Checked)}
 		if d.Recovered != nil {
-			parts = append(parts, "recovered "+d.Recovered.Local().Format(time.DateTime))
+			parts = append(parts, "recovered "+showTime(*d.Recovered))
 		}
 		route = strings.Join(parts, " ")
 	}

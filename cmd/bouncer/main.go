@@ -12,10 +12,12 @@
 //	bouncer storm list | holds [DOMAIN] | release DOMAIN | drop DOMAIN
 //	bouncer check
 //	bouncer mx DOMAIN
-//	bouncer verp sign --recipient ADDR [--campaign ID] [--list ID]
+//	bouncer verp keygen [--id ID]
+//	bouncer verp sign --recipient ADDR [--domain D] [--campaign ID] [--list ID]
 //	bouncer verp verify ADDR
 //	bouncer export suppressions|bounces [--format csv|json|postfix] [filters]
 //	bouncer outbox [list [--dead]] | retry [--all|SEQ...] | drop [--all|SEQ...]
+//	bouncer version (or --version)
 //
 // Every command takes -config FILE and --help.
 package main
@@ -97,9 +99,10 @@ Commands:
   storm        domains whose suppressions the storm guard holds (list, holds, release, drop)
   check        verify the database file (with the server stopped)
   mx           check a domain's MX records and whether each MX answers
-  verp         sign a return path, or explain one (verp sign, verp verify)
+  verp         make a signing key, sign a return path, or explain one (verp keygen, sign, verify)
   export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
   outbox       push events waiting or dead (list, retry, drop)
+  version      print the version and the revision the binary was built from
 
 Run "bouncer COMMAND --help" for a command's flags.
 `
@@ -138,6 +141,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.suppressCmd(ctx, rest)
 	case "storm":
 		err = a.stormCmd(ctx, rest)
+	case "version", "-version", "--version":
+		err = a.versionCmd(rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(a.stdout, topUsage)
 		return nil

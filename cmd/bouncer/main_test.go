@@ -294,6 +294,8 @@ func TestParseSince(t *testing.T) {
 		"24h":                  now.Add(-24 * time.Hour),
 		"7d":                   now.AddDate(0, 0, -7),
 		"2026-11-20T10:00:00Z": time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC),
+		// as the tables print it
+		"2026-11-20 11:00:00 +01:00": time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC),
 	} {
 		got, err := parseSince(in, now)
 		tcheck(t, err, in)

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/bouncer/bouncer/api"
@@ -249,17 +248,19 @@ func (a *app) listOutbox(ctx context.Context, src outboxSource, dead, asJSON boo
 		enc.SetEscapeHTML(false)
 		return src.OutboxEvents(ctx, dead, func(ev store.OutboxEvent) error { return enc.Encode(ev) })
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTARGET\tTYPE\tRECIPIENT\tSTATUS\tATTEMPTS\tNEXT\tLAST ERROR")
+	empty := "no push event is waiting"
+	if dead {
+		empty = "no dead letters"
+	}
+	tb := newTable(out, "SEQ\tTARGET\tTYPE\tRECIPIENT\tSTATUS\tATTEMPTS\tNEXT\tLAST ERROR", empty)
 	err := src.OutboxEvents(ctx, dead, func(ev store.OutboxEvent) error {
-		_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", ev.Seq, ev.Target, ev.Type, ev.Addr,
-			ev.Status, ev.Attempts, ev.NextTry.Format(time.RFC3339), truncateText(ev.LastError, 80))
-		return err
+		return tb.row(fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s", ev.Seq, ev.Target, ev.Type, ev.Addr,
+			ev.Status, ev.Attempts, showTime(ev.NextTry), dash(truncateText(ev.LastError, 80))))
 	})
 	if err != nil {
 		return err
 	}
-	return tw.Flush()
+	return tb.close()
 }
 
 func truncateText(s string, n int) string {

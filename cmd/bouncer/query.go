@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -171,21 +172,16 @@ func (a *app) queryCmd(ctx context.Context, args []string) error {
 	}
 	if next != "" {
 		// On stderr, so that --json output stays one record a line.
-		fmt.Fprintf(a.stderr, "more: bouncer query --before %s\n", next)
+		fmt.Fprintf(a.stderr, "more: %s\n", commandLine("query", fs, "before", "--before", next))
 	}
 	const header = "RECEIVED\tRECIPIENT\tKIND\tCLASS\tSTATUS\tREASON\tREMOTE-MTA\tVERDICT"
-	return writeList(a.stdout, recs, *asJSON, header, func(r store.Record) string {
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", r.Received.Local().Format(time.DateTime),
-			dash(r.Addr), r.Kind, r.Class, dash(r.Status), dash(string(r.Reason)), dash(r.RemoteMTA), verdict(r))
+	// VERDICT is the record's verdict as stored and exported: the policy
+	// action (suppress, count, record) or the store's (held, duplicate,
+	// mismatch).
+	return writeList(a.stdout, recs, *asJSON, header, "no records match", func(r store.Record) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", showTime(r.Received),
+			dash(r.Addr), r.Kind, r.Class, dash(r.Status), dash(string(r.Reason)), dash(r.RemoteMTA), dash(r.Verdict))
 	})
-}
-
-// verdict says what policy did with a record, for the query table.
-func verdict(r store.Record) string {
-	if r.Suppressed {
-		return "suppressed"
-	}
-	return dash(r.Verdict)
 }
 
 // parseSince reads a duration ("90m", "24h", "7d") before now, a date, or
@@ -202,7 +198,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		}
 		return now.Add(-d), nil
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", time.DateTime, time.DateOnly} {
+	for _, layout := range []string{time.RFC3339Nano, timeLayout, "2006-01-02T15:04:05", time.DateTime, time.DateOnly} {
 		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
 			return t, nil
 		}
@@ -244,16 +240,50 @@ func (a *app) suppressedCmd(ctx context.Context, args []string) error {
 	if *asJSON {
 		return json.NewEncoder(a.stdout).Encode(s)
 	}
-	fmt.Fprintf(a.stdout, "%s is suppressed since %s: %s", s.Address, s.Created.Local().Format(time.DateTime), s.Reason)
-	if s.Status != "" {
-		fmt.Fprintf(a.stdout, " (status %s", s.Status)
-		if s.RecordID != "" {
-			fmt.Fprintf(a.stdout, ", record %s", s.RecordID)
-		}
-		fmt.Fprint(a.stdout, ")")
-	}
-	fmt.Fprintf(a.stdout, " [%s]\n", s.Source)
+	fmt.Fprintln(a.stdout, suppressionLine(s))
 	return nil
+}
+
+// suppressionLine says once each why s is on the list: "user@dead.test
+// is suppressed since T (policy): bounce hard 5.4.3 (routing_failure),
+// record ID".
+func suppressionLine(s *store.Suppression) string {
+	line := fmt.Sprintf("%s is suppressed since %s (%s): %s", s.Address, showTime(s.Created), s.Source, suppressionReason(s))
+	if s.RecordID != "" {
+		line += ", record " + s.RecordID
+	}
+	return line
+}
+
+// suppressionReason is s's reason without repeats, and its status if the
+// reason does not name it.
+func suppressionReason(s *store.Suppression) string {
+	reason := dash(reasonText(s.Reason))
+	if s.Status != "" && !strings.Contains(reason, s.Status) {
+		reason += ", status " + s.Status
+	}
+	return reason
+}
+
+// reasonText drops from a policy suppression's reason the rule label the
+// policy made up from the status and kind ("bounce hard 5.4.3
+// (routing_failure) rule 5.4.3 bounce suppress"), which only repeats the
+// text before it. A named rule, a pattern or a count stays.
+func reasonText(reason string) string {
+	i := strings.LastIndex(reason, " rule ")
+	if i < 0 {
+		return reason
+	}
+	head, label := reason[:i], strings.Fields(reason[i+len(" rule "):])
+	if len(label) < 2 || len(label) > 3 || label[len(label)-1] != "suppress" {
+		return reason
+	}
+	for _, w := range label[:len(label)-1] {
+		if !slices.Contains(strings.Fields(strings.NewReplacer("(", " ", ")", " ").Replace(head)), w) {
+			return reason
+		}
+	}
+	return head
 }
 
 func (a *app) domainsCmd(ctx context.Context, args []string) error {
@@ -291,15 +321,19 @@ func (a *app) domainsCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listing domains: %w", err)
 	}
-	return writeDomains(a.stdout, ds, *asJSON)
+	return writeDomains(a.stdout, ds, *asJSON, *status != "")
 }
 
-func writeDomains(w io.Writer, ds []store.DomainStat, asJSON bool) error {
+func writeDomains(w io.Writer, ds []store.DomainStat, asJSON, filtered bool) error {
 	const header = "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS\tSTORM\tLAST-MX-CHECK"
-	return writeList(w, ds, asJSON, header, func(d store.DomainStat) string {
+	empty := "no domain has bounces yet"
+	if filtered {
+		empty = "no domain has bounces of that status"
+	}
+	return writeList(w, ds, asJSON, header, empty, func(d store.DomainStat) string {
 		storm, route := healthColumns(d)
 		return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Domain, d.Total, statusCounts(d.Counts),
-			d.FirstSeen.Local().Format(time.DateTime), d.LastSeen.Local().Format(time.DateTime),
+			showTime(d.FirstSeen), showTime(d.LastSeen),
 			dash(strings.Join(d.RemoteMTAs, ",")), dash(strings.Join(d.ReportingMTAs, ",")), storm, route)
 	})
 }

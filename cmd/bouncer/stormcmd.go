@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/bouncer/bouncer/store"
 )
@@ -89,13 +88,13 @@ func (a *app) stormCmd(ctx context.Context, args []string) error {
 }
 
 func writeStorms(w io.Writer, storms []store.Storm, asJSON bool) error {
-	return writeList(w, storms, asJSON, "DOMAIN\tSTATUS\tSINCE\tCOUNT\tHELD\tKEY", func(s store.Storm) string {
-		return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%s", s.Domain, s.Status, s.Since.Local().Format(time.DateTime), s.Count, s.Held, s.Key)
+	return writeList(w, storms, asJSON, "DOMAIN\tSTATUS\tSINCE\tCOUNT\tHELD\tKEY", "no domain is held by the storm guard", func(s store.Storm) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%s", s.Domain, s.Status, showTime(s.Since), s.Count, s.Held, s.Key)
 	})
 }
 
 func writeHolds(w io.Writer, holds []store.Hold, asJSON bool) error {
-	return writeList(w, holds, asJSON, "ADDRESS\tSTATUS\tCREATED\tRECORD\tREASON", func(h store.Hold) string {
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", h.Address, h.Status, h.Created.Local().Format(time.DateTime), h.RecordID, dash(h.Reason))
+	return writeList(w, holds, asJSON, "ADDRESS\tSTATUS\tCREATED\tRECORD\tREASON", "no suppression is held", func(h store.Hold) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", h.Address, h.Status, showTime(h.Created), h.RecordID, dash(reasonText(h.Reason)))
 	})
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
-	"time"
 
 	"github.com/bouncer/bouncer/api"
 	"github.com/bouncer/bouncer/store"
@@ -182,23 +180,23 @@ func writeSuppressions(ctx context.Context, w io.Writer, adm admin, domain strin
 	defer out.Flush()
 	enc := json.NewEncoder(out)
 	enc.SetEscapeHTML(false)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	if !asJSON {
-		fmt.Fprintln(tw, "ADDRESS\tCREATED\tSOURCE\tSTATUS\tRECORD\tREASON")
+	empty := "the suppression list is empty"
+	if domain != "" {
+		empty = "no address at " + domain + " is suppressed"
 	}
+	tb := newTable(out, "ADDRESS\tCREATED\tSOURCE\tRECORD\tREASON", empty)
 	err := adm.Suppressions(ctx, domain, func(s store.Suppression) error {
 		if asJSON {
 			return enc.Encode(s)
 		}
-		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Address, s.Created.Local().Format(time.DateTime),
-			s.Source, dash(s.Status), dash(s.RecordID), dash(s.Reason))
-		return err
+		return tb.row(fmt.Sprintf("%s\t%s\t%s\t%s\t%s", s.Address, showTime(s.Created),
+			s.Source, dash(s.RecordID), suppressionReason(&s)))
 	})
 	if err != nil {
 		return fmt.Errorf("listing suppressions: %w", err)
 	}
 	if !asJSON {
-		return tw.Flush()
+		return tb.close()
 	}
 	return nil
 }

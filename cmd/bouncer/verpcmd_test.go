@@ -84,3 +84,45 @@ required = true
 		t.Fatalf("signed bounce did not suppress: exit %d %s", code, out)
 	}
 }
+
+// TestVerpKeygenSequence runs README's sequence: make a key into a file,
+// sign a return path with it, verify the result.
+func TestVerpKeygenSequence(t *testing.T) {
+	key, code := runCLI(t, "verp", "keygen")
+	if code != 0 {
+		t.Fatalf("verp keygen: exit %d", code)
+	}
+	cfg := writeConfig(t, t.TempDir(), key)
+	addr, code := runCLI(t, "verp", "sign", "-config", cfg, "--domain", "bounce.example.org",
+		"--recipient", "user@example.com", "--campaign", "c42")
+	if code != 0 {
+		t.Fatalf("verp sign with the generated key: exit %d", code)
+	}
+	addr = strings.TrimSpace(addr)
+	out, code := runCLI(t, "verp", "verify", "-config", cfg, addr)
+	if code != 0 || !strings.Contains(out, "verdict:   valid") || !strings.Contains(out, "user@example.com") {
+		t.Errorf("verify %s: exit %d\n%s", addr, code, out)
+	}
+	// Two keys are never the same, and a bad id is a usage error.
+	if again, _ := runCLI(t, "verp", "keygen"); again == key {
+		t.Error("verp keygen printed the same key twice")
+	}
+	if _, code := runCLI(t, "verp", "keygen", "--id", "ab"); code != 2 {
+		t.Errorf("verp keygen --id ab: exit %d, want 2", code)
+	}
+}
+
+// TestVerpVerifyNotVERP: an address that is not VERP exits 1, a plain
+// VERP address 0.
+func TestVerpVerifyNotVERP(t *testing.T) {
+	for addr, want := range map[string]int{
+		"bounces@bounce.example.org":                  1,
+		"postmaster@bounce.example.org":               1,
+		"bounces+user=example.com@bounce.example.org": 0,
+	} {
+		out, code := runCLI(t, "verp", "verify", addr)
+		if code != want {
+			t.Errorf("verp verify %s: exit %d, want %d\n%s", addr, code, want, out)
+		}
+	}
+}
