@@ -78,6 +78,10 @@ type Store interface {
 	OutboxRetry(seqs ...uint64) (int, error)
 	OutboxDrop(seqs ...uint64) (int, error)
 
+	// Daily returns the daily counters of the UTC days from from to to
+	// (inclusive), oldest first, days without counts left out.
+	Daily(from, to time.Time) ([]Day, error)
+
 	// Prune applies the retention: raw messages, dedupe keys, soft counters.
 	Prune(ctx context.Context) (PruneStats, error)
 	// Check verifies the stored data and reports what is damaged.

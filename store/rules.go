@@ -44,6 +44,7 @@ type Changes struct {
 	Holds        []Hold  // new holds
 	Domains      []DomainUpdate
 	Events       []OutboxEvent // new outbox events, Seq 0: the engine numbers them
+	Daily        []DayCount    // what to add to the daily counters
 }
 
 // SeenKey is a dedupe key and the record first stored with it.
@@ -149,6 +150,14 @@ func (p *planner) record(d *Delivery, body *[sha256.Size]byte, i int, rec *Recor
 	}
 	if err := p.countDomain(rec); err != nil {
 		return err
+	}
+	day := DayOf(rec.Received)
+	p.countDay(day, DayClass(rec))
+	switch {
+	case rec.Suppressed:
+		p.countDay(day, DaySuppressed)
+	case rec.Verdict == ActionHeld:
+		p.countDay(day, DayHeld)
 	}
 	targets, err := p.st.OutboxTargets()
 	if err != nil {

@@ -21,13 +21,14 @@ type memState struct {
 	domains map[string]*DomainStat
 	targets []OutboxTarget
 	events  []OutboxEvent
+	daily   map[string]int // day + " " + key
 	ids     int
 }
 
 func newMemState() *memState {
 	return &memState{seen: map[string]SeenKey{}, sup: map[string]Suppression{}, soft: map[string]SoftCounter{},
 		flags: map[string]Storm{}, sets: map[StormCounter]StormSet{}, holds: map[string]Hold{},
-		domains: map[string]*DomainStat{}}
+		domains: map[string]*DomainStat{}, daily: map[string]int{}}
 }
 
 func (m *memState) Seen(k []byte) (string, time.Time, error) {
@@ -78,6 +79,9 @@ func (m *memState) apply(ch *Changes) {
 		m.domains[u.Stat.Domain] = u.Stat
 	}
 	m.events = append(m.events, ch.Events...)
+	for _, d := range ch.Daily {
+		m.daily[d.Day+" "+d.Key] += d.N
+	}
 }
 
 // save plans d at now and applies the result.
@@ -140,6 +144,9 @@ func TestPlanSuppressOnceAndDuplicate(t *testing.T) {
 	if st := m.domains["dead.example"]; st.Total != 2 || st.Counts["5.4.3"] != 2 {
 		t.Fatalf("aggregate %+v", st)
 	}
+	if day := DayOf(t0); m.daily[day+" hard"] != 2 || m.daily[day+" suppressed"] != 1 {
+		t.Fatalf("daily counters %v (the duplicate must not count)", m.daily)
+	}
 	// Past the dedupe window the first report counts as new.
 	ch = m.save(t, r, bounce(t, "a@dead.example", "5.4.3", "Mon, 1 Jan 2026 00:00:00 +0000"), t0.Add(DefaultDedupeWindow+time.Hour))
 	if ch.Records[0].Duplicate {
@@ -195,6 +202,10 @@ func TestPlanStormHolds(t *testing.T) {
 	}
 	if _, ok := m.sup["u3@isp.example"]; ok {
 		t.Fatal("held address is on the suppression list")
+	}
+	day := DayOf(t0)
+	if m.daily[day+" hard"] != 6 || m.daily[day+" suppressed"] != 3 || m.daily[day+" held"] != 3 || len(m.daily) != 3 {
+		t.Fatalf("daily counters %v", m.daily)
 	}
 }
 

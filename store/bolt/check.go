@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/bouncer/bouncer/store"
 
@@ -253,6 +254,13 @@ func checkOthers(tx *bbolt.Tx, add func(error) bool) bool {
 		}},
 		{bucketOutbox, checkEvent},
 		{bucketOutboxDead, checkEvent},
+		{bucketDaily, func(k, v []byte) error {
+			if _, err := time.Parse(store.DayLayout, string(k)); err != nil {
+				return fmt.Errorf("key is not a day: %w", err)
+			}
+			var m map[string]int
+			return json.Unmarshal(v, &m)
+		}},
 	}
 	for _, c := range checks {
 		b := tx.Bucket(c.name)

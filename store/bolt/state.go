@@ -172,6 +172,9 @@ func (w *txWriter) apply(ch *store.Changes, keys [][]byte, now time.Time) error 
 			}
 		}
 	}
+	if err := w.addDaily(ch.Daily); err != nil {
+		return err
+	}
 	return w.putEvents(ch.Events)
 }
 

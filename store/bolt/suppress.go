@@ -53,21 +53,18 @@ func (db *DB) Suppressed(addr string) (*store.Suppression, error) {
 // s.Source to "manual"). It fails with ErrExists if the address is already
 // suppressed; the existing entry is kept.
 func (db *DB) AddSuppression(s store.Suppression) error {
-	s.Address = store.NormalizeAddr(s.Address)
-	if s.Address == "" || len(s.Address) > store.MaxAddrLen || !strings.Contains(s.Address, "@") {
-		return fmt.Errorf("adding suppression: invalid address %q", store.Truncate(s.Address, 80))
-	}
-	if s.Created.IsZero() {
-		s.Created = db.now()
-	}
-	if s.Source == "" {
-		s.Source = "manual"
+	s, err := store.ValidSuppression(s, db.now())
+	if err != nil {
+		return err
 	}
 	return db.update(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketSuppress).Get([]byte(s.Address)) != nil {
 			return fmt.Errorf("adding suppression of %s: %w", s.Address, store.ErrExists)
 		}
-		return putSuppression(tx, &s)
+		if err := putSuppression(tx, &s); err != nil {
+			return err
+		}
+		return countDayTx(tx, s.Created, store.DaySuppressed, 1)
 	})
 }
 

@@ -389,6 +389,9 @@ func (db *DB) commitOpen() error {
 	}
 	tx := db.tx
 	err := db.txw.flushDomains()
+	if err == nil {
+		err = db.txw.flushDaily()
+	}
 	if n := len(db.pending); err == nil && n > 0 && db.pending[n-1].seq > 0 {
 		err = putAppliedSeq(tx, db.pending[n-1].seq)
 	}
@@ -459,7 +462,8 @@ type txWriter struct {
 	keys                                      [][]byte // record keys of the delivery being written
 	targets                                   []store.OutboxTarget
 	targetsRead                               bool
-	recJSON                                   []byte // JSON of the record being encoded
+	daily                                     map[string]map[string]int // days changed in this transaction
+	recJSON                                   []byte                    // JSON of the record being encoded
 }
 
 // newTxWriter prepares a txWriter for tx.

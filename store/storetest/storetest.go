@@ -43,6 +43,7 @@ func Run(t *testing.T, open Opener) {
 		{"Page", testPage},
 		{"MXRecovery", testMXRecovery},
 		{"Concurrent", testConcurrent},
+		{"Daily", testDaily},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -437,5 +438,30 @@ func testConcurrent(t *testing.T, open Opener) {
 	tcheck(t, err, "domains")
 	if len(ds) != 1 || ds[0].Total != 1 {
 		t.Fatalf("aggregate %+v", ds)
+	}
+}
+
+func testDaily(t *testing.T, open Opener) {
+	c := NewClock()
+	db := open(t, Config{Now: c.Now})
+	day1 := c.Now()
+	Save(t, db, DSN("a@dead.example", "5.4.3", arrival(1))) // hard, suppressed
+	Save(t, db, DSN("a@dead.example", "5.4.3", arrival(1))) // duplicate: not counted
+	Save(t, db, DSN("b@full.example", "4.2.2", arrival(2))) // soft
+	c.Add(24 * time.Hour)
+	Save(t, db, DSN("c@dead.example", "5.1.1", arrival(3))) // hard, next day
+	tcheck(t, db.AddSuppression(store.Suppression{Address: "d@x.example"}), "add")
+	days, err := db.Daily(day1.Add(-48*time.Hour), c.Now())
+	tcheck(t, err, "daily")
+	got := fmt.Sprint(days)
+	want := fmt.Sprint([]store.Day{
+		{Day: store.DayOf(day1), Counts: map[string]int{"hard": 1, "soft": 1, "suppressed": 1}},
+		{Day: store.DayOf(c.Now()), Counts: map[string]int{"hard": 1, "suppressed": 1}},
+	})
+	if got != want {
+		t.Fatalf("daily %s, want %s", got, want)
+	}
+	if days, _ := db.Daily(c.Now(), c.Now()); len(days) != 1 {
+		t.Fatalf("one day asked, %d given", len(days))
 	}
 }
