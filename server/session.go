@@ -263,6 +263,7 @@ func (s *session) Data(r io.Reader) (err error) {
 			RcptTo:   append([]string(nil), s.rcpts...),
 			ClientIP: s.ip,
 			Helo:     s.helo,
+			Relay:    s.c.trusted,
 		},
 		Raw: raw,
 	}

@@ -20,6 +20,10 @@ type Envelope struct {
 	Verified bool `json:"verified,omitempty"`
 	// Campaign is the campaign id of a valid signed token, if any.
 	Campaign string `json:"campaign,omitempty"`
+	// Relay is true when the client is one of the operator's trusted
+	// relays (smtp.trusted_relays): the storm guard then believes the
+	// MTAs its reports name.
+	Relay bool `json:"relay,omitempty"`
 }
 
 // Delivery is one message accepted over SMTP, ready to be stored: the raw

@@ -41,6 +41,7 @@ type Changes struct {
 	Soft         []SoftUpdate  // soft counters, whole
 	StormSets    []StormSetUpdate
 	StormFlags   []Storm // flags, whole (new or with Held counted up)
+	NewStorms    []Storm // storms this delivery started (to log and count)
 	Holds        []Hold  // new holds
 	Domains      []DomainUpdate
 	Events       []OutboxEvent // new outbox events, Seq 0: the engine numbers them

@@ -127,7 +127,8 @@ func RouteStatus(status string) bool {
 
 // PruneStats counts what Prune deleted.
 type PruneStats struct {
-	Raw  int // raw messages
-	Seen int // dedupe keys
-	Soft int // soft counters
+	Raw    int // raw messages
+	Seen   int // dedupe keys
+	Soft   int // soft counters
+	Storms int // storms that lasted StormOptions.HoldFor, their holds dropped
 }

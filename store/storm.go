@@ -1,11 +1,19 @@
 package store
 
-// Storm guard. When many distinct addresses of one recipient domain, or
-// behind one remote or reporting MTA, get the same status within a short
-// window, the cause is more likely an outage (the provider's DNS, our own
-// IP on a block list) than dead mailboxes. New suppressions of the domain
-// are then held back instead of written, the domain is flagged, and the
-// operator releases or drops them.
+// Storm guard. When many distinct addresses of one recipient domain get
+// the same status within a short window, the cause is more likely an
+// outage (the provider's DNS, our own IP on a block list) than dead
+// mailboxes. New suppressions of the domain are then held back instead of
+// written, the domain is flagged, and the operator releases or drops
+// them; a storm nobody acted on ends by itself after HoldFor, its holds
+// are dropped, and the next bounce of each address is judged afresh.
+//
+// Anyone can send a report, and a report's Remote-MTA and Reporting-MTA
+// are free text. So the remote and reporting MTAs count towards a storm
+// only in reports that come from one of the operator's trusted relays
+// (Envelope.Relay); from any other client only the recipient domain
+// counts, so forged reports can hold the suppressions of the domain they
+// name, for HoldFor at most, and of no other.
 
 import (
 	"fmt"
@@ -25,6 +33,26 @@ type StormOptions struct {
 	Threshold int
 	// Window is how far back addresses count (default 1h).
 	Window time.Duration
+	// HoldFor is how long a storm lasts unless the operator ends it
+	// (default DefaultStormHoldFor); then its holds are dropped.
+	HoldFor time.Duration
+}
+
+// DefaultStormHoldFor is how long a storm lasts when StormOptions.HoldFor
+// is 0.
+const DefaultStormHoldFor = 24 * time.Hour
+
+// HoldForOrDefault is o.HoldFor with its default.
+func (o StormOptions) HoldForOrDefault() time.Duration {
+	if o.HoldFor <= 0 {
+		return DefaultStormHoldFor
+	}
+	return o.HoldFor
+}
+
+// Expired reports whether storm st has lasted HoldFor at now.
+func (o StormOptions) Expired(st *Storm, now time.Time) bool {
+	return !now.Before(st.Since.Add(o.HoldForOrDefault()))
 }
 
 // WindowOrDefault is o.Window with its default.
@@ -134,9 +162,13 @@ type StormCounter struct {
 	Status string
 }
 
-// StormKeys lists what rec counts towards.
+// StormKeys lists what rec counts towards: its domain, and the MTAs its
+// report names when a trusted relay delivered it.
 func StormKeys(rec *Record) []StormKey {
 	keys := []StormKey{{'d', rec.Domain}}
+	if !rec.Envelope.Relay {
+		return keys
+	}
 	if m := NormMTA(rec.RemoteMTA); m != "" {
 		keys = append(keys, StormKey{'r', m})
 	}
@@ -171,6 +203,9 @@ func (p *planner) stormGuard(rec *Record) error {
 	if err != nil {
 		return err
 	}
+	if st != nil && o.Expired(st, p.now) {
+		st = nil // judged afresh; Prune drops the old holds
+	}
 	if st == nil {
 		if st, err = p.countStorm(rec); err != nil || st == nil {
 			return err
@@ -202,6 +237,7 @@ func (p *planner) countStorm(rec *Record) (*Storm, error) {
 		p.putStormSet(c, s)
 		if n > p.rules.Storm.Threshold && found == nil {
 			found = &Storm{Domain: rec.Domain, Key: k.String(), Status: rec.Status, Since: p.now, Count: n}
+			p.ch.NewStorms = append(p.ch.NewStorms, *found)
 		}
 	}
 	return found, nil

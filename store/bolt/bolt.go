@@ -212,6 +212,9 @@ type Options struct {
 	// QueueLen is the number of deliveries that may wait for the writer
 	// (default 1024); Save blocks (respecting its context) when it is full.
 	QueueLen int
+	// OnStorm, if set, is called with each storm a delivery started, once
+	// that delivery is durable (from the writer goroutine: keep it quick).
+	OnStorm func(store.Storm)
 	// Storm configures the storm guard (storm.go); zero switches it off.
 	Storm store.StormOptions
 	// DedupeWindow is how long a stored report is remembered, so that

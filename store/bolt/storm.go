@@ -290,3 +290,24 @@ func resetStormCounts(tx *bbolt.Tx, domain string, st *store.Storm) error {
 	}
 	return nil
 }
+
+// ExpireStorms ends the storms that have lasted StormOptions.HoldFor at
+// now, dropping their holds (the next bounce of each address is judged
+// afresh), and returns how many it ended.
+func (db *DB) ExpireStorms(now time.Time) (int, error) {
+	storms, err := db.Storms()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, st := range storms {
+		if !db.opts.Storm.Expired(&st, now) {
+			continue
+		}
+		if _, err := db.endStorm(st.Domain, false); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

@@ -75,10 +75,16 @@ func dsn(rcpt, status, diag string) string {
 // saveDSN decodes raw with the real parser and stores it.
 func saveDSN(t *testing.T, db *bolt.DB, c *clock, raw string) store.Record {
 	t.Helper()
+	return saveDSNFrom(t, db, c, raw, true)
+}
+
+// saveDSNFrom is saveDSN from a trusted relay (relay) or any other client.
+func saveDSNFrom(t *testing.T, db *bolt.DB, c *clock, raw string, relay bool) store.Record {
+	t.Helper()
 	rep, err := parse.Message(strings.NewReader(raw), parse.Limits{})
 	tcheck(t, err, "parsing")
 	recs, err := db.Save(context.Background(), &store.Delivery{
-		Received: c.Now(), Envelope: store.Envelope{RcptTo: []string{"bounces@bounce.example.org"}},
+		Received: c.Now(), Envelope: store.Envelope{RcptTo: []string{"bounces@bounce.example.org"}, Relay: relay},
 		Raw: []byte(raw), Report: rep,
 	})
 	tcheck(t, err, "saving")
@@ -233,10 +239,56 @@ func TestStormBelowThreshold(t *testing.T) {
 	}
 }
 
+func TestForgedMTAStormHoldsNothing(t *testing.T) {
+	// Issue 21: forged reports from an untrusted client, one address at
+	// each of many domains, all naming the operator's relay as
+	// Reporting-MTA, start no storm: a real bounce for another domain is
+	// suppressed, not held.
+	db, c := openPolicyStore(t, 4)
+	for i := range 30 {
+		rec := saveDSNFrom(t, db, c, dsn(fmt.Sprintf("x@d%d.example", i), "5.4.3", "550 5.4.3 Routing server failure"), false)
+		if rec.Verdict != store.ActionSuppress {
+			t.Fatalf("forged d%d: verdict %q", i, rec.Verdict)
+		}
+	}
+	rec := saveDSNFrom(t, db, c, dsn("real@other.example", "5.4.3", "550 5.4.3 Routing server failure"), false)
+	if rec.Verdict != store.ActionSuppress || suppressed(t, db, "real@other.example") == nil {
+		t.Fatalf("real bounce after forged ones: verdict %q", rec.Verdict)
+	}
+	if storms, _ := db.Storms(); len(storms) != 0 {
+		t.Fatalf("storms: %+v", storms)
+	}
+}
+
+func TestStormExpires(t *testing.T) {
+	// A storm nobody ends lasts HoldFor: then Prune drops its holds, and
+	// the next bounce of a held address is judged afresh.
+	db, c := openPolicyStore(t, 2)
+	for i := range 4 {
+		save543(t, db, c, fmt.Sprintf("u%d@isp.example", i))
+	}
+	if h, _ := db.Holds("isp.example"); len(h) != 2 {
+		t.Fatalf("holds %+v", h)
+	}
+	c.Add(store.DefaultStormHoldFor + time.Minute)
+	_, err := db.Prune(context.Background())
+	tcheck(t, err, "prune")
+	if h, _ := db.Holds("isp.example"); len(h) != 0 {
+		t.Fatalf("holds after expiry %+v", h)
+	}
+	if st, _ := db.Storms(); len(st) != 0 {
+		t.Fatalf("storm after expiry %+v", st)
+	}
+	rec := saveDSN(t, db, c, dsn("u3@isp.example", "5.4.3", "550 5.4.3 again"))
+	if rec.Verdict != store.ActionSuppress || suppressed(t, db, "u3@isp.example") == nil {
+		t.Fatalf("held address bounced again after expiry: verdict %q", rec.Verdict)
+	}
+}
+
 func TestStormBehindOneMTA(t *testing.T) {
-	// One address at each of many domains, all reported by the same
-	// reporting MTA: the storm is that MTA's, and the domains behind it
-	// are flagged as their suppressions arrive.
+	// One address at each of many domains, all reported through a
+	// trusted relay by the same reporting MTA: the storm is that MTA's,
+	// and the domains behind it are flagged as their suppressions arrive.
 	db, c := openPolicyStore(t, 4)
 	for i := range 7 {
 		rec := save543(t, db, c, fmt.Sprintf("x@d%d.example", i))
@@ -289,5 +341,25 @@ func BenchmarkStormSave(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestOnStormCalledOnce(t *testing.T) {
+	var mu sync.Mutex
+	var started []store.Storm
+	c := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{
+		Now: c.Now, Storm: store.StormOptions{Threshold: 2},
+		OnStorm: func(st store.Storm) { mu.Lock(); started = append(started, st); mu.Unlock() },
+	})
+	tcheck(t, err, "open")
+	defer db.Close()
+	for i := range 5 {
+		save543(t, db, c, fmt.Sprintf("u%d@isp.example", i))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(started) != 1 || started[0].Domain != "isp.example" || started[0].Count != 3 {
+		t.Fatalf("OnStorm got %+v, want one storm of isp.example at 3 addresses", started)
 	}
 }

@@ -40,8 +40,9 @@ type request struct {
 	ids idGen     // the key generator before it
 	seq uint64    // its log frame, once logged
 
-	recs []store.Record // outcome, valid after done is closed
-	err  error
+	recs   []store.Record // outcome, valid after done is closed
+	storms []store.Storm  // storms it started, for Options.OnStorm
+	err    error
 }
 
 // Save stores d: its raw message, one Record per recipient, the index
@@ -212,6 +213,13 @@ func (db *DB) process(taken []*request) {
 		for _, r := range applied {
 			close(r.done)
 		}
+		if db.opts.OnStorm != nil {
+			for _, r := range applied {
+				for _, st := range r.storms {
+					db.opts.OnStorm(st)
+				}
+			}
+		}
 		// The callers just woken wait in this P's run queue, each with a
 		// reply to write, while the writer would take the next group
 		// and then block in its fdatasync, which hands the P on only
@@ -290,6 +298,9 @@ func (db *DB) fail(r *request, err error) {
 func (db *DB) apply(r *request) error {
 	recs, err := db.applyAgain(r)
 	r.recs = recs
+	if db.txw != nil {
+		r.storms = db.txw.lastStorms
+	}
 	return err
 }
 
@@ -463,6 +474,7 @@ type txWriter struct {
 	targets                                   []store.OutboxTarget
 	targetsRead                               bool
 	daily                                     map[string]map[string]int // days changed in this transaction
+	lastStorms                                []store.Storm             // storms the last write started
 	recJSON                                   []byte                    // JSON of the record being encoded
 }
 
@@ -485,6 +497,7 @@ func newTxWriter(db *DB, tx *bbolt.Tx) *txWriter {
 // decide for it (state.go).
 func (w *txWriter) write(r *request) ([]store.Record, error) {
 	now := r.now
+	w.lastStorms = nil
 	msgKey := w.db.idgen.next(now)
 	if err := putRaw(w.raw, msgKey, r.raw, w.db.rawPart); err != nil {
 		return nil, err
@@ -500,6 +513,7 @@ func (w *txWriter) write(r *request) ([]store.Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.lastStorms = ch.NewStorms
 	if err := w.apply(ch, keys, now); err != nil {
 		return nil, err
 	}
