@@ -200,4 +200,3 @@ func liftRouteSuppressions(ctx context.Context, tx pgx.Tx, domain string) (int, 
 	}
 	return len(lift), nil
 }
-

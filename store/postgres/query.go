@@ -1,7 +1,6 @@
 package postgres
 
 import (
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,4 +229,3 @@ func (db *DB) Raw(msgID string) ([]byte, error) {
 	}
 	return data, nil
 }
-

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sync/atomic"
 
-
 	"github.com/bouncer/bouncer/store"
 
 	"github.com/jackc/pgx/v5"
@@ -157,4 +156,3 @@ func (w *txState) write(r *request) ([]store.Record, error) {
 	}
 	return ch.Records, nil
 }
-

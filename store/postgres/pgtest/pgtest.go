@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ type Cluster struct {
 	bin  string // directory of initdb, postgres, pg_ctl
 	dir  string // temporary directory: data in dir/data
 	port int
-	asPG bool // run the binaries as the postgres user (we are root)
+	cred *syscall.Credential // the postgres user's, when we are root
 	cmd  *exec.Cmd
 	exit chan error
 	n    atomic.Int64 // databases created
@@ -110,9 +111,10 @@ func StartCluster() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{bin: bin, dir: dir, asPG: os.Geteuid() == 0}
-	if c.asPG {
-		if err := chownPG(dir); err != nil {
+	c := &Cluster{bin: bin, dir: dir}
+	if os.Geteuid() == 0 {
+		// initdb and postgres refuse to run as root.
+		if c.cred, err = chownPG(dir); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
@@ -130,25 +132,31 @@ func StartCluster() (*Cluster, error) {
 	return c, nil
 }
 
-func chownPG(dir string) error {
+// chownPG gives dir to the postgres user and returns its credential.
+func chownPG(dir string) (*syscall.Credential, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return fmt.Errorf("running as root needs a postgres user: %w", err)
+		return nil, fmt.Errorf("running as root needs a postgres user: %w", err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return os.Chown(dir, uid, gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
 
-// command runs a PostgreSQL binary, as the postgres user if we are root.
+// command runs a PostgreSQL binary, as the postgres user if we are root
+// (set directly, not through runuser, so that signals reach postgres).
 func (c *Cluster) command(name string, args ...string) *exec.Cmd {
-	path := filepath.Join(c.bin, name)
-	if c.asPG {
-		return exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+		cmd.Dir = c.dir
 	}
-	return exec.Command(path, args...)
+	return cmd
 }
 
 // freePort returns a port that was free a moment ago.
