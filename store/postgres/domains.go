@@ -25,8 +25,9 @@ type mxHealth struct {
 
 // routeFailure selects the ID of the newest 5.4.x record (RFC 3463
 // routing failures: "5.4." and one to three digits) of domain d.domain.
-const routeFailure = `(SELECT max(r.id) FROM records r WHERE r.domain = d.domain
-	AND r.status >= '\x352e342e'::bytea AND r.status < '\x352e342f'::bytea AND length(r.status) BETWEEN 5 AND 7)`
+const routeFailure = `(SELECT r.id FROM records r WHERE r.domain = d.domain
+	AND r.status >= '\x352e342e'::bytea AND r.status < '\x352e342f'::bytea AND length(r.status) BETWEEN 5 AND 7
+	ORDER BY r.id DESC LIMIT 1)`
 
 // domainSelect reads aggregates with their storm flag, MX health and the
 // newest route failure (only looked up for domains with MX health).

@@ -51,7 +51,7 @@ func (db *DB) PruneRaw(ctx context.Context, before time.Time) (int, error) {
 			var last []byte
 			err := tx.QueryRow(tctx, `WITH d AS (DELETE FROM raw WHERE id IN
 				(SELECT id FROM raw WHERE id < $1 ORDER BY id LIMIT $2) RETURNING id)
-				SELECT count(*), max(id) FROM d`, timeKey(before), pruneChunk).Scan(&n, &last)
+				SELECT count(*), (SELECT id FROM d ORDER BY id DESC LIMIT 1) FROM d`, timeKey(before), pruneChunk).Scan(&n, &last)
 			if err != nil {
 				return err
 			}
