@@ -10,7 +10,8 @@
 //
 //	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &cluster)) }
 //
-// Without PostgreSQL binaries Main prints one line saying how to get them
+// The server runs with fsync=off unless PGTEST_FSYNC=on (for benchmarks
+// of COMMIT). Without PostgreSQL binaries Main prints one line saying how to get them
 // and the tests skip; with CI=true in the environment it fails instead.
 package pgtest
 
@@ -193,8 +194,14 @@ func (c *Cluster) Start() error {
 }
 
 func (c *Cluster) start() error {
+	// Tests need no durability across a crash of the machine; benchmarks
+	// of COMMIT set PGTEST_FSYNC=on.
+	fsync := "off"
+	if os.Getenv("PGTEST_FSYNC") == "on" {
+		fsync = "on"
+	}
 	cmd := c.command("postgres", "-D", c.data(), "-h", "127.0.0.1", "-p", strconv.Itoa(c.port),
-		"-k", "", "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
+		"-k", "", "-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200",
 		"-c", "shared_buffers=64MB")
 	logf, err := os.Create(filepath.Join(c.dir, "postgres.log"))
 	if err != nil {
