@@ -28,17 +28,38 @@ type txState struct {
 	// domains holds the aggregates changed in this transaction, written
 	// by finish: a busy domain's row is written once per group.
 	domains map[string]*store.DomainStat
+
+	// The state read so far (prefetch, then misses) and changed since, by
+	// key; a nil value is a known absence. Writers hold the writer lock,
+	// so nobody else changes these rows before COMMIT.
+	seen    map[string][]byte
+	sups    map[string]*store.Suppression
+	soft    map[string]*store.SoftCounter
+	flags   map[string]*store.Storm
+	sets    map[setKey]*store.StormSet
+	held    map[[2]string]bool
+	domRead map[string]*store.DomainStat
+	// wb holds the group's writes, sent once by finish.
+	wb *pgx.Batch
 }
 
-// newTxState takes the writer lock in tx and reads the ID generator.
+// setKey is a storm counter as its row is keyed (values cut to
+// maxIndexValue bytes, as bolt's keys are).
+type setKey struct {
+	kind        byte
+	key, status string
+}
+
+func setKeyOf(c store.StormCounter) setKey {
+	return setKey{c.Key.Kind, string(ix(c.Key.Value)), string(ix(c.Status))}
+}
+
+// newTxState prepares to write in tx; prefetch takes the writer lock.
 func newTxState(ctx context.Context, db *DB, tx pgx.Tx) (*txState, error) {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", db.lockID); err != nil {
-		return nil, fmt.Errorf("taking writer lock: %w", err)
-	}
-	w := &txState{ctx: ctx, db: db, tx: tx, domains: map[string]*store.DomainStat{}}
-	if err := tx.QueryRow(ctx, "SELECT nanos, seq FROM idgen").Scan(&w.ids.nanos, &w.ids.seq); err != nil {
-		return nil, fmt.Errorf("reading id generator: %w", err)
-	}
+	w := &txState{ctx: ctx, db: db, tx: tx, domains: map[string]*store.DomainStat{},
+		seen: map[string][]byte{}, sups: map[string]*store.Suppression{}, soft: map[string]*store.SoftCounter{},
+		flags: map[string]*store.Storm{}, sets: map[setKey]*store.StormSet{}, held: map[[2]string]bool{},
+		domRead: map[string]*store.DomainStat{}, wb: &pgx.Batch{}}
 	return w, nil
 }
 
@@ -66,20 +87,30 @@ type querier interface {
 
 // Seen implements store.State: the first record's ID says when.
 func (w *txState) Seen(k []byte) (string, time.Time, error) {
-	var id []byte
-	err := w.tx.QueryRow(w.ctx, "SELECT id FROM seen WHERE key = $1", k).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && len(id) != keyLen) {
-		return "", time.Time{}, nil
+	id, ok := w.seen[string(k)]
+	if !ok {
+		err := w.tx.QueryRow(w.ctx, "SELECT id FROM seen WHERE key = $1", k).Scan(&id)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return "", time.Time{}, err
+		}
+		w.seen[string(k)] = id
 	}
-	if err != nil {
-		return "", time.Time{}, err
+	if len(id) != keyLen {
+		return "", time.Time{}, nil
 	}
 	return encodeID(id), keyTime(id), nil
 }
 
 // Suppression implements store.State.
 func (w *txState) Suppression(addr string) (*store.Suppression, error) {
-	return readSuppression(w.ctx, w.tx, addr)
+	if s, ok := w.sups[addr]; ok {
+		return s, nil
+	}
+	s, err := readSuppression(w.ctx, w.tx, addr)
+	if err == nil {
+		w.sups[addr] = s
+	}
+	return s, err
 }
 
 func readSuppression(ctx context.Context, q querier, addr string) (*store.Suppression, error) {
@@ -93,14 +124,32 @@ func readSuppression(ctx context.Context, q querier, addr string) (*store.Suppre
 
 // SoftCounter implements store.State.
 func (w *txState) SoftCounter(addr string) (store.SoftCounter, error) {
+	if c, ok := w.soft[addr]; ok {
+		if c == nil {
+			return store.SoftCounter{}, nil
+		}
+		return *c, nil
+	}
 	var c store.SoftCounter
-	_, err := getJSON(w.ctx, w.tx, &c, "SELECT data FROM soft WHERE address = $1", []byte(addr))
+	ok, err := getJSON(w.ctx, w.tx, &c, "SELECT data FROM soft WHERE address = $1", []byte(addr))
+	if err == nil && ok {
+		w.soft[addr] = &c
+	} else if err == nil {
+		w.soft[addr] = nil
+	}
 	return c, err
 }
 
 // StormFlag implements store.State.
 func (w *txState) StormFlag(domain string) (*store.Storm, error) {
-	return readStorm(w.ctx, w.tx, domain)
+	if f, ok := w.flags[domain]; ok {
+		return f, nil
+	}
+	f, err := readStorm(w.ctx, w.tx, domain)
+	if err == nil {
+		w.flags[domain] = f
+	}
+	return f, err
 }
 
 func readStorm(ctx context.Context, q querier, domain string) (*store.Storm, error) {
@@ -115,6 +164,20 @@ func readStorm(ctx context.Context, q querier, domain string) (*store.Storm, err
 // StormSet implements store.State. A damaged set reads as empty, as in
 // store/bolt: the counter starts over rather than fail every save.
 func (w *txState) StormSet(c store.StormCounter) (store.StormSet, error) {
+	if s, ok := w.sets[setKeyOf(c)]; ok {
+		if s == nil {
+			return store.StormSet{}, nil
+		}
+		return *s, nil
+	}
+	s, err := w.readStormSet(c)
+	if err == nil {
+		w.sets[setKeyOf(c)] = &s
+	}
+	return s, err
+}
+
+func (w *txState) readStormSet(c store.StormCounter) (store.StormSet, error) {
 	var b []byte
 	err := w.tx.QueryRow(w.ctx, "SELECT data FROM storm_sets WHERE kind = $1 AND key = $2 AND status = $3",
 		string(c.Key.Kind), ix(c.Key.Value), ix(c.Status)).Scan(&b)
@@ -133,12 +196,18 @@ func (w *txState) StormSet(c store.StormCounter) (store.StormSet, error) {
 
 // Held implements store.State.
 func (w *txState) Held(domain, addr string) (bool, error) {
+	if h, ok := w.held[[2]string{domain, addr}]; ok {
+		return h, nil
+	}
 	var one int
 	err := w.tx.QueryRow(w.ctx, "SELECT 1 FROM holds WHERE domain = $1 AND address = $2", []byte(domain), []byte(addr)).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+		err = nil
 	}
-	return err == nil, err
+	if err == nil {
+		w.held[[2]string{domain, addr}] = one == 1
+	}
+	return one == 1, err
 }
 
 // DomainStat implements store.State from the aggregates this transaction
@@ -147,11 +216,19 @@ func (w *txState) DomainStat(dom string) (*store.DomainStat, error) {
 	if st, ok := w.domains[dom]; ok {
 		return st, nil
 	}
+	if st, ok := w.domRead[dom]; ok {
+		return st, nil
+	}
 	var st store.DomainStat
 	ok, err := getJSON(w.ctx, w.tx, &st, "SELECT data FROM domains WHERE domain = $1", []byte(dom))
-	if err != nil || !ok {
+	if err != nil {
 		return nil, err
 	}
+	if !ok {
+		w.domRead[dom] = nil
+		return nil, nil
+	}
+	w.domRead[dom] = &st
 	return &st, nil
 }
 
@@ -202,10 +279,11 @@ func marshal(v any, what string) ([]byte, error) {
 // delete, so the table does not keep every domain and MTA ever seen.
 const stormSweep = 8
 
-// apply writes the raw message and the changes of one delivery in one
-// round trip; keys are the IDs of its records, in order.
+// apply queues the writes of the raw message and the changes of one
+// delivery to the group's batch, and records the changes in the state
+// read by the next deliveries; keys are the IDs of its records, in order.
 func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, now time.Time) error {
-	b := &pgx.Batch{}
+	b := w.wb
 	if raw == nil {
 		raw = []byte{}
 	}
@@ -225,11 +303,14 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 			return err
 		}
 		b.Queue("INSERT INTO seen (key, id) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET id = excluded.id", s.Key, k)
+		w.seen[string(s.Key)] = k
 	}
 	for i := range ch.Suppressions {
-		if err := queueSuppression(b, &ch.Suppressions[i]); err != nil {
+		s := ch.Suppressions[i]
+		if err := queueSuppression(b, &s); err != nil {
 			return err
 		}
+		w.sups[s.Address] = &s
 	}
 	for _, u := range ch.Soft {
 		j, err := marshal(&u.Counter, "soft counter")
@@ -243,6 +324,8 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 		b.Queue(`INSERT INTO soft (address, data, last, win) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (address) DO UPDATE SET data = excluded.data, last = excluded.last, win = excluded.win`,
 			[]byte(u.Addr), j, last, u.Counter.Window)
+		c := u.Counter
+		w.soft[u.Addr] = &c
 	}
 	if err := w.queueStorm(b, ch, now); err != nil {
 		return err
@@ -263,7 +346,7 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 		b.Queue("INSERT INTO outbox (seq, target, next_try, data) VALUES (nextval('outbox_seq'), $1, $2, $3) RETURNING seq",
 			ev.Target, nanos(ev.NextTry), j).QueryRow(func(row pgx.Row) error { return row.Scan(&ev.Seq) })
 	}
-	return w.tx.SendBatch(w.ctx, b).Close()
+	return nil
 }
 
 // queueSuppression queues the upsert of s.
@@ -293,6 +376,8 @@ func (w *txState) queueStorm(b *pgx.Batch, ch *store.Changes, now time.Time) err
 		b.Queue(`INSERT INTO storm_sets (kind, key, status, data, last) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (kind, key, status) DO UPDATE SET data = excluded.data, last = excluded.last`,
 			string(u.Counter.Key.Kind), ix(u.Counter.Key.Value), ix(u.Counter.Status), j, last)
+		set := u.Set
+		w.sets[setKeyOf(u.Counter)] = &set
 	}
 	if len(ch.StormSets) > 0 {
 		cut := now.Add(-w.db.rules.Storm.WindowOrDefault()).UnixNano()
@@ -300,13 +385,15 @@ func (w *txState) queueStorm(b *pgx.Batch, ch *store.Changes, now time.Time) err
 			(SELECT kind, key, status FROM storm_sets WHERE last < $1 LIMIT $2)`, cut, stormSweep)
 	}
 	for i := range ch.StormFlags {
-		f := &ch.StormFlags[i]
-		j, err := marshal(f, "storm flag")
+		f := ch.StormFlags[i]
+		w.flags[f.Domain] = &f
+		j, err := marshal(&f, "storm flag")
 		if err != nil {
 			return err
 		}
 		b.Queue("INSERT INTO storm_flags (domain, data) VALUES ($1, $2) ON CONFLICT (domain) DO UPDATE SET data = excluded.data",
 			[]byte(f.Domain), j)
+
 	}
 	for i := range ch.Holds {
 		h := &ch.Holds[i]
@@ -316,13 +403,15 @@ func (w *txState) queueStorm(b *pgx.Batch, ch *store.Changes, now time.Time) err
 		}
 		b.Queue("INSERT INTO holds (domain, address, data) VALUES ($1, $2, $3) ON CONFLICT (domain, address) DO UPDATE SET data = excluded.data",
 			[]byte(h.Domain), []byte(h.Address), j)
+		w.held[[2]string{h.Domain, h.Address}] = true
 	}
 	return nil
 }
 
-// finish writes the changed aggregates and the ID generator.
+// finish sends the group's writes, the changed aggregates and the ID
+// generator in one round trip.
 func (w *txState) finish() error {
-	b := &pgx.Batch{}
+	b := w.wb
 	for dom, st := range w.domains {
 		c := *st
 		c.Storm, c.LastMX, c.Recovered = nil, nil, nil

@@ -126,6 +126,9 @@ func (db *DB) commit(reqs []*request) error {
 		if err != nil {
 			return err
 		}
+		if err := w.prefetch(reqs); err != nil {
+			return err
+		}
 		for _, r := range reqs {
 			if r.recs, err = w.write(r); err != nil {
 				return err
