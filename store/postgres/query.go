@@ -54,10 +54,14 @@ func recordQuery(f *store.Filter, before []byte, limit int) (string, []any) {
 
 // readChunk reads one chunk of a walk: the matching records, and the ID
 // of the last row read (nil when the walk is over).
-func (db *DB) readChunk(f *store.Filter, before []byte) ([]store.Record, []byte, error) {
+func (db *DB) readChunk(f *store.Filter, before []byte, want int) ([]store.Record, []byte, error) {
 	ctx, cancel := db.ctx()
 	defer cancel()
-	q, args := recordQuery(f, before, scanChunk)
+	size := scanChunk
+	if want > 0 {
+		size = min(size, want)
+	}
+	q, args := recordQuery(f, before, size)
 	rows, err := db.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, nil, wrapErr("querying records", err)
@@ -84,7 +88,7 @@ func (db *DB) readChunk(f *store.Filter, before []byte) ([]store.Record, []byte,
 	if err := rows.Err(); err != nil {
 		return nil, nil, wrapErr("querying records", err)
 	}
-	if n < scanChunk {
+	if n < size {
 		last = nil
 	}
 	return out, last, nil
@@ -122,7 +126,11 @@ func (db *DB) ForEach(f store.Filter, fn func(store.Record) error) error {
 	var before []byte
 	n := 0
 	for {
-		chunk, last, err := db.readChunk(&f, before)
+		want := 0
+		if f.Limit > 0 {
+			want = f.Limit - n
+		}
+		chunk, last, err := db.readChunk(&f, before, want)
 		if err != nil {
 			return err
 		}
@@ -162,7 +170,7 @@ func (db *DB) Page(f store.Filter, before string) ([]store.Record, string, error
 	}
 	var recs []store.Record
 	for {
-		chunk, last, err := db.readChunk(&f, from)
+		chunk, last, err := db.readChunk(&f, from, f.Limit+1-len(recs))
 		if err != nil {
 			return nil, "", err
 		}
