@@ -1,0 +1,296 @@
+// Package pgtest runs a private PostgreSQL server for tests: initdb into
+// a temporary directory and postgres on 127.0.0.1 with a free port, as
+// the postgres user when the tests run as root. One cluster serves a
+// whole test binary (initdb takes seconds); each test gets a database of
+// its own from Cluster.Database.
+//
+// A test package uses it from TestMain:
+//
+//	var cluster *pgtest.Cluster
+//
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &cluster)) }
+//
+// The server runs with fsync=off unless PGTEST_FSYNC=on (for benchmarks
+// of COMMIT). Without PostgreSQL binaries Main prints one line saying how to get them
+// and the tests skip; with CI=true in the environment it fails instead.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SkipMessage is what Main prints and tests skip with when no PostgreSQL
+// binaries are found.
+const SkipMessage = "postgres tests skipped: no initdb found in /usr/lib/postgresql/*/bin or PATH; apt-get install postgresql (CI=true makes this a failure)"
+
+// ErrNoBinaries is returned by StartCluster when initdb is not found.
+var ErrNoBinaries = errors.New("no PostgreSQL binaries found")
+
+// Cluster is a running private PostgreSQL server.
+type Cluster struct {
+	bin  string // directory of initdb, postgres, pg_ctl
+	dir  string // temporary directory: data in dir/data
+	port int
+	cred *syscall.Credential // the postgres user's, when we are root
+	cmd  *exec.Cmd
+	exit chan error
+	n    atomic.Int64 // databases created
+}
+
+// Main starts a cluster into *c, runs the tests and stops the cluster. It
+// returns the exit code for os.Exit. Without binaries it prints
+// SkipMessage and runs the tests with *c nil (Database skips them), or
+// fails when the environment has CI=true.
+func Main(m *testing.M, c **Cluster) int {
+	cl, err := StartCluster()
+	if errors.Is(err, ErrNoBinaries) {
+		fmt.Fprintln(os.Stderr, SkipMessage)
+		if os.Getenv("CI") == "true" {
+			return 1
+		}
+		return m.Run()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting postgres: %v\n", err)
+		return 1
+	}
+	*c = cl
+	code := m.Run()
+	if err := cl.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping postgres: %v\n", err)
+	}
+	return code
+}
+
+// findBin returns the directory of the newest initdb.
+func findBin() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		return filepath.Dir(p), nil
+	}
+	return "", ErrNoBinaries
+}
+
+func version(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// StartCluster runs initdb into a new temporary directory and starts the
+// server; ErrNoBinaries if there is no initdb.
+func StartCluster() (*Cluster, error) {
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{bin: bin, dir: dir}
+	if os.Geteuid() == 0 {
+		// initdb and postgres refuse to run as root.
+		if c.cred, err = chownPG(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	out, err := c.command("initdb", "-D", c.data(), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+		"--locale=C", "--no-sync").CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
+	}
+	if err := c.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// chownPG gives dir to the postgres user and returns its credential.
+func chownPG(dir string) (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a postgres user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
+
+// command runs a PostgreSQL binary, as the postgres user if we are root
+// (set directly, not through runuser, so that signals reach postgres).
+func (c *Cluster) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+		cmd.Dir = c.dir
+	}
+	return cmd
+}
+
+// freePort returns a port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start starts the server: on a free port the first time, on the same
+// port again after Stop, so that connection strings stay valid. It
+// returns once the server accepts connections.
+func (c *Cluster) Start() error {
+	if c.cmd != nil {
+		return errors.New("postgres is running")
+	}
+	if c.port != 0 {
+		return c.start()
+	}
+	var err error
+	for range 3 { // another process may take the free port first
+		if c.port, err = freePort(); err != nil {
+			return err
+		}
+		if err = c.start(); err == nil {
+			return nil
+		}
+	}
+	c.port = 0
+	return err
+}
+
+func (c *Cluster) start() error {
+	// Tests need no durability across a crash of the machine; benchmarks
+	// of COMMIT set PGTEST_FSYNC=on.
+	fsync := "off"
+	if os.Getenv("PGTEST_FSYNC") == "on" {
+		fsync = "on"
+	}
+	cmd := c.command("postgres", "-D", c.data(), "-h", "127.0.0.1", "-p", strconv.Itoa(c.port),
+		"-k", "", "-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200",
+		"-c", "shared_buffers=64MB")
+	logf, err := os.Create(filepath.Join(c.dir, "postgres.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	c.cmd, c.exit = cmd, make(chan error, 1)
+	go func() { c.exit <- cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-c.exit:
+			c.cmd = nil
+			log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
+			return fmt.Errorf("postgres exited: %v: %s", err, tail(log))
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := pgx.Connect(ctx, c.url("postgres"))
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.Stop()
+	return errors.New("postgres did not accept connections within 30s")
+}
+
+func tail(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+// Stop stops the server (fast shutdown: sessions are ended at once).
+func (c *Cluster) Stop() error {
+	if c.cmd == nil {
+		return nil
+	}
+	// SIGINT is PostgreSQL's fast shutdown.
+	c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.exit:
+	case <-time.After(30 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exit
+	}
+	c.cmd = nil
+	return nil
+}
+
+// Close stops the server and removes its directory.
+func (c *Cluster) Close() error {
+	c.Stop()
+	return os.RemoveAll(c.dir)
+}
+
+// Port is the server's TCP port on 127.0.0.1.
+func (c *Cluster) Port() int { return c.port }
+
+func (c *Cluster) url(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
+}
+
+// Database creates a new empty database and returns its connection
+// string. It skips t when c is nil (no binaries).
+func (c *Cluster) Database(t testing.TB) string {
+	t.Helper()
+	if c == nil {
+		t.Skip(SkipMessage)
+	}
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), c.n.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.url("postgres"))
+	if err != nil {
+		t.Fatalf("connecting to postgres: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating database: %v", err)
+	}
+	return c.url(name)
+}
