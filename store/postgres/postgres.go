@@ -99,6 +99,9 @@ type Options struct {
 	Rules store.Rules
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// OnStorm, if set, is called with each storm a delivery started, once
+	// its transaction has committed (from the writer goroutine).
+	OnStorm func(store.Storm)
 	// RawRetention is how long raw messages are kept (0: forever).
 	RawRetention time.Duration
 	// MaxBatch caps the deliveries committed in one transaction (default

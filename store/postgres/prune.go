@@ -32,7 +32,10 @@ func (db *DB) Prune(ctx context.Context) (store.PruneStats, error) {
 	if st.Seen, err = db.PruneSeen(ctx, now.Add(-db.rules.DedupeWindowOrDefault())); err != nil {
 		return st, err
 	}
-	st.Soft, err = db.PruneSoft(ctx, now)
+	if st.Soft, err = db.PruneSoft(ctx, now); err != nil {
+		return st, err
+	}
+	st.Storms, err = db.ExpireStorms(ctx, now)
 	return st, err
 }
 

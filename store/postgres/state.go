@@ -337,6 +337,7 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 				ix(status), []byte(u.Stat.Domain))
 		}
 	}
+	queueDaily(b, ch.Daily)
 	for i := range ch.Events {
 		ev := &ch.Events[i]
 		j, err := marshal(ev, "outbox event")

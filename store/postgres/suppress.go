@@ -45,6 +45,7 @@ func (db *DB) AddSuppression(s store.Suppression) error {
 		if err := queueSuppression(b, &s); err != nil {
 			return err
 		}
+		queueDaily(b, []store.DayCount{{Day: store.DayOf(s.Created), Key: store.DaySuppressed, N: 1}})
 		return tx.SendBatch(ctx, b).Close()
 	})
 }

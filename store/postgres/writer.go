@@ -26,8 +26,9 @@ type request struct {
 	state atomic.Int32
 	done  chan struct{}
 
-	recs []store.Record // outcome, valid after done is closed
-	err  error
+	recs   []store.Record // outcome, valid after done is closed
+	storms []store.Storm  // storms it started, for Options.OnStorm
+	err    error
 }
 
 // Save stores d: its raw message and what the rules decide for it, in one
@@ -103,17 +104,19 @@ func (db *DB) group(batch []*request) {
 	if err != nil && len(live) > 1 && !errors.Is(err, store.ErrUnavailable) {
 		for _, r := range live {
 			if r.err = db.commit([]*request{r}); r.err != nil {
-				r.recs = nil
+				r.recs, r.storms = nil, nil
 			}
 			close(r.done)
+			db.tellStorms(r)
 		}
 		return
 	}
 	for _, r := range live {
 		if err != nil {
-			r.recs, r.err = nil, err
+			r.recs, r.err, r.storms = nil, err, nil
 		}
 		close(r.done)
+		db.tellStorms(r)
 	}
 }
 
@@ -157,5 +160,17 @@ func (w *txState) write(r *request) ([]store.Record, error) {
 	if err := w.apply(ch, msgKey, r.d.Raw, keys, now); err != nil {
 		return nil, err
 	}
+	r.storms = ch.NewStorms
 	return ch.Records, nil
+}
+
+// tellStorms passes the storms a committed request started to
+// Options.OnStorm.
+func (db *DB) tellStorms(r *request) {
+	if db.opts.OnStorm == nil {
+		return
+	}
+	for _, st := range r.storms {
+		db.opts.OnStorm(st)
+	}
 }
