@@ -147,8 +147,18 @@ type HTTPConfig struct {
 	Hosts []string `toml:"hosts"`
 }
 
-// StoreConfig configures the bbolt database.
+// StoreConfig configures the database: the embedded bbolt file, or a
+// PostgreSQL server shared by several MX hosts.
 type StoreConfig struct {
+	// Driver is "bbolt" (the default, one file) or "postgres".
+	Driver string `toml:"driver"`
+	// URL is the PostgreSQL connection string (driver "postgres").
+	URL string `toml:"url"`
+	// PasswordFile holds the PostgreSQL password (first line), so that it
+	// stays out of this file; PGPASSWORD works too.
+	PasswordFile string `toml:"password_file"`
+	// Schema is the PostgreSQL schema bouncer's tables live in.
+	Schema      string   `toml:"schema"`
 	Path        string   `toml:"path"`
 	LockTimeout Duration `toml:"lock_timeout"`
 	// CommitInterval is how long acknowledged deliveries may wait in the
@@ -206,7 +216,7 @@ func defaultConfig() Config {
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}, Hosts: []string{}},
-		Store: StoreConfig{Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
+		Store: StoreConfig{Driver: "bbolt", Schema: "bouncer", Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
 			RawRetention: Duration(DefaultRawRetention), MinFreeBytes: 256 << 20,
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},
@@ -258,7 +268,7 @@ func loadConfig(path string) (Config, error) {
 	if err := checkDurationUnits(raw, reflect.TypeFor[Config](), ""); err != nil {
 		return cfg, err
 	}
-	for _, p := range []*string{&cfg.Store.Path, &cfg.SMTP.TLSCertFile, &cfg.SMTP.TLSKeyFile} {
+	for _, p := range []*string{&cfg.Store.Path, &cfg.Store.PasswordFile, &cfg.SMTP.TLSCertFile, &cfg.SMTP.TLSKeyFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
@@ -270,8 +280,17 @@ func (c *Config) validate() error {
 	if c.SMTP.Listen == "" {
 		return errors.New("config: smtp.listen is empty")
 	}
-	if c.Store.Path == "" {
-		return errors.New("config: store.path is empty")
+	switch c.Store.Driver {
+	case "bbolt":
+		if c.Store.Path == "" {
+			return errors.New("config: store.path is empty")
+		}
+	case "postgres":
+		if c.Store.URL == "" {
+			return errors.New("config: store.driver is postgres and store.url is empty")
+		}
+	default:
+		return fmt.Errorf("config: store.driver %q: want bbolt or postgres", c.Store.Driver)
 	}
 	if err := c.checkBounds(); err != nil {
 		return err

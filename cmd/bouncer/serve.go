@@ -22,6 +22,7 @@ import (
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/store/bolt"
+	"github.com/bouncer/bouncer/store/postgres"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -279,6 +280,9 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
 func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (store.Store, error) {
+	if cfg.Store.Driver == "postgres" {
+		return openPostgres(cfg, decide)
+	}
 	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
 		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
@@ -308,9 +312,35 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
+// openPostgres connects to the PostgreSQL store (read-only commands use
+// it as serve does: the server is shared anyway).
+func openPostgres(cfg Config, decide func(*store.Record) store.Decision) (store.Store, error) {
+	opts := postgres.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema,
+		Rules: store.Rules{Decide: decide, DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
+			Storm: store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)}},
+		RawRetention: time.Duration(cfg.Store.RawRetention)}
+	if cfg.Store.PasswordFile != "" {
+		b, err := os.ReadFile(cfg.Store.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading store.password_file: %w", err)
+		}
+		opts.Password, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening the PostgreSQL store (schema %s): %w", cfg.Store.Schema, err)
+	}
+	return db, nil
+}
+
 // storeName says which database serve uses, for its start-up line: the
-// bbolt file's absolute path.
+// bbolt file's absolute path, or the PostgreSQL schema.
 func storeName(cfg Config) string {
+	if cfg.Store.Driver == "postgres" {
+		return "postgres schema " + cfg.Store.Schema
+	}
 	if p, err := filepath.Abs(cfg.Store.Path); err == nil {
 		return p
 	}

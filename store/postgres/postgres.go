@@ -99,6 +99,9 @@ type Options struct {
 	Rules store.Rules
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// Password, if set, replaces the connection string's password (so
+	// that it can live in a file of its own).
+	Password string
 	// OnStorm, if set, is called with each storm a delivery started, once
 	// its transaction has committed (from the writer goroutine).
 	OnStorm func(store.Storm)
@@ -163,6 +166,9 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("opening postgres store: parsing connection string: %w", err)
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
+	if opts.Password != "" {
+		cfg.ConnConfig.Password = opts.Password
+	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
