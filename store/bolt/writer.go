@@ -569,30 +569,6 @@ func (w *txWriter) putIndexes(key []byte, rec *store.Record) error {
 	return err
 }
 
-// domain returns the aggregate of dom, loading it on first use.
-func (w *txWriter) domain(dom string) (*store.DomainStat, error) {
-	if st, ok := w.domains[dom]; ok {
-		return st, nil
-	}
-	st := &store.DomainStat{Domain: dom}
-	if v := w.domainsB.Get([]byte(dom)); v != nil {
-		d, err := decodeDomainStat([]byte(dom), v)
-		if err != nil {
-			return nil, err
-		}
-		*st = d
-	}
-	if st.Counts == nil {
-		st.Counts = map[string]int{}
-	}
-	if st.Kinds == nil {
-		st.Kinds = map[string]int{}
-	}
-	w.domains[dom] = st
-	w.lastSeen[dom] = st.LastSeen
-	return st, nil
-}
-
 // flushDomains writes the aggregates changed in this transaction.
 func (w *txWriter) flushDomains() error {
 	b := w.domainsB
