@@ -28,6 +28,7 @@ func (d *decoder) heuristics() {
 			rc.DecodedBy = r.name
 			if rc.Action == "" {
 				rc.Action = t.action
+				rc.DecodedBy += t.actionBy
 			}
 			if rc.DiagnosticCode == "" {
 				rc.DiagnosticCode = t.diagnostic(rc.FinalRecipient)

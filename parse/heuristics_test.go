@@ -33,7 +33,7 @@ func TestTextRules(t *testing.T) {
 		{"postfix text", plain("MAILER-DAEMON@mx.example.net (Mail Delivery System)", "Undelivered Mail Returned to Sender",
 			"This is the mail system at host mx.example.net.\n\n<a@example.com>: host mx.example.com[192.0.2.1] said: 552 5.2.2\n    Mailbox full (in reply to RCPT TO command)\n\n"+
 				"<b@example.com>: Host or domain name not found. Name service error for\n    name=example.com type=MX: Host not found\n"),
-			"text/postfix", []string{"a@example.com", "b@example.com"}, "5.2.2", KindBounce},
+			"text/postfix+full-soft", []string{"a@example.com", "b@example.com"}, "5.2.2", KindBounce},
 		{"exim", plain("Mail Delivery System <Mailer-Daemon@mx.example.net>", "Mail delivery failed: returning message to sender",
 			"This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\n"+
 				"recipients. This is a permanent error. The following address(es) failed:\n\n  x@example.com\n    host mx.example.com [192.0.2.1]\n"+
@@ -60,6 +60,18 @@ func TestTextRules(t *testing.T) {
 			"This is an automatically generated Delivery Status Notification\n\nTHIS IS A WARNING MESSAGE ONLY.\n\n"+
 				"Delivery to the following recipient has been delayed:\n\n     slow@example.com\n\nMessage will be retried for 2 more day(s)\n"),
 			"text/listed", []string{"slow@example.com"}, "4.0.0", KindDelay},
+		{"given up after the queue lifetime, with delay wording", plain("MAILER-DAEMON@mx.example.net", "Warning: message delayed, now returned",
+			"Your message has been delayed for 5 days and the delivery time expired.\n"+
+				"No further attempts will be made.\n\n<late@example.com>: 451 4.4.1 connection timed out\n"),
+			"text/angle-colon+expired-final", []string{"late@example.com"}, "4.4.1", KindBounce},
+		{"delay warning that says it will give up later", plain("MAILER-DAEMON@mx.example.net", "Delivery delayed",
+			"Delivery to the following recipient has been delayed:\n\n     wait@example.com\n\n"+
+				"Delivery will be retried for 4 more days before giving up.\n"),
+			"text/listed", []string{"wait@example.com"}, "4.4.7", KindDelay},
+		{"delay quoting a 5.x.x", plain("Mail Delivery Subsystem <mailer-daemon@mx.example.net>", "Delivery Status Notification (Delay)",
+			"THIS IS A WARNING MESSAGE ONLY.\n\nDelivery to the following recipient has been delayed:\n\n     busy@example.com\n\n"+
+				"The last attempt said: 550 5.7.1 Service unavailable, try later\nMessage will be retried for 2 more day(s)\n"),
+			"text/listed+retrying", []string{"busy@example.com"}, "4.7.1", KindDelay},
 		{"rcpt to summary", plain("post_master@example.net", "Re: hello",
 			"Error: Invalid user address\nError message below:\n550 - Requested action not taken: no such user here\n\n"+
 				"Message details:\n  Subject: hello\n  MAIL FROM: sender@example.org\n  RCPT TO: who@example.net\n  Size (in bytes): 222\n"),

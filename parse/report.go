@@ -19,6 +19,35 @@
 // its source in Recipient.DecodedBy. Status codes are resolved in
 // status.go and reasons come from the table in reason.go.
 //
+// # Final failure or delay
+//
+// A record is a final failure (Kind bounce) or a delay (Kind delay). A
+// delivery-status part says which in its Action field (RFC 3464 §2.3.3:
+// "failed" and "delayed"); a plain-text notice says it in words (class.go):
+//
+//   - expired-final: a notice that says the message was given up, most
+//     often because its queue lifetime ran out ("delivery time expired",
+//     Postfix's maximal_queue_lifetime; "retry timeout exceeded", Exim;
+//     "this message has been in the queue too long", qmail; "gave up",
+//     "no further attempts", "will not be retried"), is final even when it
+//     also uses a delay's wording and even when the last attempt's code
+//     was 4.x.x. RFC 3463 §3.5 X.4.7 "Delivery time expired" is such a
+//     code: Sendmail and Postfix send it with Action failed. The status
+//     keeps the 4.x.x the MTA reported; the kind says it gave up.
+//   - retrying: a notice that says delivery will still be retried ("will
+//     be retried", "will keep trying", "this is a warning only", "no
+//     action is required") is a delay even when it quotes a 5.x.x. RFC
+//     3464 §2.3.3 defines "delayed" as an MTA that "will continue to
+//     attempt" delivery, which is RFC 3463 §3.1's persistent transient
+//     class, so the status of a delay that quotes 5.x.x becomes 4.x.x
+//     (the quoted code stays in the diagnostic and StatusLiteral).
+//     "before giving up" in such a warning does not make it final.
+//   - full-soft: a full mailbox (reason mailbox_full) is a soft failure
+//     whatever class the reporting MTA gave it: RFC 3463 §3.3 says of
+//     X.2.2 "This code should be used as a persistent transient failure",
+//     and the policy table counts it (its soft rule) rather than
+//     suppressing at once. The status keeps the reported code.
+//
 // The corpus test (corpus_test.go) decodes a copy of the sisimai sample
 // set and keeps accuracy figures above a ratchet.
 package parse
@@ -46,7 +75,7 @@ type Class string
 
 const (
 	ClassHard Class = "hard" // permanent failure (5.x.x)
-	ClassSoft Class = "soft" // temporary failure or delay (4.x.x)
+	ClassSoft Class = "soft" // temporary failure or delay (4.x.x), or a full mailbox
 	ClassNone Class = "none" // not a failure
 )
 
@@ -138,6 +167,8 @@ type Recipient struct {
 	//   header/x-failed-recipients, text/qmail, text/postfix, text/sendmail,
 	//   text/exim, text/angle-colon, text/rcpt-to, text/listed, text/any,
 	//   text/original-to           plain-text rules, see heuristics.go
+	// A rule that overrules what the source says appends its name (see
+	// the package comment): "+expired-final", "+retrying", "+full-soft".
 	DecodedBy string `json:"decoded_by"`
 }
 
