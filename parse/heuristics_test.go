@@ -263,3 +263,56 @@ func TestHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipientEvidence checks the ranking of recipient evidence: an
+// address the notice attaches an error to outranks an X-Failed-Recipients
+// header that names another, a header the notice agrees with (or does not
+// contradict) wins, and an alias the notice expanded is not a record.
+func TestRecipientEvidence(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		msg   string
+		by    string
+		addrs []string
+		orig  string
+	}{
+		{"notice outranks header", plain("Mail Delivery Subsystem <mailer-daemon@relay.example.net>", "Delivery Status Notification (Failure)",
+			"Delivery to the following recipient failed permanently:\n\n     member@far.example\n\n"+
+				"Technical details of permanent failure:\n550 5.1.1 The email account that you tried to reach does not exist.\n",
+			"X-Failed-Recipients: team@lists.example.org"),
+			"text/listed+over-header", []string{"member@far.example"}, ""},
+		{"header agrees with the notice", plain("Mail Delivery Subsystem <mailer-daemon@relay.example.net>", "Delivery Status Notification (Failure)",
+			"Delivery to the following recipient failed permanently:\n\n     member@far.example\n\n"+
+				"Technical details of permanent failure:\n550 5.1.1 The email account that you tried to reach does not exist.\n",
+			"X-Failed-Recipients: member@far.example"),
+			"header/x-failed-recipients", []string{"member@far.example"}, ""},
+		{"header not contradicted: no error in the notice", plain("Mailer-Daemon@mx.example.net", "Mail delivery failed",
+			"Something went wrong with a message to other@example.com.\n", "X-Failed-Recipients: y@example.com"),
+			"header/x-failed-recipients", []string{"y@example.com"}, ""},
+		{"never the bounce's own To", plain("Mail Delivery Subsystem <mailer-daemon@relay.example.net>", "Undeliverable",
+			"The following recipient could not be reached:\n\n<sender@example.org>: 550 5.1.1 user unknown\n",
+			"X-Failed-Recipients: gone@example.com"),
+			"header/x-failed-recipients", []string{"gone@example.com"}, ""},
+		{"postfix alias expansion", plain("MAILER-DAEMON@mx.example.net (Mail Delivery System)", "Undelivered Mail Returned to Sender",
+			"This is the mail system at host mx.example.net.\n\n<member@far.example> (expanded from <team@corp.example>): host\n"+
+				"    mx.far.example[192.0.2.1] said: 550 5.1.1 <member@far.example>: Recipient\n    address rejected: User unknown (in reply to RCPT TO command)\n"),
+			"text/postfix+expanded", []string{"member@far.example"}, "team@corp.example"},
+		{"exim forwarding", plain("Mail Delivery System <Mailer-Daemon@mx.example.net>", "Mail delivery failed: returning message to sender",
+			"This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\n"+
+				"recipients. This is a permanent error. The following address(es) failed:\n\n  real@far.example\n    (generated from alias@corp.example)\n"+
+				"    host mx.far.example [192.0.2.1]\n    SMTP error from remote mail server after RCPT TO:<real@far.example>:\n    550 5.1.1 No such user\n"),
+			"text/exim+expanded", []string{"real@far.example"}, "alias@corp.example"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Message(strings.NewReader(c.msg), Limits{})
+			tcheck(t, err, "decoding")
+			if got := addrs(rep); strings.Join(got, ",") != strings.Join(c.addrs, ",") {
+				t.Fatalf("recipients %v, want %v", got, c.addrs)
+			}
+			rc := rep.Recipients[0]
+			if rc.DecodedBy != c.by || rc.OriginalRecipient != c.orig {
+				t.Errorf("by %s original %q, want %s %q", rc.DecodedBy, rc.OriginalRecipient, c.by, c.orig)
+			}
+		})
+	}
+}

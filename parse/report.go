@@ -19,6 +19,34 @@
 // its source in Recipient.DecodedBy. Status codes are resolved in
 // status.go and reasons come from the table in reason.go.
 //
+// # Which address failed
+//
+// A delivery-status part names each recipient (RFC 3464 §2.3.1-2.3.2), and
+// its Final-Recipient is taken as it is. A plain-text notice can name the
+// failed address in several places that may disagree; the evidence is
+// ranked (evidence.go, heuristics.go):
+//
+//  1. An address that the notice attaches an error to (a 4yz/5yz reply, a
+//     4.x.x/5.x.x status or a reason's wording in the text about it, as
+//     in "<user@example.com>: 550 5.1.1 user unknown") outranks the
+//     X-Failed-Recipients header (Exim's, also added by relays and
+//     list managers) when the header names none of the notice's addresses
+//     and none of its own addresses has an error in the notice:
+//     "+over-header". Otherwise the header wins: it is strong when nothing
+//     in the notice contradicts it.
+//  2. Addresses the notice lists in its MTA's layout (text/qmail ...
+//     text/listed) outrank every address of the text (text/any), which
+//     outranks the returned message's To (text/original-to, one To only).
+//     Neither of these two weak rules outranks the header.
+//  3. An address that the notice says another failed address was expanded
+//     from (Postfix "<member@example.net> (expanded from
+//     <list@example.org>):", Exim "(generated from list@example.org)") is
+//     a mailing-list alias or a forwarding address: it becomes that
+//     record's OriginalRecipient, as RFC 3464 §2.3.1 has it, and is not
+//     a failed recipient of its own: "+expanded".
+//  4. The bounce's own From, To and Return-Path, and the returned
+//     message's From, are never taken from the text.
+//
 // # Final failure or delay
 //
 // A record is a final failure (Kind bounce) or a delay (Kind delay). A
@@ -168,7 +196,8 @@ type Recipient struct {
 	//   text/exim, text/angle-colon, text/rcpt-to, text/listed, text/any,
 	//   text/original-to           plain-text rules, see heuristics.go
 	// A rule that overrules what the source says appends its name (see
-	// the package comment): "+expired-final", "+retrying", "+full-soft".
+	// the package comment): "+over-header", "+expanded",
+	// "+expired-final", "+retrying", "+full-soft".
 	DecodedBy string `json:"decoded_by"`
 }
 
