@@ -8,14 +8,20 @@ import "strings"
 // rule that finds any wins.
 func (d *decoder) heuristics() {
 	t := d.newBounceText()
+	rank := t.rank
 	if !t.bounce {
-		return
+		if !d.isNoticeSender() {
+			return
+		}
+		// A machine's or list manager's error notice in a layout
+		// no other rule knows: only the near-failure rule reads it.
+		rank = func() ([]Recipient, string) { return ruleNear(t), ruleNearName }
 	}
 	d.permanent = saysPermanent(t.lower)
 	if d.rep.ReportingMTA == "" {
 		d.rep.ReportingMTA = reportingHost(t.text)
 	}
-	rs, by := t.rank()
+	rs, by := rank()
 	for i := range rs {
 		rs[i].DecodedBy = by
 	}
@@ -59,6 +65,7 @@ var textRules = []textRule{
 	{"text/angle-colon", ruleAngleColon(""), false},
 	{"text/rcpt-to", ruleRcptTo, false},
 	{"text/listed", ruleListed, false},
+	{ruleNearName, ruleNearOfMany, true},
 	{"text/any", ruleAny, true},
 	{"text/original-to", ruleOriginalTo, true},
 }
@@ -240,7 +247,7 @@ func ruleListed(t *bounceText) []Recipient {
 // contactWords, shortly before an address on its line, mark it as an
 // address to write to for help, not a failed recipient.
 var contactWords = []string{"contact", "send mail to", "write to", "e-mail to", "email to", "reply to", "helpdesk",
-	"assistance", "questions", "administrator at"}
+	"assistance", "questions", "administrator at", "問い合わせ", "問合せ", "連絡"}
 
 // notContacts is addresses without those mentioned as contacts.
 func (t *bounceText) notContacts(s string) []string {

@@ -1,6 +1,7 @@
 package parse
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -312,6 +313,54 @@ func TestRecipientEvidence(t *testing.T) {
 			rc := rep.Recipients[0]
 			if rc.DecodedBy != c.by || rc.OriginalRecipient != c.orig {
 				t.Errorf("by %s original %q, want %s %q", rc.DecodedBy, rc.OriginalRecipient, c.by, c.orig)
+			}
+		})
+	}
+}
+
+// TestNearFailure checks the rule for notices in layouts no other rule
+// knows: the address presented as undeliverable near a failure word, in
+// English or localised, never the notice's own From or To.
+func TestNearFailure(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		msg   string
+		addrs []string // nil: not a bounce
+	}{
+		{"japanese carrier filter notice", plain("Mail Notification <notification@mobile.example.jp>", "送信失敗のお知らせ",
+			"お客様が送信されたメールは、以下の宛先で受信拒否設定により届きませんでした。\n\n    keitai@mobile.example.jp\n\n"+
+				"このメールは送信専用です。お問い合わせは support@mobile.example.jp まで。\n",
+			"Content-Type: text/plain; charset=utf-8"),
+			[]string{"keitai@mobile.example.jp"}},
+		{"list manager rejection", plain("announce-owner@lists.example.org", "Posting refused",
+			"Your message to announce@lists.example.org was rejected by the list manager:\nonly members may post.\n\n"+
+				"Questions go to the list owner.\n"),
+			[]string{"announce@lists.example.org"}},
+		{"list manager notice without a failed address", plain("announce-request@lists.example.org", "Command error",
+			"Your command \"subscribe\" was not understood.\nSend \"help\" to announce-request@lists.example.org.\n"),
+			nil},
+		{"narrows every address of a bounce", plain("MAILER-DAEMON@mx.example.net", "Undeliverable mail",
+			"A copy of this report went to archive@example.net.\nKeep it for your records.\n\nDetails:\n\n"+
+				"The address olduser@gone.example is unknown here. (#5.1.1)\n"),
+			[]string{"olduser@gone.example"}},
+		{"own From and To are skipped", plain("news-bounces@lists.example.org", "Bounce action notification",
+			"This is a notice that sender@example.org was unknown at the list news@lists.example.org last week.\n"),
+			[]string{"news@lists.example.org"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Message(strings.NewReader(c.msg), Limits{})
+			if c.addrs == nil {
+				if !errors.Is(err, ErrNotBounce) || len(rep.Recipients) != 0 {
+					t.Fatalf("err %v, recipients %v, want not a bounce", err, addrs(rep))
+				}
+				return
+			}
+			tcheck(t, err, "decoding")
+			if got := addrs(rep); strings.Join(got, ",") != strings.Join(c.addrs, ",") {
+				t.Fatalf("recipients %v, want %v", got, c.addrs)
+			}
+			if rc := rep.Recipients[0]; rc.DecodedBy != "text/near-failure" || rc.Kind != KindBounce {
+				t.Errorf("by %s kind %s, want text/near-failure bounce", rc.DecodedBy, rc.Kind)
 			}
 		})
 	}

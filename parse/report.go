@@ -45,7 +45,32 @@
 //     record's OriginalRecipient, as RFC 3464 §2.3.1 has it, and is not
 //     a failed recipient of its own: "+expanded".
 //  4. The bounce's own From, To and Return-Path, and the returned
-//     message's From, are never taken from the text.
+//     message's From, never outrank the header and are never taken by the
+//     weak rules or the near-failure rule below. (The listing rules may
+//     take them: a message sent to oneself bounces too.)
+//
+// # No recipient found
+//
+// Notices without a delivery-status part in a layout no rule knows
+// (mailing-list managers' error notices, mobile carriers' filter notices,
+// translated notices) are read by text/near-failure (near.go): the
+// addresses of the notice text (cut before the returned message) that
+// have a failure word within two lines, such as unknown, rejected,
+// refused, filtered, "not a member", loop, or the localised 宛先不明,
+// 受信拒否, 届きません, 配信できません, unbekannt, inconnu, no existe. Left
+// out are the notice's own From, To and Return-Path, role addresses
+// (postmaster), addresses on quoted header lines (From:, To:, Received:
+// ... for <addr>) and addresses given as contacts ("contact", "write to",
+// お問い合わせ). The rule reads
+//
+//   - a notice that no other test recognises as a failure notice, when it
+//     comes from a machine or list-manager address (noreply, owner-list,
+//     list-admin, list-request, list-bounces, or a list server's X-MLServer
+//     or X-ML-Name header) and its subject has an error word (error, alert,
+//     loop, rejected, refused, failed, 拒否, エラー, 失敗);
+//   - a failure notice whose text names several addresses and no layout
+//     rule lists any: of every address of the text (text/any), those near
+//     a failure word, if that is some but not all of them.
 //
 // # Final failure or delay
 //
@@ -193,8 +218,10 @@ type Recipient struct {
 	//   json/ses                   Amazon SES notification
 	//   text/unsubscribe           unsubscribe request (complaint, opt-out)
 	//   header/x-failed-recipients, text/qmail, text/postfix, text/sendmail,
-	//   text/exim, text/angle-colon, text/rcpt-to, text/listed, text/any,
+	//   text/exim, text/angle-colon, text/rcpt-to, text/listed,
+	//   text/near-failure, text/any,
 	//   text/original-to           plain-text rules, see heuristics.go
+	//                              and near.go
 	// A rule that overrules what the source says appends its name (see
 	// the package comment): "+over-header", "+expanded",
 	// "+expired-final", "+retrying", "+full-soft".
