@@ -162,6 +162,7 @@ func (d *decoder) finishRecipients() {
 		}
 		rc.Reason = classify(rc.Status, tr)
 		rc.Kind, rc.Class = kindOf(rc.Action, rc.Status)
+		finalClass(rc)
 		if rc.Kind == KindDelivered {
 			rc.Reason = ""
 		}

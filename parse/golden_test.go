@@ -21,7 +21,8 @@ type goldenResult struct {
 
 // TestGolden decodes each testdata/golden/*.eml and compares the Report
 // with its .golden.json. Samples named after an MTA come from the sisimai
-// corpus (see testdata/golden/LICENSE.sisimai); exim-543.eml and
+// corpus (see testdata/golden/LICENSE.sisimai), fml-loop.eml and
+// exim-generated.eml among them (lhost-fml-03, lhost-exim-08); exim-543.eml and
 // global-utf8.eml are written for these tests.
 func TestGolden(t *testing.T) {
 	paths, err := filepath.Glob("testdata/golden/*.eml")
@@ -134,6 +135,26 @@ func TestGoldenFacts(t *testing.T) {
 		tcheck(t, err, "decoding")
 		if rep.Kind != KindComplaint || rep.Feedback == nil || rep.Feedback.FeedbackType != "abuse" || len(rep.Recipients) != 7 {
 			t.Errorf("kind %s feedback %+v recipients %d", rep.Kind, rep.Feedback, len(rep.Recipients))
+		}
+	})
+	t.Run("list manager notice", func(t *testing.T) {
+		rep, err := decode("fml-loop.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "neko@example.co.jp" ||
+			rep.Recipients[0].DecodedBy != "text/near-failure" || rep.Recipients[0].Kind != KindBounce {
+			t.Errorf("recipients %+v", rep.Recipients)
+		}
+	})
+	t.Run("exim alias expansion", func(t *testing.T) {
+		rep, err := decode("exim-generated.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 {
+			t.Fatalf("recipients %v", addrs(rep))
+		}
+		rc := rep.Recipients[0]
+		if rc.FinalRecipient != "kijitora@example.org" || rc.OriginalRecipient != "nekochan@example.org" ||
+			rc.DecodedBy != "header/x-failed-recipients+expanded" || rc.Kind != KindBounce || rc.Status != "4.4.7" {
+			t.Errorf("recipient %+v", rc)
 		}
 	})
 	t.Run("vacation", func(t *testing.T) {

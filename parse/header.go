@@ -283,7 +283,7 @@ func keepPart(k []byte) bool { return hasPrefixFold(k, "content-") }
 func keepTop(k []byte) bool {
 	return hasPrefixFold(k, "content-") || keepAny(k, "subject", "from", "to", "return-path",
 		"auto-submitted", "x-failed-recipients", "x-autoreply", "x-autorespond", "x-autoresponder",
-		"x-vacation", "x-mailer-autoreply", "precedence", "x-auto-response-suppress")
+		"x-vacation", "x-mailer-autoreply", "precedence", "x-auto-response-suppress", "x-mlserver", "x-ml-name")
 }
 
 // keepReturned keeps the fields of a returned message that go into

@@ -8,58 +8,66 @@ import "strings"
 // rule that finds any wins.
 func (d *decoder) heuristics() {
 	t := d.newBounceText()
+	rank := t.rank
 	if !t.bounce {
-		return
+		if !d.isNoticeSender() {
+			return
+		}
+		// A machine's or list manager's error notice in a layout
+		// no other rule knows: only the near-failure rule reads it.
+		rank = func() ([]Recipient, string) { return ruleNear(t), ruleNearName }
 	}
 	d.permanent = saysPermanent(t.lower)
 	if d.rep.ReportingMTA == "" {
 		d.rep.ReportingMTA = reportingHost(t.text)
 	}
-	for _, r := range textRules {
-		rs := r.fn(t)
-		if len(rs) == 0 {
-			continue
+	rs, by := rank()
+	for i := range rs {
+		rs[i].DecodedBy = by
+	}
+	rs = t.expansions(rs)
+	for i := range rs {
+		if len(d.rep.Recipients) >= d.lim.MaxRecipients {
+			break
 		}
-		for i := range rs {
-			if len(d.rep.Recipients) >= d.lim.MaxRecipients {
-				break
-			}
-			rc := rs[i]
-			rc.DecodedBy = r.name
-			if rc.Action == "" {
-				rc.Action = t.action
-			}
-			if rc.DiagnosticCode == "" {
-				rc.DiagnosticCode = t.diagnostic(rc.FinalRecipient)
-			}
-			if rc.RemoteMTA == "" {
-				rc.RemoteMTA = remoteHost(rc.DiagnosticCode)
-			}
-			d.rep.Recipients = append(d.rep.Recipients, rc)
+		rc := rs[i]
+		if rc.Action == "" {
+			rc.Action = t.action
+			rc.DecodedBy += t.actionBy
 		}
-		return
+		if rc.DiagnosticCode == "" {
+			rc.DiagnosticCode = t.diagnostic(rc.FinalRecipient)
+		}
+		if rc.RemoteMTA == "" {
+			rc.RemoteMTA = remoteHost(rc.DiagnosticCode)
+		}
+		d.rep.Recipients = append(d.rep.Recipients, rc)
 	}
 }
 
-// textRule is one named non-standard rule.
+// textRule is one named non-standard rule. A weak rule takes addresses
+// the notice does not present as failed (every address of its text, the
+// returned message's To); it never outranks X-Failed-Recipients.
 type textRule struct {
 	name string
 	fn   func(t *bounceText) []Recipient
+	weak bool
 }
 
-// textRules are tried in order. Rules named after an MTA anchor on that
-// MTA's own wording; text/listed and text/any are general.
+// textRules are tried in order, after the X-Failed-Recipients header is
+// read (see rank). Rules named after an MTA anchor on that MTA's own
+// wording; text/listed and text/any are general.
 var textRules = []textRule{
-	{"header/x-failed-recipients", ruleXFailed},
-	{"text/qmail", ruleAngleColon("qmail-send program", "qmail-")},
-	{"text/postfix", ruleAngleColon("this is the mail system at host", "postfix")},
-	{"text/sendmail", ruleSendmail},
-	{"text/exim", ruleExim},
-	{"text/angle-colon", ruleAngleColon("")},
-	{"text/rcpt-to", ruleRcptTo},
-	{"text/listed", ruleListed},
-	{"text/any", ruleAny},
-	{"text/original-to", ruleOriginalTo},
+	{"text/qmail", ruleAngleColon("qmail-send program", "qmail-"), false},
+	{"text/postfix", ruleAngleColon("this is the mail system at host", "postfix"), false},
+	{"text/sendmail", ruleSendmail, false},
+	{"text/exim", ruleExim, false},
+	{"text/angle-colon", ruleAngleColon(""), false},
+	{"text/rcpt-to", ruleRcptTo, false},
+	{"text/listed", ruleListed, false},
+	{ruleNearName, ruleNearOfMany, true},
+	{"text/any", ruleAny, true},
+	{"text/original-to", ruleOriginalTo, true},
 }
 
 func recipients(addrs []string) []Recipient {
@@ -100,17 +108,36 @@ func ruleAngleColon(signatures ...string) func(t *bounceText) []Recipient {
 			if !strings.HasPrefix(line, "<") {
 				continue
 			}
-			j := strings.Index(line, ">:")
-			if j < 0 {
-				j = strings.Index(line, "> :")
-			}
+			j := angleColon(line)
 			if j < 0 {
 				continue
 			}
-			addrs = append(addrs, t.listed(line[:j+1])...)
+			addrs = append(addrs, t.listed(line[:j])...)
 		}
 		return recipients(dedupe(addrs))
 	}
+}
+
+// angleColon returns the end of the "<addr>" that starts line when a
+// colon follows it, after blanks and one parenthesised comment such as
+// Postfix's "(expanded from <alias@example.org>)"; else -1.
+func angleColon(line string) int {
+	j := strings.IndexByte(line, '>')
+	if j < 0 {
+		return -1
+	}
+	rest := strings.TrimLeft(line[j+1:], " \t")
+	if strings.HasPrefix(rest, "(") {
+		k := strings.IndexByte(rest, ')')
+		if k < 0 {
+			return -1
+		}
+		rest = strings.TrimLeft(rest[k+1:], " \t")
+	}
+	if !strings.HasPrefix(rest, ":") {
+		return -1
+	}
+	return j + 1
 }
 
 // ruleSendmail reads Sendmail's text: the "following addresses had
@@ -220,7 +247,7 @@ func ruleListed(t *bounceText) []Recipient {
 // contactWords, shortly before an address on its line, mark it as an
 // address to write to for help, not a failed recipient.
 var contactWords = []string{"contact", "send mail to", "write to", "e-mail to", "email to", "reply to", "helpdesk",
-	"assistance", "questions", "administrator at"}
+	"assistance", "questions", "administrator at", "問い合わせ", "問合せ", "連絡"}
 
 // notContacts is addresses without those mentioned as contacts.
 func (t *bounceText) notContacts(s string) []string {

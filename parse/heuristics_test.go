@@ -1,6 +1,7 @@
 package parse
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -33,7 +34,7 @@ func TestTextRules(t *testing.T) {
 		{"postfix text", plain("MAILER-DAEMON@mx.example.net (Mail Delivery System)", "Undelivered Mail Returned to Sender",
 			"This is the mail system at host mx.example.net.\n\n<a@example.com>: host mx.example.com[192.0.2.1] said: 552 5.2.2\n    Mailbox full (in reply to RCPT TO command)\n\n"+
 				"<b@example.com>: Host or domain name not found. Name service error for\n    name=example.com type=MX: Host not found\n"),
-			"text/postfix", []string{"a@example.com", "b@example.com"}, "5.2.2", KindBounce},
+			"text/postfix+full-soft", []string{"a@example.com", "b@example.com"}, "5.2.2", KindBounce},
 		{"exim", plain("Mail Delivery System <Mailer-Daemon@mx.example.net>", "Mail delivery failed: returning message to sender",
 			"This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\n"+
 				"recipients. This is a permanent error. The following address(es) failed:\n\n  x@example.com\n    host mx.example.com [192.0.2.1]\n"+
@@ -60,6 +61,18 @@ func TestTextRules(t *testing.T) {
 			"This is an automatically generated Delivery Status Notification\n\nTHIS IS A WARNING MESSAGE ONLY.\n\n"+
 				"Delivery to the following recipient has been delayed:\n\n     slow@example.com\n\nMessage will be retried for 2 more day(s)\n"),
 			"text/listed", []string{"slow@example.com"}, "4.0.0", KindDelay},
+		{"given up after the queue lifetime, with delay wording", plain("MAILER-DAEMON@mx.example.net", "Warning: message delayed, now returned",
+			"Your message has been delayed for 5 days and the delivery time expired.\n"+
+				"No further attempts will be made.\n\n<late@example.com>: 451 4.4.1 connection timed out\n"),
+			"text/angle-colon+expired-final", []string{"late@example.com"}, "4.4.1", KindBounce},
+		{"delay warning that says it will give up later", plain("MAILER-DAEMON@mx.example.net", "Delivery delayed",
+			"Delivery to the following recipient has been delayed:\n\n     wait@example.com\n\n"+
+				"Delivery will be retried for 4 more days before giving up.\n"),
+			"text/listed", []string{"wait@example.com"}, "4.4.7", KindDelay},
+		{"delay quoting a 5.x.x", plain("Mail Delivery Subsystem <mailer-daemon@mx.example.net>", "Delivery Status Notification (Delay)",
+			"THIS IS A WARNING MESSAGE ONLY.\n\nDelivery to the following recipient has been delayed:\n\n     busy@example.com\n\n"+
+				"The last attempt said: 550 5.7.1 Service unavailable, try later\nMessage will be retried for 2 more day(s)\n"),
+			"text/listed+retrying", []string{"busy@example.com"}, "4.7.1", KindDelay},
 		{"rcpt to summary", plain("post_master@example.net", "Re: hello",
 			"Error: Invalid user address\nError message below:\n550 - Requested action not taken: no such user here\n\n"+
 				"Message details:\n  Subject: hello\n  MAIL FROM: sender@example.org\n  RCPT TO: who@example.net\n  Size (in bytes): 222\n"),
@@ -249,5 +262,106 @@ func TestHosts(t *testing.T) {
 		if got := remoteHost(c.in); got != c.remote {
 			t.Errorf("remoteHost(%q) = %q, want %q", c.in, got, c.remote)
 		}
+	}
+}
+
+// TestRecipientEvidence checks the ranking of recipient evidence: an
+// address the notice attaches an error to outranks an X-Failed-Recipients
+// header that names another, a header the notice agrees with (or does not
+// contradict) wins, and an alias the notice expanded is not a record.
+func TestRecipientEvidence(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		msg   string
+		by    string
+		addrs []string
+		orig  string
+	}{
+		{"notice outranks header", plain("Mail Delivery Subsystem <mailer-daemon@relay.example.net>", "Delivery Status Notification (Failure)",
+			"Delivery to the following recipient failed permanently:\n\n     member@far.example\n\n"+
+				"Technical details of permanent failure:\n550 5.1.1 The email account that you tried to reach does not exist.\n",
+			"X-Failed-Recipients: team@lists.example.org"),
+			"text/listed+over-header", []string{"member@far.example"}, ""},
+		{"header agrees with the notice", plain("Mail Delivery Subsystem <mailer-daemon@relay.example.net>", "Delivery Status Notification (Failure)",
+			"Delivery to the following recipient failed permanently:\n\n     member@far.example\n\n"+
+				"Technical details of permanent failure:\n550 5.1.1 The email account that you tried to reach does not exist.\n",
+			"X-Failed-Recipients: member@far.example"),
+			"header/x-failed-recipients", []string{"member@far.example"}, ""},
+		{"header not contradicted: no error in the notice", plain("Mailer-Daemon@mx.example.net", "Mail delivery failed",
+			"Something went wrong with a message to other@example.com.\n", "X-Failed-Recipients: y@example.com"),
+			"header/x-failed-recipients", []string{"y@example.com"}, ""},
+		{"never the bounce's own To", plain("Mail Delivery Subsystem <mailer-daemon@relay.example.net>", "Undeliverable",
+			"The following recipient could not be reached:\n\n<sender@example.org>: 550 5.1.1 user unknown\n",
+			"X-Failed-Recipients: gone@example.com"),
+			"header/x-failed-recipients", []string{"gone@example.com"}, ""},
+		{"postfix alias expansion", plain("MAILER-DAEMON@mx.example.net (Mail Delivery System)", "Undelivered Mail Returned to Sender",
+			"This is the mail system at host mx.example.net.\n\n<member@far.example> (expanded from <team@corp.example>): host\n"+
+				"    mx.far.example[192.0.2.1] said: 550 5.1.1 <member@far.example>: Recipient\n    address rejected: User unknown (in reply to RCPT TO command)\n"),
+			"text/postfix+expanded", []string{"member@far.example"}, "team@corp.example"},
+		{"exim forwarding", plain("Mail Delivery System <Mailer-Daemon@mx.example.net>", "Mail delivery failed: returning message to sender",
+			"This message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\n"+
+				"recipients. This is a permanent error. The following address(es) failed:\n\n  real@far.example\n    (generated from alias@corp.example)\n"+
+				"    host mx.far.example [192.0.2.1]\n    SMTP error from remote mail server after RCPT TO:<real@far.example>:\n    550 5.1.1 No such user\n"),
+			"text/exim+expanded", []string{"real@far.example"}, "alias@corp.example"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Message(strings.NewReader(c.msg), Limits{})
+			tcheck(t, err, "decoding")
+			if got := addrs(rep); strings.Join(got, ",") != strings.Join(c.addrs, ",") {
+				t.Fatalf("recipients %v, want %v", got, c.addrs)
+			}
+			rc := rep.Recipients[0]
+			if rc.DecodedBy != c.by || rc.OriginalRecipient != c.orig {
+				t.Errorf("by %s original %q, want %s %q", rc.DecodedBy, rc.OriginalRecipient, c.by, c.orig)
+			}
+		})
+	}
+}
+
+// TestNearFailure checks the rule for notices in layouts no other rule
+// knows: the address presented as undeliverable near a failure word, in
+// English or localised, never the notice's own From or To.
+func TestNearFailure(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		msg   string
+		addrs []string // nil: not a bounce
+	}{
+		{"japanese carrier filter notice", plain("Mail Notification <notification@mobile.example.jp>", "送信失敗のお知らせ",
+			"お客様が送信されたメールは、以下の宛先で受信拒否設定により届きませんでした。\n\n    keitai@mobile.example.jp\n\n"+
+				"このメールは送信専用です。お問い合わせは support@mobile.example.jp まで。\n",
+			"Content-Type: text/plain; charset=utf-8"),
+			[]string{"keitai@mobile.example.jp"}},
+		{"list manager rejection", plain("announce-owner@lists.example.org", "Posting refused",
+			"Your message to announce@lists.example.org was rejected by the list manager:\nonly members may post.\n\n"+
+				"Questions go to the list owner.\n"),
+			[]string{"announce@lists.example.org"}},
+		{"list manager notice without a failed address", plain("announce-request@lists.example.org", "Command error",
+			"Your command \"subscribe\" was not understood.\nSend \"help\" to announce-request@lists.example.org.\n"),
+			nil},
+		{"narrows every address of a bounce", plain("MAILER-DAEMON@mx.example.net", "Undeliverable mail",
+			"A copy of this report went to archive@example.net.\nKeep it for your records.\n\nDetails:\n\n"+
+				"The address olduser@gone.example is unknown here. (#5.1.1)\n"),
+			[]string{"olduser@gone.example"}},
+		{"own From and To are skipped", plain("news-bounces@lists.example.org", "Bounce action notification",
+			"This is a notice that sender@example.org was unknown at the list news@lists.example.org last week.\n"),
+			[]string{"news@lists.example.org"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Message(strings.NewReader(c.msg), Limits{})
+			if c.addrs == nil {
+				if !errors.Is(err, ErrNotBounce) || len(rep.Recipients) != 0 {
+					t.Fatalf("err %v, recipients %v, want not a bounce", err, addrs(rep))
+				}
+				return
+			}
+			tcheck(t, err, "decoding")
+			if got := addrs(rep); strings.Join(got, ",") != strings.Join(c.addrs, ",") {
+				t.Fatalf("recipients %v, want %v", got, c.addrs)
+			}
+			if rc := rep.Recipients[0]; rc.DecodedBy != "text/near-failure" || rc.Kind != KindBounce {
+				t.Errorf("by %s kind %s, want text/near-failure bounce", rc.DecodedBy, rc.Kind)
+			}
+		})
 	}
 }

@@ -87,7 +87,7 @@ func TestRoundTrip(t *testing.T) {
 	}, {
 		FinalRecipient: "d@example.org", FinalRecipientType: "rfc822", Action: Failed, Status: "5.2.2",
 		StatusInferred: true, ReplyCode: "552", DiagnosticType: "smtp", DiagnosticCode: "552 mailbox over quota",
-		Kind: KindBounce, Class: ClassHard, Reason: ReasonMailboxFull, DecodedBy: "rfc3464",
+		Kind: KindBounce, Class: ClassSoft, Reason: ReasonMailboxFull, DecodedBy: "rfc3464+full-soft",
 	}}
 	if len(rep.Recipients) != len(want) {
 		t.Fatalf("got %d recipients, want %d", len(rep.Recipients), len(want))

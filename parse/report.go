@@ -19,6 +19,88 @@
 // its source in Recipient.DecodedBy. Status codes are resolved in
 // status.go and reasons come from the table in reason.go.
 //
+// # Which address failed
+//
+// A delivery-status part names each recipient (RFC 3464 §2.3.1-2.3.2), and
+// its Final-Recipient is taken as it is. A plain-text notice can name the
+// failed address in several places that may disagree; the evidence is
+// ranked (evidence.go, heuristics.go):
+//
+//  1. An address that the notice attaches an error to (a 4yz/5yz reply, a
+//     4.x.x/5.x.x status or a reason's wording in the text about it, as
+//     in "<user@example.com>: 550 5.1.1 user unknown") outranks the
+//     X-Failed-Recipients header (Exim's, also added by relays and
+//     list managers) when the header names none of the notice's addresses
+//     and none of its own addresses has an error in the notice:
+//     "+over-header". Otherwise the header wins: it is strong when nothing
+//     in the notice contradicts it.
+//  2. Addresses the notice lists in its MTA's layout (text/qmail ...
+//     text/listed) outrank every address of the text (text/any), which
+//     outranks the returned message's To (text/original-to, one To only).
+//     Neither of these two weak rules outranks the header.
+//  3. An address that the notice says another failed address was expanded
+//     from (Postfix "<member@example.net> (expanded from
+//     <list@example.org>):", Exim "(generated from list@example.org)") is
+//     a mailing-list alias or a forwarding address: it becomes that
+//     record's OriginalRecipient, as RFC 3464 §2.3.1 has it, and is not
+//     a failed recipient of its own: "+expanded".
+//  4. The bounce's own From, To and Return-Path, and the returned
+//     message's From, never outrank the header and are never taken by the
+//     weak rules or the near-failure rule below. (The listing rules may
+//     take them: a message sent to oneself bounces too.)
+//
+// # No recipient found
+//
+// Notices without a delivery-status part in a layout no rule knows
+// (mailing-list managers' error notices, mobile carriers' filter notices,
+// translated notices) are read by text/near-failure (near.go): the
+// addresses of the notice text (cut before the returned message) that
+// have a failure word within two lines, such as unknown, rejected,
+// refused, filtered, "not a member", loop, or the localised 宛先不明,
+// 受信拒否, 届きません, 配信できません, unbekannt, inconnu, no existe. Left
+// out are the notice's own From, To and Return-Path, role addresses
+// (postmaster), addresses on quoted header lines (From:, To:, Received:
+// ... for <addr>) and addresses given as contacts ("contact", "write to",
+// お問い合わせ). The rule reads
+//
+//   - a notice that no other test recognises as a failure notice, when it
+//     comes from a machine or list-manager address (noreply, owner-list,
+//     list-admin, list-request, list-bounces, or a list server's X-MLServer
+//     or X-ML-Name header) and its subject has an error word (error, alert,
+//     loop, rejected, refused, failed, 拒否, エラー, 失敗);
+//   - a failure notice whose text names several addresses and no layout
+//     rule lists any: of every address of the text (text/any), those near
+//     a failure word, if that is some but not all of them.
+//
+// # Final failure or delay
+//
+// A record is a final failure (Kind bounce) or a delay (Kind delay). A
+// delivery-status part says which in its Action field (RFC 3464 §2.3.3:
+// "failed" and "delayed"); a plain-text notice says it in words (class.go):
+//
+//   - expired-final: a notice that says the message was given up, most
+//     often because its queue lifetime ran out ("delivery time expired",
+//     Postfix's maximal_queue_lifetime; "retry timeout exceeded", Exim;
+//     "this message has been in the queue too long", qmail; "gave up",
+//     "no further attempts", "will not be retried"), is final even when it
+//     also uses a delay's wording and even when the last attempt's code
+//     was 4.x.x. RFC 3463 §3.5 X.4.7 "Delivery time expired" is such a
+//     code: Sendmail and Postfix send it with Action failed. The status
+//     keeps the 4.x.x the MTA reported; the kind says it gave up.
+//   - retrying: a notice that says delivery will still be retried ("will
+//     be retried", "will keep trying", "this is a warning only", "no
+//     action is required") is a delay even when it quotes a 5.x.x. RFC
+//     3464 §2.3.3 defines "delayed" as an MTA that "will continue to
+//     attempt" delivery, which is RFC 3463 §3.1's persistent transient
+//     class, so the status of a delay that quotes 5.x.x becomes 4.x.x
+//     (the quoted code stays in the diagnostic and StatusLiteral).
+//     "before giving up" in such a warning does not make it final.
+//   - full-soft: a full mailbox (reason mailbox_full) is a soft failure
+//     whatever class the reporting MTA gave it: RFC 3463 §3.3 says of
+//     X.2.2 "This code should be used as a persistent transient failure",
+//     and the policy table counts it (its soft rule) rather than
+//     suppressing at once. The status keeps the reported code.
+//
 // The corpus test (corpus_test.go) decodes a copy of the sisimai sample
 // set and keeps accuracy figures above a ratchet.
 package parse
@@ -46,7 +128,7 @@ type Class string
 
 const (
 	ClassHard Class = "hard" // permanent failure (5.x.x)
-	ClassSoft Class = "soft" // temporary failure or delay (4.x.x)
+	ClassSoft Class = "soft" // temporary failure or delay (4.x.x), or a full mailbox
 	ClassNone Class = "none" // not a failure
 )
 
@@ -136,8 +218,13 @@ type Recipient struct {
 	//   json/ses                   Amazon SES notification
 	//   text/unsubscribe           unsubscribe request (complaint, opt-out)
 	//   header/x-failed-recipients, text/qmail, text/postfix, text/sendmail,
-	//   text/exim, text/angle-colon, text/rcpt-to, text/listed, text/any,
+	//   text/exim, text/angle-colon, text/rcpt-to, text/listed,
+	//   text/near-failure, text/any,
 	//   text/original-to           plain-text rules, see heuristics.go
+	//                              and near.go
+	// A rule that overrules what the source says appends its name (see
+	// the package comment): "+over-header", "+expanded",
+	// "+expired-final", "+retrying", "+full-soft".
 	DecodedBy string `json:"decoded_by"`
 }
 

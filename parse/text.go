@@ -7,13 +7,14 @@ import (
 
 // bounceText is the human-readable part of a plain-text bounce.
 type bounceText struct {
-	d      *decoder
-	all    string // text parts joined
-	text   string // all, cut before the returned message
-	lower  string // text in lower case
-	bounce bool   // the message presents itself as a failure notice
-	action Action // Failed, or Delayed when the text says it will retry
-	skip   map[string]bool
+	d        *decoder
+	all      string // text parts joined
+	text     string // all, cut before the returned message
+	lower    string // text in lower case
+	bounce   bool   // the message presents itself as a failure notice
+	action   Action // Failed, or Delayed when the text says it will retry
+	actionBy string // the class rule that decided action, if any
+	skip     map[string]bool
 
 	pos          map[string]int // first offset in text of each address, lower case
 	codeLine     string         // first line of text with a failure code
@@ -60,9 +61,7 @@ func (d *decoder) newBounceText() *bounceText {
 	// mail that mentions "delivery failed" must not suppress addresses.
 	t.bounce = d.looksLikeBounce() || d.top.has("X-Failed-Recipients") ||
 		hasFailureWords(t.lower) && (findEnhanced(t.text) != "" || findReplyCode(t.text) != "")
-	if isDelayText(strings.ToLower(d.rep.Subject), t.lower) {
-		t.action = Delayed
-	}
+	t.action, t.actionBy = textAction(strings.ToLower(d.rep.Subject), t.lower)
 	// Addresses that are never the failed recipient: the sender of the
 	// report, its recipient (the original sender), the original From.
 	t.skip = map[string]bool{}

@@ -1,0 +1,89 @@
+package parse
+
+import "strings"
+
+// Final failure versus delay, and the class of a full mailbox: the rules
+// of the package comment's "Final failure or delay" section. Each rule
+// that changes what the report's own fields say appends its name to
+// Recipient.DecodedBy.
+
+// Rule names, as appended to Recipient.DecodedBy.
+const (
+	ruleExpiredFinal = "+expired-final" // a given-up notice is final even with delay wording
+	ruleRetrying     = "+retrying"      // a delay that quotes a 5.x.x has a 4.x.x status
+	ruleFullSoft     = "+full-soft"     // mailbox full is a soft failure whatever its class
+)
+
+// givenUpPhrases say that the reporting MTA gave the message up, most
+// often because its queue lifetime ran out: Postfix "delivery time
+// expired" (maximal_queue_lifetime), Exim "retry timeout exceeded" and
+// "retry time not reached for any host after a long failure period",
+// qmail "I'm not going to try again; this message has been in the queue
+// too long", Sendmail "could not be delivered for 5 days" (Timeout.queuereturn),
+// Exchange "the message could not be delivered within the time limit".
+var givenUpPhrases = []string{
+	"delivery time expired", "retry timeout exceeded", "retry time exceeded", "retry time not reached for any host after a long failure",
+	"in the queue too long", "too long in queue", "too long in the queue", "queue lifetime", "message expired", "message has expired",
+	"gave up", "have given up", "has given up", "giving up", "will not be retried", "won't be retried",
+	"no further attempts", "not going to try again", "will not try again", "could not be delivered within",
+	"was not delivered within", "expired after", "maximum time in queue", "time limit exceeded",
+}
+
+// givenUpSet finds givenUpPhrases at word starts.
+var givenUpSet = newPhraseSet(givenUpPhrases...)
+
+// saysGivenUp reports whether lower (a notice in lower case) says the
+// message was given up. "before giving up" and "until giving up" are the
+// wording of a delay warning and do not count.
+func saysGivenUp(lower string) bool {
+	for off := 0; off < len(lower); {
+		i := givenUpSet.index(lower[off:])
+		if i < 0 {
+			return false
+		}
+		i += off
+		before := strings.TrimRight(lower[max(0, i-8):i], " \t\n")
+		if !strings.HasSuffix(before, "before") && !strings.HasSuffix(before, "until") {
+			return true
+		}
+		off = i + 1
+	}
+	return false
+}
+
+// textAction decides the Action of the records of a plain-text notice
+// (RFC 3464 §2.3.3 failed or delayed) from its subject and text, both in
+// lower case, and names the rule when a given-up wording overrode a delay
+// wording.
+func textAction(subject, lower string) (Action, string) {
+	delay := isDelayText(subject, lower)
+	switch {
+	case saysGivenUp(lower):
+		if delay {
+			return Failed, ruleExpiredFinal
+		}
+		return Failed, ""
+	case delay:
+		return Delayed, ""
+	}
+	return Failed, ""
+}
+
+// finalClass applies the class rules to a resolved record: a delay has a
+// 4.x.x status even when it quotes the 5.x.x of the last attempt, and a
+// full mailbox is a soft failure.
+func finalClass(rc *Recipient) {
+	if rc.Kind == KindDelay && len(rc.Status) > 1 && rc.Status[0] == '5' {
+		// RFC 3464 §2.3.3: "delayed" means the MTA will continue to
+		// attempt delivery, which is RFC 3463 §3.1's persistent
+		// transient class (4.x.x), not its permanent one.
+		rc.Status = "4" + rc.Status[1:]
+		rc.DecodedBy += ruleRetrying
+	}
+	if rc.Kind == KindBounce && rc.Reason == ReasonMailboxFull && rc.Class == ClassHard {
+		// RFC 3463 §3.3 X.2.2: "This code should be used as a persistent
+		// transient failure"; the policy table counts it (soft rule).
+		rc.Class = ClassSoft
+		rc.DecodedBy += ruleFullSoft
+	}
+}

@@ -1,0 +1,156 @@
+package parse
+
+import "strings"
+
+// Which address failed, when a plain-text notice and its headers disagree:
+// the rules of the package comment's "Which address failed" section.
+
+// Rule names, as appended to Recipient.DecodedBy.
+const (
+	ruleOverHeader = "+over-header" // the notice's failed address outranked X-Failed-Recipients
+	ruleExpanded   = "+expanded"    // an alias the notice expanded is the original recipient, not a record
+)
+
+// rank runs the text rules and weighs what the first one that finds
+// anything says against the X-Failed-Recipients header. The header wins
+// unless the notice attaches an error to addresses the header does not
+// name, and names none of the header's: then those addresses win. A weak
+// rule (every address of the text, the returned message's To) never
+// outranks the header.
+func (t *bounceText) rank() ([]Recipient, string) {
+	header := ruleXFailed(t)
+	for _, r := range textRules {
+		rs := r.fn(t)
+		if len(rs) == 0 {
+			continue
+		}
+		if len(header) == 0 {
+			return rs, r.name
+		}
+		if r.weak {
+			break
+		}
+		if won := t.contradicting(header, rs); len(won) > 0 {
+			return won, r.name + ruleOverHeader
+		}
+		break
+	}
+	if len(header) > 0 {
+		return header, "header/x-failed-recipients"
+	}
+	return nil, ""
+}
+
+// contradicting returns the records of rs whose address the notice
+// attaches an error to, when the header names none of rs and none of its
+// addresses has an error attached in the notice; else nil. The bounce's
+// own From and To are never among them.
+func (t *bounceText) contradicting(header, rs []Recipient) []Recipient {
+	named := map[string]bool{}
+	for _, rc := range rs {
+		named[strings.ToLower(rc.FinalRecipient)] = true
+	}
+	for _, h := range header {
+		if named[strings.ToLower(h.FinalRecipient)] || t.errorAttached(h.FinalRecipient) {
+			return nil
+		}
+	}
+	var won []Recipient
+	for _, rc := range rs {
+		if !t.skip[strings.ToLower(rc.FinalRecipient)] && t.errorAttached(rc.FinalRecipient) {
+			won = append(won, rc)
+		}
+	}
+	return won
+}
+
+// errorAttached reports whether the notice attaches an error to addr:
+// the text about it where the notice lists it (lineAround) has a failure
+// code (4yz or 5yz reply, 4.x.x or 5.x.x status) or a reason's wording.
+func (t *bounceText) errorAttached(addr string) bool {
+	if addr == "" {
+		return false
+	}
+	i := listedAt(t.text, strings.ToLower(addr))
+	if i < 0 {
+		return false
+	}
+	p := lineAround(t.text, i, len(addr))
+	return isFailureCode(findEnhanced(p)) || isFailureCode(findReplyCode(p)) || textReason(p) != ""
+}
+
+// isFailureCode reports whether an enhanced status or reply code is a
+// failure (class 4 or 5).
+func isFailureCode(c string) bool {
+	return c != "" && (c[0] == '4' || c[0] == '5')
+}
+
+// expansionWords introduce, right after a failed address, the address it
+// was expanded from: Postfix "<member@example.net> (expanded from
+// <list@example.org>): ...", Exim "member@example.net\n (generated from
+// list@example.org)" and "(ultimately generated from ...)".
+var expansionWords = []string{"(expanded from", "(generated from", "(ultimately generated from"}
+
+// expansions applies the alias rule to the records of a text rule: an
+// address that the notice says another failed address was expanded from
+// (a mailing-list alias, a forwarding address) becomes that record's
+// original recipient, and is not a failed recipient of its own.
+func (t *bounceText) expansions(rs []Recipient) []Recipient {
+	aliases := map[string]bool{}
+	for i := range rs {
+		rc := &rs[i]
+		a := t.expandedFrom(rc.FinalRecipient)
+		if a == "" || strings.EqualFold(a, rc.FinalRecipient) {
+			continue
+		}
+		if rc.OriginalRecipient == "" {
+			rc.OriginalRecipient, rc.OriginalRecipientType = a, "rfc822"
+		}
+		aliases[strings.ToLower(a)] = true
+		rc.DecodedBy += ruleExpanded
+	}
+	if len(aliases) == 0 {
+		return rs
+	}
+	out := rs[:0]
+	for _, rc := range rs {
+		if !aliases[strings.ToLower(rc.FinalRecipient)] || rc.OriginalRecipient != "" {
+			out = append(out, rc)
+		}
+	}
+	return out
+}
+
+// expandedFrom returns the address that the notice says addr was
+// expanded from, within the two lines that follow its listing, or "".
+func (t *bounceText) expandedFrom(addr string) string {
+	i := listedAt(t.text, strings.ToLower(addr))
+	if i < 0 {
+		return ""
+	}
+	s := t.text[i+len(addr):]
+	end := 0
+	for n := 0; n < 2 && end < len(s); n++ {
+		j := strings.IndexByte(s[end:], '\n')
+		if j < 0 {
+			end = len(s)
+			break
+		}
+		end += j + 1
+	}
+	s = asciiLower(s[:min(end, 400)])
+	for _, w := range expansionWords {
+		k := strings.Index(s, w)
+		if k < 0 {
+			continue
+		}
+		rest := t.text[i+len(addr)+k+len(w):]
+		if e := strings.IndexByte(rest, ')'); e >= 0 {
+			rest = rest[:e]
+		}
+		if as := scanAddresses(rest); len(as) > 0 {
+			return as[0].addr
+		}
+	}
+	return ""
+}
