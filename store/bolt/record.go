@@ -46,6 +46,7 @@ type diskEnvelope struct {
 	VERP     string   `json:"verp,omitempty"`
 	Verified bool     `json:"verified,omitempty"`
 	Campaign string   `json:"campaign,omitempty"`
+	Source   string   `json:"source,omitempty"`
 }
 
 // diskRecordOf returns what is stored of rec, with env to hold its

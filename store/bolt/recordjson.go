@@ -296,6 +296,7 @@ func appendEnvelopeAs(b []byte, e *store.Envelope, disk bool) []byte {
 	b = appendOptString(b, o, "verp", e.VERP)
 	b = appendOptBool(b, o, "verified", e.Verified)
 	b = appendOptString(b, o, "campaign", e.Campaign)
+	b = appendOptString(b, o, "source", e.Source)
 	return append(b, '}')
 }
 
