@@ -48,6 +48,10 @@ import (
 	"github.com/bouncer/bouncer/verp"
 )
 
+// Intake returns the server's recipient check and decoding step, for
+// messages that arrive another way (package mailbox).
+func (s *Server) Intake() *Intake { return s.intake }
+
 // Saver stores one accepted message. It must return only after the
 // message is durable: the client gets 250 when Save returns nil.
 type Saver interface {
@@ -284,13 +288,13 @@ type counters struct {
 
 // Server is a bounce-receiving SMTP server.
 type Server struct {
-	opts    Options
-	saver   Saver
-	log     *slog.Logger
-	smtp    *smtp.Server
-	domains map[string]bool
-	stats   counters
-	mem     *budget
+	opts   Options
+	saver  Saver
+	log    *slog.Logger
+	smtp   *smtp.Server
+	intake *Intake
+	stats  counters
+	mem    *budget
 
 	readSlack, writeSlack time.Duration // see slack
 
@@ -317,7 +321,7 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 		opts:    opts,
 		saver:   saver,
 		log:     logger,
-		domains: make(map[string]bool),
+		intake:  NewIntake(opts),
 		conns:   make(map[*conn]struct{}),
 		perIP:   make(map[string]int),
 		perNet:  make(map[string]int),
@@ -327,9 +331,6 @@ func New(opts Options, saver Saver, logger *slog.Logger) *Server {
 
 		readSlack:  slack(min(opts.ReadTimeout, opts.DataRateGrace)),
 		writeSlack: slack(opts.WriteTimeout),
-	}
-	for _, d := range opts.Domains {
-		s.domains[normDomain(d)] = true
 	}
 	srv := smtp.NewServer(&backend{s: s})
 	srv.Domain = opts.Hostname
@@ -451,14 +452,6 @@ func DataReserve(maxMessage int64) int64 {
 // value to it. A bounce of more than 1 GiB is no bounce, and limits near
 // 2^63 overflow the sums that size buffers and budgets.
 const MaxMessageBytesLimit = 1 << 30
-
-// acceptsDomain reports whether recipients at domain are ours.
-func (s *Server) acceptsDomain(domain string) bool {
-	if len(s.domains) == 0 {
-		return true
-	}
-	return s.domains[normDomain(domain)]
-}
 
 func normDomain(d string) string {
 	return strings.ToLower(strings.TrimSuffix(d, "."))

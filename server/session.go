@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -124,24 +123,7 @@ const maxPath = 254
 // a signed token that fails its check is refused.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) (err error) {
 	defer s.catch(&err, "")
-	i := strings.LastIndexByte(to, '@')
-	if i <= 0 || i == len(to)-1 || !utf8.ValidString(to) || len(to) > maxPath || hasControl(to) {
-		return s.refuse(errBadRecipient, "", "rcpt", to)
-	}
-	local, domain := to[:i], to[i+1:]
-	if strings.EqualFold(local, "postmaster") {
-		// RFC 5321 §4.5.1: postmaster must be accepted at every domain
-		// the server accepts mail for, which includes its own name.
-		if !s.s.acceptsDomain(domain) && normDomain(domain) != normDomain(s.s.opts.Hostname) {
-			return s.refuse(errForeignDomain, "", "rcpt", to)
-		}
-		s.rcpts = append(s.rcpts, to)
-		return nil
-	}
-	if !s.s.acceptsDomain(domain) {
-		return s.refuse(errForeignDomain, "", "rcpt", to)
-	}
-	res, err := s.s.opts.VERP.Decode(local)
+	res, err := s.s.intake.Recipient(to)
 	if err != nil {
 		if s.badToken(err) {
 			s.c.kill()
@@ -256,22 +238,19 @@ func (s *session) Data(r io.Reader) (err error) {
 		return withID(toSMTP(errLowDisk), id)
 	}
 
-	d := &store.Delivery{
-		Received: received,
-		Envelope: store.Envelope{
-			MailFrom: s.from,
-			RcptTo:   append([]string(nil), s.rcpts...),
-			ClientIP: s.ip,
-			Helo:     s.helo,
-			Relay:    s.c.trusted,
-		},
-		Raw: raw,
+	d, panicked := s.s.intake.Delivery(received, store.Envelope{
+		MailFrom: s.from,
+		RcptTo:   append([]string(nil), s.rcpts...),
+		ClientIP: s.ip,
+		Helo:     s.helo,
+		Relay:    s.c.trusted,
+	}, s.verp, raw)
+	if panicked != nil {
+		// The message is still saved raw, with the panic as its parse
+		// error, instead of being refused again on every retry.
+		s.s.stats.panics.Add(1)
+		s.log().Error("panic in decoder", "panic", panicked.Value, "stack", panicked.Stack)
 	}
-	d.Report, err = s.decode(raw)
-	if err != nil {
-		d.ParseError = err.Error()
-	}
-	d.Envelope.VERP, d.Envelope.Verified, d.Envelope.Campaign = verpRecipient(s.verp, d.Report)
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.s.opts.SaveTimeout)
 	recs, err := s.s.saver.Save(ctx, d)
@@ -306,20 +285,6 @@ func (s *session) dataFailed(err error, id string, n int64) error {
 	e := toSMTP(err)
 	s.log().Info("message refused", "id", id, "code", e.Code, "read", n, "reason", err.Error())
 	return withID(e, id)
-}
-
-// decode runs the decoder. A panic in it is counted and turned into a
-// parse error, so the message is still saved raw instead of being refused
-// again on every retry.
-func (s *session) decode(raw []byte) (rep *parse.Report, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			s.s.stats.panics.Add(1)
-			s.log().Error("panic in decoder", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			rep, err = nil, fmt.Errorf("decoder panic: %v", v)
-		}
-	}()
-	return s.s.opts.Decode(bytes.NewReader(raw), s.s.opts.Parse)
 }
 
 // logStored writes the one line per accepted message. The attributes go

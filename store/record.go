@@ -7,7 +7,8 @@ import (
 	"github.com/bouncer/bouncer/parse"
 )
 
-// Envelope is what the SMTP session knew about a message.
+// Envelope is what the SMTP session, or the mailbox reader, knew about a
+// message.
 type Envelope struct {
 	MailFrom string   `json:"mail_from"`
 	RcptTo   []string `json:"rcpt_to"`
@@ -24,6 +25,9 @@ type Envelope struct {
 	// relays (smtp.trusted_relays): the storm guard then believes the
 	// MTAs its reports name.
 	Relay bool `json:"relay,omitempty"`
+	// Source says how the message came in: empty for SMTP, "mailbox:NAME"
+	// for one read from the [[mailbox]] named NAME.
+	Source string `json:"source,omitempty"`
 }
 
 // Delivery is one message accepted over SMTP, ready to be stored: the raw

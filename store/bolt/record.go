@@ -47,6 +47,7 @@ type diskEnvelope struct {
 	Verified bool     `json:"verified,omitempty"`
 	Campaign string   `json:"campaign,omitempty"`
 	Relay    bool     `json:"relay,omitempty"`
+	Source   string   `json:"source,omitempty"`
 }
 
 // diskRecordOf returns what is stored of rec, with env to hold its

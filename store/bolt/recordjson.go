@@ -297,6 +297,7 @@ func appendEnvelopeAs(b []byte, e *store.Envelope, disk bool) []byte {
 	b = appendOptBool(b, o, "verified", e.Verified)
 	b = appendOptString(b, o, "campaign", e.Campaign)
 	b = appendOptBool(b, o, "relay", e.Relay)
+	b = appendOptString(b, o, "source", e.Source)
 	return append(b, '}')
 }
 
