@@ -28,6 +28,7 @@ const (
 
 type benchFlags struct {
 	bouncer, sink, source, msgFile, workDir string
+	storeExtra                              string // more [store] keys
 	count, rssSessions, rssCount, rssSize   int
 	rounds                                  int
 	sessions                                []int
@@ -64,6 +65,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.rssCount, "rss-m", 600, "messages of the memory check")
 	fs.IntVar(&f.rssSize, "rss-size", 1<<20, "message size of the memory check, bytes")
 	fs.BoolVar(&f.keep, "keep", false, "keep the work folder")
+	fs.StringVar(&f.storeExtra, "store", "", "more [store] `keys` for bouncer, e.g. 'commit_interval = \"0s\"' (the durability seam of issue 15)")
 	fs.BoolVar(&f.rssOnly, "rss-only", false, "run only the memory check")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -163,7 +165,7 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	case "go-smtp discard":
 		p, err = startDiscard(self, logPath)
 	default:
-		p, err = startBouncer(f.bouncer, filepath.Join(f.workDir, tag), logPath, 2*sessions+10)
+		p, err = startBouncer(f.bouncer, filepath.Join(f.workDir, tag), logPath, 2*sessions+10, f.storeExtra)
 	}
 	if err != nil {
 		return r, err
@@ -277,7 +279,7 @@ func measureRSS(ctx context.Context, f benchFlags, big []byte) (rssResult, error
 	var res rssResult
 	dir := filepath.Join(f.workDir, "bouncer-rss")
 	logPath := filepath.Join(f.workDir, "bouncer-rss.log")
-	p, err := startBouncer(f.bouncer, dir, logPath, f.rssSessions+10)
+	p, err := startBouncer(f.bouncer, dir, logPath, f.rssSessions+10, f.storeExtra)
 	if err != nil {
 		return res, err
 	}

@@ -81,6 +81,7 @@ listen = ""
 
 [store]
 path = %q
+%s
 
 [log]
 level = "info"
@@ -90,12 +91,13 @@ level = "info"
 // SMTP address from its "bouncer listening" log line. Its log goes to
 // logPath (info level: a line per connection and per message, as in
 // production).
-func startBouncer(bouncerPath, dir, logPath string, perIP int) (*proc, error) {
+// storeExtra is more [store] keys (smtpbench run -store).
+func startBouncer(bouncerPath, dir, logPath string, perIP int, storeExtra string) (*proc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "bouncer.toml")
-	text := fmt.Sprintf(bouncerConfig, max(perIP, 500), perIP, filepath.Join(dir, "bouncer.db"))
+	text := fmt.Sprintf(bouncerConfig, max(perIP, 500), perIP, filepath.Join(dir, "bouncer.db"), storeExtra)
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
