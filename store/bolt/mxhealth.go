@@ -40,11 +40,8 @@ func (db *DB) SetMXCheck(domain string, c store.MXCheck, lift bool) (recovered b
 		return false, 0, store.ErrReadOnly
 	}
 	domain = strings.ToLower(strings.TrimSpace(domain))
-	if domain == "" || len(domain) > maxIndexValue || strings.ContainsAny(domain, "@ \t\r\n") {
-		return false, 0, fmt.Errorf("storing MX check: %w: domain %q", store.ErrInvalid, store.Truncate(domain, 80))
-	}
-	if len(c.Result) > store.MaxMXResult {
-		return false, 0, fmt.Errorf("storing MX check: %w: result of %d bytes is over %d", store.ErrInvalid, len(c.Result), store.MaxMXResult)
+	if err := store.ValidateMXCheck(domain, c); err != nil {
+		return false, 0, err
 	}
 	if c.Checked.IsZero() {
 		c.Checked = db.now()
