@@ -19,6 +19,7 @@ const (
 	chartLeft   = 40 // room for the axis labels
 	chartBottom = 24 // room for the day labels
 	chartTop    = 16
+	chartRight  = 20 // room for the last day label
 )
 
 // barChart is a stacked bar chart, one bar per day.
@@ -84,7 +85,7 @@ func newBarChart(id, title string, order []string, counts map[string]map[string]
 	plotH := float64(chartH - chartBottom - chartTop)
 	base := float64(chartH - chartBottom)
 	c.Bottom = f1(base)
-	step := float64(chartW-chartLeft) / float64(max(len(order), 1))
+	step := float64(chartW-chartLeft-chartRight) / float64(max(len(order), 1))
 	for i, d := range order {
 		b := bar{Day: d, X: f1(chartLeft + float64(i)*step + step*0.1), W: f1(step * 0.8)}
 		y := base
