@@ -55,6 +55,10 @@ func normHost(host string) string {
 	return strings.ToLower(host)
 }
 
+// HostAllowed reports whether a Host header names this server, by the
+// rule of the API's own check; the dashboard (package web) applies it too.
+func (h *Handler) HostAllowed(host string) bool { return h.hostAllowed(host) }
+
 // hostAllowed reports whether the request's Host names this server.
 func (h *Handler) hostAllowed(host string) bool {
 	if h.anyHost {

@@ -24,6 +24,7 @@ import (
 	"github.com/bouncer/bouncer/store/bolt"
 	"github.com/bouncer/bouncer/store/postgres"
 	"github.com/bouncer/bouncer/verp"
+	"github.com/bouncer/bouncer/web"
 )
 
 func (a *app) serve(ctx context.Context, args []string) error {
@@ -94,9 +95,16 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			sl.Close()
 			return fmt.Errorf("listening for HTTP: %w", err)
 		}
+		apiH := api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg).
+			WithHosts(cfg.apiHosts()...).WithReady(ready.check)
+		ui, err := web.New(db, web.Options{Tokens: cfg.HTTP.Tokens, HostAllowed: apiH.HostAllowed, Logger: logger})
+		if err != nil {
+			hl.Close()
+			sl.Close()
+			return fmt.Errorf("starting the dashboard: %w", err)
+		}
 		httpSrv = &http.Server{
-			Handler: api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg).
-				WithHosts(cfg.apiHosts()...).WithReady(ready.check),
+			Handler:           adminHandler(apiH, ui),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      5 * time.Minute,
@@ -151,6 +159,16 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 	logger.Info("stopped")
 	return serveErr
+}
+
+// adminHandler serves the dashboard under /ui/, redirects / there, and
+// gives every other path to the admin API.
+func adminHandler(apiH, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(web.Prefix, ui)
+	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
+	mux.Handle("/", apiH)
+	return mux
 }
 
 // listenSMTP listens for SMTP sessions without TCP keep-alive: Go turns
