@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"github.com/bouncer/bouncer/mailbox/dovecottest"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/store/bolt"
@@ -88,25 +89,25 @@ Hello, I do not want these mails.
 // harness is a reader on a private Dovecot, saving into a bbolt file.
 type harness struct {
 	t      *testing.T
-	d      *dovecot
+	d      *dovecottest.Server
 	db     *bolt.DB
 	r      *Reader
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func testOptions(d *dovecot) Options {
+func testOptions(d *dovecottest.Server) Options {
 	return Options{
-		Name: "test", Addr: d.addr(), TLS: TLSNone, User: testUser, Password: testPassword,
+		Name: "test", Addr: d.Addr(), TLS: TLSNone, User: dovecottest.User, Password: dovecottest.Password,
 		Idle: true, PollInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Timeout: 5 * time.Second,
 	}
 }
 
-func newHarness(t *testing.T, d *dovecot, opts Options) *harness {
+func newHarness(t *testing.T, d *dovecottest.Server, opts Options) *harness {
 	t.Helper()
 	if d == nil {
-		d = startDovecot(t)
+		d = dovecottest.Start(t)
 	}
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{})
 	tcheck(t, err, "opening store")
@@ -165,7 +166,14 @@ func (h *harness) records() []store.Record {
 	return out
 }
 
-func (h *harness) count(folder string) int { return len(h.d.messages(folder)) }
+func (h *harness) count(folder string) int { return len(h.d.Messages(folder)) }
+
+func tcheck(t testing.TB, err error, msg string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", msg, err)
+	}
+}
 
 func hasFlag(flags []imap.Flag, f imap.Flag) bool {
 	for _, g := range flags {
@@ -179,7 +187,7 @@ func hasFlag(flags []imap.Flag, f imap.Flag) bool {
 // TestWaitingAndArriving: bounces waiting at the start are stored and
 // moved, and one that arrives later is found, in IDLE and by polling.
 func TestWaitingAndArriving(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	for _, idle := range []bool{true, false} {
 		t.Run(fmt.Sprintf("idle=%v", idle), func(t *testing.T) {
 			opts := testOptions(d)
@@ -194,8 +202,8 @@ func TestWaitingAndArriving(t *testing.T) {
 			if idle {
 				base = 0
 			}
-			d.deliver("INBOX", dsn(base+1, "one@dead.test"))
-			d.deliver("INBOX", dsn(base+2, "two@dead.test"))
+			d.Deliver("INBOX", dsn(base+1, "one@dead.test"))
+			d.Deliver("INBOX", dsn(base+2, "two@dead.test"))
 			h.start()
 			waitFor(t, "two waiting bounces stored and moved", func() bool {
 				return len(h.records()) == 2 && h.count("INBOX") == 0 && h.count(opts.MoveFolder) == 2
@@ -204,7 +212,7 @@ func TestWaitingAndArriving(t *testing.T) {
 				waitFor(t, "IDLE", func() bool { return h.r.Stats().Connected })
 				time.Sleep(300 * time.Millisecond) // into IDLE
 			}
-			d.deliver("INBOX", dsn(base+3, "three@dead.test"))
+			d.Deliver("INBOX", dsn(base+3, "three@dead.test"))
 			waitFor(t, "the new bounce stored and moved", func() bool {
 				return len(h.records()) == 3 && h.count("INBOX") == 0 && h.count(opts.MoveFolder) == 3
 			})
@@ -223,11 +231,11 @@ func TestWaitingAndArriving(t *testing.T) {
 // TestActions: after the commit a message is moved, flagged or deleted;
 // a flagged one is not taken again.
 func TestActions(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	for i, action := range []string{ActionMove, ActionFlag, ActionDelete} {
 		t.Run(action, func(t *testing.T) {
 			folder := "in-" + action
-			d.deliver(folder, dsn(20+i, action+"@dead.test"))
+			d.Deliver(folder, dsn(20+i, action+"@dead.test"))
 			opts := testOptions(d)
 			opts.Folder, opts.Action, opts.MoveFolder = folder, action, "done-"+action
 			h := newHarness(t, d, opts)
@@ -238,7 +246,7 @@ func TestActions(t *testing.T) {
 				waitFor(t, "the move", func() bool { return h.count(folder) == 0 && h.count("done-move") == 1 })
 			case ActionFlag:
 				waitFor(t, "the flag", func() bool {
-					m := h.d.messages(folder)
+					m := h.d.Messages(folder)
 					return len(m) == 1 && hasFlag(m[0].Flags, imap.FlagSeen)
 				})
 				time.Sleep(500 * time.Millisecond) // a few polls
@@ -256,7 +264,7 @@ func TestActions(t *testing.T) {
 // a foreign domain are not saved and stay where they are, unread, even
 // with action = delete; with not_bounce_folder they move there.
 func TestNonBounceLeftAlone(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	autoReply := []byte(strings.ReplaceAll(`Return-Path: <bob@example.net>
 Delivered-To: bounces+bob=example.net@`+bounceDomain+`
 From: bob@example.net
@@ -271,10 +279,10 @@ I am away until Monday.
 	for _, moveTo := range []string{"", "not-bounces"} {
 		t.Run("not_bounce_folder="+moveTo, func(t *testing.T) {
 			folder := "in-" + moveTo
-			d.deliver(folder, human(30))
-			d.deliver(folder, autoReply)
-			d.deliver(folder, foreign)
-			d.deliver(folder, dsn(32, "real@dead.test"))
+			d.Deliver(folder, human(30))
+			d.Deliver(folder, autoReply)
+			d.Deliver(folder, foreign)
+			d.Deliver(folder, dsn(32, "real@dead.test"))
 			opts := testOptions(d)
 			opts.Folder, opts.Action, opts.NotBounceFolder = folder, ActionDelete, moveTo
 			h := newHarness(t, d, opts)
@@ -287,7 +295,7 @@ I am away until Monday.
 			if n := len(h.records()); n != 1 {
 				t.Fatalf("%d records, want only the bounce's", n)
 			}
-			left := h.d.messages(folder)
+			left := h.d.Messages(folder)
 			want := 3
 			if moveTo != "" {
 				want = 0
@@ -313,11 +321,11 @@ I am away until Monday.
 // TestTooLarge: a message over the size limit is left in the mailbox and
 // counted once; the next one is taken.
 func TestTooLarge(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	big := dsn(40, "big@dead.test")
 	big = append(big[:len(big)-len("--b--\r\n")], []byte("Content-Type: text/plain\r\n\r\n"+strings.Repeat("x", 70_000)+"\r\n--b--\r\n")...)
-	d.deliver("INBOX", big)
-	d.deliver("INBOX", dsn(41, "small@dead.test"))
+	d.Deliver("INBOX", big)
+	d.Deliver("INBOX", dsn(41, "small@dead.test"))
 	opts := testOptions(d)
 	opts.MaxMessageBytes = 64 << 10
 	h := newHarness(t, d, opts)
@@ -335,7 +343,7 @@ func TestTooLarge(t *testing.T) {
 // TestBadCredentials: one line that says the login was refused and for
 // whom, never the password.
 func TestBadCredentials(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	opts := testOptions(d)
 	opts.Password = "wrong-password"
 	h := newHarness(t, d, opts)
@@ -344,7 +352,7 @@ func TestBadCredentials(t *testing.T) {
 		t.Fatalf("got %v, want ErrLogin", err)
 	}
 	msg := err.Error()
-	if strings.Contains(msg, "\n") || !strings.Contains(msg, testUser) || strings.Contains(msg, "wrong-password") {
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, dovecottest.User) || strings.Contains(msg, "wrong-password") {
 		t.Fatalf("error %q: want one line naming the user, without the password", msg)
 	}
 	t.Log(msg)
@@ -353,14 +361,14 @@ func TestBadCredentials(t *testing.T) {
 // TestTLS: implicit TLS and STARTTLS with the server's CA work; without
 // it the error is one line about the certificate.
 func TestTLS(t *testing.T) {
-	d := startDovecot(t)
-	d.deliver("INBOX", dsn(50, "tls@dead.test"))
+	d := dovecottest.Start(t)
+	d.Deliver("INBOX", dsn(50, "tls@dead.test"))
 	for _, mode := range []string{TLSImplicit, TLSStartTLS} {
 		t.Run(mode, func(t *testing.T) {
 			opts := testOptions(d)
-			opts.TLS, opts.TLSConfig = mode, d.tlsConfig()
+			opts.TLS, opts.TLSConfig = mode, d.TLSConfig()
 			if mode == TLSImplicit {
-				opts.Addr = d.tlsAddr()
+				opts.Addr = d.TLSAddr()
 			}
 			h := newHarness(t, d, opts)
 			total, waiting, err := h.r.Test(context.Background())
@@ -382,23 +390,23 @@ func TestTLS(t *testing.T) {
 // TestServerRestart: the server goes away and comes back; the reader
 // notices, backs off, reconnects and takes what arrived meanwhile.
 func TestServerRestart(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	h := newHarness(t, d, testOptions(d))
-	d.deliver("INBOX", dsn(60, "before@dead.test"))
+	d.Deliver("INBOX", dsn(60, "before@dead.test"))
 	h.start()
 	waitFor(t, "the first bounce", func() bool { return len(h.records()) == 1 })
-	d.stop()
+	d.Stop()
 	waitFor(t, "the reader to notice", func() bool { st := h.r.Stats(); return !st.Connected && st.Errors > 0 })
 	time.Sleep(300 * time.Millisecond) // a few failed reconnections
-	d.start()
-	d.deliver("INBOX", dsn(61, "after@dead.test"))
+	d.Start()
+	d.Deliver("INBOX", dsn(61, "after@dead.test"))
 	waitFor(t, "the bounce delivered after the restart", func() bool { return len(h.records()) == 2 && h.count("INBOX") == 0 })
 }
 
 // TestShutdownWaitsForTheMove: a shutdown while a message is between its
 // Save and its move lets the move finish.
 func TestShutdownWaitsForTheMove(t *testing.T) {
-	d := startDovecot(t)
+	d := dovecottest.Start(t)
 	opts := testOptions(d)
 	var once sync.Once
 	saved := make(chan struct{})
@@ -408,7 +416,7 @@ func TestShutdownWaitsForTheMove(t *testing.T) {
 		<-release
 	}
 	h := newHarness(t, d, opts)
-	d.deliver("INBOX", dsn(70, "shutdown@dead.test"))
+	d.Deliver("INBOX", dsn(70, "shutdown@dead.test"))
 	h.start()
 	<-saved
 	h.cancel()

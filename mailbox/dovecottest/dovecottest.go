@@ -1,4 +1,9 @@
-package mailbox
+// Package dovecottest runs a private Dovecot IMAP server on loopback for
+// tests: its own config, passwd-file and maildir in t.TempDir(), one test
+// user, an IMAP port (plain text and STARTTLS) and an IMAPS port with a
+// self-signed certificate for 127.0.0.1. A test is skipped when dovecot is
+// not installed (Debian: dovecot-imapd), and fails instead with CI=true.
+package dovecottest
 
 import (
 	"bytes"
@@ -25,16 +30,14 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 )
 
-// Test user of every private Dovecot.
+// The test user of every private Dovecot.
 const (
-	testUser     = "bounces"
-	testPassword = "s3cret-for-tests"
+	User     = "bounces"
+	Password = "s3cret-for-tests"
 )
 
-// dovecot is a private Dovecot on loopback: its own config, passwd-file
-// and maildir in a temp dir, an IMAP port (plain and STARTTLS) and an
-// IMAPS port, with a self-signed certificate for 127.0.0.1.
-type dovecot struct {
+// Server is a private Dovecot on loopback.
+type Server struct {
 	t                 testing.TB
 	dir, conf         string
 	port, tlsPort     int
@@ -42,11 +45,13 @@ type dovecot struct {
 	cmd               *exec.Cmd
 	exited            chan struct{}
 	mailUser, mailGrp string
+	// CAFile is the PEM certificate of the server, its own CA.
+	CAFile string
 }
 
-// startDovecot starts one, or skips the test when dovecot is not
-// installed (fails instead with CI=true).
-func startDovecot(t testing.TB) *dovecot {
+// Start starts one, stopped at the end of the test, or skips the test
+// when dovecot is not installed (fails instead with CI=true).
+func Start(t testing.TB) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("dovecot"); err != nil {
 		if _, err2 := os.Stat("/usr/sbin/dovecot"); err2 != nil {
@@ -56,12 +61,12 @@ func startDovecot(t testing.TB) *dovecot {
 			t.Skip("dovecot is not installed (apt-get install dovecot-imapd): skipping the IMAP tests")
 		}
 	}
-	d := &dovecot{t: t, dir: t.TempDir()}
+	d := &Server{t: t, dir: t.TempDir()}
 	d.setUsers()
 	d.port, d.tlsPort = freePort(t), freePort(t)
 	d.writeFiles()
-	d.start()
-	t.Cleanup(d.stop)
+	d.Start()
+	t.Cleanup(d.Stop)
 	return d
 }
 
@@ -69,7 +74,7 @@ func startDovecot(t testing.TB) *dovecot {
 // must not be root and mail may not be accessed as root: the Debian
 // package's dovenull and dovecot users serve, and the temp dirs are opened
 // to them. Otherwise everything runs as the current user.
-func (d *dovecot) setUsers() {
+func (d *Server) setUsers() {
 	if os.Getuid() != 0 {
 		u, err := user.Current()
 		tcheck(d.t, err, "current user")
@@ -86,7 +91,7 @@ func (d *dovecot) setUsers() {
 	}
 }
 
-func (d *dovecot) loginUser() string {
+func (d *Server) loginUser() string {
 	if os.Getuid() == 0 {
 		return "dovenull"
 	}
@@ -101,7 +106,7 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func (d *dovecot) writeFiles() {
+func (d *Server) writeFiles() {
 	dir := d.dir
 	for _, sub := range []string{"run", "state", "mail"} {
 		tcheck(d.t, os.MkdirAll(filepath.Join(dir, sub), 0o755), "making "+sub)
@@ -115,9 +120,10 @@ func (d *dovecot) writeFiles() {
 	}
 	certPEM, keyPEM, roots := selfSigned(d.t)
 	d.roots = roots
-	tcheck(d.t, os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644), "writing cert")
+	d.CAFile = filepath.Join(dir, "cert.pem")
+	tcheck(d.t, os.WriteFile(d.CAFile, certPEM, 0o644), "writing cert")
 	tcheck(d.t, os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600), "writing key")
-	passwd := fmt.Sprintf("%s:{PLAIN}%s::::%s::\n", testUser, testPassword, filepath.Join(dir, "mail", testUser))
+	passwd := fmt.Sprintf("%s:{PLAIN}%s::::%s::\n", User, Password, filepath.Join(dir, "mail", User))
 	tcheck(d.t, os.WriteFile(filepath.Join(dir, "passwd"), []byte(passwd), 0o644), "writing passwd")
 	conf := fmt.Sprintf(`# Private Dovecot for bouncer's mailbox tests (Dovecot 2.3).
 base_dir = %[1]s/run
@@ -167,8 +173,8 @@ userdb {
 	tcheck(d.t, os.WriteFile(d.conf, []byte(conf), 0o644), "writing dovecot.conf")
 }
 
-// start runs dovecot in the foreground and waits for its greeting.
-func (d *dovecot) start() {
+// Start runs dovecot in the foreground and waits for its greeting.
+func (d *Server) Start() {
 	d.t.Helper()
 	d.cmd = exec.Command("dovecot", "-F", "-c", d.conf)
 	var out bytes.Buffer
@@ -179,7 +185,7 @@ func (d *dovecot) start() {
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", d.addr(), time.Second)
+		c, err := net.DialTimeout("tcp", d.Addr(), time.Second)
 		if err == nil {
 			buf := make([]byte, 4)
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -197,14 +203,14 @@ func (d *dovecot) start() {
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
-			d.t.Fatalf("dovecot did not answer on %s in 15s: %v\n%s", d.addr(), err, log)
+			d.t.Fatalf("dovecot did not answer on %s in 15s: %v\n%s", d.Addr(), err, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// stop ends dovecot and waits until it has gone (its processes too).
-func (d *dovecot) stop() {
+// Stop ends dovecot (Start starts it again, on the same ports and mail) and waits until it has gone (its processes too).
+func (d *Server) Stop() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
@@ -222,7 +228,7 @@ func (d *dovecot) stop() {
 	}
 	// The master is gone; its children follow within moments.
 	for i := 0; i < 100; i++ {
-		if c, err := net.DialTimeout("tcp", d.addr(), 100*time.Millisecond); err == nil {
+		if c, err := net.DialTimeout("tcp", d.Addr(), 100*time.Millisecond); err == nil {
 			c.Close()
 			time.Sleep(50 * time.Millisecond)
 			continue
@@ -231,24 +237,25 @@ func (d *dovecot) stop() {
 	}
 }
 
-func (d *dovecot) addr() string    { return fmt.Sprintf("127.0.0.1:%d", d.port) }
-func (d *dovecot) tlsAddr() string { return fmt.Sprintf("127.0.0.1:%d", d.tlsPort) }
+// Addr is the IMAP address (plain text, STARTTLS); TLSAddr the IMAPS one.
+func (d *Server) Addr() string    { return fmt.Sprintf("127.0.0.1:%d", d.port) }
+func (d *Server) TLSAddr() string { return fmt.Sprintf("127.0.0.1:%d", d.tlsPort) }
 
-// client is a logged-in test client, closed at the end of the test.
-func (d *dovecot) client() *imapclient.Client {
+// Client is a logged-in test client, closed at the end of the test.
+func (d *Server) Client() *imapclient.Client {
 	d.t.Helper()
-	c, err := imapclient.DialInsecure(d.addr(), nil)
+	c, err := imapclient.DialInsecure(d.Addr(), nil)
 	tcheck(d.t, err, "dialing dovecot")
-	tcheck(d.t, c.Login(testUser, testPassword).Wait(), "logging in")
+	tcheck(d.t, c.Login(User, Password).Wait(), "logging in")
 	d.t.Cleanup(func() { c.Close() })
 	return c
 }
 
-// deliver appends raw to folder (created if missing), as an MTA's local
+// Deliver appends raw to folder (created if missing), as an MTA's local
 // delivery would put it there.
-func (d *dovecot) deliver(folder string, raw []byte) {
+func (d *Server) Deliver(folder string, raw []byte) {
 	d.t.Helper()
-	c := d.client()
+	c := d.Client()
 	if folder != "INBOX" {
 		c.Create(folder, nil).Wait() // exists already, or now
 	}
@@ -261,11 +268,11 @@ func (d *dovecot) deliver(folder string, raw []byte) {
 	c.Logout().Wait()
 }
 
-// messages lists the UIDs and flags of the messages in folder (nil if it
+// Messages lists the UIDs and flags of the messages in folder (nil if it
 // does not exist).
-func (d *dovecot) messages(folder string) []*imapclient.FetchMessageBuffer {
+func (d *Server) Messages(folder string) []*imapclient.FetchMessageBuffer {
 	d.t.Helper()
-	c := d.client()
+	c := d.Client()
 	defer func() { c.Logout().Wait() }()
 	if _, err := c.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 		return nil
@@ -310,8 +317,8 @@ func selfSigned(t testing.TB) (certPEM, keyPEM []byte, roots *x509.CertPool) {
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), roots
 }
 
-// tlsConfig trusts the test certificate.
-func (d *dovecot) tlsConfig() *tls.Config { return &tls.Config{RootCAs: d.roots} }
+// TLSConfig trusts the test certificate.
+func (d *Server) TLSConfig() *tls.Config { return &tls.Config{RootCAs: d.roots} }
 
 func tcheck(t testing.TB, err error, msg string) {
 	t.Helper()
