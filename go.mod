@@ -3,6 +3,7 @@ module github.com/bouncer/bouncer
 go 1.26.8
 
 require (
+	github.com/emersion/go-imap/v2 v2.0.0-beta.8
 	github.com/emersion/go-message v0.18.2
 	github.com/emersion/go-smtp v0.25.1
 	github.com/klauspost/compress v1.20.4

@@ -3,7 +3,7 @@
 // (cmd builds one per serve); nothing is global.
 //
 // Counters kept by other packages (server.Stats, the store's outbox,
-// push.Worker.Stats) are read at scrape time by a collector; records and
+// push.Worker.Stats, mailbox.Reader.Stats) are read at scrape time by a collector; records and
 // commit latency are observed by Saver, which wraps the store's Save.
 package metrics
 
@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bouncer/bouncer/mailbox"
 	"github.com/bouncer/bouncer/push"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
@@ -25,6 +26,8 @@ type Sources struct {
 	Server func() server.Stats
 	Outbox func() (queued, dead int, err error)
 	Push   func() []push.TargetStats
+	// Mailboxes gives the counters of each [[mailbox]] reader.
+	Mailboxes func() []mailbox.Stats
 }
 
 var (
@@ -40,6 +43,9 @@ var (
 	descPushed     = prometheus.NewDesc("bouncer_push_delivered_total", "Push events delivered, by target.", []string{"target"}, nil)
 	descPushFail   = prometheus.NewDesc("bouncer_push_failures_total", "Failed push attempts, by target.", []string{"target"}, nil)
 	descPushDead   = prometheus.NewDesc("bouncer_push_dead_total", "Push events moved to the dead-letter list, by target.", []string{"target"}, nil)
+	descMbMessages = prometheus.NewDesc("bouncer_mailbox_messages_total", "Messages read from a mailbox, by outcome: stored, not_bounce (left or moved), refused (recipient check), too_large (left).", []string{"mailbox", "outcome"}, nil)
+	descMbErrors   = prometheus.NewDesc("bouncer_mailbox_errors_total", "Mailbox sessions ended by an error (connection, login, command, save).", []string{"mailbox"}, nil)
+	descMbUp       = prometheus.NewDesc("bouncer_mailbox_connected", "1 while the mailbox reader is logged in.", []string{"mailbox"}, nil)
 )
 
 type collector struct{ src Sources }
@@ -48,7 +54,8 @@ type collector struct{ src Sources }
 // not be ready at registration.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descMessages, descRcptReject,
-		descNoMemory, descDataMem, descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead} {
+		descNoMemory, descDataMem, descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead,
+		descMbMessages, descMbErrors, descMbUp} {
 		ch <- d
 	}
 }
@@ -82,6 +89,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descPushed, t.Delivered, t.Target)
 			counter(descPushFail, t.Failed, t.Target)
 			counter(descPushDead, t.Dead, t.Target)
+		}
+	}
+	if c.src.Mailboxes != nil {
+		for _, m := range c.src.Mailboxes() {
+			counter(descMbMessages, m.Stored, m.Name, "stored")
+			counter(descMbMessages, m.NotBounce, m.Name, "not_bounce")
+			counter(descMbMessages, m.Refused, m.Name, "refused")
+			counter(descMbMessages, m.TooLarge, m.Name, "too_large")
+			counter(descMbErrors, m.Errors, m.Name)
+			up := 0.0
+			if m.Connected {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descMbUp, prometheus.GaugeValue, up, m.Name)
 		}
 	}
 }

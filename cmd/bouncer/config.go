@@ -34,6 +34,8 @@ type Config struct {
 	MX     MXConfig     `toml:"mx"`
 	Push   PushConfig   `toml:"push"`
 	Storm  StormConfig  `toml:"storm"`
+	// Mailbox lists the IMAP folders read for bounces ([[mailbox]]).
+	Mailbox []MailboxConfig `toml:"mailbox"`
 }
 
 // StormConfig configures the storm guard: when more than Threshold
@@ -273,6 +275,10 @@ func loadConfig(path string) (Config, error) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
 	}
+	cfg.resolveMailboxPaths(filepath.Dir(path))
+	for i := range cfg.Mailbox {
+		cfg.Mailbox[i] = cfg.Mailbox[i].withDefaults()
+	}
 	return cfg, cfg.validate()
 }
 
@@ -342,7 +348,7 @@ func (c *Config) validate() error {
 	if c.HTTP.Listen != "" && len(c.HTTP.Tokens) == 0 && !isLoopback(c.HTTP.Listen) {
 		return fmt.Errorf("config: http.listen %q is not a loopback address: set http.tokens", c.HTTP.Listen)
 	}
-	return nil
+	return c.validateMailboxes()
 }
 
 // Bounds of the numeric keys. Every size and count an attacker's traffic
@@ -484,6 +490,16 @@ func checkDurationUnits(raw map[string]any, typ reflect.Type, prefix string) err
 			if m, isMap := v.(map[string]any); isMap {
 				if err := checkDurationUnits(m, f.Type, prefix+name+"."); err != nil {
 					return err
+				}
+			}
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+			// An array of tables ([[mailbox]]).
+			list, _ := v.([]any)
+			for _, e := range list {
+				if m, isMap := e.(map[string]any); isMap {
+					if err := checkDurationUnits(m, f.Type.Elem(), prefix+name+"."); err != nil {
+						return err
+					}
 				}
 			}
 		}

@@ -17,6 +17,7 @@
 //	bouncer verp verify ADDR
 //	bouncer export suppressions|bounces [--format csv|json|postfix] [filters]
 //	bouncer outbox [list [--dead]] | retry [--all|SEQ...] | drop [--all|SEQ...]
+//	bouncer mailbox test NAME
 //	bouncer version (or --version)
 //
 // Every command takes -config FILE and --help.
@@ -102,6 +103,7 @@ Commands:
   verp         make a signing key, sign a return path, or explain one (verp keygen, sign, verify)
   export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
   outbox       push events waiting or dead (list, retry, drop)
+  mailbox      log in to a [[mailbox]] and say how many messages wait (mailbox test NAME)
   version      print the version and the revision the binary was built from
 
 Run "bouncer COMMAND --help" for a command's flags.
@@ -141,6 +143,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.suppressCmd(ctx, rest)
 	case "storm":
 		err = a.stormCmd(ctx, rest)
+	case "mailbox":
+		err = a.mailboxCmd(ctx, rest)
 	case "version", "-version", "--version":
 		err = a.versionCmd(rest)
 	case "help", "-h", "-help", "--help":

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bouncer/bouncer/api"
+	"github.com/bouncer/bouncer/mailbox"
 	"github.com/bouncer/bouncer/metrics"
 	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/server"
@@ -59,11 +60,21 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	var srv *server.Server
+	var (
+		srv       *server.Server
+		mailboxes []*mailbox.Reader
+	)
 	mets, err := metrics.New(reg, metrics.Sources{
 		Server: func() server.Stats { return srv.Stats() },
 		Outbox: db.OutboxStats,
 		Push:   pusher.Stats,
+		Mailboxes: func() []mailbox.Stats {
+			out := make([]mailbox.Stats, len(mailboxes))
+			for i, r := range mailboxes {
+				out[i] = r.Stats()
+			}
+			return out
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -80,7 +91,15 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 	defer stopReload()
 	ready := &readiness{dir: filepath.Dir(cfg.Store.Path), minFree: cfg.Store.MinFreeBytes}
-	srv = server.New(sopts, ready.saver(mets.Saver(db)), logger)
+	saver := ready.saver(mets.Saver(db))
+	srv = server.New(sopts, saver, logger)
+	// Mailbox messages take the SMTP path: the same recipient check and
+	// decoding (srv.Intake) and the same Saver.
+	mailboxes, stopMailboxes, err := startMailboxes(cfg, srv.Intake(), saver, logger)
+	if err != nil {
+		return err
+	}
+	defer stopMailboxes()
 	sl, err := listenSMTP(ctx, cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listening for SMTP: %w", err)
@@ -150,6 +169,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("connections closed at the end of the grace period", "err", err)
 	}
+	stopMailboxes()
 	recheckDone()
 	pruneDone()
 	stopPush()
