@@ -34,6 +34,8 @@ type Config struct {
 	MX     MXConfig     `toml:"mx"`
 	Push   PushConfig   `toml:"push"`
 	Storm  StormConfig  `toml:"storm"`
+
+	file string // the file it was read from, "" for the defaults (for hints)
 }
 
 // StormConfig configures the storm guard: when more than Threshold
@@ -231,6 +233,7 @@ func loadConfig(path string) (Config, error) {
 	if path == "" {
 		return cfg, cfg.validate()
 	}
+	cfg.file = path
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("reading config: %w", err)

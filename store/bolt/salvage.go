@@ -54,7 +54,9 @@ type SalvageReport struct {
 	Buckets  []SalvageBucket
 	Problems []PageProblem // damaged pages of the old file
 	Orphans  int           // pages read outside the page tree
-	Stale    bool          // the freelist was lost: pages outside the tree were used for records and raw messages only
+	// Stale says the freelist was lost: pages outside the tree may be
+	// old copies, so a suppression removed since may be back.
+	Stale bool
 	// LogApplied is the number of frames of the old file's log applied
 	// to the new one; LogNote says why a log was not applied.
 	LogApplied int
@@ -435,7 +437,7 @@ func (c *copier) suppressions(s *salvaged, add func(SalvageBucket)) error {
 		}
 	}
 	add(b)
-	add(SalvageBucket{Name: string(bucketSupDomain), Kept: b.Kept, Rebuilt: true})
+	add(SalvageBucket{Name: string(bucketSupDomain), Kept: b.Kept, Rebuilt: true, Note: "rebuilt from the suppressions"})
 	return nil
 }
 

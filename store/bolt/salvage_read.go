@@ -87,16 +87,14 @@ func (s *salvaged) add(m map[string]map[string][]byte, bucket string, k, v []byt
 }
 
 // merged returns the entries of bucket: the tree's, then the orphan
-// pages' for keys the tree lacks. Orphan pages of a bucket whose values
-// change are used only when the freelist was read (else such a page may
-// be an old copy the file no longer uses).
+// pages' for keys the tree lacks. When the freelist was lost an orphan
+// page may be an old copy the file no longer uses (a suppression removed
+// since, an older counter): the report says so, but losing every
+// suppression on such pages would be worse.
 func (s *salvaged) merged(bucket string) map[string][]byte {
 	out := map[string][]byte{}
 	for k, v := range s.tree[bucket] {
 		out[k] = v
-	}
-	if !s.freeOK && !immutable[bucket] {
-		return out
 	}
 	for k, v := range s.orphan[bucket] {
 		if _, ok := out[k]; !ok {
@@ -105,10 +103,6 @@ func (s *salvaged) merged(bucket string) map[string][]byte {
 	}
 	return out
 }
-
-// immutable lists the buckets whose values never change once written:
-// an old copy of their page holds nothing wrong.
-var immutable = map[string]bool{"records": true, "raw": true, "seen": true}
 
 // freePages reads the freelist page of the meta page used; ok is false
 // when it cannot be read (then the caller cannot tell stale pages).
