@@ -201,6 +201,7 @@ func TestExampleConfigIsTheDefault(t *testing.T) {
 	tcheck(t, err, "loading config.example.toml")
 	want := defaultConfig()
 	want.Store.Path = filepath.Join("../..", want.Store.Path)
+	want.file = "../../config.example.toml" // where it was read from, for hints
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config.example.toml differs from defaultConfig():\n got %+v\nwant %+v", got, want)
 	}
