@@ -236,6 +236,9 @@ func tomlKeys(typ reflect.Type, prefix string) []string {
 	var keys []string
 	for i := 0; i < typ.NumField(); i++ {
 		f := typ.Field(i)
+		if !f.IsExported() {
+			continue // not read from the file
+		}
 		name := f.Tag.Get("toml")
 		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && f.Type.Elem().Name() == "Rule" {
 			keys = append(keys, "[["+prefix+name+"]]")
