@@ -36,6 +36,8 @@ type Config struct {
 	Storm  StormConfig  `toml:"storm"`
 	// Mailbox lists the IMAP folders read for bounces ([[mailbox]]).
 	Mailbox []MailboxConfig `toml:"mailbox"`
+
+	file string // the file it was read from, "" for the defaults (for hints)
 }
 
 // StormConfig configures the storm guard: when more than Threshold
@@ -243,6 +245,7 @@ func loadConfig(path string) (Config, error) {
 	if path == "" {
 		return cfg, cfg.validate()
 	}
+	cfg.file = path
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("reading config: %w", err)

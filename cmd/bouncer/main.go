@@ -11,6 +11,7 @@
 //	bouncer suppress add ADDR [--reason TEXT] | remove ADDR | list [--domain D] [--json]
 //	bouncer storm list | holds [DOMAIN] | release DOMAIN | drop DOMAIN
 //	bouncer check
+//	bouncer salvage --to NEW.db
 //	bouncer mx DOMAIN
 //	bouncer verp keygen [--id ID]
 //	bouncer verp sign --recipient ADDR [--domain D] [--campaign ID] [--list ID]
@@ -99,6 +100,7 @@ Commands:
   suppress     add, remove or list suppressed addresses (suppress add|remove|list)
   storm        domains whose suppressions the storm guard holds (list, holds, release, drop)
   check        verify the database file (with the server stopped)
+  salvage      copy what a damaged database still holds into a new file
   mx           check a domain's MX records and whether each MX answers
   verp         make a signing key, sign a return path, or explain one (verp keygen, sign, verify)
   export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
@@ -131,6 +133,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.domainsCmd(ctx, rest)
 	case "check":
 		err = a.checkCmd(ctx, rest)
+	case "salvage":
+		err = a.salvageCmd(rest)
 	case "verp":
 		err = a.verpCmd(ctx, rest)
 	case "mx":

@@ -201,6 +201,7 @@ func TestExampleConfigIsTheDefault(t *testing.T) {
 	tcheck(t, err, "loading config.example.toml")
 	want := defaultConfig()
 	want.Store.Path = filepath.Join("../..", want.Store.Path)
+	want.file = "../../config.example.toml" // where it was read from, for hints
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("config.example.toml differs from defaultConfig():\n got %+v\nwant %+v", got, want)
 	}
@@ -235,6 +236,9 @@ func tomlKeys(typ reflect.Type, prefix string) []string {
 	var keys []string
 	for i := 0; i < typ.NumField(); i++ {
 		f := typ.Field(i)
+		if !f.IsExported() {
+			continue // not read from the file
+		}
 		name := f.Tag.Get("toml")
 		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && f.Type.Elem().Name() == "Rule" {
 			keys = append(keys, "[["+prefix+name+"]]")

@@ -337,6 +337,8 @@ func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decis
 		return db, nil
 	case errors.Is(err, bolt.ErrLocked):
 		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it", cfg.Store.Path)
+	case errors.Is(err, bolt.ErrDamaged):
+		return nil, damagedError(cfg, err)
 	default:
 		return nil, fmt.Errorf("opening database %s: %w", cfg.Store.Path, err)
 	}

@@ -233,6 +233,10 @@ type Options struct {
 	// (default GOMAXPROCS); each compressor holds about 1 MB of zstd
 	// tables and window, and its output buffer. Further Saves wait for one.
 	Compressors int
+	// OnLog, if set, is told what Open did with the write-ahead log when
+	// it applied frames from it or found it damaged (wal.go); the caller
+	// logs it.
+	OnLog func(LogInfo)
 
 	// beforeCommit, if set, runs after a group of requests is applied
 	// and before it is made durable (logged, or committed without a log),

@@ -74,7 +74,7 @@ func (db *DB) Check() error {
 
 // checkRecords checks each record against the raw bucket and indexes.
 func checkRecords(tx *bbolt.Tx, add func(error) bool) bool {
-	raw := tx.Bucket(bucketRaw)
+	raw, lost := tx.Bucket(bucketRaw), tx.Bucket(bucketRawLost)
 	pruned := rawPrunedBefore(tx)
 	c := tx.Bucket(bucketRecords).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -91,7 +91,8 @@ func checkRecords(tx *bbolt.Tx, add func(error) bool) bool {
 			}
 			continue
 		}
-		if mk, err := decodeID(r.MsgID); err != nil || (!hasRaw(raw, mk) && !keyTime(mk).Before(pruned)) {
+		if mk, err := decodeID(r.MsgID); err != nil || (!hasRaw(raw, mk) && !keyTime(mk).Before(pruned) &&
+			(lost == nil || lost.Get(mk) == nil)) {
 			if !add(fmt.Errorf("record %s: raw message %q missing", encodeID(k), r.MsgID)) {
 				return false
 			}

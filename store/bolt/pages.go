@@ -70,6 +70,14 @@ type fileWalk struct {
 	// leaf, if set, gets every key and value of a bucket leaf that
 	// reads (bucket is the path, nil for the root's own keys).
 	leaf func(bucket []string, k, v []byte)
+	// Salvage's hooks (salvage.go): seq, if set, gets each bucket's
+	// sequence; read, if not nil, gets every page whose elements were all
+	// read, with its overflow pages.
+	seq  func(bucket []string, seq uint64)
+	read map[uint64]bool
+	// lenient takes a meta page whose checksum fails (salvage, when
+	// no meta page is valid: the walk checks what it points to).
+	lenient bool
 }
 
 // walkFile reads the file at path and walks every bucket from the newest
@@ -128,7 +136,9 @@ func (w *fileWalk) meta() (uint64, error) {
 			continue
 		case binary.LittleEndian.Uint64(m[56:]) != h.Sum64():
 			w.problem(i, nil, "meta page checksum does not match")
-			continue
+			if !w.lenient {
+				continue
+			}
 		}
 		c := &meta{pageSize: uint64(binary.LittleEndian.Uint32(m[8:])), root: binary.LittleEndian.Uint64(m[16:]), free: binary.LittleEndian.Uint64(m[32:]),
 			pgid: binary.LittleEndian.Uint64(m[40:]), txid: binary.LittleEndian.Uint64(m[48:])}
@@ -178,6 +188,11 @@ func (w *fileWalk) page(id uint64, bucket []string) []byte {
 		w.problem(id, bucket, "overflow of %d pages runs past the end", over)
 		return nil
 	}
+	if w.read != nil {
+		for i := id + 1; i <= id+over; i++ {
+			w.read[i] = true
+		}
+	}
 	return w.data[off : off+int(over+1)*w.pageSize]
 }
 
@@ -203,6 +218,9 @@ func (w *fileWalk) node(id uint64, p []byte, bucket []string, depth int) {
 	}
 	switch flags {
 	case flagBranch:
+		if w.read != nil {
+			w.read[id] = true
+		}
 		for i := range count {
 			e := pageHeader + i*elemSize
 			if _, ok := w.span(p, e, binary.LittleEndian.Uint32(p[e:]), binary.LittleEndian.Uint32(p[e+4:])); !ok {
@@ -212,6 +230,12 @@ func (w *fileWalk) node(id uint64, p []byte, bucket []string, depth int) {
 			w.tree(binary.LittleEndian.Uint64(p[e+8:]), bucket, depth+1)
 		}
 	case flagLeaf:
+		whole := true
+		defer func() {
+			if whole && w.read != nil {
+				w.read[id] = true
+			}
+		}()
 		for i := range count {
 			e := pageHeader + i*elemSize
 			eflags := binary.LittleEndian.Uint32(p[e:])
@@ -219,6 +243,7 @@ func (w *fileWalk) node(id uint64, p []byte, bucket []string, depth int) {
 			kv, ok := w.span(p, e, binary.LittleEndian.Uint32(p[e+4:]), ksz+vsz)
 			if !ok || ksz+vsz < ksz {
 				w.problem(id, bucket, "leaf element %d points outside the page", i)
+				whole = false
 				continue
 			}
 			k, v := kv[:ksz], kv[ksz:]
@@ -253,6 +278,9 @@ func (w *fileWalk) bucket(id uint64, k, v []byte, parent []string, depth int) {
 		return
 	}
 	root := binary.LittleEndian.Uint64(v)
+	if w.seq != nil {
+		w.seq(path, binary.LittleEndian.Uint64(v[8:]))
+	}
 	if root != 0 {
 		w.tree(root, path, depth+1)
 		return

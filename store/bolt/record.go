@@ -142,11 +142,17 @@ func decodeRecord(b *bbolt.Bucket, key, v []byte) (store.Record, error) {
 	if err != nil {
 		return store.Record{}, fmt.Errorf("decoding record %s: base: %w", encodeID(key), err)
 	}
+	messageFields(&r, &m)
+	return r, nil
+}
+
+// messageFields copies the fields of the message from m, the first
+// record of r's message, to r.
+func messageFields(r, m *store.Record) {
 	r.Received, r.Envelope = m.Received, m.Envelope
 	r.ReportingMTA, r.OriginalEnvelopeID, r.DSNGateway = m.ReportingMTA, m.OriginalEnvelopeID, m.DSNGateway
 	r.ReceivedFromMTA, r.ArrivalDate = m.ReceivedFromMTA, m.ArrivalDate
 	r.Original, r.Feedback, r.ParseError = m.Original, m.Feedback, m.ParseError
-	return r, nil
 }
 
 // decodeOwn decodes one stored record without following its base, and

@@ -359,3 +359,15 @@ func putAppliedSeq(tx *bbolt.Tx, seq uint64) error {
 	}
 	return nil
 }
+
+// LogInfo says what Open did with the write-ahead log.
+type LogInfo struct {
+	Path    string // the log file
+	Applied int    // frames applied to the database file
+	// Dropped counts the whole frames after a damaged one, which were
+	// not applied; Damaged says what was wrong ("" for a log that was
+	// only replayed) and KeptAs where the damaged log was kept.
+	Dropped int
+	Damaged string
+	KeptAs  string
+}
