@@ -88,3 +88,25 @@ func TestMailboxConfigErrors(t *testing.T) {
 		t.Errorf("addr %s, want 127.0.0.1:143", cfg.Mailbox[0].options().Addr)
 	}
 }
+
+// TestReadmeMailboxConfig: the config of README's "No MX? Read the bounce
+// mailbox" loads as it is, with its password file beside it.
+func TestReadmeMailboxConfig(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	tcheck(t, err, "reading README")
+	_, sec, ok := strings.Cut(string(readme), "## No MX? Read the bounce mailbox")
+	_, block, ok2 := strings.Cut(sec, "```toml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README has no toml block under \"No MX? Read the bounce mailbox\"")
+	}
+	dir := t.TempDir()
+	tcheck(t, os.WriteFile(dir+"/imap-password", []byte("app-password\n"), 0o600), "writing password file")
+	cfg, err := loadConfig(writeConfig(t, dir, block))
+	tcheck(t, err, "loading README's config")
+	o, err := cfg.mailboxOptions(cfg.Mailbox[0])
+	tcheck(t, err, "reading its password file")
+	if o.Password != "app-password" || o.Addr != "imap.example.com:993" || o.TLS != "implicit" || o.NotBounceFolder != "not-bounces" {
+		t.Fatalf("options %+v", o)
+	}
+}
