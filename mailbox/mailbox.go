@@ -234,7 +234,7 @@ func (r *Reader) Stats() Stats {
 func (r *Reader) Run(ctx context.Context) {
 	backoff := r.opts.MinBackoff
 	for ctx.Err() == nil {
-		s, err := r.dial(ctx)
+		s, err := r.dial(ctx, true)
 		worked := false
 		if err == nil {
 			r.stats.connected.Store(true)
@@ -269,9 +269,10 @@ func (r *Reader) Run(ctx context.Context) {
 }
 
 // Test logs in, selects the folder and returns how many messages it
-// holds and how many of them wait to be handled, then logs out.
+// holds and how many of them wait to be handled, then logs out. It
+// changes nothing in the mailbox.
 func (r *Reader) Test(ctx context.Context) (total, waiting int, err error) {
-	s, err := r.dial(ctx)
+	s, err := r.dial(ctx, false)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -39,8 +39,9 @@ type session struct {
 	crit sync.Mutex
 }
 
-// dial connects, logs in and selects the folder.
-func (r *Reader) dial(ctx context.Context) (*session, error) {
+// dial connects, logs in and selects the folder; with create, it also
+// creates the folders messages are moved to.
+func (r *Reader) dial(ctx context.Context, create bool) (*session, error) {
 	s := &session{r: r, exists: make(chan struct{}, 1)}
 	host, _, _ := net.SplitHostPort(r.opts.Addr)
 	tc := &tls.Config{}
@@ -79,7 +80,7 @@ func (r *Reader) dial(ctx context.Context) (*session, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { s.c.Close() })
 	defer stop()
-	if err := s.login(); err != nil {
+	if err := s.login(create); err != nil {
 		s.c.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -103,9 +104,9 @@ func (r *Reader) dialError(err error) error {
 	return fmt.Errorf("mailbox %s: connecting to %s: %w", r.opts.Name, r.opts.Addr, err)
 }
 
-// login logs in, selects the folder and creates the folders messages are
-// moved to.
-func (s *session) login() error {
+// login logs in, creates the folders messages are moved to (with create)
+// and selects the folder.
+func (s *session) login(create bool) error {
 	o := &s.r.opts
 	if err := s.c.Login(o.User, o.Password).Wait(); err != nil {
 		var ie *imap.Error
@@ -115,7 +116,7 @@ func (s *session) login() error {
 		return fmt.Errorf("mailbox %s: logging in: %w", o.Name, err)
 	}
 	for _, f := range []string{o.MoveFolder, o.NotBounceFolder} {
-		if f == "" || f == o.MoveFolder && o.Action != ActionMove {
+		if !create || f == "" || f == o.MoveFolder && o.Action != ActionMove {
 			continue
 		}
 		if err := s.ensureFolder(f); err != nil {

@@ -156,6 +156,9 @@ func TestMailboxTestCommand(t *testing.T) {
 	if strings.Contains(msg, "\n") || !strings.Contains(msg, "login refused") || strings.Contains(msg, "wrong") {
 		t.Fatalf("wrong password: %q, want one line saying the login was refused, without the password", msg)
 	}
+	if f := d.Messages("bouncer-processed"); f != nil {
+		t.Error("mailbox test created the move folder: it must change nothing")
+	}
 	if _, code := runCLI(t, "mailbox", "test", "nope", "-config", mailboxConfig(t, d, "x")); code != 1 {
 		t.Fatalf("unknown mailbox: exit %d, want 1", code)
 	}
