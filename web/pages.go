@@ -163,9 +163,14 @@ func sortedCounts(m map[string]int) []kv {
 	return out
 }
 
-// domain shows one domain's aggregate and its newest records. The
-// aggregate is looked up among the recently bounced domains first; only a
-// domain that has not bounced for a long time costs a pass over all.
+// domainReader looks up one domain's aggregate; store/bolt has it, and
+// an engine without it costs the domain page a pass over all aggregates
+// for a domain that has not bounced recently.
+type domainReader interface {
+	DomainStat(domain string) (*store.DomainStat, error)
+}
+
+// domain shows one domain's aggregate and its newest records.
 func (h *Handler) domain(w http.ResponseWriter, r *http.Request) {
 	name := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("name")))
 	if name == "" {
@@ -196,6 +201,13 @@ func (h *Handler) domain(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) findDomain(name string) (*store.DomainStat, error) {
+	if dr, ok := h.db.(domainReader); ok {
+		st, err := dr.DomainStat(name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		return st, err
+	}
 	ds, err := h.db.RecentDomains(store.DomainFilter{Limit: recentDomains})
 	if err != nil {
 		return nil, err

@@ -255,7 +255,18 @@ func TestDomainsPages(t *testing.T) {
 		`data-key="5.4.3" data-n="1"`, `data-key="5.4.4" data-n="1"`, "a@route.example", "b@route.example", "no-mx")
 	body = e.get("/ui/domain?name=never.example", http.StatusOK)
 	contains(t, "unknown domain", body, "No aggregate")
+
+	// An engine without DomainStat: the aggregate comes from the list.
+	h, err := New(plainStore{e.db}, Options{Now: e.clock.Now})
+	tcheck(t, err, "New")
+	e.h = h
+	body = e.get("/ui/domain?name=route.example", http.StatusOK)
+	contains(t, "domain page without DomainStat", body, `<span class="num" id="total">2</span>`, `data-key="5.4.4" data-n="1"`)
+	contains(t, "unknown domain without DomainStat", e.get("/ui/domain?name=never.example", http.StatusOK), "No aggregate")
 }
+
+// plainStore hides the engine's optional methods.
+type plainStore struct{ Store }
 
 func TestBouncePages(t *testing.T) {
 	e := newEnv(t)

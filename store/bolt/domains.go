@@ -34,6 +34,30 @@ func (db *DB) RecentDomains(f store.DomainFilter) ([]store.DomainStat, error) {
 	return db.recentDomains(f, smallStatusSet)
 }
 
+// DomainStat returns the aggregate of one domain (as stored: lower case),
+// with its storm flag and MX health, or ErrNotFound. It is not part of
+// store.Store: the dashboard uses it where an engine has it and otherwise
+// looks the domain up among all of them.
+func (db *DB) DomainStat(domain string) (*store.DomainStat, error) {
+	var st store.DomainStat
+	err := db.view(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketDomains).Get([]byte(domain))
+		if v == nil {
+			return store.ErrNotFound
+		}
+		var err error
+		if st, err = decodeDomainStat([]byte(domain), v); err != nil {
+			return err
+		}
+		addHealth(tx, &st)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
 // smallStatusSet is the most domains of one status that RecentDomains
 // decodes and sorts rather than walking dom_time for them.
 const smallStatusSet = 256

@@ -295,3 +295,20 @@ func TestUvarintString(t *testing.T) {
 		}
 	}
 }
+
+func TestDomainStat(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{})
+	save(t, db, bounce("a@one.test", "5.4.3", parse.KindBounce, parse.ClassHard))
+	save(t, db, bounce("b@one.test", "5.1.1", parse.KindBounce, parse.ClassHard))
+	if _, _, err := db.SetMXCheck("one.test", store.MXCheck{Verdict: "no-mx", Checked: time.Now()}, false); err != nil {
+		t.Fatalf("mx check: %v", err)
+	}
+	st, err := db.DomainStat("one.test")
+	if err != nil || st.Total != 2 || st.Counts["5.4.3"] != 1 || st.LastMX == nil || st.LastMX.Verdict != "no-mx" {
+		t.Fatalf("DomainStat: %+v, %v", st, err)
+	}
+	if _, err := db.DomainStat("two.test"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown domain: %v", err)
+	}
+}
