@@ -254,11 +254,10 @@ type DB struct {
 	now   func() time.Time
 	rules store.Rules // what a delivery does (package store)
 
-	mu     sync.RWMutex // guards closed and sending on queue
-	closed bool
-	queue  chan *request
-	done   chan struct{} // closed when the writer has exited
-	idgen  idGen         // used by the writer goroutine only
+	closed bool                   // set by Close (under closeMu)
+	queue  *store.Queue[*request] // to the writer; nil when read-only
+	done   chan struct{}          // closed when the writer has exited
+	idgen  idGen                  // used by the writer goroutine only
 	// compressors holds Options.Compressors slots for raw message
 	// compressors (nil until first used); compressRaw waits for one.
 	compressors chan *compressor
@@ -367,7 +366,7 @@ func open(path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	if !opts.ReadOnly {
-		db.queue = make(chan *request, opts.QueueLen)
+		db.queue = store.NewQueue[*request](opts.QueueLen)
 		db.done = make(chan struct{})
 		db.flushReq = make(chan chan error)
 		go db.writer()
@@ -542,16 +541,13 @@ func initSchema(tx *bbolt.Tx) error {
 func (db *DB) Close() error {
 	db.closeMu.Lock()
 	defer db.closeMu.Unlock()
-	db.mu.Lock()
 	if db.closed {
-		db.mu.Unlock()
 		return nil
 	}
 	db.closed = true
 	if db.queue != nil {
-		close(db.queue)
+		db.queue.Close()
 	}
-	db.mu.Unlock()
 	if db.done != nil {
 		<-db.done
 	}

@@ -263,7 +263,7 @@ func decodeFrame(body []byte) (*request, uint64, error) {
 	if len(body) < frameHead {
 		return nil, 0, errors.New("short frame")
 	}
-	r := &request{d: &store.Delivery{}, done: make(chan struct{})}
+	r := &request{d: &store.Delivery{}}
 	seq := binary.BigEndian.Uint64(body)
 	r.seq = seq
 	r.now = time.Unix(0, int64(binary.BigEndian.Uint64(body[8:])))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/bouncer/bouncer/store"
@@ -17,21 +16,13 @@ import (
 // maxBatchBytes caps the compressed raw bytes committed in one transaction.
 const maxBatchBytes = 32 << 20
 
-// Request states.
-const (
-	stateQueued    int32 = iota
-	stateTaken           // in a transaction; the caller waits for its outcome
-	stateCancelled       // the caller gave up while queued
-)
-
 // request is one Save waiting for the writer.
 type request struct {
-	d     *store.Delivery
-	raw   []byte            // codec byte + (compressed) raw message
-	src   []byte            // raw message the writer compresses (small ones), until it has
-	body  [sha256.Size]byte // bodyHash of the raw message
-	state atomic.Int32
-	done  chan struct{}
+	d            *store.Delivery
+	raw          []byte            // codec byte + (compressed) raw message
+	src          []byte            // raw message the writer compresses (small ones), until it has
+	body         [sha256.Size]byte // bodyHash of the raw message
+	store.Ticket                   // queue state: Take, Done
 
 	// Set by the writer when it first applies the request, and kept so
 	// that applying it again (after a rollback, or from the log at Open)
@@ -73,26 +64,8 @@ func (db *DB) Save(ctx context.Context, d *store.Delivery) ([]store.Record, erro
 		return nil, err
 	}
 
-	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
-		return nil, store.ErrClosed
-	}
-	select {
-	case db.queue <- req:
-		db.mu.RUnlock()
-	case <-ctx.Done():
-		db.mu.RUnlock()
-		return nil, fmt.Errorf("saving delivery: %w", ctx.Err())
-	}
-
-	select {
-	case <-req.done:
-	case <-ctx.Done():
-		if req.state.CompareAndSwap(stateQueued, stateCancelled) {
-			return nil, fmt.Errorf("saving delivery: %w", ctx.Err())
-		}
-		<-req.done
+	if err := db.queue.Submit(ctx, req); err != nil {
+		return nil, err
 	}
 	return req.recs, req.err
 }
@@ -105,7 +78,7 @@ func (db *DB) newRequest(ctx context.Context, d *store.Delivery) (*request, erro
 	// the compressed copy, not the caller's raw message.
 	dc := *d
 	dc.Raw = nil
-	r := &request{d: &dc, done: make(chan struct{}), body: store.BodyHash(d.Raw)}
+	r := &request{d: &dc, body: store.BodyHash(d.Raw)}
 	if len(d.Raw) <= rawS2Max {
 		// S2 keeps a 64 KB table on the stack: in a session's new
 		// goroutine that meant growing and copying its stack for every
@@ -141,7 +114,7 @@ func (db *DB) writer() {
 		var req *request
 		var ok bool
 		select {
-		case req, ok = <-db.queue:
+		case req, ok = <-db.queue.C():
 		case <-timeout:
 			db.commitOpen()
 			continue
@@ -158,7 +131,7 @@ func (db *DB) writer() {
 	drain:
 		for len(batch) < db.opts.MaxBatch && size < maxBatchBytes {
 			select {
-			case r, ok := <-db.queue:
+			case r, ok := <-db.queue.C():
 				if !ok {
 					break drain
 				}
@@ -190,7 +163,7 @@ const (
 func (db *DB) group(batch []*request) {
 	taken := batch[:0]
 	for _, r := range batch {
-		if r.state.CompareAndSwap(stateQueued, stateTaken) {
+		if r.Take() {
 			if r.src != nil {
 				r.raw, r.src = compressSmall(r.src), nil
 			}
@@ -211,7 +184,7 @@ func (db *DB) process(taken []*request) {
 	err := db.durable(applied)
 	if err == nil {
 		for _, r := range applied {
-			close(r.done)
+			r.Done()
 		}
 		if db.opts.OnStorm != nil {
 			for _, r := range applied {
@@ -291,7 +264,7 @@ func (db *DB) reapply(reqs []*request) error {
 // fail ends r with err.
 func (db *DB) fail(r *request, err error) {
 	r.recs, r.err = nil, fmt.Errorf("committing deliveries: %w", err)
-	close(r.done)
+	r.Done()
 }
 
 // apply writes r into the open transaction and sets its records.

@@ -207,7 +207,7 @@ func (g *gate) wait() {
 // waitQueued waits until n requests are in the writer's queue.
 func waitQueued(t *testing.T, db *DB, n int) {
 	t.Helper()
-	for len(db.queue) < n {
+	for len(db.queue.C()) < n {
 		time.Sleep(time.Millisecond)
 	}
 }

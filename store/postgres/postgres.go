@@ -70,7 +70,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -131,10 +130,8 @@ type DB struct {
 	rules  store.Rules
 	lockID int64 // key of the writer lock: pg_advisory_xact_lock
 
-	mu     sync.RWMutex // guards closed and sending on queue
-	closed bool
-	queue  chan *request
-	done   chan struct{}
+	queue *store.Queue[*request] // to the writer
+	done  chan struct{}
 }
 
 var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -184,7 +181,7 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		pool.Close()
 		return nil, wrapErr("opening postgres store", err)
 	}
-	db.queue = make(chan *request, opts.QueueLen)
+	db.queue = store.NewQueue[*request](opts.QueueLen)
 	db.done = make(chan struct{})
 	go db.writer()
 	return db, nil
@@ -294,14 +291,9 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close waits for queued Saves, stops the writer and closes the pool.
 func (db *DB) Close() error {
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
+	if !db.queue.Close() {
 		return nil
 	}
-	db.closed = true
-	close(db.queue)
-	db.mu.Unlock()
 	<-db.done
 	db.pool.Close()
 	return nil

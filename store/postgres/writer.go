@@ -4,27 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"sync/atomic"
 
 	"github.com/bouncer/bouncer/store"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Request states.
-const (
-	stateQueued    int32 = iota
-	stateTaken           // in a transaction; the caller waits for its outcome
-	stateCancelled       // the caller gave up while queued
-)
-
 // request is one Save waiting for the writer.
 type request struct {
-	d     *store.Delivery
-	body  [sha256.Size]byte
-	state atomic.Int32
-	done  chan struct{}
+	d            *store.Delivery
+	body         [sha256.Size]byte
+	store.Ticket // queue state: Take, Done
 
 	recs   []store.Record // outcome, valid after done is closed
 	storms []store.Storm  // storms it started, for Options.OnStorm
@@ -43,26 +33,9 @@ func (db *DB) Save(ctx context.Context, d *store.Delivery) ([]store.Record, erro
 	if d == nil {
 		return nil, errors.New("saving delivery: nil delivery")
 	}
-	req := &request{d: d, body: store.BodyHash(d.Raw), done: make(chan struct{})}
-	db.mu.RLock()
-	if db.closed {
-		db.mu.RUnlock()
-		return nil, store.ErrClosed
-	}
-	select {
-	case db.queue <- req:
-		db.mu.RUnlock()
-	case <-ctx.Done():
-		db.mu.RUnlock()
-		return nil, fmt.Errorf("saving delivery: %w", ctx.Err())
-	}
-	select {
-	case <-req.done:
-	case <-ctx.Done():
-		if req.state.CompareAndSwap(stateQueued, stateCancelled) {
-			return nil, fmt.Errorf("saving delivery: %w", ctx.Err())
-		}
-		<-req.done
+	req := &request{d: d, body: store.BodyHash(d.Raw)}
+	if err := db.queue.Submit(ctx, req); err != nil {
+		return nil, err
 	}
 	return req.recs, req.err
 }
@@ -70,12 +43,12 @@ func (db *DB) Save(ctx context.Context, d *store.Delivery) ([]store.Record, erro
 // writer commits queued requests in groups until the queue is closed.
 func (db *DB) writer() {
 	defer close(db.done)
-	for r := range db.queue {
+	for r := range db.queue.C() {
 		batch := []*request{r}
 	fill:
 		for len(batch) < db.opts.MaxBatch {
 			select {
-			case r, ok := <-db.queue:
+			case r, ok := <-db.queue.C():
 				if !ok {
 					break fill
 				}
@@ -93,7 +66,7 @@ func (db *DB) writer() {
 func (db *DB) group(batch []*request) {
 	var live []*request
 	for _, r := range batch {
-		if r.state.CompareAndSwap(stateQueued, stateTaken) {
+		if r.Take() {
 			live = append(live, r)
 		}
 	}
@@ -106,7 +79,7 @@ func (db *DB) group(batch []*request) {
 			if r.err = db.commit([]*request{r}); r.err != nil {
 				r.recs, r.storms = nil, nil
 			}
-			close(r.done)
+			r.Done()
 			db.tellStorms(r)
 		}
 		return
@@ -115,7 +88,7 @@ func (db *DB) group(batch []*request) {
 		if err != nil {
 			r.recs, r.err, r.storms = nil, err, nil
 		}
-		close(r.done)
+		r.Done()
 		db.tellStorms(r)
 	}
 }
