@@ -364,7 +364,10 @@ func openPostgres(cfg Config, decide func(*store.Record) store.Decision) (store.
 		if err != nil {
 			return nil, fmt.Errorf("reading store.password_file: %w", err)
 		}
-		opts.Password, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+		line, _, _ := strings.Cut(string(b), "\n")
+		if opts.Password = strings.TrimRight(line, "\r"); opts.Password == "" {
+			return nil, fmt.Errorf("store.password_file %s: the first line is empty", cfg.Store.PasswordFile)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/bouncer/bouncer/store"
@@ -55,18 +53,8 @@ func (db *DB) SetOutboxTargets(targets []store.OutboxTarget) error {
 	if db.opts.ReadOnly {
 		return store.ErrReadOnly
 	}
-	seen := map[string]bool{}
-	for _, t := range targets {
-		if t.Name == "" || len(t.Name) > 100 || seen[t.Name] {
-			return fmt.Errorf("setting outbox targets: empty, long or repeated name %q", store.Truncate(t.Name, 100))
-		}
-		seen[t.Name] = true
-		for _, e := range t.Events {
-			if !slices.Contains(store.EventTypes, e) {
-				return fmt.Errorf("setting outbox targets: target %s: unknown event %q (want one of %s)",
-					t.Name, e, strings.Join(store.EventTypes, ", "))
-			}
-		}
+	if err := store.ValidTargets(targets); err != nil {
+		return err
 	}
 	err := db.update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{bucketOutbox, bucketOutboxDead} {

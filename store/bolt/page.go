@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"bytes"
-	"strings"
 
 	"github.com/bouncer/bouncer/store"
 
@@ -19,9 +18,7 @@ func (db *DB) Page(f store.Filter, before string) (recs []store.Record, next str
 		f.Limit = store.DefaultLimit
 	}
 	f.Limit = min(f.Limit, store.MaxLimit)
-	f.Recipient = store.NormalizeAddr(f.Recipient)
-	f.Domain = strings.ToValidUTF8(strings.ToLower(strings.TrimSpace(f.Domain)), "\uFFFD")
-	f.Status = strings.ToValidUTF8(f.Status, "\uFFFD")
+	f = f.Normalize()
 	bucket, prefix := plan(f)
 	end := prefixEnd(prefix)
 	if before != "" {

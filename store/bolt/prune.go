@@ -154,10 +154,7 @@ func (db *DB) PruneSoft(ctx context.Context, now time.Time) (int, error) {
 		if json.Unmarshal(v, &c) != nil {
 			return false // Check reports it
 		}
-		if len(c.Events) == 0 {
-			return true
-		}
-		return c.Window > 0 && c.Events[len(c.Events)-1] < now.Add(-time.Duration(c.Window)).UnixNano()
+		return c.Decayed(now)
 	})
 }
 

@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"bytes"
-	"strings"
 
 	"github.com/bouncer/bouncer/store"
 
@@ -33,9 +32,7 @@ func (db *DB) Query(f store.Filter) ([]store.Record, error) {
 // f.Limit records (all if 0). fn runs outside any transaction; an error
 // from it stops the walk and is returned.
 func (db *DB) ForEach(f store.Filter, fn func(store.Record) error) error {
-	f.Recipient = store.NormalizeAddr(f.Recipient)
-	f.Domain = strings.ToValidUTF8(strings.ToLower(strings.TrimSpace(f.Domain)), "\uFFFD")
-	f.Status = strings.ToValidUTF8(f.Status, "\uFFFD")
+	f = f.Normalize()
 	bucket, prefix := plan(f)
 	var after []byte // last index key read; nil before the first chunk
 	n := 0

@@ -5,6 +5,7 @@ package bolt
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,7 +26,7 @@ func (w *txWriter) Seen(k []byte) (string, time.Time, error) {
 // Suppression implements store.State.
 func (w *txWriter) Suppression(addr string) (*store.Suppression, error) {
 	s, err := readSuppression(w.tx, addr)
-	if err == store.ErrNotFound {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
 	return s, err

@@ -44,7 +44,6 @@ var sweepKey = []byte{0}
 // the window, continuing where the last call stopped, so that the bucket
 // does not keep the counters of every domain and MTA ever seen.
 func (db *DB) sweepStorm(b *bbolt.Bucket, now time.Time) error {
-	cut := now.Add(-db.opts.Storm.WindowOrDefault()).UnixNano()
 	from := bytes.Clone(b.Get(sweepKey))
 	c := b.Cursor()
 	k, v := c.Seek(from)
@@ -59,7 +58,7 @@ func (db *DB) sweepStorm(b *bbolt.Bucket, now time.Time) error {
 			continue
 		}
 		var s store.StormSet
-		if json.Unmarshal(v, &s) != nil || len(s.Times) == 0 || s.Times[len(s.Times)-1] < cut {
+		if json.Unmarshal(v, &s) != nil || s.Stale(now, db.opts.Storm) {
 			stale = append(stale, bytes.Clone(k))
 		}
 		next = bytes.Clone(k)
