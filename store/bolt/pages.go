@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
 	"strings"
 )
 
@@ -82,13 +81,14 @@ type fileWalk struct {
 
 // walkFile reads the file at path and walks every bucket from the newest
 // valid meta page, reporting damaged pages; leaf, if not nil, gets every
-// readable key and value. It fails only when the file cannot be read or
+// readable key and value, valid only during the call (the file is mapped). It fails only when the file cannot be read or
 // has no valid meta page at all.
 func walkFile(path string, leaf func(bucket []string, k, v []byte)) ([]PageProblem, error) {
-	data, err := os.ReadFile(path)
+	data, unmap, err := mapFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
+	defer unmap()
 	w := &fileWalk{data: data, seen: map[uint64]bool{}, leaf: leaf}
 	root, err := w.meta()
 	if err != nil {
