@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bouncer/bouncer/store"
+	"github.com/bouncer/bouncer/store/storetest"
 
 	"github.com/bouncer/bouncer/parse"
 )
@@ -37,25 +38,10 @@ func mustOpen(t testing.TB, opts Options) (*DB, string) {
 }
 
 // testClock is a settable clock for Options.Now.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type testClock = storetest.Clock
 
 func newClock() *testClock {
-	return &testClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	return storetest.ClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // sample returns the real Postfix DSN in testdata and its report, as the

@@ -14,6 +14,7 @@ import (
 	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/store/bolt"
+	"github.com/bouncer/bouncer/store/storetest"
 )
 
 func tcheck(t testing.TB, err error, msg string) {
@@ -24,22 +25,9 @@ func tcheck(t testing.TB, err error, msg string) {
 }
 
 // clock is a settable clock for bolt.Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = storetest.Clock
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newPolicyClock() *clock { return storetest.ClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 // openPolicyStore opens a store in t.TempDir with the default policy table
 // and the storm guard at threshold.
@@ -47,7 +35,7 @@ func openPolicyStore(t *testing.T, threshold int) (*bolt.DB, *clock) {
 	t.Helper()
 	tab, err := policy.Compile(policy.DefaultRules())
 	tcheck(t, err, "compiling policy")
-	c := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := newPolicyClock()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{
 		Decide: tab.Decide, Now: c.Now,
 		Storm: store.StormOptions{Threshold: threshold, Window: time.Hour},
@@ -347,7 +335,7 @@ func BenchmarkStormSave(b *testing.B) {
 func TestOnStormCalledOnce(t *testing.T) {
 	var mu sync.Mutex
 	var started []store.Storm
-	c := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := newPolicyClock()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "bouncer.db"), bolt.Options{
 		Now: c.Now, Storm: store.StormOptions{Threshold: 2},
 		OnStorm: func(st store.Storm) { mu.Lock(); started = append(started, st); mu.Unlock() },

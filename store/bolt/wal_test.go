@@ -86,7 +86,7 @@ func sameContents(t *testing.T, what string, got, want *DB) {
 // aggregates as the live database, once.
 func TestLogReplaysAfterCrash(t *testing.T) {
 	t.Parallel()
-	clock := &testClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := newClock()
 	opts := Options{CommitInterval: time.Hour, Now: clock.Now}
 	live, path := mustOpen(t, opts)
 	saveMix(t, live, 0, 30)

@@ -12,6 +12,7 @@ import (
 	"github.com/bouncer/bouncer/parse"
 	"github.com/bouncer/bouncer/store"
 	"github.com/bouncer/bouncer/store/postgres/pgtest"
+	"github.com/bouncer/bouncer/store/storetest"
 )
 
 var cluster *pgtest.Cluster
@@ -38,24 +39,9 @@ func mustOpen(t testing.TB, opts Options) *DB {
 	return db
 }
 
-// testClock is a settable clock for Options.Now.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *testClock { return &testClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newClock is a settable clock for Options.Now.
+func newClock() *storetest.Clock {
+	return storetest.ClockAt(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // hardRules suppress every hard bounce at once.

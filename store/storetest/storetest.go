@@ -57,7 +57,10 @@ type Clock struct {
 }
 
 // NewClock starts a clock at a fixed time.
-func NewClock() *Clock { return &Clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+func NewClock() *Clock { return ClockAt(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
+
+// ClockAt starts a clock at t.
+func ClockAt(t time.Time) *Clock { return &Clock{t: t} }
 
 // Now returns the clock's time.
 func (c *Clock) Now() time.Time {
