@@ -26,6 +26,8 @@ type Sources struct {
 	Server func() server.Stats
 	Outbox func() (queued, dead int, err error)
 	Push   func() []push.TargetStats
+	// Storms counts the storms the storm guard started since start.
+	Storms func() int64
 	// Mailboxes gives the counters of each [[mailbox]] reader.
 	Mailboxes func() []mailbox.Stats
 }
@@ -42,6 +44,7 @@ var (
 	descDead       = prometheus.NewDesc("bouncer_outbox_dead", "Push events on the dead-letter list.", nil, nil)
 	descPushed     = prometheus.NewDesc("bouncer_push_delivered_total", "Push events delivered, by target.", []string{"target"}, nil)
 	descPushFail   = prometheus.NewDesc("bouncer_push_failures_total", "Failed push attempts, by target.", []string{"target"}, nil)
+	descStorms     = prometheus.NewDesc("bouncer_storms_started_total", "Storms the storm guard started (a domain's new suppressions held).", nil, nil)
 	descPushDead   = prometheus.NewDesc("bouncer_push_dead_total", "Push events moved to the dead-letter list, by target.", []string{"target"}, nil)
 	descMbMessages = prometheus.NewDesc("bouncer_mailbox_messages_total", "Messages read from a mailbox, by outcome: stored, not_bounce (left or moved), refused (recipient check), too_large (left).", []string{"mailbox", "outcome"}, nil)
 	descMbErrors   = prometheus.NewDesc("bouncer_mailbox_errors_total", "Mailbox sessions ended by an error (connection, login, command, save).", []string{"mailbox"}, nil)
@@ -55,7 +58,7 @@ type collector struct{ src Sources }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descMessages, descRcptReject,
 		descNoMemory, descDataMem, descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead,
-		descMbMessages, descMbErrors, descMbUp} {
+		descMbMessages, descMbErrors, descMbUp, descStorms} {
 		ch <- d
 	}
 }
@@ -77,6 +80,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descNoMemory, s.NoMemory)
 		ch <- prometheus.MustNewConstMetric(descDataMem, prometheus.GaugeValue, float64(s.DataMemory))
 		counter(descPanics, s.Panics)
+	}
+	if c.src.Storms != nil {
+		counter(descStorms, c.src.Storms())
 	}
 	if c.src.Outbox != nil {
 		if q, d, err := c.src.Outbox(); err == nil {

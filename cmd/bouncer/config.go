@@ -47,6 +47,9 @@ type Config struct {
 type StormConfig struct {
 	Threshold int      `toml:"threshold"`
 	Window    Duration `toml:"window"`
+	// HoldFor is how long a storm lasts unless the operator ends it; then
+	// its holds are dropped and the next bounce is judged afresh.
+	HoldFor Duration `toml:"hold_for"`
 }
 
 // MXConfig configures MX checks ("bouncer mx").
@@ -228,7 +231,7 @@ func defaultConfig() Config {
 		Push:   defaultPush(),
 		MX: MXConfig{Port: 25, Timeout: Duration(10 * time.Second), MaxMX: 10, MaxAddrs: 16, IPv6: true,
 			Recheck: "auto", RecheckInterval: Duration(24 * time.Hour), RecheckConcurrency: 4},
-		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour)},
+		Storm: StormConfig{Threshold: 20, Window: Duration(time.Hour), HoldFor: Duration(store.DefaultStormHoldFor)},
 	}
 }
 
@@ -431,6 +434,7 @@ func (c *Config) checkBounds() error {
 		{"mx.timeout", c.MX.Timeout, time.Millisecond, 10 * time.Minute, false},
 		{"mx.recheck_interval", c.MX.RecheckInterval, time.Millisecond, 365 * day, true},
 		{"storm.window", c.Storm.Window, time.Second, 30 * day, false},
+		{"storm.hold_for", c.Storm.HoldFor, time.Minute, 30 * day, false},
 		{"push.timeout", c.Push.Timeout, time.Millisecond, 10 * time.Minute, false},
 		{"push.min_backoff", c.Push.MinBackoff, time.Millisecond, 7 * day, false},
 		{"push.max_backoff", c.Push.MaxBackoff, time.Millisecond, 7 * day, false},

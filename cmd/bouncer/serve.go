@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +48,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	db, err := openStore(cfg, false, decider(table, cfg.verpRequired()))
+	var storms atomic.Int64
+	onStorm := func(st store.Storm) {
+		storms.Add(1)
+		logger.Warn("storm started: new suppressions of the domain are held",
+			"domain", st.Domain, "key", st.Key, "status", st.Status, "addresses", st.Count,
+			"hold_for", store.StormOptions{HoldFor: time.Duration(cfg.Storm.HoldFor)}.HoldForOrDefault().String())
+	}
+	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm})
 	if err != nil {
 		return err
 	}
@@ -67,6 +75,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	mets, err := metrics.New(reg, metrics.Sources{
 		Server: func() server.Stats { return srv.Stats() },
 		Outbox: db.OutboxStats,
+		Storms: storms.Load,
 		Push:   pusher.Stats,
 		Mailboxes: func() []mailbox.Stats {
 			out := make([]mailbox.Stats, len(mailboxes))
@@ -318,12 +327,33 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
 func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (store.Store, error) {
+	return openStoreWith(cfg, storeUse{readOnly: readOnly, decide: decide})
+}
+
+// storeUse is what a command asks of the store beyond the config.
+type storeUse struct {
+	readOnly bool
+	decide   func(*store.Record) store.Decision // the policy, for a read-write open
+	onStorm  func(store.Storm)                  // told of each storm started (serve)
+}
+
+// rules are the store's rules from cfg and the policy.
+func (cfg Config) rules(decide func(*store.Record) store.Decision) store.Rules {
+	return store.Rules{Decide: decide, DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
+		Storm: store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window),
+			HoldFor: time.Duration(cfg.Storm.HoldFor)}}
+}
+
+// openStoreWith opens the configured engine.
+func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
+	readOnly := use.readOnly
 	if cfg.Store.Driver == "postgres" {
-		return openPostgres(cfg, decide)
+		return openPostgres(cfg, use)
 	}
-	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
-		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
-		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
+	rules := cfg.rules(use.decide)
+	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: rules.Decide,
+		Storm: rules.Storm, OnStorm: use.onStorm,
+		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow,
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
 	if opts.CommitInterval == 0 {
 		opts.CommitInterval = -1 // store's "no log"
@@ -354,11 +384,9 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 
 // openPostgres connects to the PostgreSQL store (read-only commands use
 // it as serve does: the server is shared anyway).
-func openPostgres(cfg Config, decide func(*store.Record) store.Decision) (store.Store, error) {
-	opts := postgres.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema,
-		Rules: store.Rules{Decide: decide, DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
-			Storm: store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)}},
-		RawRetention: time.Duration(cfg.Store.RawRetention)}
+func openPostgres(cfg Config, use storeUse) (store.Store, error) {
+	opts := postgres.Options{URL: cfg.Store.URL, Schema: cfg.Store.Schema, Rules: cfg.rules(use.decide),
+		OnStorm: use.onStorm, RawRetention: time.Duration(cfg.Store.RawRetention)}
 	if cfg.Store.PasswordFile != "" {
 		b, err := os.ReadFile(cfg.Store.PasswordFile)
 		if err != nil {
