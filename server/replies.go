@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"strings"
 )
 
 // go-smtp has no setting for the text of its positive replies, and some
@@ -53,10 +52,11 @@ func (c *conn) reword(p []byte) []byte {
 	if encrypted {
 		return nil
 	}
-	line := string(p[:len(p)-2])
+	line := p[:len(p)-2]
 	for _, r := range replyWords {
-		if rest, ok := strings.CutPrefix(line, r.prefix); ok {
-			if w := r.words(c.s.opts.Hostname, rest); w != "" {
+		// Compared as bytes: no copy of the many lines that stay as they are.
+		if len(line) >= len(r.prefix) && string(line[:len(r.prefix)]) == r.prefix {
+			if w := r.words(c.s.opts.Hostname, string(line[len(r.prefix):])); w != "" {
 				return []byte(w + "\r\n")
 			}
 			return nil
