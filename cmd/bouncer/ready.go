@@ -20,6 +20,9 @@ import (
 type readiness struct {
 	dir     string
 	minFree int64
+	// ping, if set, asks the store itself (PostgreSQL) instead of the
+	// disk beside a bbolt file.
+	ping func(context.Context) error
 	// lastFail and lastOK are the Unix nanoseconds of the last Save that
 	// failed and the last that succeeded.
 	lastFail, lastOK atomic.Int64
@@ -52,6 +55,9 @@ const failWindow = time.Minute
 func (r *readiness) check(ctx context.Context) error {
 	if f := r.lastFail.Load(); f > r.lastOK.Load() && time.Since(time.Unix(0, f)) < failWindow {
 		return errors.New("the last delivery could not be saved")
+	}
+	if r.ping != nil {
+		return r.ping(ctx)
 	}
 	if r.minFree > 0 {
 		free, err := freeSpace(r.dir)

@@ -100,6 +100,9 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 	defer stopReload()
 	ready := &readiness{dir: filepath.Dir(cfg.Store.Path), minFree: cfg.Store.MinFreeBytes}
+	if p, ok := db.(interface{ Ping(context.Context) error }); ok {
+		ready.ping = p.Ping // a shared server: ask it, not the local disk
+	}
 	saver := ready.saver(mets.Saver(db))
 	srv = server.New(sopts, saver, logger)
 	// Mailbox messages take the SMTP path: the same recipient check and
@@ -315,7 +318,7 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 	if cfg.Log.SMTPDebug {
 		opts.Debug = debug
 	}
-	if cfg.Store.MinFreeBytes > 0 {
+	if cfg.Store.MinFreeBytes > 0 && cfg.Store.Driver == "bbolt" {
 		dir := filepath.Dir(cfg.Store.Path)
 		opts.FreeSpace = func() (int64, error) { return freeSpace(dir) }
 		opts.MinFreeBytes = cfg.Store.MinFreeBytes

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/bouncer/bouncer/store/postgres/pgtest"
+	"github.com/emersion/go-smtp"
 )
 
 // pgCluster is a private PostgreSQL server for the tests that need one
@@ -60,5 +63,56 @@ schema = "bouncer_mx"
 	}
 	if _, code := runCLI(t, "suppressed", "-config", cli(b), "other@dead.test"); code != 0 {
 		t.Fatalf("suppression added on host a unknown on host b (exit %d)", code)
+	}
+}
+
+// TestPostgresDown: with PostgreSQL stopped, a bounce gets 451 4.3.0 (never
+// 250 without a commit) and /readyz says 503; once it is back, the same
+// server stores bounces again without a restart.
+func TestPostgresDown(t *testing.T) {
+	url := pgCluster.Database(t)
+	ts := newTestServerConfig(t, writeConfig(t, t.TempDir(), fmt.Sprintf(`
+[smtp]
+listen = "127.0.0.1:0"
+domains = ["localhost"]
+save_timeout = "3s"
+[http]
+listen = "127.0.0.1:0"
+[store]
+driver = "postgres"
+url = %q
+`, url)))
+	msg := readTestdata(t, "postfix-543.eml")
+	if got := httpStatus(t, ts.httpAddr, "/readyz"); got != 200 {
+		t.Fatalf("readyz with the server up: %d", got)
+	}
+	tcheck(t, pgCluster.Stop(), "stopping postgres")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			pgCluster.Start()
+		}
+	})
+	// Asked before any delivery fails: readiness asks the server itself.
+	if got := httpStatus(t, ts.httpAddr, "/readyz"); got != 503 {
+		t.Fatalf("readyz with postgres down: %d, want 503", got)
+	}
+	err := deliver(t, ts.smtpAddr, "bounces+user=dead.test@localhost", msg)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 0}) {
+		t.Fatalf("delivery with postgres down: %v, want 451 4.3.0", err)
+	}
+	tcheck(t, pgCluster.Start(), "starting postgres")
+	restarted = true
+	var last error
+	for range 50 {
+		if last = deliver(t, ts.smtpAddr, "bounces+user=dead.test@localhost", msg); last == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tcheck(t, last, "delivery after postgres came back")
+	if got := httpStatus(t, ts.httpAddr, "/readyz"); got != 200 {
+		t.Fatalf("readyz after postgres came back: %d", got)
 	}
 }
