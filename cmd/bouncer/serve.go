@@ -47,7 +47,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	db, err := openStore(cfg, false, decider(table, cfg.verpRequired()))
+	db, err := openStore(cfg, false, decider(table, cfg.verpRequired()), func(li bolt.LogInfo) {
+		if li.Damaged != "" {
+			logger.Error("database log damaged", "log", li.Path, "applied", li.Applied, "dropped", li.Dropped,
+				"damage", li.Damaged, "kept_as", li.KeptAs)
+			return
+		}
+		logger.Info("database log applied", "log", li.Path, "applied", li.Applied, "torn_last_frame", li.Torn)
+	})
 	if err != nil {
 		return err
 	}
@@ -317,16 +324,21 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 // openStore opens the database for serve (read-write) or for a query
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
-func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (store.Store, error) {
+// onLog is told what Open did with the write-ahead log (nil: a line on
+// standard error, so that it is never silent).
+func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision, onLog func(bolt.LogInfo)) (store.Store, error) {
 	if cfg.Store.Driver == "postgres" {
 		return openPostgres(cfg, decide)
 	}
-	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide,
+	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: decide, OnLog: onLog,
 		Storm:        store.StormOptions{Threshold: cfg.Storm.Threshold, Window: time.Duration(cfg.Storm.Window)},
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: time.Duration(cfg.Store.DedupeWindow),
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
 	if opts.CommitInterval == 0 {
 		opts.CommitInterval = -1 // store's "no log"
+	}
+	if onLog == nil {
+		opts.OnLog = func(li bolt.LogInfo) { fmt.Fprintf(os.Stderr, "bouncer: database %s\n", li) }
 	}
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second
