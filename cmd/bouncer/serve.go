@@ -121,7 +121,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			sl.Close()
 			return fmt.Errorf("listening for HTTP: %w", err)
 		}
-		apiH := api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg).
+		apiH := withBackup(api.New(db, cfg.HTTP.Tokens, logger), db).WithMetrics(reg).
 			WithHosts(cfg.apiHosts()...).WithReady(ready.check)
 		ui, err := web.New(db, web.Options{Tokens: cfg.HTTP.Tokens, HostAllowed: apiH.HostAllowed, Logger: logger})
 		if err != nil {
@@ -319,6 +319,14 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		opts.MinFreeBytes = cfg.Store.MinFreeBytes
 	}
 	return opts
+}
+
+// withBackup serves GET /v1/backup when the store can copy itself.
+func withBackup(h *api.Handler, db store.Store) *api.Handler {
+	if b, ok := db.(api.Backuper); ok {
+		return h.WithBackup(b)
+	}
+	return h
 }
 
 // openStore opens the database for serve (read-write) or for a query
