@@ -25,6 +25,9 @@
 //	GET /v1/outbox?dead=1&after=&limit=  push events queued (or dead), oldest first
 //	POST /v1/outbox/retry            dead letters back to the queue {"seqs":[..]} or {"all":true}
 //	POST /v1/outbox/drop             delete dead letters, same body
+//	GET /v1/backup                   a consistent copy of the database file,
+//	                                 streamed; trailers give its size or
+//	                                 why it broke off (backup.go)
 //	GET /v1/export/bounces?format=csv|json&filters
 //	GET /v1/export/suppressions?format=csv|json|postfix&domain=
 //	                                 streamed; a failure after the headers

@@ -27,7 +27,7 @@ func (a *app) checkCmd(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := openStore(cfg, true, nil)
+	db, err := openStore(cfg, true, nil, a.logNote)
 	if errors.Is(err, bolt.ErrDamaged) {
 		return a.damageReport(cfg, err)
 	}
@@ -42,6 +42,12 @@ func (a *app) checkCmd(_ context.Context, args []string) error {
 	}
 	fmt.Fprintf(a.stdout, "database %s: ok\n", cfg.Store.Path)
 	return nil
+}
+
+// logNote tells a command's user what opening the database did with its
+// write-ahead log (frames applied, a damaged log kept aside).
+func (a *app) logNote(li bolt.LogInfo) {
+	fmt.Fprintf(a.stderr, "bouncer: database %s\n", li)
 }
 
 // damageReport prints every damaged page of the database (walking the

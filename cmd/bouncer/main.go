@@ -12,6 +12,7 @@
 //	bouncer storm list | holds [DOMAIN] | release DOMAIN | drop DOMAIN
 //	bouncer check
 //	bouncer salvage --to NEW.db
+//	bouncer backup NEW.db
 //	bouncer mx DOMAIN
 //	bouncer verp keygen [--id ID]
 //	bouncer verp sign --recipient ADDR [--domain D] [--campaign ID] [--list ID]
@@ -101,6 +102,7 @@ Commands:
   storm        domains whose suppressions the storm guard holds (list, holds, release, drop)
   check        verify the database file (with the server stopped)
   salvage      copy what a damaged database still holds into a new file
+  backup       write a consistent copy of the database, also while serve runs
   mx           check a domain's MX records and whether each MX answers
   verp         make a signing key, sign a return path, or explain one (verp keygen, sign, verify)
   export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
@@ -135,6 +137,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.checkCmd(ctx, rest)
 	case "salvage":
 		err = a.salvageCmd(rest)
+	case "backup":
+		err = a.backupCmd(ctx, rest)
 	case "verp":
 		err = a.verpCmd(ctx, rest)
 	case "mx":

@@ -168,7 +168,7 @@ func connectOutbox(ctx context.Context, cfg Config, write bool) (outboxSource, e
 			return dbOutbox(q), nil
 		}
 		q.Close()
-		db, err := openStore(cfg, false, nil)
+		db, err := openStore(cfg, false, nil, nil)
 		if err != nil {
 			return nil, err
 		}

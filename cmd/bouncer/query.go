@@ -82,7 +82,7 @@ func connect(ctx context.Context, cfg Config) (querier, error) {
 			return nil, fmt.Errorf("admin API at %s: %w", c.BaseURL, apiErr)
 		}
 	}
-	db, err := openStore(cfg, true, nil)
+	db, err := openStore(cfg, true, nil, nil)
 	if err != nil {
 		if apiErr != nil {
 			return nil, fmt.Errorf("%w (admin API at %s did not answer: %v)", err, cfg.HTTP.Listen, apiErr)

@@ -55,7 +55,15 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			"domain", st.Domain, "key", st.Key, "status", st.Status, "addresses", st.Count,
 			"hold_for", store.StormOptions{HoldFor: time.Duration(cfg.Storm.HoldFor)}.HoldForOrDefault().String())
 	}
-	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm})
+	onLog := func(li bolt.LogInfo) {
+		if li.Damaged != "" {
+			logger.Error("database log damaged", "log", li.Path, "applied", li.Applied, "dropped", li.Dropped,
+				"damage", li.Damaged, "kept_as", li.KeptAs)
+			return
+		}
+		logger.Info("database log applied", "log", li.Path, "applied", li.Applied, "torn_last_frame", li.Torn)
+	}
+	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm, onLog: onLog})
 	if err != nil {
 		return err
 	}
@@ -126,7 +134,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			sl.Close()
 			return fmt.Errorf("listening for HTTP: %w", err)
 		}
-		apiH := api.New(db, cfg.HTTP.Tokens, logger).WithMetrics(reg).
+		apiH := withBackup(api.New(db, cfg.HTTP.Tokens, logger), db).WithMetrics(reg).
 			WithHosts(cfg.apiHosts()...).WithReady(ready.check)
 		ui, err := web.New(db, web.Options{Tokens: cfg.HTTP.Tokens, HostAllowed: apiH.HostAllowed, Logger: logger})
 		if err != nil {
@@ -326,11 +334,21 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 	return opts
 }
 
+// withBackup serves GET /v1/backup when the store can copy itself.
+func withBackup(h *api.Handler, db store.Store) *api.Handler {
+	if b, ok := db.(api.Backuper); ok {
+		return h.WithBackup(b)
+	}
+	return h
+}
+
 // openStore opens the database for serve (read-write) or for a query
 // command (read-only, with a short lock timeout so it never hangs).
 // decide is the policy, for a read-write open.
-func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision) (store.Store, error) {
-	return openStoreWith(cfg, storeUse{readOnly: readOnly, decide: decide})
+// onLog is told what Open did with the write-ahead log (nil: a line on
+// standard error, so that it is never silent).
+func openStore(cfg Config, readOnly bool, decide func(*store.Record) store.Decision, onLog func(bolt.LogInfo)) (store.Store, error) {
+	return openStoreWith(cfg, storeUse{readOnly: readOnly, decide: decide, onLog: onLog})
 }
 
 // storeUse is what a command asks of the store beyond the config.
@@ -338,6 +356,7 @@ type storeUse struct {
 	readOnly bool
 	decide   func(*store.Record) store.Decision // the policy, for a read-write open
 	onStorm  func(store.Storm)                  // told of each storm started (serve)
+	onLog    func(bolt.LogInfo)                 // told what Open did with bbolt's log
 }
 
 // rules are the store's rules from cfg and the policy.
@@ -349,17 +368,20 @@ func (cfg Config) rules(decide func(*store.Record) store.Decision) store.Rules {
 
 // openStoreWith opens the configured engine.
 func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
-	readOnly := use.readOnly
+	readOnly, onLog := use.readOnly, use.onLog
 	if cfg.Store.Driver == "postgres" {
 		return openPostgres(cfg, use)
 	}
 	rules := cfg.rules(use.decide)
 	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: rules.Decide,
-		Storm: rules.Storm, OnStorm: use.onStorm,
+		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog,
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow,
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
 	if opts.CommitInterval == 0 {
 		opts.CommitInterval = -1 // store's "no log"
+	}
+	if onLog == nil {
+		opts.OnLog = func(li bolt.LogInfo) { fmt.Fprintf(os.Stderr, "bouncer: database %s\n", li) }
 	}
 	if readOnly && opts.LockTimeout > time.Second {
 		opts.LockTimeout = time.Second

@@ -76,7 +76,7 @@ func connectAdmin(ctx context.Context, cfg Config, write bool) (admin, error) {
 		if !write || errors.As(err, &se) {
 			return nil, err
 		}
-		db, werr := openStore(cfg, false, nil)
+		db, werr := openStore(cfg, false, nil, nil)
 		if werr != nil {
 			return nil, err
 		}
@@ -90,7 +90,7 @@ func connectAdmin(ctx context.Context, cfg Config, write bool) (admin, error) {
 			return dbAdmin(q), nil
 		}
 		q.Close()
-		db, err := openStore(cfg, false, nil)
+		db, err := openStore(cfg, false, nil, nil)
 		if err != nil {
 			return nil, err
 		}

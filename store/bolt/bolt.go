@@ -403,7 +403,7 @@ func (db *DB) replayWAL(path string) error {
 			return nil
 		}
 	}
-	l, reqs, err := openWAL(path, db.appliedSeq())
+	l, reqs, info, err := openWAL(path, db.appliedSeq(), db.now())
 	if err != nil {
 		return err
 	}
@@ -425,6 +425,9 @@ func (db *DB) replayWAL(path string) error {
 	if err == nil && db.opts.CommitInterval < 0 {
 		err = db.wal.close()
 		db.wal = nil
+	}
+	if err == nil && db.opts.OnLog != nil && (info.Applied > 0 || info.Torn || info.Damaged != "") {
+		db.opts.OnLog(info)
 	}
 	return err
 }

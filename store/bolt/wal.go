@@ -101,44 +101,96 @@ type walMeta struct {
 
 // openWAL opens (or creates) the log of the database at path and reads the
 // frames numbered above applied. The file is left empty of stale frames
-// only after the caller has committed the returned requests.
-func openWAL(path string, applied uint64) (*wal, []*request, error) {
+// only after the caller has committed the returned requests. A damaged
+// log (a bad frame with good ones after it, or frames that do not
+// follow the file's) is copied aside first; info says what was applied
+// and dropped.
+func openWAL(path string, applied uint64, now time.Time) (*wal, []*request, LogInfo, error) {
 	p := walPath(path)
+	info := LogInfo{Path: p}
 	_, statErr := os.Stat(p)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening log: %w", err)
+		return nil, nil, info, fmt.Errorf("opening log: %w", err)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
 		// A new file's directory entry must survive a crash too.
 		if err := syncDir(filepath.Dir(p)); err != nil {
 			f.Close()
-			return nil, nil, err
+			return nil, nil, info, err
 		}
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("reading log: %w", err)
+		return nil, nil, info, fmt.Errorf("reading log: %w", err)
 	}
-	var reqs []*request
-	var last uint64
+	var sc logScan
 	first, err := firstFrame(f, fi.Size())
-	if err == nil && first > applied {
+	if err == nil && (first > applied || first == 0 && fi.Size() > 0) {
 		// Frames are written from the start after each commit: when the
 		// first is applied, so are all the whole ones after it.
 		var data []byte
 		if data, err = io.ReadAll(io.LimitReader(f, fi.Size())); err == nil {
-			reqs, last, err = readFrames(data, applied)
+			sc = scanFrames(data, applied)
+			if sc.damaged == "" && first > applied+1 && len(sc.reqs) > 0 {
+				sc.damaged = fmt.Sprintf("the log starts at frame %d, the database holds frames up to %d: frames between are missing (applied the log anyway: its deliveries were acknowledged)", first, applied)
+			}
+			info.Damaged, info.Dropped, info.Torn = sc.damaged, sc.dropped, sc.torn
+			if sc.damaged != "" {
+				info.KeptAs, err = keepDamagedLog(p, data, now)
+			}
+			if err == nil && sc.damaged != "" {
+				// The copy holds the rest: clear it from the log, so
+				// that the next open does not find it again.
+				err = clearFrom(f, sc.end, fi.Size())
+			}
 		}
 	}
 	if err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("reading log: %w", err)
+		return nil, nil, info, fmt.Errorf("reading log: %w", err)
 	}
-	l := &wal{f: f, seq: max(last, applied), written: fi.Size()}
+	info.Applied = len(sc.reqs)
+	l := &wal{f: f, seq: max(sc.last, applied), written: fi.Size()}
 	l.prealloc(walPrealloc)
-	return l, reqs, nil
+	return l, sc.reqs, info, nil
+}
+
+// clearFrom writes zeros over the log from off to size and syncs it.
+func clearFrom(f *os.File, off, size int64) error {
+	if _, err := f.WriteAt(make([]byte, size-off), off); err != nil {
+		return fmt.Errorf("clearing the damaged frames: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("clearing the damaged frames: %w", err)
+	}
+	return nil
+}
+
+// keepDamagedLog writes a copy of a damaged log beside it, as
+// PATH-wal.damaged-TIMESTAMP, and returns its name.
+func keepDamagedLog(p string, data []byte, now time.Time) (string, error) {
+	name := p + ".damaged-" + now.UTC().Format("20060102T150405.000000000Z")
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("keeping the damaged log: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(p))
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("keeping the damaged log: %w", err)
+	}
+	return name, nil
 }
 
 // prealloc writes zeros up to n bytes of the file and syncs it. It is
@@ -196,35 +248,110 @@ func syncDir(dir string) error {
 
 // readFrames decodes the whole frames at the start of data and returns the
 // deliveries of those numbered above applied, and the last frame number
-// read. A torn or corrupt tail ends the log; a frame that passes its CRC
-// but does not decode is an error (the file was written by something
-// else).
+// read. A torn or corrupt tail ends the log; so does a frame that passes
+// its CRC but does not decode, which is an error.
 func readFrames(data []byte, applied uint64) ([]*request, uint64, error) {
-	var reqs []*request
-	var last uint64
-	for len(data) >= 8 {
-		n := binary.BigEndian.Uint32(data)
-		if n < frameHead || n > maxFrame || int64(n) > int64(len(data)-8) {
+	sc := scanFrames(data, applied)
+	if sc.decodeErr != nil {
+		return nil, 0, sc.decodeErr
+	}
+	return sc.reqs, sc.last, nil
+}
+
+// logScan is what scanFrames read of a log.
+type logScan struct {
+	reqs []*request // frames numbered above applied, in order
+	last uint64     // number of the last good frame
+	end  int64      // bytes of the good frames
+	// damaged says why reading stopped before the end of the frames
+	// ("" when they simply end: zeros, a torn tail, older frames);
+	// dropped counts the frames not applied, numbered above last: the
+	// damaged one when it is whole, and the good ones after it.
+	damaged   string
+	dropped   int
+	torn      bool // the last frame is whole but fails its checksum
+	decodeErr error
+}
+
+// scanFrames reads the good frames at the start of data, then looks past
+// the first bad one: good frames numbered above it beyond mean the log
+// was damaged in the middle (never by a crash, which tears only the
+// last frame: frames after it were not written yet).
+func scanFrames(data []byte, applied uint64) logScan {
+	var sc logScan
+	off := 0
+	for off+8 <= len(data) {
+		n := binary.BigEndian.Uint32(data[off:])
+		if n < frameHead || n > maxFrame || int64(n) > int64(len(data)-off-8) {
 			break // zeros past the end, or a torn frame
 		}
-		body := data[8 : 8+n]
-		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(data[4:]) {
+		body := data[off+8 : off+8+int(n)]
+		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(data[off+4:]) {
+			sc.damaged = fmt.Sprintf("frame %d fails its checksum", sc.last+1)
 			break
 		}
 		r, seq, err := decodeFrame(body)
 		if err != nil {
-			return nil, 0, fmt.Errorf("reading log frame after %d: %w", last, err)
-		}
-		if last != 0 && seq != last+1 {
+			sc.decodeErr = fmt.Errorf("reading log frame after %d: %w", sc.last, err)
+			sc.damaged = fmt.Sprintf("frame %d does not decode: %v", sc.last+1, err)
 			break
 		}
-		last = seq
-		if seq > applied {
-			reqs = append(reqs, r)
+		if sc.last != 0 && seq != sc.last+1 {
+			break // older frames, already applied
 		}
-		data = data[8+n:]
+		sc.last = seq
+		if seq > applied {
+			sc.reqs = append(sc.reqs, r)
+		}
+		off += 8 + int(n)
 	}
-	return reqs, last, nil
+	sc.end = int64(off)
+	// Older frames left after the new ones are numbered at most applied.
+	later := laterFrames(data, off+1, max(sc.last, applied))
+	switch {
+	case sc.damaged != "" && later == 0 && sc.decodeErr == nil:
+		// A bad frame with nothing after it: a write torn by a crash
+		// (never acknowledged), or the last frame damaged since.
+		sc.damaged, sc.torn = "", true
+	case sc.damaged != "":
+		sc.dropped = 1 + later
+	case later > 0:
+		// A length that runs past the end or is too short: the frame
+		// there is damaged, good ones follow.
+		sc.damaged, sc.dropped = fmt.Sprintf("the frame after %d is damaged", sc.last), 1+later
+	}
+	return sc
+}
+
+// laterFrames counts the good frames found from offset from on whose
+// numbers follow after (after+1, after+2, ...): the first is searched
+// byte by byte (a damaged length hides where it starts), the rest
+// follow it.
+func laterFrames(data []byte, from int, after uint64) int {
+	for p := from; p+8+frameHead <= len(data); p++ {
+		n := int(binary.BigEndian.Uint32(data[p:]))
+		if n < frameHead || n > len(data)-p-8 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(data[p+8:])
+		if seq <= after || seq > after+1<<20 {
+			continue
+		}
+		if crc32.Checksum(data[p+8:p+8+n], crcTable) != binary.BigEndian.Uint32(data[p+4:]) {
+			continue
+		}
+		count, last := 0, seq-1
+		for p+8 <= len(data) {
+			n := int(binary.BigEndian.Uint32(data[p:]))
+			if n < frameHead || n > len(data)-p-8 || binary.BigEndian.Uint64(data[p+8:]) != last+1 ||
+				crc32.Checksum(data[p+8:p+8+n], crcTable) != binary.BigEndian.Uint32(data[p+4:]) {
+				break
+			}
+			count, last, p = count+1, last+1, p+8+n
+		}
+		return count
+	}
+	return 0
 }
 
 // frameHead is the fixed part of a frame body.
@@ -370,4 +497,23 @@ type LogInfo struct {
 	Dropped int
 	Damaged string
 	KeptAs  string
+	// Torn says the last frame was whole but failed its checksum, with
+	// nothing after it: a write torn by a crash (so never acknowledged),
+	// or that frame damaged since. It was not applied.
+	Torn bool
+}
+
+// String says it in one line, for a log.
+func (i LogInfo) String() string {
+	s := fmt.Sprintf("log %s: applied %d frames", i.Path, i.Applied)
+	if i.Torn {
+		s += "; dropped its last frame, torn by a crash or damaged"
+	}
+	if i.Damaged != "" {
+		s += fmt.Sprintf("; %s: dropped %d frames", i.Damaged, i.Dropped)
+	}
+	if i.KeptAs != "" {
+		s += "; the damaged log is kept as " + i.KeptAs
+	}
+	return s
 }
