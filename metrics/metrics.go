@@ -40,6 +40,9 @@ var (
 	descNoMemory   = prometheus.NewDesc("bouncer_smtp_no_memory_total", "Messages answered 452 because the DATA memory budget stayed exhausted.", nil, nil)
 	descDataMem    = prometheus.NewDesc("bouncer_smtp_data_memory_bytes", "Bytes of message bodies held in memory now.", nil, nil)
 	descPanics     = prometheus.NewDesc("bouncer_smtp_panics_total", "Panics recovered in live sessions.", nil, nil)
+	descEvicted    = prometheus.NewDesc("bouncer_smtp_evicted_total", "Connections closed to make room for a new client at max_conns.", nil, nil)
+	descLowDisk    = prometheus.NewDesc("bouncer_smtp_low_disk_total", "Messages refused after DATA because free disk space fell below the floor.", nil, nil)
+	descPushHeld   = prometheus.NewDesc("bouncer_smtp_push_held_total", "Records whose push events were held on the dead-letter list: their client network was over its push budget.", nil, nil)
 	descQueued     = prometheus.NewDesc("bouncer_outbox_queued", "Push events waiting for delivery.", nil, nil)
 	descDead       = prometheus.NewDesc("bouncer_outbox_dead", "Push events on the dead-letter list.", nil, nil)
 	descPushed     = prometheus.NewDesc("bouncer_push_delivered_total", "Push events delivered, by target.", []string{"target"}, nil)
@@ -58,7 +61,7 @@ type collector struct{ src Sources }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descMessages, descRcptReject,
 		descNoMemory, descDataMem, descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead,
-		descMbMessages, descMbErrors, descMbUp, descStorms} {
+		descMbMessages, descMbErrors, descMbUp, descStorms, descEvicted, descLowDisk, descPushHeld} {
 		ch <- d
 	}
 }
@@ -80,6 +83,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descNoMemory, s.NoMemory)
 		ch <- prometheus.MustNewConstMetric(descDataMem, prometheus.GaugeValue, float64(s.DataMemory))
 		counter(descPanics, s.Panics)
+		counter(descEvicted, s.Evicted)
+		counter(descLowDisk, s.LowDisk)
+		counter(descPushHeld, s.PushHeld)
 	}
 	if c.src.Storms != nil {
 		counter(descStorms, c.src.Storms())

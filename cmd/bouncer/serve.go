@@ -316,6 +316,7 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		MessageRate:       c.MessageRate,
 		MessageBurst:      c.MessageBurst,
 		ByteRate:          c.ByteRate,
+		PushRate:          c.PushRate,
 		TrustedRelays:     relays,
 		Guard: verp.NewGuard(verp.GuardOptions{
 			MaxBad: cfg.VERP.Guard.MaxBad,
