@@ -80,7 +80,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		srv       *server.Server
 		mailboxes []*mailbox.Reader
 	)
-	mets, err := metrics.New(reg, metrics.Sources{
+	msrc := metrics.Sources{
 		Server: func() server.Stats { return srv.Stats() },
 		Outbox: db.OutboxStats,
 		Storms: storms.Load,
@@ -92,7 +92,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			}
 			return out
 		},
-	})
+	}
+	if bdb, ok := db.(*bolt.DB); ok {
+		msrc.StoreFaults = func() metrics.StoreFaults {
+			f := bdb.Faults()
+			return metrics.StoreFaults{WriteErrors: f.WriteErrors, Reopens: f.Reopens, ReopenErrors: f.ReopenErrors, Failed: f.Failed}
+		}
+	}
+	mets, err := metrics.New(reg, msrc)
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -110,6 +117,9 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	ready := &readiness{dir: filepath.Dir(cfg.Store.Path), minFree: cfg.Store.MinFreeBytes}
 	if p, ok := db.(interface{ Ping(context.Context) error }); ok {
 		ready.ping = p.Ping // a shared server: ask it, not the local disk
+	}
+	if bdb, ok := db.(*bolt.DB); ok {
+		ready.failed = func() bool { return bdb.Faults().Failed }
 	}
 	saver := ready.saver(mets.Saver(db))
 	srv = server.New(sopts, saver, logger)
