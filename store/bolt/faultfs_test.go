@@ -24,12 +24,12 @@ type faultFS struct {
 	// dbFull sends the writes of bbolt's open files to /dev/full and
 	// fails opening it again with ENOSPC.
 	dbFull bool
-	db     *os.File // bbolt's file, the last opened
+	dbFd   int   // descriptor of bbolt's file, the last opened (-1: none)
 	saved  []int    // real descriptors of files sent to /dev/full
 }
 
 func newFaultFS(t testing.TB) *faultFS {
-	fs := &faultFS{t: t}
+	fs := &faultFS{t: t, dbFd: -1}
 	t.Cleanup(func() { fs.setDBFull(false) })
 	return fs
 }
@@ -49,7 +49,9 @@ func (fs *faultFS) setLog(write, sync error) {
 // setDBFull sends bbolt's open file to /dev/full, so that its writes
 // fail with ENOSPC, and fails opening it again; false lets it be opened
 // again (the file sent to /dev/full stays there: the DB reopens after
-// its failed commit, or after the first commit that fails later).
+// its failed commit, or after the first commit that fails later). Turn
+// it on only while the DB is serving: the descriptor it redirects is the
+// one bbolt opened last.
 func (fs *faultFS) setDBFull(full bool) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -64,7 +66,7 @@ func (fs *faultFS) setDBFull(full bool) {
 		fs.saved = nil
 		return
 	}
-	if fs.db == nil {
+	if fs.dbFd < 0 {
 		return
 	}
 	dev, err := os.OpenFile("/dev/full", os.O_RDWR, 0)
@@ -73,8 +75,9 @@ func (fs *faultFS) setDBFull(full bool) {
 	}
 	defer dev.Close()
 	// The current file: bbolt closes it only in the writer's reopen,
-	// which needs a failed write first.
-	fd := int(fs.db.Fd())
+	// which needs a failed write first. (Its number was read when it
+	// was opened: os.File.Fd here would race with that close.)
+	fd := fs.dbFd
 	real, err := syscall.Dup(fd)
 	if err != nil {
 		fs.t.Fatalf("dup: %v", err)
@@ -93,7 +96,7 @@ func (fs *faultFS) openDB(name string, flag int, perm os.FileMode) (*os.File, er
 	}
 	f, err := os.OpenFile(name, flag, perm)
 	if err == nil {
-		fs.db = f
+		fs.dbFd = int(f.Fd())
 	}
 	return f, err
 }
