@@ -25,7 +25,7 @@ type faultFS struct {
 	// fails opening it again with ENOSPC.
 	dbFull bool
 	dbFd   int   // descriptor of bbolt's file, the last opened (-1: none)
-	saved  []int    // real descriptors of files sent to /dev/full
+	saved  []int // real descriptors of files sent to /dev/full
 }
 
 func newFaultFS(t testing.TB) *faultFS {
