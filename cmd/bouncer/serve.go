@@ -63,7 +63,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		}
 		logger.Info("database log applied", "log", li.Path, "applied", li.Applied, "torn_last_frame", li.Torn)
 	}
-	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm, onLog: onLog})
+	onReopen := func(err error) {
+		if err != nil {
+			logger.Error("database still failing: deliveries get 451 until it reopens", "db", cfg.Store.Path, "err", err)
+			return
+		}
+		logger.Warn("database reopened from disk after a failed write: accepting deliveries again", "db", cfg.Store.Path)
+	}
+	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm, onLog: onLog, onReopen: onReopen})
 	if err != nil {
 		return err
 	}
@@ -367,6 +374,7 @@ type storeUse struct {
 	decide   func(*store.Record) store.Decision // the policy, for a read-write open
 	onStorm  func(store.Storm)                  // told of each storm started (serve)
 	onLog    func(bolt.LogInfo)                 // told what Open did with bbolt's log
+	onReopen func(error)                        // told of each reopen after a failed write (serve)
 }
 
 // rules are the store's rules from cfg and the policy.
@@ -384,7 +392,7 @@ func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
 	}
 	rules := cfg.rules(use.decide)
 	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: rules.Decide,
-		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog,
+		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog, OnReopen: use.onReopen,
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow,
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
 	if opts.CommitInterval == 0 {

@@ -237,6 +237,11 @@ type Options struct {
 	// it applied frames from it or found it damaged (wal.go); the caller
 	// logs it.
 	OnLog func(LogInfo)
+	// OnReopen, if set, is told the outcome of each attempt to open the
+	// files again after a failed write (reopen.go): nil once the DB
+	// accepts again, else why not (it tries again after a back-off).
+	// It is called from the writer goroutine: keep it quick.
+	OnReopen func(error)
 
 	// files, if set, opens the log and bbolt's file (tests inject disk
 	// faults through it: faultfs_test.go).

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,7 +107,10 @@ func TestDiskFaults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			fs := newFaultFS(t)
-			db, path := mustOpen(t, Options{files: fs.hooks(), CommitInterval: c.commit, LockTimeout: time.Second})
+			var mu sync.Mutex
+			var reopens []error // what OnReopen was told
+			db, path := mustOpen(t, Options{files: fs.hooks(), CommitInterval: c.commit, LockTimeout: time.Second,
+				OnReopen: func(err error) { mu.Lock(); reopens = append(reopens, err); mu.Unlock() }})
 			reg := prometheus.NewRegistry()
 			_, err := metrics.New(reg, metrics.Sources{StoreFaults: func() metrics.StoreFaults {
 				f := db.Faults()
@@ -157,6 +162,16 @@ func TestDiskFaults(t *testing.T) {
 			}
 			if n := metricValue(t, reg, "bouncer_store_reopens_total", "ok"); n < 1 {
 				t.Fatalf("bouncer_store_reopens_total{result=ok} = %v", n)
+			}
+			mu.Lock()
+			told := slices.Clone(reopens)
+			mu.Unlock()
+			if len(told) == 0 || told[len(told)-1] != nil {
+				t.Fatalf("OnReopen was told %v, want a successful reopen last", told)
+			}
+			if c.op == OpCommit && told[0] == nil {
+				// bbolt's file cannot be opened while the disk is full.
+				t.Fatalf("OnReopen was told %v, want a failed reopen first", told)
 			}
 			checkDeliveries(t, db, acked, refused)
 

@@ -78,11 +78,15 @@ func (e *diskError) Unwrap() error { return e.Err }
 // failed, and it has not yet been opened again from the disk.
 var ErrFailed = errors.New("database write failed; reopening it from disk")
 
-// failedError is what Saves get while the DB is failed.
-type failedError struct{ cause error }
+// failedError is what Saves get while the DB is failed: the write that
+// failed, and why the last attempt to reopen failed, if one did.
+type failedError struct{ cause, reopen error }
 
 func (e *failedError) Error() string {
-	return fmt.Sprintf("%v: %v (%v)", ErrFailed, store.ErrUnavailable, e.cause)
+	if e.reopen != nil {
+		return fmt.Sprintf("%v: %v (reopening: %v)", ErrFailed, e.cause, e.reopen)
+	}
+	return fmt.Sprintf("%v: %v", ErrFailed, e.cause)
 }
 
 func (e *failedError) Is(target error) bool {

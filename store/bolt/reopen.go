@@ -2,7 +2,6 @@ package bolt
 
 import (
 	"errors"
-	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -126,14 +125,20 @@ func (db *DB) reopen() {
 		// this attempt is what counts.
 		db.closeFiles()
 		db.faults.reopenErrors.Add(1)
-		db.failErr = &failedError{cause: fmt.Errorf("%w (reopening: %w)", fe.cause, err)}
+		db.failErr = &failedError{cause: fe.cause, reopen: err}
 		db.failed.Store(db.failErr)
 		db.retryAt = time.Now().Add(backoff)
 		db.backoff = min(max(2*backoff, minBackoff), maxBackoff)
+		if db.opts.OnReopen != nil {
+			db.opts.OnReopen(db.failErr)
+		}
 		return
 	}
 	db.faults.reopens.Add(1)
 	db.failed.Store(nil)
+	if db.opts.OnReopen != nil {
+		db.opts.OnReopen(nil)
+	}
 }
 
 // closeFiles closes the log and bbolt, if open (from the writer).
