@@ -65,7 +65,10 @@
 // committed every Options.CommitInterval, and Open replays the log after a
 // crash (wal.go). Readers in this process see every Save that returned.
 // When a group can't be made durable, each delivery in it is retried
-// alone, so one bad delivery fails only its own caller. The writer
+// alone, so one bad delivery fails only its own caller; but when a write
+// or sync of the log or of the file fails (EIO, ENOSPC), nothing is
+// retried: every Save fails (ErrFailed) until the writer has closed both
+// files and opened them again from disk, replaying the log (reopen.go). The writer
 // compresses raw messages of up to 8 KB (S2 with a dictionary); Save
 // compresses larger ones (zstd with the same dictionary) in the caller's
 // goroutine with one of at most Options.Compressors pooled encoders (about

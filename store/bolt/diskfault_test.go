@@ -233,3 +233,47 @@ func checkDeliveries(t *testing.T, db *DB, acked, refused []string) {
 		}
 	}
 }
+
+// TestUpdateCommitFault: a write transaction of its own (here adding a
+// suppression by hand) whose commit fails on a full disk fails, and puts
+// the DB in the failed state as the writer's own commit would; once the
+// disk has room the DB reopens, the failed change is not there, and
+// Saves succeed again.
+func TestUpdateCommitFault(t *testing.T) {
+	t.Parallel()
+	fs := newFaultFS(t)
+	db, _ := mustOpen(t, Options{files: fs.hooks(), LockTimeout: time.Second})
+	save(t, db, bounce("before@example.net", "5.1.1", parse.KindBounce, parse.ClassHard))
+	fs.setDBFull(true)
+	err := db.AddSuppression(store.Suppression{Address: "hand@example.net", Reason: "by hand", Source: "test"})
+	if err == nil {
+		t.Fatal("adding a suppression on a full disk succeeded")
+	}
+	for i := 0; db.Faults().WriteErrors[OpCommit] == 0; i++ {
+		if i == 1000 {
+			t.Fatalf("the failed commit was not counted: %+v", db.Faults())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := db.Save(context.Background(), bounce("during@example.net", "5.1.1", parse.KindBounce, parse.ClassHard)); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Save after the failed commit: %v, want ErrFailed", err)
+	}
+	if err := db.AddSuppression(store.Suppression{Address: "hand2@example.net", Reason: "by hand", Source: "test"}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("a second suppression while failed: %v, want ErrFailed", err)
+	}
+	fs.setDBFull(false)
+	var last error
+	for i := 0; i < 100; i++ {
+		if _, last = db.Save(context.Background(), bounce(fmt.Sprintf("after%d@example.net", i), "5.1.1", parse.KindBounce, parse.ClassHard)); last == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tcheck(t, last, "saving after the disk recovered")
+	if _, err := db.Suppressed("hand@example.net"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the suppression whose commit failed: %v, want ErrNotFound", err)
+	}
+	if recs, err := db.Query(store.Filter{Recipient: "before@example.net"}); err != nil || len(recs) != 1 {
+		t.Fatalf("the bounce saved before the fault: %d records, %v", len(recs), err)
+	}
+}
