@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -276,4 +277,48 @@ func TestUpdateCommitFault(t *testing.T) {
 	if recs, err := db.Query(store.Filter{Recipient: "before@example.net"}); err != nil || len(recs) != 1 {
 		t.Fatalf("the bounce saved before the fault: %d records, %v", len(recs), err)
 	}
+}
+
+// TestReopenBacksOff: while the disk stays full, Saves are refused at
+// once and do not each cost a reopen; the attempts follow the back-off
+// (doubling from minBackoff, at most maxBackoff apart), however many
+// Saves arrive meanwhile.
+func TestReopenBacksOff(t *testing.T) {
+	t.Parallel()
+	fs := newFaultFS(t)
+	db, _ := mustOpen(t, Options{files: fs.hooks(), CommitInterval: -1, LockTimeout: time.Second})
+	save(t, db, bounce("before@example.net", "5.1.1", parse.KindBounce, parse.ClassHard))
+	fs.setDBFull(true)
+	// Save until the third reopen attempt has failed: the first is at
+	// once, the next after 50 and 100 ms more.
+	start := time.Now()
+	saves := 0
+	for db.Faults().ReopenErrors < 3 {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("no third reopen attempt in 30s: %+v", db.Faults())
+		}
+		_, err := db.Save(context.Background(), bounce(fmt.Sprintf("full%d@example.net", saves), "5.1.1", parse.KindBounce, parse.ClassHard))
+		if !errors.Is(err, ErrFailed) {
+			t.Fatalf("save %d on the full disk: %v, want ErrFailed", saves, err)
+		}
+		saves++
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	f := db.Faults()
+	// Attempts at 0, then after 50, 100, 200 ms ... (capped): within
+	// elapsed there are at most 2 + log2(elapsed/min + 1) + elapsed/max.
+	bound := 2 + int64(math.Log2(float64(elapsed)/float64(minBackoff)+1)) + int64(elapsed/maxBackoff)
+	if f.ReopenErrors > bound || f.WriteErrors[OpCommit] != 1 {
+		t.Fatalf("%d saves in %s: %+v, want one failed commit and at most %d reopen attempts", saves, elapsed, f, bound)
+	}
+	fs.setDBFull(false)
+	var last error
+	for i := 0; i < 100; i++ {
+		if _, last = db.Save(context.Background(), bounce(fmt.Sprintf("after%d@example.net", i), "5.1.1", parse.KindBounce, parse.ClassHard)); last == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tcheck(t, last, "saving after the disk recovered")
 }

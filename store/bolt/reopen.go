@@ -136,6 +136,9 @@ func (db *DB) reopen() {
 	}
 	db.faults.reopens.Add(1)
 	db.failed.Store(nil)
+	// The replay's commit is no proof that the disk works again: only
+	// a new group made durable resets the back-off (process).
+	db.backoff = backoff
 	if db.opts.OnReopen != nil {
 		db.opts.OnReopen(nil)
 	}
