@@ -314,11 +314,52 @@ func (c *Cluster) Terminate(ctx context.Context, url string) (int, error) {
 // KillBackends sends SIGKILL to the server processes of the sessions on
 // the database of url, and returns how many. The postmaster then ends
 // every other session and runs crash recovery before it accepts again
-// (PostgreSQL's restart_after_crash).
+// (PostgreSQL's restart_after_crash). It returns once the server accepts
+// connections again, so that what runs next (other tests, a store being
+// opened) does not meet a server in recovery.
 func (c *Cluster) KillBackends(ctx context.Context, url string) (int, error) {
-	return c.onBackends(ctx, url, "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", func(pid int) error {
+	n, err := c.onBackends(ctx, url, "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", func(pid int) error {
 		return syscall.Kill(pid, syscall.SIGKILL)
 	})
+	if err != nil || n == 0 {
+		return n, err
+	}
+	// The postmaster may not have noticed the crash yet: a connection
+	// can still succeed before recovery starts. Wait a moment for it to
+	// begin (a refused connection), then for its end.
+	ready, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if c.connect(ready) != nil {
+			break
+		}
+	}
+	return n, c.WaitReady(ready)
+}
+
+// WaitReady waits until the server accepts connections (after a start, a
+// crash or recovery), or ctx ends.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	for {
+		err := c.connect(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres not accepting connections: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// connect opens and closes one connection to the postgres database.
+func (c *Cluster) connect(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, c.url("postgres"))
+	if err != nil {
+		return err
+	}
+	return conn.Close(ctx)
 }
 
 // onBackends runs query (over the sessions of url's database) from the
@@ -378,6 +419,10 @@ func (c *Cluster) Database(t testing.TB) string {
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), c.n.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A test before may have left the server in crash recovery.
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("connecting to postgres: %v", err)
+	}
 	conn, err := pgx.Connect(ctx, c.url("postgres"))
 	if err != nil {
 		t.Fatalf("connecting to postgres: %v", err)
