@@ -22,6 +22,12 @@ func (d *decoder) heuristics() {
 		d.rep.ReportingMTA = reportingHost(t.text)
 	}
 	rs, by := rank()
+	if t.byReport {
+		by += ruleReportText
+	}
+	if t.outerNotice {
+		by += ruleOuterNotice
+	}
 	for i := range rs {
 		rs[i].DecodedBy = by
 	}

@@ -14,7 +14,11 @@ type bounceText struct {
 	bounce   bool   // the message presents itself as a failure notice
 	action   Action // Failed, or Delayed when the text says it will retry
 	actionBy string // the class rule that decided action, if any
-	skip     map[string]bool
+	byReport bool   // a notice by its report type only (ruleReportText)
+	// outerNotice: the text is the notice's own, cut before a returned
+	// bounce's text (ruleOuterNotice)
+	outerNotice bool
+	skip        map[string]bool
 
 	pos          map[string]int // first offset in text of each address, lower case
 	codeLine     string         // first line of text with a failure code
@@ -43,7 +47,11 @@ func (t *bounceText) position(addr string) int {
 
 func (d *decoder) newBounceText() *bounceText {
 	var b strings.Builder
+	outer := -1 // length of the text before the first forwarded part
 	for _, t := range d.textBodies() {
+		if t.forwarded && outer < 0 {
+			outer = b.Len()
+		}
 		if b.Len() > 0 {
 			b.WriteString("\n\n")
 		}
@@ -55,12 +63,26 @@ func (d *decoder) newBounceText() *bounceText {
 	}
 	t := &bounceText{d: d, all: b.String(), action: Failed}
 	t.text = cutReturned(t.all)
+	if outer > 0 && outer < len(t.text) {
+		// A notice that returns another bounce (a bounce of a bounce):
+		// when its own text is a failure notice, the returned bounce's
+		// text is part of the returned message, not the report.
+		if own := cutReturned(t.all[:outer]); hasFailureWords(asciiLower(own)) {
+			t.text, t.outerNotice = own, true
+		}
+	}
 	t.lower = asciiLower(t.text)
 	// A message that does not present itself as a failure notice must
 	// both say so and carry an SMTP or enhanced status code: a reader's
 	// mail that mentions "delivery failed" must not suppress addresses.
 	t.bounce = d.looksLikeBounce() || d.top.has("X-Failed-Recipients") ||
 		hasFailureWords(t.lower) && (findEnhanced(t.text) != "" || findReplyCode(t.text) != "")
+	if !t.bounce && d.reportTyp == "delivery-status" && hasFailureWords(t.lower) {
+		// A multipart/report of type delivery-status (RFC 6522 §3) is a
+		// notice by its type; this one's delivery-status part had no
+		// recipient block, so its text says who failed.
+		t.bounce, t.byReport = true, true
+	}
 	t.action, t.actionBy = textAction(strings.ToLower(d.rep.Subject), t.lower)
 	// Addresses that are never the failed recipient: the sender of the
 	// report, its recipient (the original sender), the original From.
@@ -92,7 +114,8 @@ func hasFailureWords(s string) bool { return failureSet.contains(s) }
 
 // isDelayText reports a warning that delivery is only delayed.
 func isDelayText(subject, lower string) bool {
-	if strings.Contains(subject, "delay") || strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") {
+	if strings.Contains(subject, "delay") ||
+		strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") && !hasFailureWords(subject) {
 		return true
 	}
 	for _, w := range []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
@@ -256,6 +279,12 @@ func scanAddresses(s string) []addrAt {
 		}
 		if e := strings.LastIndexByte(local, '='); e >= 0 && !strings.Contains(local[:e], "+") {
 			local = local[e+1:]
+		}
+		// An address in single quotes or backquotes ('user@example.com',
+		// `user@example.com'): the quotes are the notice's, not the
+		// local part's.
+		if len(local) > 1 && (local[0] == '\'' || local[0] == '`') && k < len(s) && s[k] == '\'' {
+			local = local[1:]
 		}
 		domain := strings.TrimRight(s[i+1:k], ".-")
 		if !strings.HasPrefix(domain, "[") {

@@ -1,0 +1,157 @@
+package parse
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// Bounce samples of other public bounce parsers, each in
+// testdata/<project> with its licence, a README saying where it came
+// from, and expected.jsonl: one row per file with the addresses that
+// project's own tests expect and whether it calls the failure temporary.
+// The decoder was not written on them; their floors ratchet like the
+// corpus ones.
+
+type sampleRow struct {
+	File       string   `json:"file"`
+	Recipients []string `json:"recipients"`
+	Temporary  bool     `json:"temporary"`
+}
+
+// sampleSet is one project's samples and the floors, in percent, of its
+// two figures.
+type sampleSet struct {
+	dir                      string
+	floorRecipient, floorCls float64
+}
+
+var sampleSets = []sampleSet{
+	{dir: "testdata/flufl", floorRecipient: 97.5, floorCls: 100},
+}
+
+func loadSampleRows(t *testing.T, dir string) []sampleRow {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "expected.jsonl"))
+	tcheck(t, err, "opening expected.jsonl")
+	defer f.Close()
+	var rows []sampleRow
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r sampleRow
+		tcheck(t, json.Unmarshal(sc.Bytes(), &r), "decoding expected.jsonl")
+		rows = append(rows, r)
+	}
+	tcheck(t, sc.Err(), "reading expected.jsonl")
+	if len(rows) == 0 {
+		t.Fatal("no rows in expected.jsonl")
+	}
+	return rows
+}
+
+// TestSamples decodes the samples of each set and checks two figures
+// against its floors: recipients (each expected address is the final or
+// original recipient of a record) and permanent/temporary (the record of
+// a found address is a delay when the project calls the failure
+// temporary, a bounce when it calls it permanent).
+func TestSamples(t *testing.T) {
+	for _, set := range sampleSets {
+		t.Run(filepath.Base(set.dir), func(t *testing.T) {
+			var rcpt, cls figure
+			var bad []string
+			for _, r := range loadSampleRows(t, set.dir) {
+				raw, err := os.ReadFile(filepath.Join(set.dir, r.File))
+				tcheck(t, err, "reading sample")
+				rep, _ := Message(bytes.NewReader(raw), Limits{})
+				if rep == nil {
+					t.Fatalf("%s: nil report", r.File)
+				}
+				for _, want := range r.Recipients {
+					rc, found := findRecipient(rep, want, 0)
+					rcpt.add(found)
+					if !found {
+						bad = append(bad, fmt.Sprintf("recipient %s: want %s, got %v", r.File, want, addrs(rep)))
+						continue
+					}
+					wantKind := KindBounce
+					if r.Temporary {
+						wantKind = KindDelay
+					}
+					cls.add(rc.Kind == wantKind)
+					if rc.Kind != wantKind {
+						bad = append(bad, fmt.Sprintf("class %s: %s want %s, got %s %s (%s)", r.File, want, wantKind, rc.Kind, rc.Status, rc.DecodedBy))
+					}
+				}
+				for _, rc := range rep.Recipients {
+					if !expects(r.Recipients, rc) {
+						bad = append(bad, fmt.Sprintf("extra %s: %s (%s)", r.File, rc.Address(), rc.DecodedBy))
+					}
+				}
+			}
+			if *corpusVerbose {
+				sort.Strings(bad)
+				for _, b := range bad {
+					t.Log(b)
+				}
+			}
+			t.Logf("recipient accuracy      %6.2f%% (%d/%d)", rcpt.pct(), rcpt.ok, rcpt.n)
+			t.Logf("permanent/temporary     %6.2f%% (%d/%d)", cls.pct(), cls.ok, cls.n)
+			if rcpt.pct() < set.floorRecipient {
+				t.Errorf("recipient accuracy %.2f%% fell below the floor %.2f%%", rcpt.pct(), set.floorRecipient)
+			}
+			if cls.pct() < set.floorCls {
+				t.Errorf("permanent/temporary accuracy %.2f%% fell below the floor %.2f%%", cls.pct(), set.floorCls)
+			}
+		})
+	}
+}
+
+// expects reports whether a record's final or original recipient is one
+// of want.
+func expects(want []string, rc Recipient) bool {
+	for _, w := range want {
+		if strings.EqualFold(w, rc.FinalRecipient) || strings.EqualFold(w, rc.OriginalRecipient) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSampleRules checks, on real samples of other projects that show
+// their shape, the rules written for them: the address, the rule that
+// found it (DecodedBy) and the kind.
+func TestSampleRules(t *testing.T) {
+	for _, c := range []struct {
+		name, file, addr, by string
+		kind                 Kind
+	}{
+		// 'user@example.com' in a Demon notice: the quotes are not the address's.
+		{"quoted address", "testdata/flufl/bounce_03.txt", "james@jeborall.demon.co.uk", "text/any", KindBounce},
+		// A multipart/report whose delivery-status part has no recipient block.
+		{"report without recipient block", "testdata/flufl/simple_13.txt", "dycusibreix@ademe.fr", "text/listed+report-text", KindBounce},
+		// MDaemon's notice, from MDaemon@host, subject "Warning: ... - User unknown!".
+		{"mdaemon user unknown", "testdata/flufl/simple_27.txt", "kulp@webmail.pla.net.py", "text/any", KindBounce},
+		// MDaemon returns a Yahoo bounce: the failed address is MDaemon's.
+		{"bounce of a bounce", "testdata/flufl/simple_01.txt", "bbbsss@turbosport.com", "text/rcpt-to+outer-notice+full-soft", KindBounce},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			raw, err := os.ReadFile(c.file)
+			tcheck(t, err, "reading sample")
+			rep, err := Message(bytes.NewReader(raw), Limits{})
+			tcheck(t, err, "decoding")
+			if len(rep.Recipients) != 1 {
+				t.Fatalf("recipients %v, want [%s]", addrs(rep), c.addr)
+			}
+			rc := rep.Recipients[0]
+			if rc.FinalRecipient != c.addr || rc.DecodedBy != c.by || rc.Kind != c.kind {
+				t.Errorf("got %s by %s kind %s, want %s by %s kind %s", rc.FinalRecipient, rc.DecodedBy, rc.Kind, c.addr, c.by, c.kind)
+			}
+		})
+	}
+}
