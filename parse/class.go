@@ -20,13 +20,16 @@ const (
 // "retry time not reached for any host after a long failure period",
 // qmail "I'm not going to try again; this message has been in the queue
 // too long", Sendmail "could not be delivered for 5 days" (Timeout.queuereturn),
-// Exchange "the message could not be delivered within the time limit".
+// Exchange "the message could not be delivered within the time limit",
+// OpenSMTPD "Envelope expired" (set only when the scheduler removes an
+// envelope whose queue lifetime ran out, with a permanent-failure class).
 var givenUpPhrases = []string{
 	"delivery time expired", "retry timeout exceeded", "retry time exceeded", "retry time not reached for any host after a long failure",
 	"in the queue too long", "too long in queue", "too long in the queue", "queue lifetime", "message expired", "message has expired",
 	"gave up", "have given up", "has given up", "giving up", "will not be retried", "won't be retried",
 	"no further attempts", "not going to try again", "will not try again", "could not be delivered within",
 	"was not delivered within", "expired after", "maximum time in queue", "time limit exceeded",
+	"envelope expired",
 }
 
 // givenUpSet finds givenUpPhrases at word starts.

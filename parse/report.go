@@ -48,6 +48,10 @@
 //     message's From, never outrank the header and are never taken by the
 //     weak rules or the near-failure rule below. (The listing rules may
 //     take them: a message sent to oneself bounces too.)
+//  5. A notice that returns another bounce (MDaemon returning a Yahoo
+//     notice as its message/rfc822 part) is read for its own text: the
+//     returned bounce's text is part of the returned message when the
+//     notice's own text is a failure notice: "+outer-notice".
 //
 // # No recipient found
 //
@@ -72,6 +76,11 @@
 //     rule lists any: of every address of the text (text/any), those near
 //     a failure word, if that is some but not all of them.
 //
+// A multipart/report of type delivery-status (RFC 6522 §3) is a failure
+// notice by its type: when its delivery-status part has no recipient
+// block and its text has failure wording, the text rules above read it
+// ("+report-text").
+//
 // # Final failure or delay
 //
 // A record is a final failure (Kind bounce) or a delay (Kind delay). A
@@ -86,7 +95,12 @@
 //     also uses a delay's wording and even when the last attempt's code
 //     was 4.x.x. RFC 3463 §3.5 X.4.7 "Delivery time expired" is such a
 //     code: Sendmail and Postfix send it with Action failed. The status
-//     keeps the 4.x.x the MTA reported; the kind says it gave up.
+//     keeps the 4.x.x the MTA reported; the kind says it gave up. A
+//     delivery-status record whose Action is delayed is final too when
+//     the error given for that recipient says so: OpenSMTPD writes
+//     "Envelope expired" only when it removes an envelope whose queue
+//     lifetime ran out (its queue.c), yet some of its versions send that
+//     notice in the delay template.
 //   - retrying: a notice that says delivery will still be retried ("will
 //     be retried", "will keep trying", "this is a warning only", "no
 //     action is required") is a delay even when it quotes a 5.x.x. RFC
@@ -224,7 +238,8 @@ type Recipient struct {
 	//                              and near.go
 	// A rule that overrules what the source says appends its name (see
 	// the package comment): "+over-header", "+expanded",
-	// "+expired-final", "+retrying", "+full-soft".
+	// "+report-text", "+outer-notice", "+expired-final", "+retrying",
+	// "+full-soft".
 	DecodedBy string `json:"decoded_by"`
 }
 

@@ -139,6 +139,8 @@ func TestSampleRules(t *testing.T) {
 		{"mdaemon user unknown", "testdata/flufl/simple_27.txt", "kulp@webmail.pla.net.py", "text/any", KindBounce},
 		// MDaemon returns a Yahoo bounce: the failed address is MDaemon's.
 		{"bounce of a bounce", "testdata/flufl/simple_01.txt", "bbbsss@turbosport.com", "text/rcpt-to+outer-notice+full-soft", KindBounce},
+		// OpenSMTPD's "Envelope expired" in a report whose Action says delayed.
+		{"expired envelope", "testdata/sisimai/maildir/bsd/lhost-opensmtpd-06.eml", "nekochan@libsisimai.org", "rfc3464/loose+expired-final", KindBounce},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			raw, err := os.ReadFile(c.file)
