@@ -338,14 +338,13 @@ func dedupe(a []string) []string {
 
 // saysPermanent reports whether a notice calls its failure permanent.
 func saysPermanent(lower string) bool {
-	for _, w := range []string{"permanent error", "permanent failure", "failed permanently", "giving up",
-		"gave up", "given up", "not going to try again", "will not be retried", "no further attempts"} {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
+	return permanentSet.contains(lower)
 }
+
+// permanentSet holds the wording of a notice that calls its failure
+// permanent or says it gave up.
+var permanentSet = newPhraseSet("permanent error", "permanent failure", "failed permanently", "giving up",
+	"gave up", "given up", "not going to try again", "will not be retried", "no further attempts")
 
 // reportingHost finds the host a plain-text notice says it comes from:
 // "This is the mail system at host mx.example.net." (Postfix), "Hi. This

@@ -118,15 +118,13 @@ func isDelayText(subject, lower string) bool {
 		strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") && !hasFailureWords(subject) {
 		return true
 	}
-	for _, w := range []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
-		"still trying", "delivery attempts will continue", "no action is required", "warning only",
-		"still being retried", "do not need to resend"} {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
+	return delaySet.contains(lower)
 }
+
+// delaySet holds the wording of a warning that delivery is only delayed.
+var delaySet = newPhraseSet("has been delayed", "will keep trying", "will continue trying", "will be retried",
+	"still trying", "delivery attempts will continue", "no action is required", "warning only",
+	"still being retried", "do not need to resend")
 
 // returnedMarkers introduce the copy of the returned message in a
 // plain-text bounce.
