@@ -23,7 +23,7 @@ const corpusDir = "testdata/sisimai"
 // Ratchet floors, in percent: the corpus test fails below them. Raise them
 // when the decoder gets better; never lower them.
 const (
-	floorRecipient = 99.1
+	floorRecipient = 99.3
 	floorStatus    = 99.7
 	floorPermTemp  = 98.3
 	floorNonBounce = 100.0
