@@ -70,6 +70,7 @@ var textRules = []textRule{
 	{"text/exim", ruleExim, false},
 	{"text/angle-colon", ruleAngleColon(""), false},
 	{"text/rcpt-to", ruleRcptTo, false},
+	{"text/bare-name", ruleBareName, false},
 	{"text/listed", ruleListed, false},
 	{ruleNearName, ruleNearOfMany, true},
 	{"text/any", ruleAny, true},

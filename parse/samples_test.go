@@ -15,14 +15,15 @@ import (
 // Bounce samples of other public bounce parsers, each in
 // testdata/<project> with its licence, a README saying where it came
 // from, and expected.jsonl: one row per file with the addresses that
-// project's own tests expect and whether it calls the failure temporary.
+// project's own tests expect and the class they give the failure
+// ("permanent", "temporary", or "" when they say nothing about it).
 // The decoder was not written on them; their floors ratchet like the
 // corpus ones.
 
 type sampleRow struct {
 	File       string   `json:"file"`
 	Recipients []string `json:"recipients"`
-	Temporary  bool     `json:"temporary"`
+	Class      string   `json:"class"`
 }
 
 // sampleSet is one project's samples and the floors, in percent, of its
@@ -33,7 +34,8 @@ type sampleSet struct {
 }
 
 var sampleSets = []sampleSet{
-	{dir: "testdata/flufl", floorRecipient: 97.5, floorCls: 100},
+	{dir: "testdata/flufl", floorRecipient: 99.1, floorCls: 100},
+	{dir: "testdata/bounceparser", floorRecipient: 100, floorCls: 100},
 }
 
 func loadSampleRows(t *testing.T, dir string) []sampleRow {
@@ -79,9 +81,14 @@ func TestSamples(t *testing.T) {
 						bad = append(bad, fmt.Sprintf("recipient %s: want %s, got %v", r.File, want, addrs(rep)))
 						continue
 					}
-					wantKind := KindBounce
-					if r.Temporary {
+					var wantKind Kind
+					switch r.Class {
+					case "permanent":
+						wantKind = KindBounce
+					case "temporary":
 						wantKind = KindDelay
+					default:
+						continue
 					}
 					cls.add(rc.Kind == wantKind)
 					if rc.Kind != wantKind {
@@ -139,6 +146,12 @@ func TestSampleRules(t *testing.T) {
 		{"mdaemon user unknown", "testdata/flufl/simple_27.txt", "kulp@webmail.pla.net.py", "text/any", KindBounce},
 		// MDaemon returns a Yahoo bounce: the failed address is MDaemon's.
 		{"bounce of a bounce", "testdata/flufl/simple_01.txt", "bbbsss@turbosport.com", "text/rcpt-to+outer-notice+full-soft", KindBounce},
+		// AOL lists screen names without a domain; the domain is the notice's own.
+		{"bare name, notice domain", "testdata/bounceparser/aol-senderblock.msg", "mykewlaolacct@aol.com", "text/bare-name", KindBounce},
+		// ... and not the sender it names ("not accepting mail from xxx@lists.xxx.com:").
+		{"bare name, not the sender", "testdata/flufl/aol_01.txt", "screenname@aol.com", "text/bare-name", KindBounce},
+		// Yale's phquery lists "name    reason"; the returned message's trace has the address.
+		{"bare name, returned trace", "testdata/flufl/yale_01.txt", "thomas.dtankengine@yale.edu", "text/bare-name", KindBounce},
 		// OpenSMTPD's "Envelope expired" in a report whose Action says delayed.
 		{"expired envelope", "testdata/sisimai/maildir/bsd/lhost-opensmtpd-06.eml", "nekochan@libsisimai.org", "rfc3464/loose+expired-final", KindBounce},
 	} {
@@ -155,5 +168,25 @@ func TestSampleRules(t *testing.T) {
 				t.Errorf("got %s by %s kind %s, want %s by %s kind %s", rc.FinalRecipient, rc.DecodedBy, rc.Kind, c.addr, c.by, c.kind)
 			}
 		})
+	}
+}
+
+// TestBareNameRefuses checks that text/bare-name takes only a list of
+// bare names: a sentence, a failure word or a name followed by one blank
+// and more words after the list marker is not one.
+func TestBareNameRefuses(t *testing.T) {
+	for _, body := range []string{
+		"Your mail to the following recipients could not be delivered:\n\tUnknown\n",
+		"Your mail to the following recipients could not be delivered:\n\tthe mailbox is full\n",
+		"Your mail to the following recipients could not be delivered:\n\tgone@example.net\n",
+		"Your mail to the following recipients could not be delivered.\n\tscreenname\n",
+	} {
+		msg := plain("Mail Delivery Subsystem <MAILER-DAEMON@mail.example.net>", "Mail Delivery Problem", body)
+		rep, _ := Message(strings.NewReader(msg), Limits{})
+		for _, rc := range rep.Recipients {
+			if rc.DecodedBy == "text/bare-name" {
+				t.Errorf("%q: text/bare-name took %s", body, rc.FinalRecipient)
+			}
+		}
 	}
 }
