@@ -37,7 +37,11 @@
 //  2. Addresses the notice lists in its MTA's layout (text/qmail ...
 //     text/listed) outrank every address of the text (text/any), which
 //     outranks the returned message's To (text/original-to, one To only).
-//     Neither of these two weak rules outranks the header.
+//     Neither of these two weak rules outranks the header. A notice that
+//     lists bare mailbox names without a domain (AOL's screen names) is
+//     read by text/bare-name (bare.go): the returned message's address
+//     with that local part, else the name at the domain of the notice's
+//     own mailer-daemon address.
 //  3. An address that the notice says another failed address was expanded
 //     from (Postfix "<member@example.net> (expanded from
 //     <list@example.org>):", Exim "(generated from list@example.org)") is
@@ -232,10 +236,10 @@ type Recipient struct {
 	//   json/ses                   Amazon SES notification
 	//   text/unsubscribe           unsubscribe request (complaint, opt-out)
 	//   header/x-failed-recipients, text/qmail, text/postfix, text/sendmail,
-	//   text/exim, text/angle-colon, text/rcpt-to, text/listed,
-	//   text/near-failure, text/any,
-	//   text/original-to           plain-text rules, see heuristics.go
-	//                              and near.go
+	//   text/exim, text/angle-colon, text/rcpt-to, text/bare-name,
+	//   text/listed, text/near-failure, text/any,
+	//   text/original-to           plain-text rules, see heuristics.go,
+	//                              bare.go and near.go
 	// A rule that overrules what the source says appends its name (see
 	// the package comment): "+over-header", "+expanded",
 	// "+report-text", "+outer-notice", "+expired-final", "+retrying",
