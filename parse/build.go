@@ -170,6 +170,9 @@ func (d *decoder) finishRecipients() {
 		rc.Reason = classify(rc.Status, tr)
 		rc.Kind, rc.Class = kindOf(rc.Action, rc.Status)
 		finalClass(rc)
+		if rc.useOriginal() {
+			rc.DecodedBy += ruleOriginalAddress
+		}
 		if rc.Kind == KindDelivered {
 			rc.Reason = ""
 		}

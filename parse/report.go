@@ -243,14 +243,17 @@ type Recipient struct {
 	// A rule that overrules what the source says appends its name (see
 	// the package comment): "+over-header", "+expanded",
 	// "+report-text", "+outer-notice", "+expired-final", "+retrying",
-	// "+full-soft".
+	// "+full-soft", "+original-address" (Address returns the
+	// Original-Recipient: the final one is no internet mailbox).
 	DecodedBy string `json:"decoded_by"`
 }
 
 // Address returns the best known recipient address: the final recipient,
-// else the original recipient.
+// else the original recipient. A final recipient that is no internet
+// mailbox (an internal route or a private name, see address.go) gives way
+// to an original recipient that is one.
 func (r *Recipient) Address() string {
-	if r.FinalRecipient != "" {
+	if r.FinalRecipient != "" && !r.useOriginal() {
 		return r.FinalRecipient
 	}
 	return r.OriginalRecipient

@@ -190,3 +190,39 @@ func TestBareNameRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginalAddress checks that a record whose Final-Recipient is no
+// internet mailbox stands for its Original-Recipient, on real reports:
+// Sun's Messaging Server writes its internal route, an X.400 gateway an
+// X.400 address.
+func TestOriginalAddress(t *testing.T) {
+	for _, c := range []struct{ file, final, addr string }{
+		{"testdata/sisimai/maildir/bsd/lhost-messagingserver-02.eml", "@smtp.example.net:kijitora@server", "kijitora@example.net"},
+		{"testdata/flufl/dsn_02.txt", "/S=zzzzz/OU=zeus/O=hud/PRMD=UK.AC/ADMD= /C=GB/", "zzzzz@zeus.hud.ac.uk"},
+	} {
+		raw, err := os.ReadFile(c.file)
+		tcheck(t, err, "reading sample")
+		rep, err := Message(bytes.NewReader(raw), Limits{})
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 {
+			t.Fatalf("%s: recipients %v", c.file, addrs(rep))
+		}
+		rc := rep.Recipients[0]
+		if rc.FinalRecipient != c.final || rc.Address() != c.addr || !strings.HasSuffix(rc.DecodedBy, ruleOriginalAddress) {
+			t.Errorf("%s: final %q address %q by %s, want final %q address %q by ...%s", c.file, rc.FinalRecipient, rc.Address(), rc.DecodedBy, c.final, c.addr, ruleOriginalAddress)
+		}
+	}
+	for a, want := range map[string]bool{
+		"user@example.com": true, "user@[192.0.2.1]": true, "user@mx.example.co.uk": true,
+		"@smtp.example.net:user@server": false, "user@ims_daemon": false, "user@localhost": false,
+		"user@mailcluster.local": false, "user@host.internal": false, "user": false, "user@": false, "@example.com": false,
+	} {
+		if got := isMailbox(a); got != want {
+			t.Errorf("isMailbox(%q) = %v, want %v", a, got, want)
+		}
+	}
+	rc := Recipient{FinalRecipient: "user@relay.example.net", OriginalRecipient: "list@example.org"}
+	if rc.Address() != "user@relay.example.net" {
+		t.Errorf("a final recipient that is a mailbox gave way to %s", rc.Address())
+	}
+}
