@@ -27,15 +27,15 @@ type sampleRow struct {
 }
 
 // sampleSet is one project's samples and the floors, in percent, of its
-// two figures.
+// three figures.
 type sampleSet struct {
-	dir                      string
-	floorRecipient, floorCls float64
+	dir                                      string
+	floorRecipient, floorCls, floorPrecision float64
 }
 
 var sampleSets = []sampleSet{
-	{dir: "testdata/flufl", floorRecipient: 99.1, floorCls: 100},
-	{dir: "testdata/bounceparser", floorRecipient: 100, floorCls: 100},
+	{dir: "testdata/flufl", floorRecipient: 99.1, floorCls: 100, floorPrecision: 98.4},
+	{dir: "testdata/bounceparser", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 }
 
 func loadSampleRows(t *testing.T, dir string) []sampleRow {
@@ -61,11 +61,13 @@ func loadSampleRows(t *testing.T, dir string) []sampleRow {
 // against its floors: recipients (each expected address is the final or
 // original recipient of a record) and permanent/temporary (the record of
 // a found address is a delay when the project calls the failure
-// temporary, a bounce when it calls it permanent).
+// temporary, a bounce when it calls it permanent), and precision (the
+// records whose address the project expects, of all records: an extra
+// record suppresses an address that did not fail).
 func TestSamples(t *testing.T) {
 	for _, set := range sampleSets {
 		t.Run(filepath.Base(set.dir), func(t *testing.T) {
-			var rcpt, cls figure
+			var rcpt, cls, prec figure
 			var bad []string
 			for _, r := range loadSampleRows(t, set.dir) {
 				raw, err := os.ReadFile(filepath.Join(set.dir, r.File))
@@ -96,6 +98,7 @@ func TestSamples(t *testing.T) {
 					}
 				}
 				for _, rc := range rep.Recipients {
+					prec.add(expects(r.Recipients, rc))
 					if !expects(r.Recipients, rc) {
 						bad = append(bad, fmt.Sprintf("extra %s: %s (%s)", r.File, rc.Address(), rc.DecodedBy))
 					}
@@ -109,11 +112,15 @@ func TestSamples(t *testing.T) {
 			}
 			t.Logf("recipient accuracy      %6.2f%% (%d/%d)", rcpt.pct(), rcpt.ok, rcpt.n)
 			t.Logf("permanent/temporary     %6.2f%% (%d/%d)", cls.pct(), cls.ok, cls.n)
+			t.Logf("recipient precision     %6.2f%% (%d/%d)", prec.pct(), prec.ok, prec.n)
 			if rcpt.pct() < set.floorRecipient {
 				t.Errorf("recipient accuracy %.2f%% fell below the floor %.2f%%", rcpt.pct(), set.floorRecipient)
 			}
 			if cls.pct() < set.floorCls {
 				t.Errorf("permanent/temporary accuracy %.2f%% fell below the floor %.2f%%", cls.pct(), set.floorCls)
+			}
+			if prec.pct() < set.floorPrecision {
+				t.Errorf("recipient precision %.2f%% fell below the floor %.2f%%", prec.pct(), set.floorPrecision)
 			}
 		})
 	}
@@ -146,6 +153,9 @@ func TestSampleRules(t *testing.T) {
 		{"mdaemon user unknown", "testdata/flufl/simple_27.txt", "kulp@webmail.pla.net.py", "text/any", KindBounce},
 		// MDaemon returns a Yahoo bounce: the failed address is MDaemon's.
 		{"bounce of a bounce", "testdata/flufl/simple_01.txt", "bbbsss@turbosport.com", "text/rcpt-to+outer-notice+full-soft", KindBounce},
+		// "The first 50 lines of your original message follow:> Received: ...":
+		// the quoted header is the returned message, its addresses are not records.
+		{"quoted returned header", "testdata/flufl/simple_35.txt", "calvin@xxx.com", "text/any", KindDelay},
 		// AOL lists screen names without a domain; the domain is the notice's own.
 		{"bare name, notice domain", "testdata/bounceparser/aol-senderblock.msg", "mykewlaolacct@aol.com", "text/bare-name", KindBounce},
 		// ... and not the sender it names ("not accepting mail from xxx@lists.xxx.com:").

@@ -127,9 +127,11 @@ var delaySet = newPhraseSet("has been delayed", "will keep trying", "will contin
 	"still being retried", "do not need to resend")
 
 // returnedMarkers introduce the copy of the returned message in a
-// plain-text bounce.
+// plain-text bounce, or start it: a header quoted with "> " begins with
+// a trace field.
 var returnedMarkers = []string{
-	"below this line is a copy of the message", "copy of the message", "original message follows",
+	"below this line is a copy of the message", "copy of the message", "original message follow",
+	"original message as received", "> received:", ">received:", "> return-path:", ">return-path:",
 	"message headers follow", "header of the original message", "headers of the original message",
 	"original message ---", "original message-----", "----- original message", "-----original message",
 	"unsent message below", "returned message follows", "original message header", "returned mail follows",
