@@ -22,6 +22,12 @@ func (d *decoder) heuristics() {
 		d.rep.ReportingMTA = reportingHost(t.text)
 	}
 	rs, by := rank()
+	if len(rs) == 0 && t.outerNotice {
+		// A person's forwarded bounce with a word of its own
+		// ("delivery failed, see below"): the returned bounce says who.
+		t.readWhole()
+		rs, by = rank()
+	}
 	if t.byReport {
 		by += ruleReportText
 	}

@@ -18,11 +18,19 @@ type bounceText struct {
 	// outerNotice: the text is the notice's own, cut before a returned
 	// bounce's text (ruleOuterNotice)
 	outerNotice bool
+	whole       string // with outerNotice, the text the returned bounce's text included
 	skip        map[string]bool
 
 	pos          map[string]int // first offset in text of each address, lower case
 	codeLine     string         // first line of text with a failure code
 	codeLineDone bool
+}
+
+// readWhole makes the text the one that includes the returned bounce's
+// text again (see outerNotice).
+func (t *bounceText) readWhole() {
+	t.text, t.lower, t.outerNotice = t.whole, asciiLower(t.whole), false
+	t.pos, t.codeLine, t.codeLineDone = nil, "", false
 }
 
 // position returns the offset of the first mention of addr in t.text.
@@ -68,7 +76,7 @@ func (d *decoder) newBounceText() *bounceText {
 		// when its own text is a failure notice, the returned bounce's
 		// text is part of the returned message, not the report.
 		if own := cutReturned(t.all[:outer]); hasFailureWords(asciiLower(own)) {
-			t.text, t.outerNotice = own, true
+			t.whole, t.text, t.outerNotice = t.text, own, true
 		}
 	}
 	t.lower = asciiLower(t.text)
