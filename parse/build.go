@@ -155,7 +155,7 @@ func (d *decoder) finishRecipients() {
 		if rc.DiagnosticCode == "" && i < 100 {
 			rc.DiagnosticCode = d.textDiagnostic(rc)
 		}
-		if rc.Action == Delayed && saysGivenUp(asciiLower(rc.DiagnosticCode)) {
+		if rc.Action == Delayed && givenUpRecordSet.contains(asciiLower(rc.DiagnosticCode)) {
 			// The error of this recipient says it was given up
 			// (OpenSMTPD's "Envelope expired" in a delayed-looking
 			// report): final, whatever the Action field says.

@@ -35,6 +35,15 @@ var givenUpPhrases = []string{
 // givenUpSet finds givenUpPhrases at word starts.
 var givenUpSet = newPhraseSet(givenUpPhrases...)
 
+// givenUpRecordSet holds the givenUpPhrases that overrule a
+// delivery-status record's "delayed" when its own error says them: those
+// that only a given-up message has, not the looser ones ("expired after",
+// "time limit exceeded") that a remote server's temporary reply can use.
+var givenUpRecordSet = newPhraseSet("envelope expired", "delivery time expired", "retry timeout exceeded",
+	"retry time exceeded", "retry time not reached for any host after a long failure", "in the queue too long",
+	"too long in queue", "too long in the queue", "will not be retried", "won't be retried", "no further attempts",
+	"not going to try again", "will not try again", "have given up", "has given up", "gave up")
+
 // saysGivenUp reports whether lower (a notice in lower case) says the
 // message was given up. "before giving up" and "until giving up" are the
 // wording of a delay warning and do not count.
