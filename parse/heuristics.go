@@ -116,16 +116,25 @@ func ruleAngleColon(signatures ...string) func(t *bounceText) []Recipient {
 			return nil
 		}
 		var addrs []string
-		for _, line := range strings.Split(t.text, "\n") {
-			line = strings.TrimSpace(line)
+		inRecord := false // on the indented lines that continue a record's diagnostic
+		for _, raw := range strings.Split(t.text, "\n") {
+			line := strings.TrimSpace(raw)
+			indented := line != "" && (raw[0] == ' ' || raw[0] == '\t')
+			if !indented {
+				inRecord = false
+			}
 			if !strings.HasPrefix(line, "<") {
 				continue
 			}
 			j := angleColon(line)
-			if j < 0 {
+			if j < 0 || inRecord {
+				// An "<addr>:" inside the folded diagnostic of the
+				// record above it is the remote server's ("550 5.1.1
+				// <sender@example.org>: unauthorized sender").
 				continue
 			}
 			addrs = append(addrs, t.listed(line[:j])...)
+			inRecord = !indented
 		}
 		return recipients(dedupe(addrs))
 	}
