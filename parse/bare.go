@@ -46,12 +46,7 @@ func ruleBareName(t *bounceText) []Recipient {
 // bareNames returns the names of a list of bare mailbox names after the
 // first list marker (see ruleBareName), at most 20, or nil.
 func (t *bounceText) bareNames() []string {
-	i := -1
-	for _, m := range listMarkers {
-		if j := strings.Index(t.lower, m); j >= 0 && (i < 0 || j < i) {
-			i = j
-		}
-	}
+	i := t.listMarker()
 	if i < 0 {
 		return nil
 	}

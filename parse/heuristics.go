@@ -242,7 +242,8 @@ func firstLine(s string) string {
 }
 
 // listMarkers introduce a list of failed recipients in many MTAs'
-// wording (Exchange, Gmail, Notes, IMail, Yahoo and others).
+// wording (Exchange, Gmail, Notes, IMail, Yahoo and others); listSet
+// finds the first of them, at a word start, in one pass.
 var listMarkers = []string{
 	"following recipient", "following address", "following destination", "following e-mail address",
 	"following email address", "did not reach", "could not be delivered to", "delivery to the following",
@@ -254,16 +255,22 @@ var listMarkers = []string{
 // ruleListed takes the addresses after the first wording that introduces
 // a list of failed recipients.
 func ruleListed(t *bounceText) []Recipient {
-	i := -1
-	for _, m := range listMarkers {
-		if j := strings.Index(t.lower, m); j >= 0 && (i < 0 || j < i) {
-			i = j
-		}
-	}
+	i := t.listMarker()
 	if i < 0 {
 		return nil
 	}
 	return recipients(t.notContacts(t.text[i:]))
+}
+
+var listSet = newPhraseSet(listMarkers...)
+
+// listMarker returns the offset in t.text of the first of listMarkers,
+// or -1; it is looked up once.
+func (t *bounceText) listMarker() int {
+	if !t.listAtDone {
+		t.listAt, t.listAtDone = listSet.index(t.lower), true
+	}
+	return t.listAt
 }
 
 // contactWords, shortly before an address on its line, mark it as an

@@ -24,13 +24,15 @@ type bounceText struct {
 	pos          map[string]int // first offset in text of each address, lower case
 	codeLine     string         // first line of text with a failure code
 	codeLineDone bool
+	listAt       int // offset of the first list marker (listMarker)
+	listAtDone   bool
 }
 
 // readWhole makes the text the one that includes the returned bounce's
 // text again (see outerNotice).
 func (t *bounceText) readWhole() {
 	t.text, t.lower, t.outerNotice = t.whole, asciiLower(t.whole), false
-	t.pos, t.codeLine, t.codeLineDone = nil, "", false
+	t.pos, t.codeLine, t.codeLineDone, t.listAtDone = nil, "", false, false
 }
 
 // position returns the offset of the first mention of addr in t.text.
