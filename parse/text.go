@@ -18,7 +18,7 @@ type bounceText struct {
 	// outerNotice: the text is the notice's own, cut before a returned
 	// bounce's text (ruleOuterNotice)
 	outerNotice bool
-	whole       string // with outerNotice, the text the returned bounce's text included
+	whole       string // with outerNotice, the text with the returned bounce's (readWhole)
 	skip        map[string]bool
 
 	pos          map[string]int // first offset in text of each address, lower case
