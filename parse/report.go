@@ -55,7 +55,9 @@
 //  5. A notice that returns another bounce (MDaemon returning a Yahoo
 //     notice as its message/rfc822 part) is read for its own text: the
 //     returned bounce's text is part of the returned message when the
-//     notice's own text is a failure notice: "+outer-notice".
+//     notice's own text is a failure notice that names a failed address:
+//     "+outer-notice". (A person forwarding a bounce with "the delivery
+//     failed, see attached" names none: the returned bounce is read.)
 //
 // # No recipient found
 //
@@ -107,7 +109,8 @@
 //     notice in the delay template.
 //   - retrying: a notice that says delivery will still be retried ("will
 //     be retried", "will keep trying", "this is a warning only", "no
-//     action is required") is a delay even when it quotes a 5.x.x. RFC
+//     action is required", Gmail's "Delivery incomplete ... Gmail will
+//     retry for 47 more hours") is a delay even when it quotes a 5.x.x. RFC
 //     3464 §2.3.3 defines "delayed" as an MTA that "will continue to
 //     attempt" delivery, which is RFC 3463 §3.1's persistent transient
 //     class, so the status of a delay that quotes 5.x.x becomes 4.x.x
