@@ -197,7 +197,7 @@ func (p *planner) policy(rec *Record) error {
 	}
 	switch d.Action {
 	case ActionSuppress:
-		return p.suppressOnce(rec, describe(rec))
+		return p.suppressOnce(rec, describe(rec, d))
 	case ActionCount:
 		c, err := p.softCounter(rec.Addr)
 		if err != nil {
@@ -208,7 +208,7 @@ func (p *planner) policy(rec *Record) error {
 		if n < max(d.Threshold, 1) {
 			return nil
 		}
-		return p.suppressOnce(rec, fmt.Sprintf("%d events within %s, last: %s", n, d.Window, describe(rec)))
+		return p.suppressOnce(rec, countReason(n, rec, d))
 	}
 	return nil
 }
