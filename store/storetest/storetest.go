@@ -44,6 +44,8 @@ func Run(t *testing.T, open Opener) {
 		{"MXRecovery", testMXRecovery},
 		{"Concurrent", testConcurrent},
 		{"Daily", testDaily},
+		{"Reclassify", testReclassify},
+		{"ReclassifyCountsOnce", testReclassifyCountsOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })

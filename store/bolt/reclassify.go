@@ -1,0 +1,152 @@
+package bolt
+
+// Reclassification of stored messages (store.Reclassifier): the raw
+// message is read and decoded again outside any transaction, then one
+// write transaction reads the message's records and the state, lets
+// store.Rules.Reclassify decide, and writes the result.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/bouncer/bouncer/store"
+	bbolt "go.etcd.io/bbolt"
+)
+
+// maxMessageRecords bounds the records read for one message; the decoder
+// caps the recipients of a report far below it.
+const maxMessageRecords = 10_000
+
+// Reclassify implements store.Reclassifier.
+func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder, opts store.ReclassOptions) (*store.Reclass, error) {
+	if db.opts.ReadOnly && !opts.DryRun {
+		return nil, store.ErrReadOnly
+	}
+	msgKey, err := decodeID(msgID)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := db.Raw(msgID)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rep, derr := decode(raw)
+	parseErr := ""
+	if derr != nil {
+		rep, parseErr = nil, derr.Error()
+	}
+	var out *store.Reclass
+	run := db.update
+	if opts.DryRun {
+		run = db.view
+	}
+	err = run(func(tx *bbolt.Tx) error {
+		old, err := messageRecords(tx, msgKey)
+		if err != nil {
+			return err
+		}
+		w := newTxWriter(db, tx)
+		if out, err = db.rules.Reclassify(w, old, rep, parseErr, db.now(), opts); err != nil {
+			return err
+		}
+		if opts.DryRun || !out.Writes() {
+			return nil
+		}
+		return w.applyReclass(out, old[0].ID)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reclassifying message %s: %w", msgID, err)
+	}
+	return out, nil
+}
+
+// messageRecords reads the records of the message msgKey: the keys that
+// follow it in the records bucket, as the writer numbers them, while
+// their MsgID is the message's.
+func messageRecords(tx *bbolt.Tx, msgKey []byte) ([]store.Record, error) {
+	b := tx.Bucket(bucketRecords)
+	c := b.Cursor()
+	msgID := encodeID(msgKey)
+	var out []store.Record
+	for k, v := c.Seek(msgKey); k != nil && len(out) < maxMessageRecords; k, v = c.Next() {
+		r, err := decodeRecord(b, k, v)
+		if err != nil {
+			return nil, err
+		}
+		if r.MsgID != msgID {
+			break
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("message %s: %w: no record", msgID, store.ErrNotFound)
+	}
+	return out, nil
+}
+
+// applyReclass writes what reclassification decided; first is the ID of
+// the message's first record, which holds the message's fields for the
+// others.
+func (w *txWriter) applyReclass(rc *store.Reclass, first string) error {
+	for i := range rc.Changed {
+		c := &rc.Changed[i]
+		if err := w.rewriteRecord(&c.Old, &c.New, first); err != nil {
+			return err
+		}
+	}
+	for i := range rc.Suppressions {
+		if err := putSuppression(w.tx, &rc.Suppressions[i]); err != nil {
+			return err
+		}
+	}
+	for _, addr := range rc.Lift {
+		if err := w.tx.Bucket(bucketSuppress).Delete([]byte(addr)); err != nil {
+			return fmt.Errorf("lifting suppression: %w", err)
+		}
+		k := append(lp(nil, store.AddrDomain(addr)), addr...)
+		if err := w.tx.Bucket(bucketSupDomain).Delete(k); err != nil {
+			return fmt.Errorf("lifting suppression index: %w", err)
+		}
+	}
+	for _, u := range rc.Soft {
+		if len(u.Counter.Events) == 0 {
+			if err := w.tx.Bucket(bucketSoft).Delete([]byte(u.Addr)); err != nil {
+				return fmt.Errorf("removing soft counter: %w", err)
+			}
+			continue
+		}
+		if err := putJSON(w.tx.Bucket(bucketSoft), []byte(u.Addr), &u.Counter, "soft counter"); err != nil {
+			return err
+		}
+	}
+	return w.putEvents(rc.Events)
+}
+
+// rewriteRecord replaces the stored record old with nw under the same
+// key, and moves its index entries.
+func (w *txWriter) rewriteRecord(old, nw *store.Record, first string) error {
+	key, err := decodeID(nw.ID)
+	if err != nil {
+		return err
+	}
+	base := first
+	if nw.ID == first {
+		base = ""
+	}
+	v, err := encodeRecord(nw, base, &w.recJSON)
+	if err != nil {
+		return err
+	}
+	for name, k := range indexEntries(key, old) {
+		if err := w.tx.Bucket([]byte(name)).Delete(k); err != nil {
+			return fmt.Errorf("removing index %s: %w", name, err)
+		}
+	}
+	if err := w.records.Put(key, v); err != nil {
+		return fmt.Errorf("writing record: %w", err)
+	}
+	return w.putIndexes(key, nw)
+}

@@ -1,0 +1,166 @@
+package postgres
+
+// Reclassification of stored messages (store.Reclassifier): the raw
+// message is read and decoded again outside any transaction, then one
+// transaction holding the writer lock reads the message's records and the
+// state, lets store.Rules.Reclassify decide, and writes the result.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/bouncer/bouncer/store"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Bounds on reading one message's records: they follow the message's ID
+// in ID order (the writer numbers them so), read recordBatch at a time.
+const (
+	recordBatch       = 64
+	maxMessageRecords = 10_000
+)
+
+// Reclassify implements store.Reclassifier.
+func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder, opts store.ReclassOptions) (*store.Reclass, error) {
+	msgKey, err := decodeID(msgID)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := db.Raw(msgID)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rep, derr := decode(raw)
+	parseErr := ""
+	if derr != nil {
+		rep, parseErr = nil, derr.Error()
+	}
+	var out *store.Reclass
+	fn := func(ctx context.Context, tx pgx.Tx) error {
+		old, err := messageRecords(ctx, tx, msgKey)
+		if err != nil {
+			return err
+		}
+		w, err := newTxState(ctx, db, tx)
+		if err != nil {
+			return err
+		}
+		if out, err = db.rules.Reclassify(w, old, rep, parseErr, db.now(), opts); err != nil {
+			return err
+		}
+		if opts.DryRun || !out.Writes() {
+			return nil
+		}
+		return applyReclass(ctx, tx, out)
+	}
+	what := "reclassifying message " + msgID
+	if opts.DryRun {
+		tctx, cancel := db.ctx()
+		defer cancel()
+		err = wrapErr(what, pgx.BeginTxFunc(tctx, db.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly},
+			func(tx pgx.Tx) error { return fn(tctx, tx) }))
+	} else {
+		err = db.update(what, fn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// messageRecords reads the records of the message msgKey.
+func messageRecords(ctx context.Context, tx pgx.Tx, msgKey []byte) ([]store.Record, error) {
+	var out []store.Record
+	after := msgKey
+	for len(out) < maxMessageRecords {
+		rows, err := tx.Query(ctx, "SELECT id, msg_id, rec FROM records WHERE id > $1 ORDER BY id LIMIT $2", after, recordBatch)
+		if err != nil {
+			return nil, err
+		}
+		n, done := 0, false
+		for rows.Next() {
+			var id, mid, j []byte
+			if err := rows.Scan(&id, &mid, &j); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			n++
+			if string(mid) != string(msgKey) {
+				done = true
+				break
+			}
+			r, err := decodeRecord(id, j)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, r)
+			after = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if done || n < recordBatch {
+			break
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("message %s: %w: no record", encodeID(msgKey), store.ErrNotFound)
+	}
+	return out, nil
+}
+
+// applyReclass writes what reclassification decided in tx.
+func applyReclass(ctx context.Context, tx pgx.Tx, rc *store.Reclass) error {
+	b := &pgx.Batch{}
+	for i := range rc.Changed {
+		r := &rc.Changed[i].New
+		k, err := decodeID(r.ID)
+		if err != nil {
+			return err
+		}
+		j, err := marshal(r, "record")
+		if err != nil {
+			return err
+		}
+		b.Queue("UPDATE records SET addr = $2, domain = $3, status = $4, kind = $5, rec = $6 WHERE id = $1",
+			k, ix(r.Addr), ix(r.Domain), ix(r.Status), ix(string(r.Kind)), j)
+	}
+	for i := range rc.Suppressions {
+		if err := queueSuppression(b, &rc.Suppressions[i]); err != nil {
+			return err
+		}
+	}
+	for _, addr := range rc.Lift {
+		b.Queue("DELETE FROM suppressions WHERE address = $1", []byte(addr))
+	}
+	for _, u := range rc.Soft {
+		n := len(u.Counter.Events)
+		if n == 0 {
+			b.Queue("DELETE FROM soft WHERE address = $1", []byte(u.Addr))
+			continue
+		}
+		j, err := marshal(&u.Counter, "soft counter")
+		if err != nil {
+			return err
+		}
+		b.Queue(`INSERT INTO soft (address, data, last, win) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (address) DO UPDATE SET data = excluded.data, last = excluded.last, win = excluded.win`,
+			[]byte(u.Addr), j, u.Counter.Events[n-1], u.Counter.Window)
+	}
+	for i := range rc.Events {
+		ev := &rc.Events[i]
+		j, err := marshal(ev, "outbox event")
+		if err != nil {
+			return err
+		}
+		b.Queue("INSERT INTO outbox (seq, target, next_try, data) VALUES (nextval('outbox_seq'), $1, $2, $3) RETURNING seq",
+			ev.Target, nanos(ev.NextTry), j).QueryRow(func(row pgx.Row) error { return row.Scan(&ev.Seq) })
+	}
+	return tx.SendBatch(ctx, b).Close()
+}
