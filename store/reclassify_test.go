@@ -116,8 +116,8 @@ func TestMatchRecords(t *testing.T) {
 		gone, extra int
 	}{
 		{[]string{"a", "b"}, []string{"b", "a"}, "0-1 1-0", 0, 0},
-		{[]string{""}, []string{"a", "b"}, "0-0", 0, 1},          // undecoded, now two recipients
-		{[]string{"a", "b", "c"}, []string{"c"}, "2-0", 2, 0}, // c by address, a and b gone
+		{[]string{""}, []string{"a", "b"}, "0-0", 0, 1},           // undecoded, now two recipients
+		{[]string{"a", "b", "c"}, []string{"c"}, "2-0", 2, 0},     // c by address, a and b gone
 		{[]string{"x", "a"}, []string{"a", "y"}, "0-1 1-0", 0, 0}, // a by address, x → y
 		{[]string{"a", "a"}, []string{"a"}, "0-0", 1, 0},
 	} {
