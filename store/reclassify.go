@@ -91,10 +91,14 @@ type Reclass struct {
 	Events       []OutboxEvent // Seq 0: the engine numbers them
 }
 
+// Rewrites reports whether c changes the stored record (a change that
+// only reports a stale suppression does not).
+func (c *RecordChange) Rewrites() bool { return !sameRecord(&c.Old, &c.New) }
+
 // Writes reports whether r has anything for the engine to write.
 func (r *Reclass) Writes() bool {
 	for i := range r.Changed {
-		if !sameRecord(&r.Changed[i].Old, &r.Changed[i].New) {
+		if r.Changed[i].Rewrites() {
 			return true
 		}
 	}

@@ -357,6 +357,7 @@ type storeUse struct {
 	decide   func(*store.Record) store.Decision // the policy, for a read-write open
 	onStorm  func(store.Storm)                  // told of each storm started (serve)
 	onLog    func(bolt.LogInfo)                 // told what Open did with bbolt's log
+	busyHint string                             // added to the error for a file another process holds
 }
 
 // rules are the store's rules from cfg and the policy.
@@ -391,7 +392,7 @@ func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
 	case err == nil:
 		return db, nil
 	case errors.Is(err, bolt.ErrLocked):
-		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it", cfg.Store.Path)
+		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it%s", cfg.Store.Path, use.busyHint)
 	case errors.Is(err, bolt.ErrDamaged):
 		return nil, damagedError(cfg, err)
 	default:

@@ -48,7 +48,7 @@ func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder
 		if err != nil {
 			return err
 		}
-		w := newTxWriter(db, tx)
+		w := reclassWriter(db, tx)
 		if out, err = db.rules.Reclassify(w, old, rep, parseErr, db.now(), opts); err != nil {
 			return err
 		}
@@ -61,6 +61,16 @@ func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder
 		return nil, fmt.Errorf("reclassifying message %s: %w", msgID, err)
 	}
 	return out, nil
+}
+
+// reclassWriter is a txWriter for what reclassification reads and
+// writes: the records, their indexes, the suppressions, soft counters and
+// outbox (newTxWriter also tunes the buckets a Save fills, which a
+// read-only transaction must not).
+func reclassWriter(db *DB, tx *bbolt.Tx) *txWriter {
+	return &txWriter{db: db, tx: tx, records: tx.Bucket(bucketRecords),
+		idxRcpt: tx.Bucket(bucketIdxRcpt), idxDomain: tx.Bucket(bucketIdxDomain),
+		idxStatus: tx.Bucket(bucketIdxStatus), idxDStatus: tx.Bucket(bucketIdxDStatus)}
 }
 
 // messageRecords reads the records of the message msgKey: the keys that

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/bouncer/bouncer/parse"
+	"github.com/bouncer/bouncer/policy"
+	"github.com/bouncer/bouncer/store"
+)
+
+const reclassifyUsage = `reclassify [--dry-run | --apply [--lift]] [--status CODE] [--domain D] [--recipient ADDR] [--kind KIND] [--since DURATION|TIME] [--limit N]
+
+Decodes the stored raw messages again with this binary's decoder and judges
+their records again with the configured policy. A dry run (the default)
+prints what would change; --apply changes it. Exits 0 when done, 1 on an
+error, 2 for a wrong command line.`
+
+// reclassTally sums up a run.
+type reclassTally struct {
+	messages, changed, unchanged, pruned, missing         int
+	suppressed, counted, uncounted, stale, lifted, events int
+	gone, extra                                           int
+}
+
+func (a *app) reclassifyCmd(ctx context.Context, args []string) error {
+	fs := newFlags("reclassify", reclassifyUsage, a.stderr)
+	cfgPath := commonFlags(fs)
+	var f store.Filter
+	finishFilter := recordFilterFlags(fs, &f, "reclassify")
+	fs.IntVar(&f.Limit, "limit", 0, "look at the messages of the newest `N` matching records at most (0: all)")
+	dry := fs.Bool("dry-run", false, "print what would change and change nothing (the default)")
+	apply := fs.Bool("apply", false, "change the records, add suppressions and soft events, queue push events")
+	lift := fs.Bool("lift", false, "with --apply: lift the suppressions a record made that its new verdict would not make")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return usageError("reclassify: unexpected argument %q", pos[0])
+	case *dry && *apply:
+		return usageError("reclassify: --dry-run and --apply exclude each other")
+	case *lift && !*apply:
+		return usageError("reclassify: --lift needs --apply")
+	case f.Limit < 0:
+		return usageError("reclassify: --limit must not be negative")
+	}
+	if err := finishFilter(); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	table, err := policy.Compile(cfg.Policy.Rules)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	db, err := openStoreWith(cfg, storeUse{readOnly: !*apply, decide: decider(table, cfg.verpRequired()),
+		busyHint: "; stop bouncer serve before reclassify"})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rc, ok := db.(store.Reclassifier)
+	if !ok {
+		return fmt.Errorf("reclassify: the %s store cannot reclassify", cfg.Store.Driver)
+	}
+	out := bufio.NewWriter(a.stdout)
+	opts := store.ReclassOptions{DryRun: !*apply, Lift: *lift}
+	t, err := reclassify(ctx, db, rc, f, opts, out)
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	fmt.Fprintln(a.stdout, t.summary(opts.DryRun))
+	if err != nil {
+		return fmt.Errorf("reclassifying: %w", err)
+	}
+	if opts.DryRun && t.changed+t.stale > 0 && !*dry {
+		fmt.Fprintf(a.stdout, "nothing was changed; to apply: %s\n", commandLine("reclassify", fs, "", "--apply"))
+	}
+	return nil
+}
+
+// reclassify runs rc on the message of each record matching f, each
+// message once, and writes a line for each record it changes.
+func reclassify(ctx context.Context, db store.Store, rc store.Reclassifier, f store.Filter, opts store.ReclassOptions, w io.Writer) (*reclassTally, error) {
+	t := &reclassTally{}
+	done := map[string]bool{}
+	err := db.ForEach(f, func(r store.Record) error {
+		if done[r.MsgID] {
+			return nil
+		}
+		done[r.MsgID] = true
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t.messages++
+		res, err := rc.Reclassify(ctx, r.MsgID, decodeStored, opts)
+		switch {
+		case errors.Is(err, store.ErrRawPruned):
+			t.pruned++
+			return nil
+		case errors.Is(err, store.ErrNotFound):
+			t.missing++
+			fmt.Fprintf(w, "%s: raw message missing, skipped (bouncer check says more)\n", r.MsgID)
+			return nil
+		case err != nil:
+			return err
+		}
+		t.add(res, w)
+		return nil
+	})
+	return t, err
+}
+
+// decodeStored is the decoder serve runs, with a panic turned into a
+// decoding error as serve does.
+func decodeStored(raw []byte) (rep *parse.Report, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rep, err = nil, fmt.Errorf("decoder panic: %v", p)
+		}
+	}()
+	return parse.Message(bytes.NewReader(raw), parse.Limits{})
+}
+
+// add counts res and writes its lines.
+func (t *reclassTally) add(res *store.Reclass, w io.Writer) {
+	t.unchanged += res.Unchanged
+	for _, c := range res.Changed {
+		if c.Rewrites() {
+			t.changed++
+		} else {
+			t.unchanged++
+		}
+		t.suppressed += b2i(c.Suppressed)
+		t.counted += b2i(c.Counted)
+		t.uncounted += b2i(c.Uncounted)
+		t.stale += b2i(c.Stale && !c.Lifted)
+		t.lifted += b2i(c.Lifted)
+		t.events += c.Events
+		fmt.Fprintln(w, changeLine(&c))
+	}
+	for _, r := range res.Gone {
+		t.gone++
+		fmt.Fprintf(w, "%s  %s: no longer decoded from its message, kept as it is\n", r.ID, dash(r.Addr))
+	}
+	for _, r := range res.Extra {
+		t.extra++
+		fmt.Fprintf(w, "%s  %s: new recipient of message %s (%s), not stored\n", res.MsgID, dash(r.Addr), res.MsgID, verdictText(&r))
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// verdictText is what a record is and its verdict: "bounce hard 5.4.3
+// suppress".
+func verdictText(r *store.Record) string {
+	return strings.Join([]string{string(r.Kind), string(r.Class), dash(r.Status), dash(r.Verdict)}, " ")
+}
+
+// changeLine is one record's change: "ID  RECIPIENT: OLD → NEW; notes".
+func changeLine(c *store.RecordChange) string {
+	rcpt := dash(c.Old.Addr)
+	if c.New.Addr != c.Old.Addr {
+		rcpt += " → " + dash(c.New.Addr)
+	}
+	line := fmt.Sprintf("%s  %s: %s", c.Old.ID, rcpt, verdictText(&c.Old))
+	if old, nw := verdictText(&c.Old), verdictText(&c.New); old != nw {
+		line += " → " + nw
+	} else if c.Rewrites() {
+		line += " (other decoded fields change)"
+	}
+	var notes []string
+	if c.Suppressed {
+		notes = append(notes, "suppressed")
+	}
+	if c.Counted {
+		notes = append(notes, "soft event counted")
+	}
+	if c.Uncounted {
+		notes = append(notes, "soft event taken back")
+	}
+	if c.Events > 0 {
+		notes = append(notes, fmt.Sprintf("%d push event(s)", c.Events))
+	}
+	switch {
+	case c.Lifted:
+		notes = append(notes, "its suppression of "+c.Old.Addr+" lifted")
+	case c.Stale:
+		notes = append(notes, "its suppression of "+c.Old.Addr+" no longer follows: kept (--apply --lift lifts it)")
+	}
+	if len(notes) > 0 {
+		line += "; " + strings.Join(notes, ", ")
+	}
+	return line
+}
+
+// summary is the last line of a run: "dry run: 4 messages, 3 records
+// would change, ..." or "applied: 4 messages, 3 records changed, ...".
+func (t *reclassTally) summary(dry bool) string {
+	head, did := "applied", func(past string) string { return past }
+	if dry {
+		head = "dry run"
+		did = func(past string) string {
+			if past == "changed" {
+				return "would change"
+			}
+			return "would be " + past
+		}
+	}
+	s := fmt.Sprintf("%s: %d messages, %d records %s, %d unchanged; %d suppressions %s, %d soft events %s, %d taken back, %d push events %s",
+		head, t.messages, t.changed, did("changed"), t.unchanged, t.suppressed, did("added"),
+		t.counted, did("counted"), t.uncounted, t.events, did("queued"))
+	if t.stale > 0 {
+		s += fmt.Sprintf("; %d suppressions no longer follow from their records (kept; --apply --lift lifts them)", t.stale)
+	}
+	if t.lifted > 0 {
+		s += fmt.Sprintf("; %d suppressions %s", t.lifted, did("lifted"))
+	}
+	if t.gone+t.extra > 0 {
+		s += fmt.Sprintf("; %d records no longer decoded (kept), %d new recipients (not stored)", t.gone, t.extra)
+	}
+	if t.pruned+t.missing > 0 {
+		s += fmt.Sprintf("; %d messages skipped: raw deleted by the retention (%d) or missing (%d)", t.pruned+t.missing, t.pruned, t.missing)
+	}
+	return s
+}
