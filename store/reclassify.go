@@ -26,8 +26,10 @@ package store
 //   - an outbox event goes to each target that the new record tells more
 //     than the old one did: a first event, a suppression, or a graver
 //     type (soft → hard); a record that turns milder sends nothing;
-//   - domain aggregates and daily counters stay as they were counted on
-//     arrival.
+//   - a record's domain aggregate and daily counter move with it when its
+//     domain, status, kind or class change (the old values uncounted on
+//     the record's day, the new counted; first and last seen and the MTA
+//     sets stay); a suppression added counts on today's "suppressed".
 
 import (
 	"bytes"
@@ -89,6 +91,8 @@ type Reclass struct {
 	Lift         []string      // addresses to take off the list
 	Soft         []SoftUpdate  // soft counters, whole
 	Events       []OutboxEvent // Seq 0: the engine numbers them
+	Domains      []DomainUpdate
+	Daily        []DayCount // N may be negative
 }
 
 // Rewrites reports whether c changes the stored record (a change that
@@ -102,7 +106,7 @@ func (r *Reclass) Writes() bool {
 			return true
 		}
 	}
-	return len(r.Suppressions)+len(r.Lift)+len(r.Soft)+len(r.Events) > 0
+	return len(r.Suppressions)+len(r.Lift)+len(r.Soft)+len(r.Events)+len(r.Domains)+len(r.Daily) > 0
 }
 
 // Reclassify judges again the stored records old of one message (in
@@ -144,7 +148,11 @@ func (r *Rules) Reclassify(st State, old []Record, rep *parse.Report, parseErr s
 		}
 		out.Changed = append(out.Changed, *c)
 	}
+	if n := len(p.ch.Suppressions); n > 0 {
+		p.ch.Daily = append(p.ch.Daily, DayCount{Day: DayOf(now), Key: DaySuppressed, N: n})
+	}
 	out.Suppressions, out.Soft, out.Events = p.ch.Suppressions, p.ch.Soft, p.ch.Events
+	out.Domains, out.Daily = p.ch.Domains, p.ch.Daily
 	return out, nil
 }
 
@@ -246,6 +254,9 @@ func (p *planner) rejudge(o *Record, nw Record, targets []OutboxTarget, opts Rec
 		return nil, err
 	}
 	c.New = nw
+	if err := p.recount(o, &nw); err != nil {
+		return nil, err
+	}
 	if evs := newEvents(o, &nw, targets, p.now); len(evs) > 0 {
 		p.ch.Events = append(p.ch.Events, evs...)
 		c.Events = len(evs)
@@ -290,6 +301,47 @@ func (p *planner) resuppress(o, nw *Record, suppress bool, reason string, opts R
 	}
 	c.Suppressed = nw.Suppressed
 	return nil
+}
+
+// counted reports whether the aggregates and daily counters count rec:
+// duplicates and mismatches are not counted.
+func counted(rec *Record) bool { return !rec.Duplicate && rec.Mismatch == "" }
+
+// recount moves the stored record o, become nw, in the domain aggregates
+// and daily counters, if what they count of it changed.
+func (p *planner) recount(o, nw *Record) error {
+	if counted(o) == counted(nw) && DomainKey(o) == DomainKey(nw) && o.Status == nw.Status &&
+		o.Kind == nw.Kind && DayClass(o) == DayClass(nw) {
+		return nil
+	}
+	day := DayOf(o.Received)
+	if counted(o) {
+		if err := p.uncountDomain(o); err != nil {
+			return err
+		}
+		p.addDay(day, DayClass(o), -1)
+	}
+	if counted(nw) {
+		if err := p.countDomain(nw); err != nil {
+			return err
+		}
+		p.addDay(day, DayClass(nw), 1)
+	}
+	return nil
+}
+
+// addDay adds n to key of day in the pending changes, dropping a pair
+// that cancels out.
+func (p *planner) addDay(day, key string, n int) {
+	for i := range p.ch.Daily {
+		if d := &p.ch.Daily[i]; d.Day == day && d.Key == key {
+			if d.N += n; d.N == 0 {
+				p.ch.Daily = slices.Delete(p.ch.Daily, i, i+1)
+			}
+			return
+		}
+	}
+	p.ch.Daily = append(p.ch.Daily, DayCount{Day: day, Key: key, N: n})
 }
 
 // uncount takes the soft event of the stored record o out of its

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,12 @@ func (m *memState) reclass(t *testing.T, r *Rules, old []Record, rep *parse.Repo
 	}
 	for _, u := range rc.Soft {
 		m.soft[u.Addr] = u.Counter
+	}
+	for _, u := range rc.Domains {
+		m.domains[u.Stat.Domain] = u.Stat
+	}
+	for _, d := range rc.Daily {
+		m.daily[d.Day+" "+d.Key] += d.N
 	}
 	m.events = append(m.events, rc.Events...)
 	return rc
@@ -62,6 +69,15 @@ func TestReclassifySoftToHardOnce(t *testing.T) {
 	}
 	if len(m.soft["a@dead.example"].Events) != 0 || m.sup["a@dead.example"].RecordID != old[0].ID {
 		t.Fatalf("soft %v, suppression %+v", m.soft, m.sup)
+	}
+	// The aggregate and the day move from 4.4.1 (soft) to 5.1.1 (hard).
+	if len(rc.Domains) != 1 || fmt.Sprint(rc.Domains[0].NewStatuses, rc.Domains[0].GoneStatuses) != "[5.1.1] [4.4.1]" {
+		t.Fatalf("domain update %+v", rc.Domains)
+	}
+	day := DayOf(t0)
+	if st := m.domains["dead.example"]; st.Total != 1 || fmt.Sprint(st.Counts) != "map[5.1.1:1]" ||
+		m.daily[day+" soft"] != 0 || m.daily[day+" hard"] != 1 || m.daily[DayOf(t0.Add(time.Hour))+" suppressed"] != 1 {
+		t.Fatalf("aggregate %+v, daily %v", st, m.daily)
 	}
 	// Again, from what is stored now: nothing.
 	rc = m.reclass(t, r, []Record{c.New}, now, ReclassOptions{})

@@ -73,6 +73,9 @@ type DomainUpdate struct {
 	// NewStatuses are the status keys that the aggregate counts for the
 	// first time (engines index domains by status).
 	NewStatuses []string
+	// GoneStatuses are the status keys that no longer count anything
+	// (reclassification only): their index entries go.
+	GoneStatuses []string
 }
 
 // Rules decide what a delivery does. The zero value applies

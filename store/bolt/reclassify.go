@@ -8,6 +8,7 @@ package bolt
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/bouncer/bouncer/store"
 	bbolt "go.etcd.io/bbolt"
@@ -69,8 +70,10 @@ func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder
 // read-only transaction must not).
 func reclassWriter(db *DB, tx *bbolt.Tx) *txWriter {
 	return &txWriter{db: db, tx: tx, records: tx.Bucket(bucketRecords),
+		domains: map[string]*store.DomainStat{}, lastSeen: map[string]time.Time{},
 		idxRcpt: tx.Bucket(bucketIdxRcpt), idxDomain: tx.Bucket(bucketIdxDomain),
-		idxStatus: tx.Bucket(bucketIdxStatus), idxDStatus: tx.Bucket(bucketIdxDStatus)}
+		idxStatus: tx.Bucket(bucketIdxStatus), idxDStatus: tx.Bucket(bucketIdxDStatus),
+		domainsB: tx.Bucket(bucketDomains), domStatus: tx.Bucket(bucketDomStatus), domTime: tx.Bucket(bucketDomTime)}
 }
 
 // messageRecords reads the records of the message msgKey: the keys that
@@ -131,6 +134,29 @@ func (w *txWriter) applyReclass(rc *store.Reclass, first string) error {
 		if err := putJSON(w.tx.Bucket(bucketSoft), []byte(u.Addr), &u.Counter, "soft counter"); err != nil {
 			return err
 		}
+	}
+	for _, u := range rc.Domains {
+		dom := u.Stat.Domain
+		w.domains[dom] = u.Stat
+		for _, status := range u.GoneStatuses {
+			if err := w.domStatus.Delete(append(lp(nil, status), dom...)); err != nil {
+				return fmt.Errorf("removing domain status index: %w", err)
+			}
+		}
+		for _, status := range u.NewStatuses {
+			if err := w.domStatus.Put(append(lp(nil, status), dom...), nil); err != nil {
+				return fmt.Errorf("writing domain status index: %w", err)
+			}
+		}
+	}
+	if err := w.flushDomains(); err != nil {
+		return err
+	}
+	if err := w.addDaily(rc.Daily); err != nil {
+		return err
+	}
+	if err := w.flushDaily(); err != nil {
+		return err
 	}
 	return w.putEvents(rc.Events)
 }

@@ -153,6 +153,25 @@ func applyReclass(ctx context.Context, tx pgx.Tx, rc *store.Reclass) error {
 			ON CONFLICT (address) DO UPDATE SET data = excluded.data, last = excluded.last, win = excluded.win`,
 			[]byte(u.Addr), j, u.Counter.Events[n-1], u.Counter.Window)
 	}
+	for _, u := range rc.Domains {
+		c := *u.Stat
+		c.Storm, c.LastMX, c.Recovered = nil, nil, nil
+		j, err := marshal(&c, "domain aggregate")
+		if err != nil {
+			return err
+		}
+		b.Queue(`INSERT INTO domains (domain, data, last_seen) VALUES ($1, $2, $3)
+			ON CONFLICT (domain) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
+			[]byte(c.Domain), j, max(c.LastSeen.UnixNano(), 0))
+		for _, status := range u.GoneStatuses {
+			b.Queue("DELETE FROM dom_status WHERE status = $1 AND domain = $2", ix(status), []byte(c.Domain))
+		}
+		for _, status := range u.NewStatuses {
+			b.Queue("INSERT INTO dom_status (status, domain) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+				ix(status), []byte(c.Domain))
+		}
+	}
+	queueDaily(b, rc.Daily)
 	for i := range rc.Events {
 		ev := &rc.Events[i]
 		j, err := marshal(ev, "outbox event")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,6 +36,7 @@ func reclassRules(t *testing.T) store.Rules {
 	t.Helper()
 	tab, err := policy.Compile([]policy.Rule{
 		{Status: "5.4.3", Kind: "bounce", Action: "suppress"},
+		{Status: "5.4.4", Kind: "bounce", Action: "suppress"},
 		{Status: "4.4.3", Kind: "bounce", Action: "count", Threshold: 2, Window: "14d"},
 	})
 	tcheck(t, err, "compiling policy")
@@ -119,15 +121,17 @@ func testReclassify(t *testing.T, open Opener) {
 	raw := sample(t, "exim-5.4.3-envid-orcpt.eml")
 	b := saveAs(t, db, raw, soft)
 	c := saveAs(t, db, raw, soft)
-	// D: a delay the old decoder took for a 5.4.3 failure (suppressed).
+	// D: a delay the old decoder took for a 5.4.4 failure (suppressed).
 	d := saveAs(t, db, sample(t, "postfix-4.4.3-delayed.eml"), func(rep *parse.Report) bool {
 		rc := &rep.Recipients[0]
-		rep.Kind, rc.Kind, rc.Class, rc.Status, rc.Action = parse.KindBounce, parse.KindBounce, parse.ClassHard, "5.4.3", parse.Failed
+		rep.Kind, rc.Kind, rc.Class, rc.Status, rc.Action = parse.KindBounce, parse.KindBounce, parse.ClassHard, "5.4.4", parse.Failed
 		return true
 	})
 	if a[0].Addr != "" || b[0].Verdict != store.ActionCount || !c[0].Duplicate || !d[0].Suppressed {
 		t.Fatalf("old records not as set up: %+v %+v %+v %+v", a[0], b[0], c[0], d[0])
 	}
+	checkCounts(t, db, "before", 2, map[string]int{"4.4.3": 1, "5.4.4": 1},
+		map[string]int{store.DayOther: 1, store.DaySoft: 1, store.DayHard: 1, store.DaySuppressed: 1})
 	before := snapshot(t, db)
 
 	// A dry run says what would change and changes nothing.
@@ -135,6 +139,8 @@ func testReclassify(t *testing.T, open Opener) {
 	if got := snapshot(t, db); got != before {
 		t.Fatal("dry run changed the store")
 	}
+	checkCounts(t, db, "after the dry run", 2, map[string]int{"4.4.3": 1, "5.4.4": 1},
+		map[string]int{store.DayOther: 1, store.DaySoft: 1, store.DayHard: 1, store.DaySuppressed: 1})
 	checkReclass(t, dry, a[0], b[0], c[0], d[0])
 
 	// Apply does it, once.
@@ -166,13 +172,18 @@ func testReclassify(t *testing.T, open Opener) {
 	if len(evs) != 4 {
 		t.Errorf("%d events queued, want 4: %+v", len(evs), evs)
 	}
+	// The aggregate and the daily counters follow: A counts now, B is a
+	// 5.4.3, D a 4.4.3 delay (no 5.4.4 left); two new suppressions.
 	after := snapshot(t, db)
+	wantDay := map[string]int{store.DayOther: 0, store.DaySoft: 1, store.DayHard: 2, store.DaySuppressed: 3}
+	checkCounts(t, db, "after apply", 3, map[string]int{"5.4.3": 2, "4.4.3": 1}, wantDay)
 
 	// A second run finds nothing to do; D's suppression is still stale.
 	again := reclassifyAll(t, db, store.ReclassOptions{})
 	if got := snapshot(t, db); got != after {
 		t.Fatal("second apply changed the store")
 	}
+	checkCounts(t, db, "after the second apply", 3, map[string]int{"5.4.3": 2, "4.4.3": 1}, wantDay)
 	for id, r := range again {
 		if r.Writes() || len(r.Changed) > 1 || len(r.Changed) == 1 && !r.Changed[0].Stale {
 			t.Errorf("second apply of %s: %+v", id, r)
@@ -193,6 +204,34 @@ func testReclassify(t *testing.T, open Opener) {
 	lifted := snapshot(t, db)
 	if res := reclassifyAll(t, db, store.ReclassOptions{Lift: true}); len(changed(res)) != 0 || snapshot(t, db) != lifted {
 		t.Errorf("second lift: %+v", changed(res))
+	}
+}
+
+// checkCounts checks the aggregate of dead.test, the status index of
+// domains and the daily counters of the test's day.
+func checkCounts(t *testing.T, db store.Store, when string, total int, counts, day map[string]int) {
+	t.Helper()
+	ds, err := db.Domains("")
+	tcheck(t, err, "domains")
+	if len(ds) != 1 || ds[0].Domain != "dead.test" || ds[0].Total != total || fmt.Sprint(ds[0].Counts) != fmt.Sprint(counts) {
+		t.Errorf("%s: aggregates %+v, want dead.test %d %v", when, ds, total, counts)
+	}
+	for _, status := range []string{"4.4.3", "5.4.3", "5.4.4"} {
+		ds, err := db.Domains(status)
+		tcheck(t, err, "domains by status")
+		if want := counts[status] > 0; (len(ds) == 1) != want {
+			t.Errorf("%s: domains with %s: %+v, want dead.test: %v", when, status, ds, want)
+		}
+	}
+	days, err := db.Daily(NewClock().Now(), NewClock().Now())
+	tcheck(t, err, "daily")
+	if len(days) != 1 {
+		t.Fatalf("%s: days %+v", when, days)
+	}
+	for k, n := range day {
+		if days[0].Counts[k] != n {
+			t.Errorf("%s: daily %s = %d, want %d (%v)", when, k, days[0].Counts[k], n, days[0].Counts)
+		}
 	}
 }
 
