@@ -88,6 +88,12 @@ func (a *app) reclassifyCmd(ctx context.Context, args []string) error {
 	return nil
 }
 
+// maxDone bounds the message IDs remembered to judge each message once.
+// The records of a message are numbered together, so they come one after
+// the other: forgetting older IDs costs at most a message judged again,
+// which changes nothing the second time.
+const maxDone = 1 << 16
+
 // reclassify runs rc on the message of each record matching f, each
 // message once, and writes a line for each record it changes.
 func reclassify(ctx context.Context, db store.Store, rc store.Reclassifier, f store.Filter, opts store.ReclassOptions, w io.Writer) (*reclassTally, error) {
@@ -96,6 +102,9 @@ func reclassify(ctx context.Context, db store.Store, rc store.Reclassifier, f st
 	err := db.ForEach(f, func(r store.Record) error {
 		if done[r.MsgID] {
 			return nil
+		}
+		if len(done) >= maxDone {
+			clear(done)
 		}
 		done[r.MsgID] = true
 		if err := ctx.Err(); err != nil {
@@ -194,7 +203,7 @@ func changeLine(c *store.RecordChange) string {
 		notes = append(notes, "soft event taken back")
 	}
 	if c.Events > 0 {
-		notes = append(notes, fmt.Sprintf("%d push event(s)", c.Events))
+		notes = append(notes, plural(c.Events, "push event"))
 	}
 	switch {
 	case c.Lifted:
@@ -221,20 +230,29 @@ func (t *reclassTally) summary(dry bool) string {
 			return "would be " + past
 		}
 	}
-	s := fmt.Sprintf("%s: %d messages, %d records %s, %d unchanged; %d suppressions %s, %d soft events %s, %d taken back, %d push events %s",
-		head, t.messages, t.changed, did("changed"), t.unchanged, t.suppressed, did("added"),
-		t.counted, did("counted"), t.uncounted, t.events, did("queued"))
+	s := fmt.Sprintf("%s: %s, %s %s, %d unchanged; %s %s, %s %s, %d taken back, %s %s",
+		head, plural(t.messages, "message"), plural(t.changed, "record"), did("changed"), t.unchanged,
+		plural(t.suppressed, "suppression"), did("added"), plural(t.counted, "soft event"), did("counted"),
+		t.uncounted, plural(t.events, "push event"), did("queued"))
 	if t.stale > 0 {
-		s += fmt.Sprintf("; %d suppressions no longer follow from their records (kept; --apply --lift lifts them)", t.stale)
+		s += fmt.Sprintf("; %s stale, kept (--apply --lift lifts them)", plural(t.stale, "suppression"))
 	}
 	if t.lifted > 0 {
-		s += fmt.Sprintf("; %d suppressions %s", t.lifted, did("lifted"))
+		s += fmt.Sprintf("; %s %s", plural(t.lifted, "suppression"), did("lifted"))
 	}
 	if t.gone+t.extra > 0 {
-		s += fmt.Sprintf("; %d records no longer decoded (kept), %d new recipients (not stored)", t.gone, t.extra)
+		s += fmt.Sprintf("; %s no longer decoded (kept), %s (not stored)", plural(t.gone, "record"), plural(t.extra, "new recipient"))
 	}
 	if t.pruned+t.missing > 0 {
-		s += fmt.Sprintf("; %d messages skipped: raw deleted by the retention (%d) or missing (%d)", t.pruned+t.missing, t.pruned, t.missing)
+		s += fmt.Sprintf("; %s skipped: raw deleted by the retention (%d) or missing (%d)", plural(t.pruned+t.missing, "message"), t.pruned, t.missing)
 	}
 	return s
+}
+
+// plural is "1 message", "2 messages".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
