@@ -35,6 +35,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,11 +47,63 @@ import (
 // Reclassifier is what `bouncer reclassify` needs of an engine beyond
 // Store: both engines have it.
 type Reclassifier interface {
-	// Reclassify decodes the raw message msgID again with decode and
-	// applies what Rules.Reclassify decides for its records in one
-	// transaction (nothing with opts.DryRun). A message whose raw was
-	// deleted by the retention is ErrRawPruned (with ErrNotFound).
-	Reclassify(ctx context.Context, msgID string, decode Decoder, opts ReclassOptions) (*Reclass, error)
+	// Reclassify decodes the raw messages msgIDs (at most
+	// MaxReclassBatch) again with decode, outside any transaction, then
+	// applies what Rules.Reclassify decides for the records of each, in
+	// order, in one transaction (nothing with opts.DryRun). A message
+	// whose raw message or records cannot be found gets its Err
+	// (ErrNotFound, with ErrRawPruned when the retention deleted the
+	// raw); any other error fails the whole batch.
+	Reclassify(ctx context.Context, msgIDs []string, decode Decoder, opts ReclassOptions) ([]ReclassResult, error)
+}
+
+// MaxReclassBatch is the most messages one Reclassify call takes: a
+// transaction per batch, not per message, and a bounded one.
+const MaxReclassBatch = 100
+
+// ReclassResult is the outcome of one message of a Reclassify batch.
+type ReclassResult struct {
+	MsgID   string
+	Reclass *Reclass // nil with Err
+	Err     error
+}
+
+// Decoded is a stored message decoded again.
+type Decoded struct {
+	MsgID      string
+	Report     *parse.Report
+	ParseError string
+	Err        error // the raw message could not be found
+}
+
+// DecodeStored reads the raw message of each of msgIDs with raw and
+// decodes it with decode, keeping only the reports. A message whose raw
+// is not found gets that error in Err; any other error is returned.
+func DecodeStored(ctx context.Context, msgIDs []string, raw func(msgID string) ([]byte, error), decode Decoder) ([]Decoded, error) {
+	if len(msgIDs) > MaxReclassBatch {
+		return nil, fmt.Errorf("reclassifying: %w: %d messages in one batch, at most %d", ErrInvalid, len(msgIDs), MaxReclassBatch)
+	}
+	out := make([]Decoded, len(msgIDs))
+	for i, id := range msgIDs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		out[i].MsgID = id
+		b, err := raw(id)
+		if errors.Is(err, ErrNotFound) {
+			out[i].Err = err
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading raw message %s: %w", id, err)
+		}
+		rep, derr := decode(b)
+		if derr != nil {
+			rep, out[i].ParseError = nil, derr.Error()
+		}
+		out[i].Report = rep
+	}
+	return out, nil
 }
 
 // Decoder decodes a raw message, as parse.Message does: the report, or

@@ -95,10 +95,35 @@ func (a *app) reclassifyCmd(ctx context.Context, args []string) error {
 const maxDone = 1 << 16
 
 // reclassify runs rc on the message of each record matching f, each
-// message once, and writes a line for each record it changes.
+// message once, store.MaxReclassBatch messages a transaction, and writes
+// a line for each record it changes.
 func reclassify(ctx context.Context, db store.Store, rc store.Reclassifier, f store.Filter, opts store.ReclassOptions, w io.Writer) (*reclassTally, error) {
 	t := &reclassTally{}
 	done := map[string]bool{}
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		res, err := rc.Reclassify(ctx, batch, decodeStored, opts)
+		batch = batch[:0]
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			t.messages++
+			switch {
+			case errors.Is(r.Err, store.ErrRawPruned):
+				t.pruned++
+			case r.Err != nil:
+				t.missing++
+				fmt.Fprintf(w, "%s: raw message or records missing, skipped (bouncer check says more): %v\n", r.MsgID, r.Err)
+			default:
+				t.add(r.Reclass, w)
+			}
+		}
+		return nil
+	}
 	err := db.ForEach(f, func(r store.Record) error {
 		if done[r.MsgID] {
 			return nil
@@ -107,25 +132,14 @@ func reclassify(ctx context.Context, db store.Store, rc store.Reclassifier, f st
 			clear(done)
 		}
 		done[r.MsgID] = true
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		t.messages++
-		res, err := rc.Reclassify(ctx, r.MsgID, decodeStored, opts)
-		switch {
-		case errors.Is(err, store.ErrRawPruned):
-			t.pruned++
+		if batch = append(batch, r.MsgID); len(batch) < store.MaxReclassBatch {
 			return nil
-		case errors.Is(err, store.ErrNotFound):
-			t.missing++
-			fmt.Fprintf(w, "%s: raw message missing, skipped (bouncer check says more)\n", r.MsgID)
-			return nil
-		case err != nil:
-			return err
 		}
-		t.add(res, w)
-		return nil
+		return flush()
 	})
+	if err == nil {
+		err = flush()
+	}
 	return t, err
 }
 

@@ -1,12 +1,14 @@
 package bolt
 
 // Reclassification of stored messages (store.Reclassifier): the raw
-// message is read and decoded again outside any transaction, then one
-// write transaction reads the message's records and the state, lets
-// store.Rules.Reclassify decide, and writes the result.
+// messages of a batch are read and decoded again outside any
+// transaction, then one write transaction reads each message's records
+// and the state, lets store.Rules.Reclassify decide, and writes the
+// result.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -19,49 +21,62 @@ import (
 const maxMessageRecords = 10_000
 
 // Reclassify implements store.Reclassifier.
-func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder, opts store.ReclassOptions) (*store.Reclass, error) {
+func (db *DB) Reclassify(ctx context.Context, msgIDs []string, decode store.Decoder, opts store.ReclassOptions) ([]store.ReclassResult, error) {
 	if db.opts.ReadOnly && !opts.DryRun {
 		return nil, store.ErrReadOnly
 	}
-	msgKey, err := decodeID(msgID)
+	decs, err := store.DecodeStored(ctx, msgIDs, db.Raw, decode)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := db.Raw(msgID)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rep, derr := decode(raw)
-	parseErr := ""
-	if derr != nil {
-		rep, parseErr = nil, derr.Error()
-	}
-	var out *store.Reclass
+	out := make([]store.ReclassResult, len(decs))
 	run := db.update
 	if opts.DryRun {
 		run = db.view
 	}
 	err = run(func(tx *bbolt.Tx) error {
-		old, err := messageRecords(tx, msgKey)
-		if err != nil {
-			return err
+		for i, d := range decs {
+			out[i] = store.ReclassResult{MsgID: d.MsgID, Err: d.Err}
+			if d.Err != nil {
+				continue
+			}
+			rc, err := db.reclassify(tx, &d, opts)
+			if errors.Is(err, store.ErrNotFound) {
+				out[i].Err = err
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("reclassifying message %s: %w", d.MsgID, err)
+			}
+			out[i].Reclass = rc
 		}
-		w := reclassWriter(db, tx)
-		if out, err = db.rules.Reclassify(w, old, rep, parseErr, db.now(), opts); err != nil {
-			return err
-		}
-		if opts.DryRun || !out.Writes() {
-			return nil
-		}
-		return w.applyReclass(out, old[0].ID)
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reclassifying message %s: %w", msgID, err)
+		return nil, err
 	}
 	return out, nil
+}
+
+// reclassify decides, and applies in tx unless opts.DryRun, what the new
+// decoding d does to its message's records.
+func (db *DB) reclassify(tx *bbolt.Tx, d *store.Decoded, opts store.ReclassOptions) (*store.Reclass, error) {
+	msgKey, err := decodeID(d.MsgID)
+	if err != nil {
+		return nil, err
+	}
+	old, err := messageRecords(tx, msgKey)
+	if err != nil {
+		return nil, err
+	}
+	// A writer of its own per message: it reads what the messages before
+	// it in the batch wrote.
+	w := reclassWriter(db, tx)
+	rc, err := db.rules.Reclassify(w, old, d.Report, d.ParseError, db.now(), opts)
+	if err != nil || opts.DryRun || !rc.Writes() {
+		return rc, err
+	}
+	return rc, w.applyReclass(rc, old[0].ID)
 }
 
 // reclassWriter is a txWriter for what reclassification reads and

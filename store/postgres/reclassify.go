@@ -1,12 +1,14 @@
 package postgres
 
 // Reclassification of stored messages (store.Reclassifier): the raw
-// message is read and decoded again outside any transaction, then one
-// transaction holding the writer lock reads the message's records and the
-// state, lets store.Rules.Reclassify decide, and writes the result.
+// messages of a batch are read and decoded again outside any
+// transaction, then one transaction holding the writer lock reads each
+// message's records and the state, lets store.Rules.Reclassify decide,
+// and writes the result.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/bouncer/bouncer/store"
@@ -22,54 +24,66 @@ const (
 )
 
 // Reclassify implements store.Reclassifier.
-func (db *DB) Reclassify(ctx context.Context, msgID string, decode store.Decoder, opts store.ReclassOptions) (*store.Reclass, error) {
-	msgKey, err := decodeID(msgID)
+func (db *DB) Reclassify(ctx context.Context, msgIDs []string, decode store.Decoder, opts store.ReclassOptions) ([]store.ReclassResult, error) {
+	decs, err := store.DecodeStored(ctx, msgIDs, db.Raw, decode)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := db.Raw(msgID)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	rep, derr := decode(raw)
-	parseErr := ""
-	if derr != nil {
-		rep, parseErr = nil, derr.Error()
-	}
-	var out *store.Reclass
+	out := make([]store.ReclassResult, len(decs))
 	fn := func(ctx context.Context, tx pgx.Tx) error {
-		old, err := messageRecords(ctx, tx, msgKey)
-		if err != nil {
-			return err
+		for i, d := range decs {
+			out[i] = store.ReclassResult{MsgID: d.MsgID, Err: d.Err}
+			if d.Err != nil {
+				continue
+			}
+			rc, err := db.reclassify(ctx, tx, &d, opts)
+			if errors.Is(err, store.ErrNotFound) {
+				out[i].Err = err
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("message %s: %w", d.MsgID, err)
+			}
+			out[i].Reclass = rc
 		}
-		w, err := newTxState(ctx, db, tx)
-		if err != nil {
-			return err
-		}
-		if out, err = db.rules.Reclassify(w, old, rep, parseErr, db.now(), opts); err != nil {
-			return err
-		}
-		if opts.DryRun || !out.Writes() {
-			return nil
-		}
-		return applyReclass(ctx, tx, out)
+		return nil
 	}
-	what := "reclassifying message " + msgID
 	if opts.DryRun {
 		tctx, cancel := db.ctx()
 		defer cancel()
-		err = wrapErr(what, pgx.BeginTxFunc(tctx, db.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly},
+		err = wrapErr("reclassifying", pgx.BeginTxFunc(tctx, db.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly},
 			func(tx pgx.Tx) error { return fn(tctx, tx) }))
 	} else {
-		err = db.update(what, fn)
+		err = db.update("reclassifying", fn)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// reclassify decides, and applies in tx unless opts.DryRun, what the new
+// decoding d does to its message's records.
+func (db *DB) reclassify(ctx context.Context, tx pgx.Tx, d *store.Decoded, opts store.ReclassOptions) (*store.Reclass, error) {
+	msgKey, err := decodeID(d.MsgID)
+	if err != nil {
+		return nil, err
+	}
+	old, err := messageRecords(ctx, tx, msgKey)
+	if err != nil {
+		return nil, err
+	}
+	// A state of its own per message: it reads what the messages before
+	// it in the batch wrote (its caches would not know).
+	w, err := newTxState(ctx, db, tx)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := db.rules.Reclassify(w, old, d.Report, d.ParseError, db.now(), opts)
+	if err != nil || opts.DryRun || !rc.Writes() {
+		return rc, err
+	}
+	return rc, applyReclass(ctx, tx, rc)
 }
 
 // messageRecords reads the records of the message msgKey.

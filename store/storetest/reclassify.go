@@ -84,11 +84,20 @@ func reclassifyAll(t *testing.T, db store.Store, opts store.ReclassOptions) map[
 		}
 		return nil
 	}), "listing")
+	// Batches of three: messages judged in one transaction after others
+	// and first in one.
 	out := map[string]*store.Reclass{}
-	for _, id := range ids {
-		res, err := rc.Reclassify(context.Background(), id, decodeNow, opts)
-		tcheck(t, err, "reclassifying "+id)
-		out[id] = res
+	for len(ids) > 0 {
+		n := min(3, len(ids))
+		res, err := rc.Reclassify(context.Background(), ids[:n], decodeNow, opts)
+		tcheck(t, err, "reclassifying")
+		for i, r := range res {
+			if r.MsgID != ids[i] || r.Err != nil || r.Reclass == nil {
+				t.Fatalf("result %d of %v: %+v", i, ids[:n], r)
+			}
+			out[r.MsgID] = r.Reclass
+		}
+		ids = ids[n:]
 	}
 	return out
 }
@@ -282,5 +291,20 @@ func testReclassifyCountsOnce(t *testing.T, open Opener) {
 	}
 	if s, err := db.Suppressed("later-c@dead.test"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("suppressed after reclassifying one soft bounce: %+v %v", s, err)
+	}
+
+	// A message that is not stored fails alone; a batch too big fails whole.
+	rc := db.(store.Reclassifier)
+	res, err := rc.Reclassify(context.Background(), []string{"000000000000000000000001", e[0].MsgID}, decodeNow, store.ReclassOptions{})
+	tcheck(t, err, "reclassifying with an unknown message")
+	if len(res) != 2 || !errors.Is(res[0].Err, store.ErrNotFound) || res[1].Err != nil || res[1].Reclass.Unchanged != 1 {
+		t.Fatalf("unknown message: %+v", res)
+	}
+	big := make([]string, store.MaxReclassBatch+1)
+	for i := range big {
+		big[i] = e[0].MsgID
+	}
+	if _, err := rc.Reclassify(context.Background(), big, decodeNow, store.ReclassOptions{}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("batch of %d: %v, want ErrInvalid", len(big), err)
 	}
 }
