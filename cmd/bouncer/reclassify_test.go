@@ -137,3 +137,10 @@ func TestReclassify(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintable: what a bounce's sender chose cannot drive the terminal.
+func TestPrintable(t *testing.T) {
+	if got := printable("a\x1b[2J\tb\u009bc\u00e9"); got != "a?[2J?b?c\u00e9" {
+		t.Errorf("printable: %q", got)
+	}
+}

@@ -173,11 +173,11 @@ func (t *reclassTally) add(res *store.Reclass, w io.Writer) {
 	}
 	for _, r := range res.Gone {
 		t.gone++
-		fmt.Fprintf(w, "%s  %s: no longer decoded from its message, kept as it is\n", r.ID, dash(r.Addr))
+		fmt.Fprintf(w, "%s  %s: no longer decoded from its message, kept as it is\n", r.ID, printable(dash(r.Addr)))
 	}
 	for _, r := range res.Extra {
 		t.extra++
-		fmt.Fprintf(w, "%s  %s: new recipient of message %s (%s), not stored\n", res.MsgID, dash(r.Addr), res.MsgID, verdictText(&r))
+		fmt.Fprintf(w, "%s  %s: new recipient of this message (%s), not stored\n", res.MsgID, printable(dash(r.Addr)), verdictText(&r))
 	}
 }
 
@@ -191,14 +191,19 @@ func b2i(b bool) int {
 // verdictText is what a record is and its verdict: "bounce hard 5.4.3
 // suppress".
 func verdictText(r *store.Record) string {
-	return strings.Join([]string{string(r.Kind), string(r.Class), dash(r.Status), dash(r.Verdict)}, " ")
+	return printable(strings.Join([]string{string(r.Kind), string(r.Class), dash(r.Status), dash(r.Verdict)}, " "))
 }
+
+// printable shows the control characters of s, which a bounce's sender
+// chose, as "?", so that a line cannot move the terminal's cursor or
+// pass for another.
+func printable(s string) string { return cut(s, len(s)+1) }
 
 // changeLine is one record's change: "ID  RECIPIENT: OLD → NEW; notes".
 func changeLine(c *store.RecordChange) string {
-	rcpt := dash(c.Old.Addr)
+	rcpt := printable(dash(c.Old.Addr))
 	if c.New.Addr != c.Old.Addr {
-		rcpt += " → " + dash(c.New.Addr)
+		rcpt += " → " + printable(dash(c.New.Addr))
 	}
 	line := fmt.Sprintf("%s  %s: %s", c.Old.ID, rcpt, verdictText(&c.Old))
 	if old, nw := verdictText(&c.Old), verdictText(&c.New); old != nw {
@@ -221,9 +226,9 @@ func changeLine(c *store.RecordChange) string {
 	}
 	switch {
 	case c.Lifted:
-		notes = append(notes, "its suppression of "+c.Old.Addr+" lifted")
+		notes = append(notes, "its suppression of "+printable(c.Old.Addr)+" lifted")
 	case c.Stale:
-		notes = append(notes, "its suppression of "+c.Old.Addr+" no longer follows: kept (--apply --lift lifts it)")
+		notes = append(notes, "its suppression of "+printable(c.Old.Addr)+" no longer follows: kept (--apply --lift lifts it)")
 	}
 	if len(notes) > 0 {
 		line += "; " + strings.Join(notes, ", ")
