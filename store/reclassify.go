@@ -215,13 +215,15 @@ func (r *Rules) Reclassify(st State, old []Record, rep *parse.Report, parseErr s
 // the indexes left over on either side.
 func matchRecords(old, fresh []Record) (pairs [][2]int, gone, extra []int) {
 	usedO, usedF := make([]bool, len(old)), make([]bool, len(fresh))
+	byAddr := map[string][]int{} // fresh indexes by address, in order
+	for j := range fresh {
+		byAddr[fresh[j].Addr] = append(byAddr[fresh[j].Addr], j)
+	}
 	for i := range old {
-		for j := range fresh {
-			if !usedF[j] && fresh[j].Addr == old[i].Addr {
-				pairs = append(pairs, [2]int{i, j})
-				usedO[i], usedF[j] = true, true
-				break
-			}
+		if js := byAddr[old[i].Addr]; len(js) > 0 {
+			pairs = append(pairs, [2]int{i, js[0]})
+			usedO[i], usedF[js[0]] = true, true
+			byAddr[old[i].Addr] = js[1:]
 		}
 	}
 	j := 0
