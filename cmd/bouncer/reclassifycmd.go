@@ -224,6 +224,9 @@ func changeLine(c *store.RecordChange) string {
 	if c.Events > 0 {
 		notes = append(notes, plural(c.Events, "push event"))
 	}
+	if c.New.Verdict == store.ActionHeld {
+		notes = append(notes, "still held: bouncer storm release or drop decides it")
+	}
 	switch {
 	case c.Lifted:
 		notes = append(notes, "its suppression of "+printable(c.Old.Addr)+" lifted")
