@@ -144,3 +144,15 @@ func TestPrintable(t *testing.T) {
 		t.Errorf("printable: %q", got)
 	}
 }
+
+// TestChangeLineHeld: a held record keeps its verdict and says who decides.
+func TestChangeLineHeld(t *testing.T) {
+	old := store.Record{ID: "r1", Addr: "a@isp.test", Verdict: store.ActionHeld,
+		Recipient: parse.Recipient{Kind: parse.KindBounce, Class: parse.ClassHard, Status: "5.4.3"}}
+	nw := old
+	nw.Kind, nw.Class, nw.Status = parse.KindDelay, parse.ClassSoft, "4.4.3"
+	got := changeLine(&store.RecordChange{Old: old, New: nw})
+	if want := "r1  a@isp.test: bounce hard 5.4.3 held → delay soft 4.4.3 held; still held: bouncer storm release or drop decides it"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
