@@ -30,6 +30,22 @@ type Sources struct {
 	Storms func() int64
 	// Mailboxes gives the counters of each [[mailbox]] reader.
 	Mailboxes func() []mailbox.Stats
+	// StoreFaults gives the store's failed writes and reopens (the bbolt
+	// engine's; nil for PostgreSQL, whose failures are its server's).
+	StoreFaults func() StoreFaults
+}
+
+// StoreFaults are the failed writes of a store on a local disk and its
+// reopens after them.
+type StoreFaults struct {
+	// WriteErrors counts failed writes and syncs by operation (log_write,
+	// log_sync, commit).
+	WriteErrors map[string]int64
+	// Reopens counts the reopens from disk after a failure;
+	// ReopenErrors the attempts that failed (the disk still failing).
+	Reopens, ReopenErrors int64
+	// Failed is set while Saves fail (451) until the store has reopened.
+	Failed bool
 }
 
 var (
@@ -40,6 +56,9 @@ var (
 	descNoMemory   = prometheus.NewDesc("bouncer_smtp_no_memory_total", "Messages answered 452 because the DATA memory budget stayed exhausted.", nil, nil)
 	descDataMem    = prometheus.NewDesc("bouncer_smtp_data_memory_bytes", "Bytes of message bodies held in memory now.", nil, nil)
 	descPanics     = prometheus.NewDesc("bouncer_smtp_panics_total", "Panics recovered in live sessions.", nil, nil)
+	descEvicted    = prometheus.NewDesc("bouncer_smtp_evicted_total", "Connections closed to make room for a new client at max_conns.", nil, nil)
+	descLowDisk    = prometheus.NewDesc("bouncer_smtp_low_disk_total", "Messages refused after DATA because free disk space fell below the floor.", nil, nil)
+	descPushHeld   = prometheus.NewDesc("bouncer_smtp_push_held_total", "Records whose push events were held on the dead-letter list: their client network was over its push budget.", nil, nil)
 	descQueued     = prometheus.NewDesc("bouncer_outbox_queued", "Push events waiting for delivery.", nil, nil)
 	descDead       = prometheus.NewDesc("bouncer_outbox_dead", "Push events on the dead-letter list.", nil, nil)
 	descPushed     = prometheus.NewDesc("bouncer_push_delivered_total", "Push events delivered, by target.", []string{"target"}, nil)
@@ -49,6 +68,9 @@ var (
 	descMbMessages = prometheus.NewDesc("bouncer_mailbox_messages_total", "Messages read from a mailbox, by outcome: stored, not_bounce (left or moved), refused (recipient check), too_large (left).", []string{"mailbox", "outcome"}, nil)
 	descMbErrors   = prometheus.NewDesc("bouncer_mailbox_errors_total", "Mailbox sessions ended by an error (connection, login, command, save).", []string{"mailbox"}, nil)
 	descMbUp       = prometheus.NewDesc("bouncer_mailbox_connected", "1 while the mailbox reader is logged in.", []string{"mailbox"}, nil)
+	descWriteErrs  = prometheus.NewDesc("bouncer_store_write_errors_total", "Failed writes and syncs of the database's files, by operation: log_write, log_sync, commit. Each puts the store in the failed state until it has reopened its files from disk.", []string{"op"}, nil)
+	descReopens    = prometheus.NewDesc("bouncer_store_reopens_total", "Reopens of the database's files from disk after a failed write, by result: ok, error (the disk still failing; tried again after a back-off).", []string{"result"}, nil)
+	descFailed     = prometheus.NewDesc("bouncer_store_failed", "1 while the store refuses deliveries (451) after a failed write, until it has reopened from disk.", nil, nil)
 )
 
 type collector struct{ src Sources }
@@ -58,7 +80,8 @@ type collector struct{ src Sources }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConns, descRefused, descMessages, descRcptReject,
 		descNoMemory, descDataMem, descPanics, descQueued, descDead, descPushed, descPushFail, descPushDead,
-		descMbMessages, descMbErrors, descMbUp, descStorms} {
+		descMbMessages, descMbErrors, descMbUp, descStorms, descEvicted, descLowDisk, descPushHeld,
+		descWriteErrs, descReopens, descFailed} {
 		ch <- d
 	}
 }
@@ -80,9 +103,25 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descNoMemory, s.NoMemory)
 		ch <- prometheus.MustNewConstMetric(descDataMem, prometheus.GaugeValue, float64(s.DataMemory))
 		counter(descPanics, s.Panics)
+		counter(descEvicted, s.Evicted)
+		counter(descLowDisk, s.LowDisk)
+		counter(descPushHeld, s.PushHeld)
 	}
 	if c.src.Storms != nil {
 		counter(descStorms, c.src.Storms())
+	}
+	if c.src.StoreFaults != nil {
+		f := c.src.StoreFaults()
+		for op, n := range f.WriteErrors {
+			counter(descWriteErrs, n, op)
+		}
+		counter(descReopens, f.Reopens, "ok")
+		counter(descReopens, f.ReopenErrors, "error")
+		failed := 0.0
+		if f.Failed {
+			failed = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descFailed, prometheus.GaugeValue, failed)
 	}
 	if c.src.Outbox != nil {
 		if q, d, err := c.src.Outbox(); err == nil {

@@ -120,3 +120,37 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("queued %v, want 2", v)
 	}
 }
+
+// TestStoreFaults: the store's failed writes are counted by operation,
+// its reopens by result, and bouncer_store_failed follows the state, as
+// read at each scrape.
+func TestStoreFaults(t *testing.T) {
+	f := StoreFaults{WriteErrors: map[string]int64{"log_write": 0, "log_sync": 0, "commit": 0}}
+	reg := prometheus.NewRegistry()
+	if _, err := New(reg, Sources{StoreFaults: func() StoreFaults { return f }}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	if v := value(scrape(t, srv.URL), "bouncer_store_failed", nil); v != 0 {
+		t.Fatalf("failed %v before any fault, want 0", v)
+	}
+	f = StoreFaults{WriteErrors: map[string]int64{"log_write": 0, "log_sync": 2, "commit": 1}, Reopens: 3, ReopenErrors: 4, Failed: true}
+	got := scrape(t, srv.URL)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"bouncer_store_write_errors_total", map[string]string{"op": "log_sync"}, 2},
+		{"bouncer_store_write_errors_total", map[string]string{"op": "commit"}, 1},
+		{"bouncer_store_write_errors_total", map[string]string{"op": "log_write"}, 0},
+		{"bouncer_store_reopens_total", map[string]string{"result": "ok"}, 3},
+		{"bouncer_store_reopens_total", map[string]string{"result": "error"}, 4},
+		{"bouncer_store_failed", nil, 1},
+	} {
+		if v := value(got, c.name, c.labels); v != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
+		}
+	}
+}

@@ -122,6 +122,7 @@ var systemSenders = map[string]bool{
 	"no-reply": true, "noreply": true, "do-not-reply": true, "donotreply": true, "mailer": true,
 	"mail": true, "daemon": true, "root": true, "system": true, "administrator": true, "admin": true,
 	"bounce": true, "bounces": true, "notify": true, "notification": true, "notifications": true,
+	"mdaemon": true, // MDaemon sends its notices from MDaemon@<host>
 }
 
 func (d *decoder) firstText() string {

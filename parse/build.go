@@ -155,6 +155,13 @@ func (d *decoder) finishRecipients() {
 		if rc.DiagnosticCode == "" && i < 100 {
 			rc.DiagnosticCode = d.textDiagnostic(rc)
 		}
+		if rc.Action == Delayed && givenUpRecordSet.contains(asciiLower(rc.DiagnosticCode)) {
+			// The error of this recipient says it was given up
+			// (OpenSMTPD's "Envelope expired" in a delayed-looking
+			// report): final, whatever the Action field says.
+			rc.Action = Failed
+			rc.DecodedBy += ruleExpiredFinal
+		}
 		tr := textReason(rc.DiagnosticCode)
 		if rc.Status == "" {
 			rc.Reason = classify(rc.StatusLiteral, tr)
@@ -163,6 +170,9 @@ func (d *decoder) finishRecipients() {
 		rc.Reason = classify(rc.Status, tr)
 		rc.Kind, rc.Class = kindOf(rc.Action, rc.Status)
 		finalClass(rc)
+		if rc.useOriginal() {
+			rc.DecodedBy += ruleOriginalAddress
+		}
 		if rc.Kind == KindDelivered {
 			rc.Reason = ""
 		}

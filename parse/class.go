@@ -20,17 +20,29 @@ const (
 // "retry time not reached for any host after a long failure period",
 // qmail "I'm not going to try again; this message has been in the queue
 // too long", Sendmail "could not be delivered for 5 days" (Timeout.queuereturn),
-// Exchange "the message could not be delivered within the time limit".
+// Exchange "the message could not be delivered within the time limit",
+// OpenSMTPD "Envelope expired" (set only when the scheduler removes an
+// envelope whose queue lifetime ran out, with a permanent-failure class).
 var givenUpPhrases = []string{
 	"delivery time expired", "retry timeout exceeded", "retry time exceeded", "retry time not reached for any host after a long failure",
 	"in the queue too long", "too long in queue", "too long in the queue", "queue lifetime", "message expired", "message has expired",
 	"gave up", "have given up", "has given up", "giving up", "will not be retried", "won't be retried",
 	"no further attempts", "not going to try again", "will not try again", "could not be delivered within",
 	"was not delivered within", "expired after", "maximum time in queue", "time limit exceeded",
+	"envelope expired",
 }
 
 // givenUpSet finds givenUpPhrases at word starts.
 var givenUpSet = newPhraseSet(givenUpPhrases...)
+
+// givenUpRecordSet holds the givenUpPhrases that overrule a
+// delivery-status record's "delayed" when its own error says them: those
+// that only a given-up message has, not the looser ones ("expired after",
+// "time limit exceeded") that a remote server's temporary reply can use.
+var givenUpRecordSet = newPhraseSet("envelope expired", "delivery time expired", "retry timeout exceeded",
+	"retry time exceeded", "retry time not reached for any host after a long failure", "in the queue too long",
+	"too long in queue", "too long in the queue", "will not be retried", "won't be retried", "no further attempts",
+	"not going to try again", "will not try again", "have given up", "has given up", "gave up")
 
 // saysGivenUp reports whether lower (a notice in lower case) says the
 // message was given up. "before giving up" and "until giving up" are the

@@ -237,6 +237,11 @@ func splitTyped(v string) (typ, val string) {
 // utf-8 addresses.
 func cleanAddress(typ, v string) string {
 	v = strings.TrimSpace(v)
+	if typ == "x400" {
+		// An X.400 O/R address ("/S=user/O=org/ADMD= /C=GB/") has no
+		// comments or brackets, and its blanks are part of it.
+		return v
+	}
 	if i := strings.IndexByte(v, '<'); i >= 0 {
 		if j := strings.IndexByte(v[i:], '>'); j > 0 {
 			v = v[i+1 : i+j]

@@ -7,8 +7,10 @@ import "strings"
 
 // Rule names, as appended to Recipient.DecodedBy.
 const (
-	ruleOverHeader = "+over-header" // the notice's failed address outranked X-Failed-Recipients
-	ruleExpanded   = "+expanded"    // an alias the notice expanded is the original recipient, not a record
+	ruleOverHeader  = "+over-header"  // the notice's failed address outranked X-Failed-Recipients
+	ruleExpanded    = "+expanded"     // an alias the notice expanded is the original recipient, not a record
+	ruleReportText  = "+report-text"  // a delivery-status report without a recipient block, read as a notice
+	ruleOuterNotice = "+outer-notice" // a bounce of a bounce: the notice's own text, not the returned bounce's
 )
 
 // rank runs the text rules and weighs what the first one that finds

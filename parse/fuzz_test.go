@@ -13,11 +13,15 @@ import (
 
 // FuzzMessage feeds arbitrary bytes to Message: it must not panic or hang,
 // must always return a Report, and must keep its recipient limit. Seeds are
-// the golden samples and a selection of the corpus.
+// the golden samples, a selection of the corpus and of the other
+// projects' samples (one of each flufl.bounce layout, AOL's bare names).
 func FuzzMessage(f *testing.F) {
 	paths, _ := filepath.Glob("testdata/golden/*.eml")
 	more, _ := filepath.Glob(filepath.Join(corpusDir, "maildir", "bsd", "*-0[1-3].eml"))
-	for _, p := range append(paths, more...) {
+	flufl, _ := filepath.Glob("testdata/flufl/*_01.txt")
+	aol, _ := filepath.Glob("testdata/bounceparser/aol*.msg")
+	paths = append(append(append(paths, more...), flufl...), aol...)
+	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err == nil {
 			f.Add(b)

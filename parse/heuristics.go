@@ -22,6 +22,18 @@ func (d *decoder) heuristics() {
 		d.rep.ReportingMTA = reportingHost(t.text)
 	}
 	rs, by := rank()
+	if len(rs) == 0 && t.outerNotice {
+		// A person's forwarded bounce with a word of its own
+		// ("delivery failed, see below"): the returned bounce says who.
+		t.readWhole()
+		rs, by = rank()
+	}
+	if t.byReport {
+		by += ruleReportText
+	}
+	if t.outerNotice {
+		by += ruleOuterNotice
+	}
 	for i := range rs {
 		rs[i].DecodedBy = by
 	}
@@ -64,6 +76,7 @@ var textRules = []textRule{
 	{"text/exim", ruleExim, false},
 	{"text/angle-colon", ruleAngleColon(""), false},
 	{"text/rcpt-to", ruleRcptTo, false},
+	{"text/bare-name", ruleBareName, false},
 	{"text/listed", ruleListed, false},
 	{ruleNearName, ruleNearOfMany, true},
 	{"text/any", ruleAny, true},
@@ -103,16 +116,25 @@ func ruleAngleColon(signatures ...string) func(t *bounceText) []Recipient {
 			return nil
 		}
 		var addrs []string
-		for _, line := range strings.Split(t.text, "\n") {
-			line = strings.TrimSpace(line)
+		inRecord := false // on the indented lines that continue a record's diagnostic
+		for _, raw := range strings.Split(t.text, "\n") {
+			line := strings.TrimSpace(raw)
+			indented := line != "" && (raw[0] == ' ' || raw[0] == '\t')
+			if !indented {
+				inRecord = false
+			}
 			if !strings.HasPrefix(line, "<") {
 				continue
 			}
 			j := angleColon(line)
-			if j < 0 {
+			if j < 0 || inRecord {
+				// An "<addr>:" inside the folded diagnostic of the
+				// record above it is the remote server's ("550 5.1.1
+				// <sender@example.org>: unauthorized sender").
 				continue
 			}
 			addrs = append(addrs, t.listed(line[:j])...)
+			inRecord = !indented
 		}
 		return recipients(dedupe(addrs))
 	}
@@ -220,7 +242,8 @@ func firstLine(s string) string {
 }
 
 // listMarkers introduce a list of failed recipients in many MTAs'
-// wording (Exchange, Gmail, Notes, IMail, Yahoo and others).
+// wording (Exchange, Gmail, Notes, IMail, Yahoo and others); listSet
+// finds the first of them, at a word start, in one pass.
 var listMarkers = []string{
 	"following recipient", "following address", "following destination", "following e-mail address",
 	"following email address", "did not reach", "could not be delivered to", "delivery to the following",
@@ -232,16 +255,22 @@ var listMarkers = []string{
 // ruleListed takes the addresses after the first wording that introduces
 // a list of failed recipients.
 func ruleListed(t *bounceText) []Recipient {
-	i := -1
-	for _, m := range listMarkers {
-		if j := strings.Index(t.lower, m); j >= 0 && (i < 0 || j < i) {
-			i = j
-		}
-	}
+	i := t.listMarker()
 	if i < 0 {
 		return nil
 	}
 	return recipients(t.notContacts(t.text[i:]))
+}
+
+var listSet = newPhraseSet(listMarkers...)
+
+// listMarker returns the offset in t.text of the first of listMarkers,
+// or -1; it is looked up once.
+func (t *bounceText) listMarker() int {
+	if !t.listAtDone {
+		t.listAt, t.listAtDone = listSet.index(t.lower), true
+	}
+	return t.listAt
 }
 
 // contactWords, shortly before an address on its line, mark it as an
@@ -332,14 +361,13 @@ func dedupe(a []string) []string {
 
 // saysPermanent reports whether a notice calls its failure permanent.
 func saysPermanent(lower string) bool {
-	for _, w := range []string{"permanent error", "permanent failure", "failed permanently", "giving up",
-		"gave up", "given up", "not going to try again", "will not be retried", "no further attempts"} {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
+	return permanentSet.contains(lower)
 }
+
+// permanentSet holds the wording of a notice that calls its failure
+// permanent or says it gave up.
+var permanentSet = newPhraseSet("permanent error", "permanent failure", "failed permanently", "giving up",
+	"gave up", "given up", "not going to try again", "will not be retried", "no further attempts")
 
 // reportingHost finds the host a plain-text notice says it comes from:
 // "This is the mail system at host mx.example.net." (Postfix), "Hi. This

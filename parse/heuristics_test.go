@@ -365,3 +365,22 @@ func TestNearFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardedBounce checks both sides of +outer-notice: a person who
+// forwards a bounce with a word of failure of their own ("the delivery
+// failed") names no address, so the forwarded bounce's text still says
+// who failed.
+func TestForwardedBounce(t *testing.T) {
+	msg := "From: Some One <someone@example.org>\nTo: bounces@example.com\nSubject: Fwd: Undelivered Mail\n" +
+		"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n" +
+		"Hi, the delivery failed again, see the attached notice.\n\n--b\nContent-Type: message/rfc822\n\n" +
+		"From: MAILER-DAEMON@mx.example.net\nTo: someone@example.org\nSubject: Undelivered Mail Returned to Sender\n\n" +
+		"This is the mail system at host mx.example.net.\n\n<gone@example.net>: host mx.example.net said: 550 5.1.1\n" +
+		"    <gone@example.net>: Recipient address rejected: User unknown\n\n--b--\n"
+	rep, err := Message(strings.NewReader(msg), Limits{})
+	tcheck(t, err, "decoding")
+	if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "gone@example.net" ||
+		strings.Contains(rep.Recipients[0].DecodedBy, ruleOuterNotice) {
+		t.Errorf("recipients %v by %v, want gone@example.net without %s", addrs(rep), rep.Recipients, ruleOuterNotice)
+	}
+}

@@ -72,6 +72,7 @@ type textPart struct {
 	raw       string
 	body      string // decoded, once decoded is set
 	decoded   bool
+	forwarded bool // inside a returned message that is itself a bounce
 }
 
 // decoder holds the state of decoding one message.
@@ -89,6 +90,7 @@ type decoder struct {
 	rcptTo    []string // RFC 5965 Original-Rcpt-To values
 	returned  []fields // headers of returned messages
 	permanent bool     // the plain-text notice calls the failure permanent
+	forwarded int      // depth of returned bounces being decoded (returnedMessage)
 	scratch   []byte   // read buffer reused by readAll
 	hdr       headerScratch
 }
@@ -204,7 +206,7 @@ func (d *decoder) leaf(h fields, b *body, mt, parent string) error {
 			d.warn("reading part body: %v", err)
 		}
 		d.textBytes += len(raw)
-		d.texts = append(d.texts, textPart{mediaType: mt, h: h, raw: raw})
+		d.texts = append(d.texts, textPart{mediaType: mt, h: h, raw: raw, forwarded: d.forwarded > 0})
 	}
 	return nil
 }
@@ -462,7 +464,7 @@ func (d *decoder) addText(mt string, b []byte) {
 		return
 	}
 	d.textBytes += len(b)
-	d.texts = append(d.texts, textPart{mediaType: mt, body: string(b), decoded: true})
+	d.texts = append(d.texts, textPart{mediaType: mt, body: string(b), decoded: true, forwarded: d.forwarded > 0})
 }
 
 // textBodies returns the text parts, decoding those not decoded yet.
@@ -520,6 +522,8 @@ func (d *decoder) returnedMessage(h fields, s *src, b *body, depth int, mt strin
 	// A forwarded bounce: the report is inside the attached message.
 	imt := guessMediaType(ih.get("Content-Type"))
 	if imt == "multipart/report" || len(d.dsn) == 0 && isBounceHeader(ih) {
+		d.forwarded++
+		defer func() { d.forwarded-- }()
 		return d.entity(ih, in, depth+1, "")
 	}
 	return nil

@@ -4,25 +4,33 @@ package parse
 // lower-case phrases occurs. Phrases are looked up by their first two
 // bytes at each position that does not follow a letter or digit, so a
 // phrase matches at the start of a word (or of a run of punctuation).
-type phraseSet map[[2]byte][]string
+type phraseSet struct {
+	pairs pairBits
+	m     map[[2]byte][]string
+}
 
-func newPhraseSet(phrases ...string) phraseSet {
-	m := phraseSet{}
+func newPhraseSet(phrases ...string) *phraseSet {
+	ps := &phraseSet{m: map[[2]byte][]string{}}
 	for _, p := range phrases {
 		k := [2]byte{p[0], p[1]}
-		m[k] = append(m[k], p)
+		ps.m[k] = append(ps.m[k], p)
+		ps.pairs.set(k)
 	}
-	return m
+	return ps
 }
 
 // index returns the offset of the first phrase found in s, compared
 // ignoring ASCII case, or -1.
-func (m phraseSet) index(s string) int {
+func (ps *phraseSet) index(s string) int {
 	for i := 0; i+1 < len(s); i++ {
 		if i > 0 && isAlnum(s[i-1]) {
 			continue
 		}
-		for _, p := range m[[2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}] {
+		k := [2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}
+		if !ps.pairs.has(k) {
+			continue
+		}
+		for _, p := range ps.m[k] {
 			if hasPrefixFoldString(s[i:], p) {
 				return i
 			}
@@ -32,4 +40,19 @@ func (m phraseSet) index(s string) int {
 }
 
 // contains reports whether s has one of the phrases.
-func (m phraseSet) contains(s string) bool { return m.index(s) >= 0 }
+func (ps *phraseSet) contains(s string) bool { return ps.index(s) >= 0 }
+
+// pairBits is a set of two-byte keys, one bit each: most positions of a
+// text start no phrase, and a bit test is cheaper than the map lookup
+// that finds the phrases of a key.
+type pairBits [1 << 16 / 64]uint64
+
+func (b *pairBits) set(k [2]byte) {
+	n := int(k[0])<<8 | int(k[1])
+	b[n/64] |= 1 << (n % 64)
+}
+
+func (b *pairBits) has(k [2]byte) bool {
+	n := int(k[0])<<8 | int(k[1])
+	return b[n/64]&(1<<(n%64)) != 0
+}

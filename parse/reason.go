@@ -181,16 +181,18 @@ func classify(status string, text Reason) Reason {
 
 // phraseIndex maps the first two bytes of each phrase of textReasons to
 // the phrases, so textReason looks only at the phrases that can start at
-// each word of the text.
-var phraseIndex = func() map[[2]byte][]phraseRef {
+// each word of the text; phrasePairs has a bit for each of those keys.
+var phraseIndex, phrasePairs = func() (map[[2]byte][]phraseRef, *pairBits) {
 	m := map[[2]byte][]phraseRef{}
+	var pairs pairBits
 	for i, tr := range textReasons {
 		for _, p := range tr.phrases {
 			k := [2]byte{p[0], p[1]}
 			m[k] = append(m[k], phraseRef{rule: i, phrase: p})
+			pairs.set(k)
 		}
 	}
-	return m
+	return m, &pairs
 }()
 
 type phraseRef struct {
@@ -206,7 +208,11 @@ func textReason(s string) Reason {
 		if i > 0 && isAlnum(s[i-1]) {
 			continue
 		}
-		for _, ref := range phraseIndex[[2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}] {
+		k := [2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}
+		if !phrasePairs.has(k) {
+			continue
+		}
+		for _, ref := range phraseIndex[k] {
 			if ref.rule < best && hasPrefixFoldString(s[i:], ref.phrase) {
 				best = ref.rule
 			}

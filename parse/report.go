@@ -37,7 +37,11 @@
 //  2. Addresses the notice lists in its MTA's layout (text/qmail ...
 //     text/listed) outrank every address of the text (text/any), which
 //     outranks the returned message's To (text/original-to, one To only).
-//     Neither of these two weak rules outranks the header.
+//     Neither of these two weak rules outranks the header. A notice that
+//     lists bare mailbox names without a domain (AOL's screen names) is
+//     read by text/bare-name (bare.go): the returned message's address
+//     with that local part, else the name at the domain of the notice's
+//     own mailer-daemon address.
 //  3. An address that the notice says another failed address was expanded
 //     from (Postfix "<member@example.net> (expanded from
 //     <list@example.org>):", Exim "(generated from list@example.org)") is
@@ -48,6 +52,12 @@
 //     message's From, never outrank the header and are never taken by the
 //     weak rules or the near-failure rule below. (The listing rules may
 //     take them: a message sent to oneself bounces too.)
+//  5. A notice that returns another bounce (MDaemon returning a Yahoo
+//     notice as its message/rfc822 part) is read for its own text: the
+//     returned bounce's text is part of the returned message when the
+//     notice's own text is a failure notice that names a failed address:
+//     "+outer-notice". (A person forwarding a bounce with "the delivery
+//     failed, see attached" names none: the returned bounce is read.)
 //
 // # No recipient found
 //
@@ -72,6 +82,11 @@
 //     rule lists any: of every address of the text (text/any), those near
 //     a failure word, if that is some but not all of them.
 //
+// A multipart/report of type delivery-status (RFC 6522 §3) is a failure
+// notice by its type: when its delivery-status part has no recipient
+// block and its text has failure wording, the text rules above read it
+// ("+report-text").
+//
 // # Final failure or delay
 //
 // A record is a final failure (Kind bounce) or a delay (Kind delay). A
@@ -86,10 +101,16 @@
 //     also uses a delay's wording and even when the last attempt's code
 //     was 4.x.x. RFC 3463 §3.5 X.4.7 "Delivery time expired" is such a
 //     code: Sendmail and Postfix send it with Action failed. The status
-//     keeps the 4.x.x the MTA reported; the kind says it gave up.
+//     keeps the 4.x.x the MTA reported; the kind says it gave up. A
+//     delivery-status record whose Action is delayed is final too when
+//     the error given for that recipient says so: OpenSMTPD writes
+//     "Envelope expired" only when it removes an envelope whose queue
+//     lifetime ran out (its queue.c), yet some of its versions send that
+//     notice in the delay template.
 //   - retrying: a notice that says delivery will still be retried ("will
 //     be retried", "will keep trying", "this is a warning only", "no
-//     action is required") is a delay even when it quotes a 5.x.x. RFC
+//     action is required", Gmail's "Delivery incomplete ... Gmail will
+//     retry for 47 more hours") is a delay even when it quotes a 5.x.x. RFC
 //     3464 §2.3.3 defines "delayed" as an MTA that "will continue to
 //     attempt" delivery, which is RFC 3463 §3.1's persistent transient
 //     class, so the status of a delay that quotes 5.x.x becomes 4.x.x
@@ -218,20 +239,24 @@ type Recipient struct {
 	//   json/ses                   Amazon SES notification
 	//   text/unsubscribe           unsubscribe request (complaint, opt-out)
 	//   header/x-failed-recipients, text/qmail, text/postfix, text/sendmail,
-	//   text/exim, text/angle-colon, text/rcpt-to, text/listed,
-	//   text/near-failure, text/any,
-	//   text/original-to           plain-text rules, see heuristics.go
-	//                              and near.go
+	//   text/exim, text/angle-colon, text/rcpt-to, text/bare-name,
+	//   text/listed, text/near-failure, text/any,
+	//   text/original-to           plain-text rules, see heuristics.go,
+	//                              bare.go and near.go
 	// A rule that overrules what the source says appends its name (see
 	// the package comment): "+over-header", "+expanded",
-	// "+expired-final", "+retrying", "+full-soft".
+	// "+report-text", "+outer-notice", "+expired-final", "+retrying",
+	// "+full-soft", "+original-address" (Address returns the
+	// Original-Recipient: the final one is no internet mailbox).
 	DecodedBy string `json:"decoded_by"`
 }
 
 // Address returns the best known recipient address: the final recipient,
-// else the original recipient.
+// else the original recipient. A final recipient that is no internet
+// mailbox (an internal route or a private name, see address.go) gives way
+// to an original recipient that is one.
 func (r *Recipient) Address() string {
-	if r.FinalRecipient != "" {
+	if r.FinalRecipient != "" && !r.useOriginal() {
 		return r.FinalRecipient
 	}
 	return r.OriginalRecipient

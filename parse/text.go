@@ -14,11 +14,25 @@ type bounceText struct {
 	bounce   bool   // the message presents itself as a failure notice
 	action   Action // Failed, or Delayed when the text says it will retry
 	actionBy string // the class rule that decided action, if any
-	skip     map[string]bool
+	byReport bool   // a notice by its report type only (ruleReportText)
+	// outerNotice: the text is the notice's own, cut before a returned
+	// bounce's text (ruleOuterNotice)
+	outerNotice bool
+	whole       string // with outerNotice, the text with the returned bounce's (readWhole)
+	skip        map[string]bool
 
 	pos          map[string]int // first offset in text of each address, lower case
 	codeLine     string         // first line of text with a failure code
 	codeLineDone bool
+	listAt       int // offset of the first list marker (listMarker)
+	listAtDone   bool
+}
+
+// readWhole makes the text the one that includes the returned bounce's
+// text again (see outerNotice).
+func (t *bounceText) readWhole() {
+	t.text, t.lower, t.outerNotice = t.whole, asciiLower(t.whole), false
+	t.pos, t.codeLine, t.codeLineDone, t.listAtDone = nil, "", false, false
 }
 
 // position returns the offset of the first mention of addr in t.text.
@@ -43,7 +57,11 @@ func (t *bounceText) position(addr string) int {
 
 func (d *decoder) newBounceText() *bounceText {
 	var b strings.Builder
+	outer := -1 // length of the text before the first forwarded part
 	for _, t := range d.textBodies() {
+		if t.forwarded && outer < 0 {
+			outer = b.Len()
+		}
 		if b.Len() > 0 {
 			b.WriteString("\n\n")
 		}
@@ -55,12 +73,26 @@ func (d *decoder) newBounceText() *bounceText {
 	}
 	t := &bounceText{d: d, all: b.String(), action: Failed}
 	t.text = cutReturned(t.all)
+	if outer > 0 && outer < len(t.text) {
+		// A notice that returns another bounce (a bounce of a bounce):
+		// when its own text is a failure notice, the returned bounce's
+		// text is part of the returned message, not the report.
+		if own := cutReturned(t.all[:outer]); hasFailureWords(asciiLower(own)) {
+			t.whole, t.text, t.outerNotice = t.text, own, true
+		}
+	}
 	t.lower = asciiLower(t.text)
 	// A message that does not present itself as a failure notice must
 	// both say so and carry an SMTP or enhanced status code: a reader's
 	// mail that mentions "delivery failed" must not suppress addresses.
 	t.bounce = d.looksLikeBounce() || d.top.has("X-Failed-Recipients") ||
 		hasFailureWords(t.lower) && (findEnhanced(t.text) != "" || findReplyCode(t.text) != "")
+	if !t.bounce && d.reportTyp == "delivery-status" && hasFailureWords(t.lower) {
+		// A multipart/report of type delivery-status (RFC 6522 §3) is a
+		// notice by its type; this one's delivery-status part had no
+		// recipient block, so its text says who failed.
+		t.bounce, t.byReport = true, true
+	}
 	t.action, t.actionBy = textAction(strings.ToLower(d.rep.Subject), t.lower)
 	// Addresses that are never the failed recipient: the sender of the
 	// report, its recipient (the original sender), the original From.
@@ -92,23 +124,28 @@ func hasFailureWords(s string) bool { return failureSet.contains(s) }
 
 // isDelayText reports a warning that delivery is only delayed.
 func isDelayText(subject, lower string) bool {
-	if strings.Contains(subject, "delay") || strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") {
+	if strings.Contains(subject, "delay") ||
+		strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") && !hasFailureWords(subject) {
 		return true
 	}
-	for _, w := range []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
-		"still trying", "delivery attempts will continue", "no action is required", "warning only",
-		"still being retried", "do not need to resend"} {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
+	return delaySet.contains(lower)
 }
 
+// delaySet holds the wording of a warning that delivery is only delayed,
+// Gmail's "Delivery incomplete ... There was a temporary problem
+// delivering your message to ... Gmail will retry for 47 more hours.
+// You'll be notified if the delivery fails permanently." among them.
+var delaySet = newPhraseSet("has been delayed", "will keep trying", "will continue trying", "will be retried",
+	"still trying", "delivery attempts will continue", "no action is required", "warning only",
+	"still being retried", "do not need to resend", "will retry for", "temporary problem delivering",
+	"if the delivery fails permanently", "delivery incomplete")
+
 // returnedMarkers introduce the copy of the returned message in a
-// plain-text bounce.
+// plain-text bounce, or start it: a header quoted with "> " begins with
+// a trace field.
 var returnedMarkers = []string{
-	"below this line is a copy of the message", "copy of the message", "original message follows",
+	"below this line is a copy of the message", "copy of the message", "original message follow",
+	"original message as received", "> received:", ">received:", "> return-path:", ">return-path:",
 	"message headers follow", "header of the original message", "headers of the original message",
 	"original message ---", "original message-----", "----- original message", "-----original message",
 	"unsent message below", "returned message follows", "original message header", "returned mail follows",
@@ -256,6 +293,12 @@ func scanAddresses(s string) []addrAt {
 		}
 		if e := strings.LastIndexByte(local, '='); e >= 0 && !strings.Contains(local[:e], "+") {
 			local = local[e+1:]
+		}
+		// An address in single quotes or backquotes ('user@example.com',
+		// `user@example.com'): the quotes are the notice's, not the
+		// local part's.
+		if len(local) > 1 && (local[0] == '\'' || local[0] == '`') && k < len(s) && s[k] == '\'' {
+			local = local[1:]
 		}
 		domain := strings.TrimRight(s[i+1:k], ".-")
 		if !strings.HasPrefix(domain, "[") {

@@ -1,13 +1,14 @@
 package server
 
 import (
+	"fmt"
 	"sync"
 	"time"
 )
 
-// rates holds the message and byte buckets of each client network
-// (netKey) for Options.MessageRate and ByteRate, as Postfix's anvil
-// counts smtpd_client_message_rate_limit. A bucket that has refilled is
+// rates holds the message, byte and push-event buckets of each client
+// network (netKey) for Options.MessageRate, ByteRate and PushRate, as
+// Postfix's anvil counts smtpd_client_message_rate_limit. A bucket that has refilled is
 // pruned once a minute, so the map holds only networks that sent mail in
 // about the last minute.
 type rates struct {
@@ -19,7 +20,10 @@ type rates struct {
 type rateEntry struct {
 	msgs  float64 // message tokens
 	bytes float64 // byte tokens; negative after a message larger than what was left
-	last  time.Time
+	// events are push-event tokens; negative after a message that made
+	// more events than were left.
+	events float64
+	last   time.Time
 }
 
 // limits are the refill rates per second and the bucket sizes.
@@ -29,14 +33,20 @@ func (s *Server) rateLimits() (msgPerSec, msgCap, bytePerSec, byteCap float64) {
 		float64(o.ByteRate) / 60, float64(max(o.ByteRate, o.MaxMessageBytes))
 }
 
+// eventLimits are the push-event bucket's refill rate per second and size.
+func (s *Server) eventLimits() (perSec, capacity float64) {
+	return max(s.opts.PushRate, 0) / 3600, max(s.opts.PushRate, 0)
+}
+
 // entry returns the refilled bucket of key; r.mu must be held.
 func (s *Server) rateEntry(key string, now time.Time) *rateEntry {
 	r := &s.rates
 	msgPerSec, msgCap, bytePerSec, byteCap := s.rateLimits()
+	evPerSec, evCap := s.eventLimits()
 	if now.Sub(r.lastPrune) > time.Minute {
 		for k, e := range r.entries {
 			dt := now.Sub(e.last).Seconds()
-			if e.msgs+dt*msgPerSec >= msgCap && e.bytes+dt*bytePerSec >= byteCap {
+			if e.msgs+dt*msgPerSec >= msgCap && e.bytes+dt*bytePerSec >= byteCap && e.events+dt*evPerSec >= evCap {
 				delete(r.entries, k)
 			}
 		}
@@ -44,12 +54,13 @@ func (s *Server) rateEntry(key string, now time.Time) *rateEntry {
 	}
 	e := r.entries[key]
 	if e == nil {
-		e = &rateEntry{msgs: msgCap, bytes: byteCap, last: now}
+		e = &rateEntry{msgs: msgCap, bytes: byteCap, events: evCap, last: now}
 		r.entries[key] = e
 	}
 	dt := now.Sub(e.last).Seconds()
 	e.msgs = min(msgCap, e.msgs+dt*msgPerSec)
 	e.bytes = min(byteCap, e.bytes+dt*bytePerSec)
+	e.events = min(evCap, e.events+dt*evPerSec)
 	e.last = now
 	return e
 }
@@ -82,6 +93,31 @@ func (s *Server) chargeBytes(c *conn, n int64, now time.Time) {
 	s.rates.mu.Lock()
 	defer s.rates.mu.Unlock()
 	s.rateEntry(c.net, now).bytes -= float64(n)
+}
+
+// pushHold returns why the push events of c's next message are held
+// (store.Delivery.HoldPush): "" while its network has push-event tokens
+// left, or when c is a trusted relay or PushRate is negative.
+func (s *Server) pushHold(c *conn, now time.Time) string {
+	if c.trusted || s.opts.PushRate < 0 {
+		return ""
+	}
+	s.rates.mu.Lock()
+	defer s.rates.mu.Unlock()
+	if s.rateEntry(c.net, now).events >= 1 {
+		return ""
+	}
+	return fmt.Sprintf("held: client network %s over its push budget (smtp.push_rate %g events per hour); bouncer outbox retry sends it", c.net, s.opts.PushRate)
+}
+
+// chargeEvents counts n push events made by a message from c's network.
+func (s *Server) chargeEvents(c *conn, n int, now time.Time) {
+	if c.trusted || s.opts.PushRate < 0 || n == 0 {
+		return
+	}
+	s.rates.mu.Lock()
+	defer s.rates.mu.Unlock()
+	s.rateEntry(c.net, now).events -= float64(n)
 }
 
 // disk caches Options.FreeSpace for a second.

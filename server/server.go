@@ -138,6 +138,15 @@ type Options struct {
 	MessageRate  float64
 	MessageBurst int
 	ByteRate     int64
+	// PushRate is how many push events (a hard or soft bounce, a
+	// complaint or a suppression for a listmonk or webhook target) the
+	// messages of one client network may cause per hour, with bursts of
+	// as many. Past it a message is still stored and judged, but its
+	// events go to the dead-letter list, held, instead of being pushed:
+	// forged bounces cannot drive a sending tool faster than this, and
+	// nothing is lost (`bouncer outbox retry` sends them). Trusted relays
+	// are not counted. Negative: no cap.
+	PushRate float64
 
 	// FreeSpace, if set, returns the free bytes on the store's file
 	// system (cmd passes a statfs of the database's folder). While it is
@@ -192,6 +201,7 @@ func DefaultOptions() Options {
 		MessageRate:       300,
 		MessageBurst:      100,
 		ByteRate:          100 << 20,
+		PushRate:          2000,
 		MinFreeBytes:      256 << 20,
 		ConnectRate:       120,
 		ConnectBurst:      30,
@@ -230,6 +240,7 @@ func (o Options) withDefaults() Options {
 	setDefault(&o.MessageRate, d.MessageRate)
 	setDefault(&o.MessageBurst, d.MessageBurst)
 	setDefault(&o.ByteRate, d.ByteRate)
+	setDefault(&o.PushRate, d.PushRate)
 	setDefault(&o.MinFreeBytes, d.MinFreeBytes)
 	setDefault(&o.ConnectRate, d.ConnectRate)
 	setDefault(&o.ConnectBurst, d.ConnectBurst)
@@ -278,11 +289,14 @@ type Stats struct {
 	// because free disk space fell below the floor.
 	Evicted int64
 	LowDisk int64
+	// PushHeld counts records whose push events were held because their
+	// client network was over Options.PushRate.
+	PushHeld int64
 }
 
 type counters struct {
 	connections, refused, stored, unparsed, failed, rejected, panics, closedPanics, noMemory atomic.Int64
-	evicted, lowDisk                                                                         atomic.Int64
+	evicted, lowDisk, pushHeld                                                               atomic.Int64
 	rejectedBy                                                                               [len(rejectReasons)]atomic.Int64
 }
 
@@ -295,6 +309,9 @@ type Server struct {
 	intake *Intake
 	stats  counters
 	mem    *budget
+	// pushWarned is when the last "push events held" line was logged
+	// (Unix nanoseconds).
+	pushWarned atomic.Int64
 
 	readSlack, writeSlack time.Duration // see slack
 
@@ -431,6 +448,7 @@ func (s *Server) Stats() Stats {
 		NoMemory:     c.noMemory.Load(),
 		Evicted:      c.evicted.Load(),
 		LowDisk:      c.lowDisk.Load(),
+		PushHeld:     c.pushHeld.Load(),
 	}
 	st.DataMemory, st.DataMemoryPeak = s.mem.stats()
 	st.RejectedBy = make(map[string]int64, len(rejectReasons))

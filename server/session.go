@@ -252,6 +252,7 @@ func (s *session) Data(r io.Reader) (err error) {
 		s.log().Error("panic in decoder", "panic", panicked.Value, "stack", panicked.Stack)
 	}
 
+	d.HoldPush = s.s.pushHold(s.c, time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), s.s.opts.SaveTimeout)
 	recs, err := s.s.saver.Save(ctx, d)
 	cancel()
@@ -261,6 +262,7 @@ func (s *session) Data(r io.Reader) (err error) {
 		return withID(toSMTP(&saveError{err}), id)
 	}
 	s.s.stats.stored.Add(1)
+	s.countPushes(id, d, recs)
 	if d.ParseError != "" {
 		s.s.stats.unparsed.Add(1)
 	}
@@ -269,6 +271,28 @@ func (s *session) Data(r io.Reader) (err error) {
 	// Data as they are; a 250 is returned this way so the reply carries
 	// the id (RFC 5321 §4.2 lets the text be anything).
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK, bounce stored (id " + id + ")"}
+}
+
+// countPushes charges the push events of a stored message to its client
+// network's budget (Options.PushRate), and counts and logs those held.
+func (s *session) countPushes(id string, d *store.Delivery, recs []store.Record) {
+	n := 0
+	for i := range recs {
+		if store.Pushable(&recs[i]) {
+			n++
+		}
+	}
+	now := time.Now()
+	s.s.chargeEvents(s.c, n, now)
+	if d.HoldPush == "" || n == 0 {
+		return
+	}
+	s.s.stats.pushHeld.Add(int64(n))
+	// One line a minute at most: a flood is what this limit is for.
+	if last := s.s.pushWarned.Load(); now.UnixNano()-last >= int64(time.Minute) && s.s.pushWarned.CompareAndSwap(last, now.UnixNano()) {
+		s.log().Warn("push events held: client network over its push budget; they wait on the dead-letter list (bouncer outbox list --dead)",
+			"id", id, "net", s.c.net, "held", n, "push_rate", s.s.opts.PushRate)
+	}
 }
 
 // dataFailed handles a message that could not be read in full.

@@ -73,6 +73,10 @@ type OutboxEvent struct {
 	Attempts  int       `json:"attempts"`
 	NextTry   time.Time `json:"next_try"`
 	LastError string    `json:"last_error,omitempty"`
+	// Held is set on an event written straight to the dead-letter list
+	// because its delivery's client was over its push budget
+	// (Delivery.HoldPush, the reason in LastError); a retry clears it.
+	Held bool `json:"held,omitempty"`
 }
 
 // OutboxResult is the outcome of one delivery attempt.
@@ -100,6 +104,13 @@ func ParseSeq(s string) (uint64, error) {
 		n = n*10 + uint64(c-'0')
 	}
 	return n, nil
+}
+
+// Pushable reports whether rec makes push events for a target that wants
+// its type: a hard or soft bounce, a delay, a complaint, or a record that
+// suppressed its address. Duplicates make none.
+func Pushable(rec *Record) bool {
+	return !rec.Duplicate && (eventType(rec) != "" || rec.Suppressed)
 }
 
 // eventType classifies a record: "" when no sending tool cares.
@@ -149,7 +160,7 @@ const maxDiagnostic = 1000
 
 // events returns the events rec queues for targets, without their Seq
 // (the engine numbers them as it writes them).
-func events(rec *Record, targets []OutboxTarget) []OutboxEvent {
+func events(rec *Record, targets []OutboxTarget, hold string) []OutboxEvent {
 	if len(targets) == 0 || !strings.Contains(rec.Addr, "@") || len(rec.Addr) > MaxAddrLen {
 		return nil
 	}
@@ -172,6 +183,7 @@ func events(rec *Record, targets []OutboxTarget) []OutboxEvent {
 			Campaign:   campaignOf(rec),
 			Diagnostic: Truncate(rec.DiagnosticCode, maxDiagnostic),
 			RemoteMTA:  rec.RemoteMTA, Suppressed: rec.Suppressed,
+			Held: hold != "", LastError: hold,
 		})
 	}
 	return out

@@ -422,7 +422,7 @@ func pushed(rec *Record, targets []OutboxTarget) []OutboxEvent {
 	if rec.Duplicate || rec.Mismatch != "" {
 		return nil
 	}
-	return events(rec, targets)
+	return events(rec, targets, "")
 }
 
 // newEvents returns the events of nw that tell a target more than what

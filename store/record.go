@@ -38,6 +38,11 @@ type Delivery struct {
 	Raw        []byte
 	Report     *parse.Report // nil if decoding failed outright
 	ParseError string        // why decoding failed, if it did
+	// HoldPush, if set, says why the push events of this delivery are
+	// held: they go to the dead-letter list with this reason instead of
+	// the outbox (the server sets it for a client network over its push
+	// budget, server.Options.PushRate). `bouncer outbox retry` sends them.
+	HoldPush string
 }
 
 // Record is one stored (message, recipient) pair. A message with no

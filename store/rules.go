@@ -44,7 +44,7 @@ type Changes struct {
 	NewStorms    []Storm // storms this delivery started (to log and count)
 	Holds        []Hold  // new holds
 	Domains      []DomainUpdate
-	Events       []OutboxEvent // new outbox events, Seq 0: the engine numbers them
+	Events       []OutboxEvent // new outbox events, Seq 0: the engine numbers them; Held ones go to the dead-letter list
 	Daily        []DayCount    // what to add to the daily counters
 }
 
@@ -167,7 +167,7 @@ func (p *planner) record(d *Delivery, body *[sha256.Size]byte, i int, rec *Recor
 	if err != nil {
 		return err
 	}
-	p.ch.Events = append(p.ch.Events, events(rec, targets)...)
+	p.ch.Events = append(p.ch.Events, events(rec, targets, d.HoldPush)...)
 	return nil
 }
 

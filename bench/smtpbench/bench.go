@@ -29,10 +29,41 @@ const (
 type benchFlags struct {
 	bouncer, sink, source, msgFile, workDir string
 	storeExtra                              string // more [store] keys
+	variants                                []variant
 	count, rssSessions, rssCount, rssSize   int
 	rounds                                  int
 	sessions                                []int
 	keep, rssOnly                           bool
+}
+
+// variant is a second bouncer configuration measured in the same rounds
+// (smtpbench run -variant): its [store] keys instead of -store's.
+type variant struct{ name, storeKeys string }
+
+// server is the name of the variant's rows.
+func (v variant) server() string { return "bouncer " + v.name }
+
+// keys returns the variant's [store] keys for one round: {round} becomes
+// a name unique to the round (letters, digits and _), so that a variant
+// on a shared database server, e.g. schema = "bench_{round}", starts
+// each round empty as the others do.
+func (v variant) keys(tag string) string {
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, strings.ToLower(tag))
+	return strings.ReplaceAll(v.storeKeys, "{round}", safe)
+}
+
+// parseVariant reads NAME=KEYS; \n in KEYS separates TOML lines.
+func parseVariant(s string) (variant, error) {
+	name, keys, ok := strings.Cut(s, "=")
+	if !ok || name == "" || strings.ContainsAny(name, " \t") {
+		return variant{}, fmt.Errorf("-variant %q: want NAME=KEYS, e.g. nolog='commit_interval = \"0s\"'", s)
+	}
+	return variant{name: name, storeKeys: strings.ReplaceAll(keys, `\n`, "\n")}, nil
 }
 
 // row is one server at one session count.
@@ -67,6 +98,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.keep, "keep", false, "keep the work folder")
 	fs.StringVar(&f.storeExtra, "store", "", "more [store] `keys` for bouncer, e.g. 'commit_interval = \"0s\"' (the durability seam of issue 15)")
 	fs.BoolVar(&f.rssOnly, "rss-only", false, "run only the memory check")
+	fs.Func("variant", "another bouncer measured in the same rounds, as `NAME=KEYS`: [store] keys instead of -store's, \\n between lines, {round} replaced by a name unique to the round (repeatable); e.g. pg='driver = \"postgres\"\\nurl = \"postgres://...\"\\nschema = \"b_{round}\"'",
+		func(s string) error {
+			v, err := parseVariant(s)
+			if err == nil {
+				f.variants = append(f.variants, v)
+			}
+			return err
+		})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -124,6 +163,9 @@ func bench(ctx context.Context, f benchFlags, self string, msg []byte, out io.Wr
 			rounds = 1
 		}
 		servers := []string{"smtp-sink", "go-smtp discard", "bouncer"}
+		for _, v := range f.variants {
+			servers = append(servers, v.server())
+		}
 		for round := 1; round <= rounds; round++ {
 			for i := range servers {
 				server := servers[(round-1+i)%len(servers)]
@@ -165,7 +207,13 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	case "go-smtp discard":
 		p, err = startDiscard(self, logPath)
 	default:
-		p, err = startBouncer(f.bouncer, filepath.Join(f.workDir, tag), logPath, 2*sessions+10, f.storeExtra)
+		keys := f.storeExtra
+		for _, v := range f.variants {
+			if server == v.server() {
+				keys = v.keys(tag)
+			}
+		}
+		p, err = startBouncer(f.bouncer, filepath.Join(f.workDir, tag), logPath, 2*sessions+10, keys)
 	}
 	if err != nil {
 		return r, err
@@ -210,7 +258,7 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	if err := p.stop(); err != nil {
 		return r, fmt.Errorf("stopping %s: %w (log %s)", server, err, logPath)
 	}
-	if server == "bouncer" {
+	if strings.HasPrefix(server, "bouncer") {
 		if r.stored, err = storedRecords(f.bouncer, p.cfg); err != nil {
 			return r, err
 		}
@@ -343,6 +391,20 @@ func printTable(out io.Writer, f benchFlags, rows []row, rss rssResult, bigSize 
 			goal(out, fmt.Sprintf("bouncer ≥ 60 %% of go-smtp discard at 20 sessions: %.0f %% (median of %d rounds; go-load %.0f %%)", 100*mD, len(vsD), 100*median(loadD)), mD >= goalVsDiscard)
 			goal(out, fmt.Sprintf("bouncer ≥ 45 %% of smtp-sink at 20 sessions: %.0f %% (median of %d rounds; go-load %.0f %%)", 100*mK, len(vsK), 100*median(loadK)), mK >= goalVsSink)
 			goal(out, fmt.Sprintf("bouncer p99 end of DATA → 250 ≤ 20 ms at 20 sessions: %s (worst round)", ms(p99)), p99 <= goalP99)
+		}
+		for _, v := range f.variants {
+			var vsK, vsB []float64
+			var p99 time.Duration
+			for round := 1; ; round++ {
+				x, b, k := find(v.server(), s, round), find("bouncer", s, round), find("smtp-sink", s, round)
+				if x == nil {
+					break
+				}
+				vsK, vsB = append(vsK, x.sourceRate/k.sourceRate), append(vsB, x.sourceRate/b.sourceRate)
+				p99 = max(p99, x.load.percentile(99))
+			}
+			fmt.Fprintf(out, "%d sessions, %s (smtp-source rates, median of %d rounds): %.0f %% of smtp-sink, %.0f %% of bouncer; p99 DATA→250 %s (worst round)\n",
+				s, v.server(), len(vsK), 100*median(vsK), 100*median(vsB), ms(p99))
 		}
 	}
 	fmt.Fprintf(out, "memory check: %d sessions, %d messages of %d bytes: %.0f msg/s (%.1f MiB/s), p50 %s p99 %s, %d records stored\n",

@@ -171,3 +171,21 @@ func TestCPUTicks(t *testing.T) {
 		t.Errorf("this machine: %+v", m)
 	}
 }
+
+func TestVariant(t *testing.T) {
+	v, err := parseVariant(`pg=driver = "postgres"\nschema = "b_{round}"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.server() != "bouncer pg" {
+		t.Errorf("server %q", v.server())
+	}
+	if got, want := v.keys("bouncer-pg-20-3"), "driver = \"postgres\"\nschema = \"b_bouncer_pg_20_3\""; got != want {
+		t.Errorf("keys %q, want %q", got, want)
+	}
+	for _, bad := range []string{"nokeys", "=x", "a b=x"} {
+		if _, err := parseVariant(bad); err == nil {
+			t.Errorf("parseVariant(%q) accepted", bad)
+		}
+	}
+}

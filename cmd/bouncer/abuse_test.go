@@ -1,16 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/bouncer/bouncer/store"
 )
 
 // wantReply asserts that err is an SMTP reply with the given codes.
@@ -102,4 +108,80 @@ func httpStatus(t *testing.T, addr, path string) int {
 	tcheck(t, err, "GET "+path)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestPushRateHoldsEvents is the cap on push events per client network
+// (finding 4 of issue 21: one connection once caused about 4,000 webhook
+// calls in 8 seconds). With smtp.push_rate = 3 and loopback not trusted,
+// six hard bounces from one client are all stored and suppressed, but
+// only three events reach the webhook; the other three wait on the
+// dead-letter list, marked held, and `outbox retry --all` sends them.
+func TestPushRateHoldsEvents(t *testing.T) {
+	hook := &fakeListmonk{}
+	hookSrv := httptest.NewServer(hook)
+	defer hookSrv.Close()
+	ts := newTestServerConfig(t, writeConfig(t, t.TempDir(), fmt.Sprintf(`
+[smtp]
+listen = "127.0.0.1:0"
+domains = ["localhost"]
+trusted_relays = []
+push_rate = 3.0
+[http]
+listen = "127.0.0.1:0"
+[store]
+path = "bouncer.db"
+[push]
+min_backoff = "100ms"
+max_backoff = "300ms"
+[[push.targets]]
+name = "crm"
+type = "webhook"
+url = %q
+secret = "hook-secret"
+events = ["hard"]
+`, hookSrv.URL)))
+	dsn := readTestdata(t, "postfix-543.eml") // Final-Recipient: user@dead.test
+	const n = 6
+	for i := range n {
+		user := fmt.Sprintf("user%d", i)
+		msg := bytes.ReplaceAll(dsn, []byte("user@dead.test"), []byte(user+"@dead.test"))
+		tcheck(t, deliver(t, ts.smtpAddr, "bounces+"+user+"=dead.test@localhost", msg), "delivering "+user)
+	}
+	for i := range n {
+		addr := fmt.Sprintf("user%d@dead.test", i)
+		if out, code := runCLI(t, "suppressed", "-config", ts.cliConfig, addr); code != 0 {
+			t.Errorf("%s is not suppressed (exit %d): %s", addr, code, out)
+		}
+	}
+	waitFor(t, "three webhook calls", func() bool { return len(hook.requests(http.StatusOK)) >= 3 })
+	dead := outboxJSON(t, "-config", ts.cliConfig, "--dead")
+	if len(dead) != n-3 {
+		t.Fatalf("dead letters: %d, want %d held", len(dead), n-3)
+	}
+	for _, ev := range dead {
+		if !ev.Held || !strings.Contains(ev.LastError, "push budget") || ev.Attempts != 0 {
+			t.Errorf("dead letter %d: held %v, attempts %d, error %q", ev.Seq, ev.Held, ev.Attempts, ev.LastError)
+		}
+	}
+	if got := scrape(t, ts.httpAddr, "bouncer_smtp_push_held_total", nil); got != n-3 {
+		t.Errorf("bouncer_smtp_push_held_total = %v, want %d", got, n-3)
+	}
+	time.Sleep(500 * time.Millisecond) // a held event would have been pushed by now
+	if got := len(hook.requests(http.StatusOK)); got != 3 {
+		t.Fatalf("webhook calls before the retry: %d, want 3", got)
+	}
+
+	if out, code := runCLI(t, "outbox", "retry", "--all", "-config", ts.cliConfig); code != 0 {
+		t.Fatalf("outbox retry --all: exit %d: %s", code, out)
+	}
+	waitFor(t, "every event pushed", func() bool { return len(hook.requests(http.StatusOK)) == n })
+	seen := map[string]bool{}
+	for _, r := range hook.requests(http.StatusOK) {
+		var ev store.OutboxEvent
+		tcheck(t, json.Unmarshal(r.body, &ev), "decoding webhook body")
+		seen[ev.Addr] = true
+	}
+	if len(seen) != n {
+		t.Errorf("webhook saw %d distinct recipients, want %d: %v", len(seen), n, seen)
+	}
 }

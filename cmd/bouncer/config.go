@@ -107,6 +107,10 @@ type SMTPConfig struct {
 	MessageRate  float64 `toml:"message_rate"`
 	MessageBurst int     `toml:"message_burst"`
 	ByteRate     int64   `toml:"byte_rate"`
+	// PushRate is how many push events per hour the messages of one
+	// client network may cause; past it their events are held on the
+	// dead-letter list (server.Options.PushRate).
+	PushRate float64 `toml:"push_rate"`
 	// TrustedRelays are CIDRs of relays whose bad tokens never ban them
 	// and to which the message and byte rates do not apply.
 	TrustedRelays  []string `toml:"trusted_relays"`
@@ -213,6 +217,7 @@ func defaultConfig() Config {
 			MessageRate:       300,
 			MessageBurst:      100,
 			ByteRate:          100 << 20,
+			PushRate:          2000,
 			TrustedRelays:     []string{"127.0.0.0/8", "::1/128"},
 			ConnectRate:       120,
 			ConnectBurst:      30,
@@ -401,6 +406,7 @@ func (c *Config) checkBounds() error {
 		{"smtp.message_rate", s.MessageRate, 0.001, 1e7, false},
 		{"smtp.message_burst", float64(s.MessageBurst), 1, 1e6, false},
 		{"smtp.byte_rate", float64(s.ByteRate), 1 << 20, 1 << 40, false},
+		{"smtp.push_rate", s.PushRate, 1, 1e9, false},
 		{"store.min_free_bytes", float64(c.Store.MinFreeBytes), 1 << 20, 1 << 50, true},
 		{"verp.expiry_days", float64(c.VERP.ExpiryDays), -1, 3650, false},
 		{"verp.guard.max_bad", float64(c.VERP.Guard.MaxBad), 1, 10_000, false},

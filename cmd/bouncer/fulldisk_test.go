@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -66,8 +67,10 @@ func bigBounce(t *testing.T, addr string, n int) []byte {
 }
 
 // TestFullDisk fills the database's file system while the server runs: a
-// message that cannot be committed gets 451 4.3.0 without internals, and
-// delivery works again once space is freed; nothing acknowledged is lost.
+// message that cannot be committed gets 451 4.3.0 without internals, the
+// failed write is counted and /readyz says 503; once space is freed the
+// store reopens its files from disk and delivery works again without a
+// restart; nothing acknowledged is lost.
 func TestFullDisk(t *testing.T) {
 	mnt := mountTmpfs(t, "8m")
 	cfg := writeConfig(t, t.TempDir(), fmt.Sprintf(`
@@ -75,7 +78,7 @@ func TestFullDisk(t *testing.T) {
 listen = "127.0.0.1:0"
 domains = ["localhost"]
 [http]
-listen = ""
+listen = "127.0.0.1:0"
 [store]
 path = %q
 min_free_bytes = 0
@@ -111,8 +114,29 @@ min_free_bytes = 0
 		}
 	}
 
+	writeErrs := 0.0
+	for _, op := range []string{"log_write", "log_sync", "commit"} {
+		writeErrs += scrape(t, ts.httpAddr, "bouncer_store_write_errors_total", map[string]string{"op": op})
+	}
+	if writeErrs == 0 {
+		t.Error("the refused delivery was not counted in bouncer_store_write_errors_total")
+	}
+	if got := httpStatus(t, ts.httpAddr, "/readyz"); got != 503 {
+		t.Errorf("/readyz on a full disk: %d, want 503", got)
+	}
+
 	tcheck(t, os.Remove(filepath.Join(mnt, "filler")), "freeing space")
-	tcheck(t, send(100), "delivering after space was freed")
+	var last error
+	for i := 100; i < 200; i++ { // the store reopens after a back-off (at most 5s)
+		if last = send(i); last == nil || !errors.As(last, &se) || se.Code != 451 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tcheck(t, last, "delivering after space was freed")
+	if n := scrape(t, ts.httpAddr, "bouncer_store_reopens_total", map[string]string{"result": "ok"}); n < 1 {
+		t.Errorf("bouncer_store_reopens_total{result=ok} = %v after the disk recovered", n)
+	}
 
 	ts.stop(t)
 	db, err := bolt.Open(filepath.Join(mnt, "bouncer.db"), bolt.Options{ReadOnly: true})

@@ -23,6 +23,9 @@ type readiness struct {
 	// ping, if set, asks the store itself (PostgreSQL) instead of the
 	// disk beside a bbolt file.
 	ping func(context.Context) error
+	// failed, if set, says whether the store refuses deliveries after a
+	// failed write (bbolt, until it has reopened its files).
+	failed func() bool
 	// lastFail and lastOK are the Unix nanoseconds of the last Save that
 	// failed and the last that succeeded.
 	lastFail, lastOK atomic.Int64
@@ -55,6 +58,9 @@ const failWindow = time.Minute
 func (r *readiness) check(ctx context.Context) error {
 	if f := r.lastFail.Load(); f > r.lastOK.Load() && time.Since(time.Unix(0, f)) < failWindow {
 		return errors.New("the last delivery could not be saved")
+	}
+	if r.failed != nil && r.failed() {
+		return errors.New("a write to the database failed: reopening it from disk")
 	}
 	if r.ping != nil {
 		return r.ping(ctx)

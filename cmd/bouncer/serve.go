@@ -63,7 +63,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		}
 		logger.Info("database log applied", "log", li.Path, "applied", li.Applied, "torn_last_frame", li.Torn)
 	}
-	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm, onLog: onLog})
+	onReopen := func(err error) {
+		if err != nil {
+			logger.Error("database still failing: deliveries get 451 until it reopens", "db", cfg.Store.Path, "err", err)
+			return
+		}
+		logger.Warn("database reopened from disk after a failed write: accepting deliveries again", "db", cfg.Store.Path)
+	}
+	db, err := openStoreWith(cfg, storeUse{decide: decider(table, cfg.verpRequired()), onStorm: onStorm, onLog: onLog, onReopen: onReopen})
 	if err != nil {
 		return err
 	}
@@ -80,7 +87,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 		srv       *server.Server
 		mailboxes []*mailbox.Reader
 	)
-	mets, err := metrics.New(reg, metrics.Sources{
+	msrc := metrics.Sources{
 		Server: func() server.Stats { return srv.Stats() },
 		Outbox: db.OutboxStats,
 		Storms: storms.Load,
@@ -92,7 +99,14 @@ func (a *app) serve(ctx context.Context, args []string) error {
 			}
 			return out
 		},
-	})
+	}
+	if bdb, ok := db.(*bolt.DB); ok {
+		msrc.StoreFaults = func() metrics.StoreFaults {
+			f := bdb.Faults()
+			return metrics.StoreFaults{WriteErrors: f.WriteErrors, Reopens: f.Reopens, ReopenErrors: f.ReopenErrors, Failed: f.Failed}
+		}
+	}
+	mets, err := metrics.New(reg, msrc)
 	if err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -110,6 +124,9 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	ready := &readiness{dir: filepath.Dir(cfg.Store.Path), minFree: cfg.Store.MinFreeBytes}
 	if p, ok := db.(interface{ Ping(context.Context) error }); ok {
 		ready.ping = p.Ping // a shared server: ask it, not the local disk
+	}
+	if bdb, ok := db.(*bolt.DB); ok {
+		ready.failed = func() bool { return bdb.Faults().Failed }
 	}
 	saver := ready.saver(mets.Saver(db))
 	srv = server.New(sopts, saver, logger)
@@ -316,6 +333,7 @@ func serverOptions(cfg Config, debug io.Writer) server.Options {
 		MessageRate:       c.MessageRate,
 		MessageBurst:      c.MessageBurst,
 		ByteRate:          c.ByteRate,
+		PushRate:          c.PushRate,
 		TrustedRelays:     relays,
 		Guard: verp.NewGuard(verp.GuardOptions{
 			MaxBad: cfg.VERP.Guard.MaxBad,
@@ -357,6 +375,7 @@ type storeUse struct {
 	decide   func(*store.Record) store.Decision // the policy, for a read-write open
 	onStorm  func(store.Storm)                  // told of each storm started (serve)
 	onLog    func(bolt.LogInfo)                 // told what Open did with bbolt's log
+	onReopen func(error)                        // told of each reopen after a failed write (serve)
 	busyHint string                             // added to the error for a file another process holds
 }
 
@@ -375,7 +394,7 @@ func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
 	}
 	rules := cfg.rules(use.decide)
 	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: rules.Decide,
-		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog,
+		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog, OnReopen: use.onReopen,
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow,
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
 	if opts.CommitInterval == 0 {

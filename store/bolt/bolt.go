@@ -65,7 +65,10 @@
 // committed every Options.CommitInterval, and Open replays the log after a
 // crash (wal.go). Readers in this process see every Save that returned.
 // When a group can't be made durable, each delivery in it is retried
-// alone, so one bad delivery fails only its own caller. The writer
+// alone, so one bad delivery fails only its own caller; but when a write
+// or sync of the log or of the file fails (EIO, ENOSPC), nothing is
+// retried: every Save fails (ErrFailed) until the writer has closed both
+// files and opened them again from disk, replaying the log (reopen.go). The writer
 // compresses raw messages of up to 8 KB (S2 with a dictionary); Save
 // compresses larger ones (zstd with the same dictionary) in the caller's
 // goroutine with one of at most Options.Compressors pooled encoders (about
@@ -237,6 +240,15 @@ type Options struct {
 	// it applied frames from it or found it damaged (wal.go); the caller
 	// logs it.
 	OnLog func(LogInfo)
+	// OnReopen, if set, is told the outcome of each attempt to open the
+	// files again after a failed write (reopen.go): nil once the DB
+	// accepts again, else why not (it tries again after a back-off).
+	// It is called from the writer goroutine: keep it quick.
+	OnReopen func(error)
+
+	// files, if set, opens the log and bbolt's file (tests inject disk
+	// faults through it: faultfs_test.go).
+	files *fileHooks
 
 	// beforeCommit, if set, runs after a group of requests is applied
 	// and before it is made durable (logged, or committed without a log),
@@ -275,6 +287,19 @@ type DB struct {
 	pendingBytes int         // raw bytes of pending
 	dirty        atomic.Bool // pending is not empty: readers ask for a commit
 	flushReq     chan chan error
+
+	// The failed state (reopen.go). failErr, retryAt and backoff belong
+	// to the writer; failed mirrors failErr for other goroutines.
+	// fileMu is held for reading by view and update, and for writing by
+	// the writer while it closes and opens bolt and wal again.
+	path    string
+	fileMu  sync.RWMutex
+	failErr *failedError
+	failed  atomic.Pointer[failedError]
+	retryAt time.Time
+	backoff time.Duration
+	faultc  chan error // failed commits of update, for the writer
+	faults  faultCounters
 }
 
 // DefaultCommitInterval is how long acknowledged deliveries may wait in
@@ -321,11 +346,33 @@ func open(path string, opts Options) (*DB, error) {
 	if opts.CommitInterval == 0 {
 		opts.CommitInterval = DefaultCommitInterval
 	}
-	db := &DB{opts: opts, now: opts.Now}
+	db := &DB{opts: opts, now: opts.Now, path: path, faultc: make(chan error, 1)}
 	db.rules = store.Rules{Decide: opts.Decide, Storm: opts.Storm, DedupeWindow: opts.DedupeWindow}
 	if db.now == nil {
 		db.now = time.Now
 	}
+	db.compressors = make(chan *compressor, opts.Compressors)
+	for range opts.Compressors {
+		db.compressors <- nil
+	}
+	if err := db.openFiles(); err != nil {
+		return nil, err
+	}
+	if !opts.ReadOnly {
+		db.queue = store.NewQueue[*request](opts.QueueLen)
+		db.done = make(chan struct{})
+		db.flushReq = make(chan chan error)
+		go db.writer()
+	}
+	return db, nil
+}
+
+// openFiles opens bbolt's file and, read-write, the log: it checks or
+// creates the schema and applies the log's frames the file lacks. Open
+// calls it, and the writer again after a failed write (reopen.go). On
+// failure nothing is left open.
+func (db *DB) openFiles() error {
+	opts, path := db.opts, db.path
 	bopts := &bbolt.Options{
 		Timeout:      opts.LockTimeout,
 		ReadOnly:     opts.ReadOnly,
@@ -335,21 +382,21 @@ func open(path string, opts Options) (*DB, error) {
 		// when the file is created.
 		PageSize: 16 << 10,
 	}
+	if h := opts.files; h != nil {
+		bopts.OpenFile, bopts.InitialMmapSize = h.openDB, h.mmapSize
+	}
 	bdb, err := openGuarded(path, bopts)
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("opening %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
+		return fmt.Errorf("opening %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return fmt.Errorf("opening %s: %w", path, err)
 	}
 	db.bolt = bdb
 	db.rawPart = rawPartSize(bdb.Info().PageSize)
-	db.compressors = make(chan *compressor, opts.Compressors)
-	for range opts.Compressors {
-		db.compressors <- nil
-	}
 	err = db.prepare(path)
 	if err == nil && !opts.ReadOnly {
+		db.idgen = idGen{}
 		err = bdb.View(db.idgen.init)
 	}
 	if err == nil && !opts.ReadOnly {
@@ -359,19 +406,20 @@ func open(path string, opts Options) (*DB, error) {
 		err = db.checkWAL(path)
 	}
 	if err != nil {
+		if db.tx != nil {
+			db.tx.Rollback()
+			db.tx, db.txw = nil, nil
+		}
+		db.pending, db.pendingBytes = nil, 0
 		if db.wal != nil {
 			db.wal.close()
+			db.wal = nil
 		}
 		bdb.Close()
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		db.bolt = nil
+		return fmt.Errorf("opening %s: %w", path, err)
 	}
-	if !opts.ReadOnly {
-		db.queue = store.NewQueue[*request](opts.QueueLen)
-		db.done = make(chan struct{})
-		db.flushReq = make(chan chan error)
-		go db.writer()
-	}
-	return db, nil
+	return nil
 }
 
 // openGuarded is bbolt.Open with its panics on a damaged file turned
@@ -403,7 +451,7 @@ func (db *DB) replayWAL(path string) error {
 			return nil
 		}
 	}
-	l, reqs, info, err := openWAL(path, db.appliedSeq(), db.now())
+	l, reqs, info, err := openWAL(path, db.appliedSeq(), db.now(), db.opts.files)
 	if err != nil {
 		return err
 	}
@@ -415,8 +463,8 @@ func (db *DB) replayWAL(path string) error {
 		if err = db.beginTx(); err == nil {
 			err = db.commitOpen()
 		}
-		if err == nil && db.wal == nil {
-			err = errLogBroken
+		if err == nil && db.failErr != nil {
+			err = db.failErr // the log could not be reset
 		}
 		if err != nil {
 			return fmt.Errorf("replaying log: %w", err)
@@ -558,8 +606,10 @@ func (db *DB) Close() error {
 	if db.wal != nil {
 		walErr = db.wal.close()
 	}
-	if err := db.bolt.Close(); err != nil {
-		return fmt.Errorf("closing database: %w", err)
+	if db.bolt != nil {
+		if err := db.bolt.Close(); err != nil {
+			return fmt.Errorf("closing database: %w", err)
+		}
 	}
 	if db.closeErr != nil {
 		// What was acknowledged is in the log; the next Open applies it.
@@ -572,7 +622,7 @@ func (db *DB) Close() error {
 }
 
 // Path returns the file name of the database.
-func (db *DB) Path() string { return db.bolt.Path() }
+func (db *DB) Path() string { return db.path }
 
 // keyLen is the length of a record or message key.
 const keyLen = 12

@@ -28,7 +28,7 @@ const maxCheckErrors = 100
 func (db *DB) Check() error {
 	// bbolt's own check runs in a goroutine that panics on a damaged
 	// page, beyond any recover: walk the file without bbolt first.
-	if err := CheckFile(db.bolt.Path()); err != nil {
+	if err := CheckFile(db.path); err != nil {
 		return err
 	}
 	var errs []error

@@ -284,7 +284,10 @@ func (db *DB) outboxMove(retry bool, seqs []uint64) (int, error) {
 				if err := json.Unmarshal(v, &ev); err != nil {
 					return fmt.Errorf("decoding dead letter %x: %w", hex.EncodeToString(k), err)
 				}
-				ev.Attempts, ev.NextTry = 0, now
+				if ev.Held {
+					ev.LastError = "" // the reason it was held, not an error
+				}
+				ev.Attempts, ev.NextTry, ev.Held = 0, now, false
 				if err := putEvent(ob, &ev); err != nil {
 					return err
 				}

@@ -244,13 +244,14 @@ func (w *txWriter) applyStorm(ch *store.Changes, now time.Time) error {
 	return nil
 }
 
-// putEvents numbers and writes new outbox events.
+// putEvents numbers and writes new outbox events; held ones go to the
+// dead-letter list, numbered in the same sequence.
 func (w *txWriter) putEvents(evs []store.OutboxEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	ob := w.tx.Bucket(bucketOutbox)
-	if ob == nil {
+	ob, dead := w.tx.Bucket(bucketOutbox), w.tx.Bucket(bucketOutboxDead)
+	if ob == nil || dead == nil {
 		return fmt.Errorf("writing outbox event: no outbox bucket")
 	}
 	for i := range evs {
@@ -259,7 +260,11 @@ func (w *txWriter) putEvents(evs []store.OutboxEvent) error {
 			return fmt.Errorf("numbering outbox event: %w", err)
 		}
 		evs[i].Seq = seq
-		if err := putEvent(ob, &evs[i]); err != nil {
+		b := ob
+		if evs[i].Held {
+			b = dead
+		}
+		if err := putEvent(b, &evs[i]); err != nil {
 			return err
 		}
 	}

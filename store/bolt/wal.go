@@ -67,7 +67,7 @@ func walPath(path string) string { return path + "-wal" }
 // wal is an open log file. Only the writer goroutine uses it (and Open
 // before the writer starts).
 type wal struct {
-	f    *os.File
+	f    logFile
 	seq  uint64 // number of the last frame written
 	size int64  // bytes of whole frames in the file
 	buf  []byte // frames being appended
@@ -105,11 +105,11 @@ type walMeta struct {
 // log (a bad frame with good ones after it, or frames that do not
 // follow the file's) is copied aside first; info says what was applied
 // and dropped.
-func openWAL(path string, applied uint64, now time.Time) (*wal, []*request, LogInfo, error) {
+func openWAL(path string, applied uint64, now time.Time, files *fileHooks) (*wal, []*request, LogInfo, error) {
 	p := walPath(path)
 	info := LogInfo{Path: p}
 	_, statErr := os.Stat(p)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := files.openLogFile(p)
 	if err != nil {
 		return nil, nil, info, fmt.Errorf("opening log: %w", err)
 	}
@@ -131,7 +131,7 @@ func openWAL(path string, applied uint64, now time.Time) (*wal, []*request, LogI
 		// Frames are written from the start after each commit: when the
 		// first is applied, so are all the whole ones after it.
 		var data []byte
-		if data, err = io.ReadAll(io.LimitReader(f, fi.Size())); err == nil {
+		if data, err = io.ReadAll(io.NewSectionReader(f, 0, fi.Size())); err == nil {
 			sc = scanFrames(data, applied)
 			if sc.damaged == "" && first > applied+1 && len(sc.reqs) > 0 {
 				sc.damaged = fmt.Sprintf("the log starts at frame %d, the database holds frames up to %d: frames between are missing (applied the log anyway: its deliveries were acknowledged)", first, applied)
@@ -158,7 +158,7 @@ func openWAL(path string, applied uint64, now time.Time) (*wal, []*request, LogI
 }
 
 // clearFrom writes zeros over the log from off to size and syncs it.
-func clearFrom(f *os.File, off, size int64) error {
+func clearFrom(f logFile, off, size int64) error {
 	if _, err := f.WriteAt(make([]byte, size-off), off); err != nil {
 		return fmt.Errorf("clearing the damaged frames: %w", err)
 	}
@@ -213,7 +213,7 @@ func (l *wal) prealloc(n int64) {
 
 // firstFrame returns the number of the first frame of the log file f of
 // size bytes, or 0 if it starts with no whole frame. It reads one frame.
-func firstFrame(f *os.File, size int64) (uint64, error) {
+func firstFrame(f io.ReaderAt, size int64) (uint64, error) {
 	var head [8]byte
 	if size < 8 {
 		return 0, nil
@@ -410,9 +410,9 @@ func decodeFrame(body []byte) (*request, uint64, error) {
 	return r, seq, nil
 }
 
-// append writes the frames of reqs (numbering them) and syncs the log. On
-// failure the log is cut back to its last whole frame; if that fails too
-// the log is unusable and the error says so.
+// append writes the frames of reqs (numbering them) and syncs the log. A
+// failed write or sync is a *diskError; the frames written are zeroed, as
+// far as the file lets that happen.
 func (l *wal) append(reqs []*request) error {
 	b := l.buf[:0]
 	seq := l.seq
@@ -427,18 +427,20 @@ func (l *wal) append(reqs []*request) error {
 	if cap(l.buf) > 4<<20 {
 		l.buf = nil
 	}
-	_, err := l.f.WriteAt(b, l.size)
-	if err == nil {
-		err = fdatasync(l.f)
+	var err error
+	if _, werr := l.f.WriteAt(b, l.size); werr != nil {
+		err = &diskError{Op: OpLogWrite, Err: werr}
+	} else if serr := l.f.Datasync(); serr != nil {
+		err = &diskError{Op: OpLogSync, Err: serr}
 	}
 	if err != nil {
 		// Whatever was written after the last whole frame must not
 		// read as frames: zero it (it may have been a complete frame
-		// whose sync failed, so the file's data is unknown).
-		if _, zerr := l.f.WriteAt(make([]byte, len(b)), l.size); zerr != nil {
-			return fmt.Errorf("%w: %w (and clearing the failed frames: %w)", errLogBroken, err, zerr)
-		}
-		return fmt.Errorf("writing log: %w", err)
+		// whose sync failed, so the file's data is unknown). The
+		// writer then reopens the files (reopen.go), which reads the
+		// log back from the disk.
+		l.f.WriteAt(make([]byte, len(b)), l.size)
+		return err
 	}
 	l.written = max(l.written, l.size+int64(len(b)))
 	for i, r := range reqs {
@@ -449,10 +451,6 @@ func (l *wal) append(reqs []*request) error {
 	return nil
 }
 
-// errLogBroken says the log could not be cut back after a failed append:
-// the writer stops using it and commits every group to the file instead.
-var errLogBroken = errors.New("log unusable")
-
 // reset starts the log over after its frames were committed to the
 // database: the next frames are written from the start of the file. The
 // frames left after them are numbered at most the database's wal_seq, so
@@ -461,7 +459,7 @@ var errLogBroken = errors.New("log unusable")
 func (l *wal) reset() error {
 	if l.written > walMaxKept {
 		if err := l.f.Truncate(walPrealloc); err != nil {
-			return fmt.Errorf("%w: cutting back: %w", errLogBroken, err)
+			return &diskError{Op: OpLogWrite, Err: fmt.Errorf("cutting back: %w", err)}
 		}
 		l.written = walPrealloc
 	}

@@ -107,7 +107,11 @@ func (db *DB) writer() {
 	defer timer.Stop()
 	for {
 		var timeout <-chan time.Time
-		if db.tx != nil {
+		switch {
+		case db.failErr != nil:
+			timer.Reset(time.Until(db.retryAt))
+			timeout = timer.C
+		case db.tx != nil:
 			timer.Reset(time.Until(db.txStart.Add(db.opts.CommitInterval)))
 			timeout = timer.C
 		}
@@ -116,15 +120,31 @@ func (db *DB) writer() {
 		select {
 		case req, ok = <-db.queue.C():
 		case <-timeout:
-			db.commitOpen()
+			if db.failErr != nil {
+				db.reopen()
+			} else {
+				db.commitOpen()
+			}
 			continue
 		case ch := <-db.flushReq:
 			ch <- db.commitOpen()
+			continue
+		case err := <-db.faultc:
+			if db.failErr == nil {
+				db.enterFailed(err)
+			}
 			continue
 		}
 		if !ok {
 			db.closeErr = db.commitOpen()
 			return
+		}
+		if db.failErr != nil {
+			// Failed: answer at once, until the files are open again.
+			if req.Take() {
+				db.failWith(req, db.failErr)
+			}
+			continue
 		}
 		batch := []*request{req}
 		size := len(req.raw) + len(req.src)
@@ -177,12 +197,19 @@ func (db *DB) group(batch []*request) {
 
 // process is group for requests already taken.
 func (db *DB) process(taken []*request) {
+	if db.failErr != nil {
+		for _, r := range taken {
+			db.failWith(r, db.failErr)
+		}
+		return
+	}
 	applied := db.applyAll(taken)
 	if len(applied) == 0 {
 		return
 	}
 	err := db.durable(applied)
 	if err == nil {
+		db.backoff = 0
 		for _, r := range applied {
 			r.Done()
 		}
@@ -201,6 +228,14 @@ func (db *DB) process(taken []*request) {
 		// of serve under smtp-source, 20 sessions); the next group
 		// waits for their few writes instead.
 		runtime.Gosched()
+		return
+	}
+	if db.failErr != nil {
+		// A write or sync of a file failed (enterFailed): every caller
+		// of the group gets the failure, none is retried alone.
+		for _, r := range applied {
+			db.failWith(r, db.failErr)
+		}
 		return
 	}
 	// Undo the group: back to the last durable state.
@@ -263,7 +298,12 @@ func (db *DB) reapply(reqs []*request) error {
 
 // fail ends r with err.
 func (db *DB) fail(r *request, err error) {
-	r.recs, r.err = nil, fmt.Errorf("committing deliveries: %w", err)
+	db.failWith(r, fmt.Errorf("committing deliveries: %w", err))
+}
+
+// failWith ends r with err as it is.
+func (db *DB) failWith(r *request, err error) {
+	r.recs, r.err = nil, err
 	r.Done()
 }
 
@@ -305,28 +345,21 @@ func (db *DB) durable(reqs []*request) error {
 	}
 	if db.wal != nil {
 		err := db.wal.append(reqs)
-		if err == nil {
-			db.pending = append(db.pending, reqs...)
-			for _, r := range reqs {
-				db.pendingBytes += len(r.raw)
+		if err != nil {
+			var de *diskError
+			if errors.As(err, &de) {
+				db.enterFailed(err)
 			}
-			db.dirty.Store(true)
-			return nil
-		}
-		if !errors.Is(err, errLogBroken) {
 			return err
 		}
-		// The log can't be trusted any more: commit instead, from now on.
-		db.dropWAL()
+		db.pending = append(db.pending, reqs...)
+		for _, r := range reqs {
+			db.pendingBytes += len(r.raw)
+		}
+		db.dirty.Store(true)
+		return nil
 	}
 	return db.commitOpen()
-}
-
-// dropWAL stops using the log after a failure it could not undo. What it
-// holds is also in the open transaction, which the caller commits.
-func (db *DB) dropWAL() {
-	db.wal.close()
-	db.wal = nil
 }
 
 // beginTx begins the writer's transaction and applies the logged,
@@ -362,6 +395,9 @@ func (db *DB) rollback() error {
 // transaction is gone but the logged requests stay pending, to be applied
 // again to the next one.
 func (db *DB) commitOpen() error {
+	if db.failErr != nil {
+		return db.failErr
+	}
 	if db.tx == nil && len(db.pending) > 0 {
 		// An earlier commit failed: try again with the logged requests.
 		if err := db.beginTx(); err != nil {
@@ -383,7 +419,13 @@ func (db *DB) commitOpen() error {
 		err = db.opts.beforeCommit(nil)
 	}
 	if err == nil {
-		err = tx.Commit()
+		if cerr := tx.Commit(); cerr != nil {
+			// bbolt has written some pages, maybe its meta page: what
+			// the file holds now is known only by reading it again.
+			err = &diskError{Op: OpCommit, Err: cerr}
+			db.tx, db.txw = nil, nil
+			db.enterFailed(err)
+		}
 	} else {
 		tx.Rollback()
 	}
@@ -393,9 +435,11 @@ func (db *DB) commitOpen() error {
 	}
 	db.pending, db.pendingBytes = nil, 0
 	db.dirty.Store(false)
+	db.backoff = 0
 	if db.wal != nil {
 		if err := db.wal.reset(); err != nil {
-			db.dropWAL()
+			// The commit holds everything: only the log is in doubt.
+			db.enterFailed(err)
 		}
 	}
 	return nil
@@ -416,17 +460,53 @@ func (db *DB) sync() {
 }
 
 // view runs fn in a read transaction that sees every acknowledged Save.
+// While the writer reopens the file (reopen.go) it waits; when the file
+// could not be opened again it fails with the writer's error.
 func (db *DB) view(fn func(*bbolt.Tx) error) (err error) {
 	db.sync()
-	defer guard(db.bolt.Path(), "", &err)
+	db.fileMu.RLock()
+	defer db.fileMu.RUnlock()
+	if db.bolt == nil {
+		return db.failedErr()
+	}
+	defer guard(db.path, "", &err)
 	return db.bolt.View(fn)
 }
 
 // update runs fn in a write transaction of its own, after the writer's.
+// It fails while the DB is failed; a failed commit puts it in the failed
+// state, as a failed commit of the writer does.
 func (db *DB) update(fn func(*bbolt.Tx) error) (err error) {
 	db.sync()
-	defer guard(db.bolt.Path(), "", &err)
-	return db.bolt.Update(fn)
+	db.fileMu.RLock()
+	defer db.fileMu.RUnlock()
+	if fe := db.failed.Load(); fe != nil || db.bolt == nil {
+		return db.failedErr()
+	}
+	defer guard(db.path, "", &err)
+	tx, err := db.bolt.Begin(true)
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	done = true
+	if err := tx.Commit(); err != nil {
+		de := &diskError{Op: OpCommit, Err: err}
+		select {
+		case db.faultc <- de:
+		default: // the writer has one to handle already
+		}
+		return fmt.Errorf("committing: %w", de)
+	}
+	return nil
 }
 
 // txWriter writes deliveries in one transaction.

@@ -277,7 +277,10 @@ func (db *DB) outboxMove(retry bool, seqs []uint64) (int, error) {
 			if err != nil {
 				return err
 			}
-			ev.Attempts, ev.NextTry = 0, now
+			if ev.Held {
+				ev.LastError = "" // the reason it was held, not an error
+			}
+			ev.Attempts, ev.NextTry, ev.Held = 0, now, false
 			if j, err = marshal(&ev, "outbox event"); err != nil {
 				return err
 			}

@@ -344,8 +344,13 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 		if err != nil {
 			return err
 		}
+		scan := func(row pgx.Row) error { return row.Scan(&ev.Seq) }
+		if ev.Held {
+			b.Queue("INSERT INTO outbox_dead (seq, data) VALUES (nextval('outbox_seq'), $1) RETURNING seq", j).QueryRow(scan)
+			continue
+		}
 		b.Queue("INSERT INTO outbox (seq, target, next_try, data) VALUES (nextval('outbox_seq'), $1, $2, $3) RETURNING seq",
-			ev.Target, nanos(ev.NextTry), j).QueryRow(func(row pgx.Row) error { return row.Scan(&ev.Seq) })
+			ev.Target, nanos(ev.NextTry), j).QueryRow(scan)
 	}
 	return nil
 }

@@ -203,6 +203,12 @@ func (c *Cluster) start() error {
 	cmd := c.command("postgres", "-D", c.data(), "-h", "127.0.0.1", "-p", strconv.Itoa(c.port),
 		"-k", "", "-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200",
 		"-c", "shared_buffers=64MB")
+	// A process group of its own, which Kill ends as a whole: the
+	// postmaster and every backend.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	logf, err := os.Create(filepath.Join(c.dir, "postgres.log"))
 	if err != nil {
 		return err
@@ -261,6 +267,135 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// Kill ends the server as a crash would: SIGKILL to the postmaster and
+// every backend at once, mid-transaction or mid-commit. It returns once
+// they are all gone; Start then runs crash recovery from the WAL.
+func (c *Cluster) Kill() error {
+	if c.cmd == nil {
+		return nil
+	}
+	pgid := c.cmd.Process.Pid
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing postgres: %w", err)
+	}
+	<-c.exit
+	c.cmd = nil
+	// Backends end a moment after the postmaster; a new postmaster
+	// refuses to start while they hold the shared memory.
+	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(-pgid, 0) == nil; {
+		if time.Now().After(deadline) {
+			return errors.New("postgres backends still running 30s after SIGKILL")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// Restart stops the server (fast shutdown) and starts it again on the
+// same port.
+func (c *Cluster) Restart() error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	return c.Start()
+}
+
+// Running reports whether the server was started and not stopped or
+// killed since.
+func (c *Cluster) Running() bool { return c.cmd != nil }
+
+// Terminate ends the sessions on the database of url with
+// pg_terminate_backend, as a cut connection or an administrator would,
+// and returns how many it ended.
+func (c *Cluster) Terminate(ctx context.Context, url string) (int, error) {
+	return c.onBackends(ctx, url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", nil)
+}
+
+// KillBackends sends SIGKILL to the server processes of the sessions on
+// the database of url, and returns how many. The postmaster then ends
+// every other session and runs crash recovery before it accepts again
+// (PostgreSQL's restart_after_crash). It returns once the server accepts
+// connections again, so that what runs next (other tests, a store being
+// opened) does not meet a server in recovery.
+func (c *Cluster) KillBackends(ctx context.Context, url string) (int, error) {
+	n, err := c.onBackends(ctx, url, "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", func(pid int) error {
+		return syscall.Kill(pid, syscall.SIGKILL)
+	})
+	if err != nil || n == 0 {
+		return n, err
+	}
+	// The postmaster may not have noticed the crash yet: a connection
+	// can still succeed before recovery starts. Wait a moment for it to
+	// begin (a refused connection), then for its end.
+	ready, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if c.connect(ready) != nil {
+			break
+		}
+	}
+	return n, c.WaitReady(ready)
+}
+
+// WaitReady waits until the server accepts connections (after a start, a
+// crash or recovery), or ctx ends.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	for {
+		err := c.connect(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres not accepting connections: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// connect opens and closes one connection to the postgres database.
+func (c *Cluster) connect(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, c.url("postgres"))
+	if err != nil {
+		return err
+	}
+	return conn.Close(ctx)
+}
+
+// onBackends runs query (over the sessions of url's database) from the
+// postgres database: with each, the pids it returns to fn; without, the
+// count it returns.
+func (c *Cluster) onBackends(ctx context.Context, url, query string, fn func(pid int) error) (int, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return 0, err
+	}
+	conn, err := pgx.Connect(ctx, c.url("postgres"))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	if fn == nil {
+		var n int
+		err := conn.QueryRow(ctx, query, cfg.Database).Scan(&n)
+		return n, err
+	}
+	rows, err := conn.Query(ctx, query, cfg.Database)
+	if err != nil {
+		return 0, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range pids {
+		if err := fn(pid); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return 0, err
+		}
+	}
+	return len(pids), nil
+}
+
 // Close stops the server and removes its directory.
 func (c *Cluster) Close() error {
 	c.Stop()
@@ -284,6 +419,10 @@ func (c *Cluster) Database(t testing.TB) string {
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), c.n.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A test before may have left the server in crash recovery.
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("connecting to postgres: %v", err)
+	}
 	conn, err := pgx.Connect(ctx, c.url("postgres"))
 	if err != nil {
 		t.Fatalf("connecting to postgres: %v", err)
