@@ -219,7 +219,7 @@ func compile(i int, r Rule) (compiled, error) {
 	default:
 		return c, fmt.Errorf("unknown action %q: want suppress, count or record", truncate(r.Action, 40))
 	}
-	d.Rule = r.Name
+	d.Rule, d.Named = r.Name, r.Name != ""
 	if d.Rule == "" {
 		d.Rule = label(r)
 	}

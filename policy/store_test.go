@@ -84,8 +84,13 @@ func TestStore(t *testing.T) {
 			t.Fatalf("second save: verdict %q suppressed %v, want suppress without a new entry", second.Verdict, second.Suppressed)
 		}
 		s := isSuppressed(t, db, addr)
-		if s == nil || s.RecordID != first.ID || s.Status != "5.4.3" || !strings.Contains(s.Reason, "5.4.3 bounce suppress") {
+		if s == nil || s.RecordID != first.ID || s.Status != "5.4.3" {
 			t.Fatalf("suppression: %+v, want one from record %s", s, first.ID)
+		}
+		// The reason says each thing once: the rule's made-up label
+		// ("5.4.3 bounce suppress") would repeat the status and kind.
+		if s.Reason != "bounce hard 5.4.3 (routing_failure)" {
+			t.Fatalf("reason %q repeats itself or lacks what the record is", s.Reason)
 		}
 		n := 0
 		tcheck(t, db.Suppressions("dead-route.example", func(store.Suppression) error { n++; return nil }), "listing")
@@ -129,8 +134,12 @@ func TestStore(t *testing.T) {
 		if !r.Suppressed {
 			t.Fatalf("fifth event within 14 days did not suppress: %+v", r)
 		}
-		if s := isSuppressed(t, db, addr); s == nil || s.RecordID != r.ID {
+		s := isSuppressed(t, db, addr)
+		if s == nil || s.RecordID != r.ID {
 			t.Fatalf("suppression %+v, want one from record %s", s, r.ID)
+		}
+		if want := "5 events within 14d, last: bounce soft 4.4.3"; !strings.HasPrefix(s.Reason, want) || strings.Count(s.Reason, "4.4.3") != 1 {
+			t.Fatalf("reason %q, want it to start %q and name the status once", s.Reason, want)
 		}
 	})
 

@@ -84,6 +84,34 @@ func (st *DomainStat) Count(rec *Record) (status string, added bool) {
 	return status, added
 }
 
+// Uncount takes rec out of the aggregate st, undoing Count's counts
+// (first and last seen and the MTA sets stay: they are what was seen).
+// It returns the status key rec was counted under and whether that key
+// now counts nothing (and is gone from st).
+func (st *DomainStat) Uncount(rec *Record) (status string, gone bool) {
+	status = rec.Status
+	if st.Counts[status] == 0 {
+		status = "other" // counted there once the aggregate was full
+	}
+	if n := st.Counts[status]; n > 0 {
+		st.Counts[status] = n - 1
+		if n == 1 {
+			delete(st.Counts, status)
+			gone = true
+		}
+	}
+	if n := st.Kinds[string(rec.Kind)]; n > 0 {
+		st.Kinds[string(rec.Kind)] = n - 1
+		if n == 1 {
+			delete(st.Kinds, string(rec.Kind))
+		}
+	}
+	if st.Total > 0 {
+		st.Total--
+	}
+	return status, gone
+}
+
 // addMTA adds mta to a bounded set.
 func (st *DomainStat) addMTA(set []string, mta string) []string {
 	mta = NormMTA(mta)
@@ -108,7 +136,31 @@ func (p *planner) countDomain(rec *Record) error {
 		return err
 	}
 	if status, added := u.Stat.Count(rec); added {
-		u.NewStatuses = append(u.NewStatuses, status)
+		if i := slices.Index(u.GoneStatuses, status); i >= 0 {
+			u.GoneStatuses = slices.Delete(u.GoneStatuses, i, i+1) // its index entry stays
+		} else {
+			u.NewStatuses = append(u.NewStatuses, status)
+		}
+	}
+	return nil
+}
+
+// uncountDomain takes rec out of its domain's aggregate.
+func (p *planner) uncountDomain(rec *Record) error {
+	dom := DomainKey(rec)
+	if dom == "" {
+		return nil
+	}
+	u, err := p.domain(dom)
+	if err != nil {
+		return err
+	}
+	if status, gone := u.Stat.Uncount(rec); gone {
+		if i := slices.Index(u.NewStatuses, status); i >= 0 {
+			u.NewStatuses = slices.Delete(u.NewStatuses, i, i+1)
+		} else {
+			u.GoneStatuses = append(u.GoneStatuses, status)
+		}
 	}
 	return nil
 }

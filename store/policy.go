@@ -35,6 +35,11 @@ type Decision struct {
 	Threshold int           // for ActionCount: events within Window that suppress (≥ 1)
 	Window    time.Duration // for ActionCount: age after which an event no longer counts; 0 = never
 	Rule      string        // optional name of the policy rule that gave this decision
+	// Named is set when Rule is a name the operator gave the rule. A
+	// label made of the rule's own fields ("5.4.3 bounce suppress") only
+	// repeats what a suppression reason already says, so the reason
+	// names the rule only when it is Named.
+	Named bool
 }
 
 // DefaultDecide suppresses an address at once on a hard bounce with status
@@ -118,14 +123,42 @@ func (c *SoftCounter) Decayed(now time.Time) bool {
 	return c.Window > 0 && c.Events[len(c.Events)-1] < now.Add(-time.Duration(c.Window)).UnixNano()
 }
 
-// describe is the reason text of a suppression caused by rec.
-func describe(rec *Record) string {
+// describe is the reason text of a suppression caused by rec under
+// decision d: what the record is, each thing once ("bounce hard 5.4.3
+// (routing_failure)"), and the rule when the operator named it.
+func describe(rec *Record, d Decision) string {
 	s := fmt.Sprintf("%s %s %s", rec.Kind, rec.Class, rec.Status)
 	if rec.Reason != "" {
 		s += " (" + string(rec.Reason) + ")"
 	}
-	if rec.Rule != "" {
-		s += " rule " + rec.Rule
+	if d.Named && d.Rule != "" {
+		s += " rule " + d.Rule
 	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// countReason is the reason text of a suppression that n soft events
+// under decision d caused, the last of them rec: "3 events within 14d,
+// last: bounce soft 4.2.2 (mailbox_full)".
+func countReason(n int, rec *Record, d Decision) string {
+	within := ""
+	if d.Window > 0 {
+		within = " within " + windowText(d.Window)
+	}
+	return fmt.Sprintf("%d events%s, last: %s", n, within, describe(rec, d))
+}
+
+// windowText writes a decay window as the config does: whole days as
+// "14d", else a Go duration without its zero tail ("36h", "90m").
+func windowText(w time.Duration) string {
+	if w%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", w/(24*time.Hour))
+	}
+	s := w.String()
+	for _, z := range []string{"0s", "0m"} {
+		if strings.HasSuffix(s, z) && len(s) > len(z) && (s[len(s)-len(z)-1] < '0' || s[len(s)-len(z)-1] > '9') {
+			s = s[:len(s)-len(z)]
+		}
+	}
+	return s
 }

@@ -73,6 +73,9 @@ type DomainUpdate struct {
 	// NewStatuses are the status keys that the aggregate counts for the
 	// first time (engines index domains by status).
 	NewStatuses []string
+	// GoneStatuses are the status keys that no longer count anything
+	// (reclassification only): their index entries go.
+	GoneStatuses []string
 }
 
 // Rules decide what a delivery does. The zero value applies
@@ -197,7 +200,7 @@ func (p *planner) policy(rec *Record) error {
 	}
 	switch d.Action {
 	case ActionSuppress:
-		return p.suppressOnce(rec, describe(rec))
+		return p.suppressOnce(rec, describe(rec, d))
 	case ActionCount:
 		c, err := p.softCounter(rec.Addr)
 		if err != nil {
@@ -208,7 +211,7 @@ func (p *planner) policy(rec *Record) error {
 		if n < max(d.Threshold, 1) {
 			return nil
 		}
-		return p.suppressOnce(rec, fmt.Sprintf("%d events within %s, last: %s", n, d.Window, describe(rec)))
+		return p.suppressOnce(rec, countReason(n, rec, d))
 	}
 	return nil
 }

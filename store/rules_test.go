@@ -230,3 +230,33 @@ func TestDomainStatCapsStatuses(t *testing.T) {
 		t.Fatalf("%d statuses, other %d, total %d", len(st.Counts), st.Counts["other"], st.Total)
 	}
 }
+
+// TestReasonSaysEachThingOnce: a suppression's reason names the rule only
+// when the operator named it, and writes a decay window as the config does.
+func TestReasonSaysEachThingOnce(t *testing.T) {
+	rec := &Record{Recipient: parse.Recipient{Kind: parse.KindBounce, Class: parse.ClassHard, Status: "5.4.3",
+		Reason: parse.ReasonRouting}}
+	for _, c := range []struct {
+		d    Decision
+		want string
+	}{
+		{Decision{Action: ActionSuppress, Rule: "5.4.3 bounce suppress"}, "bounce hard 5.4.3 (routing_failure)"},
+		{Decision{Action: ActionSuppress, Rule: "dead-route", Named: true}, "bounce hard 5.4.3 (routing_failure) rule dead-route"},
+	} {
+		if got := describe(rec, c.d); got != c.want {
+			t.Errorf("describe(%+v) = %q, want %q", c.d, got, c.want)
+		}
+	}
+	for w, want := range map[time.Duration]string{
+		14 * 24 * time.Hour: "3 events within 14d, last: bounce hard 5.4.3 (routing_failure)",
+		36 * time.Hour:      "3 events within 36h, last: bounce hard 5.4.3 (routing_failure)",
+		90 * time.Minute:    "3 events within 1h30m, last: bounce hard 5.4.3 (routing_failure)",
+		10 * time.Second:    "3 events within 10s, last: bounce hard 5.4.3 (routing_failure)",
+		0:                   "3 events, last: bounce hard 5.4.3 (routing_failure)",
+	} {
+		d := Decision{Action: ActionCount, Threshold: 3, Window: w, Rule: "5.4.* bounce count 3/14d"}
+		if got := countReason(3, rec, d); got != want {
+			t.Errorf("window %v: %q, want %q", w, got, want)
+		}
+	}
+}

@@ -144,8 +144,11 @@ func TestRouteRecheck(t *testing.T) {
 	if _, code := runCLI(t, "suppressed", "-config", cfg, "user@"+routeDomain); code != 1 {
 		t.Errorf("suppression not lifted on recovery: exit %d", code)
 	}
-	if out, _ := runCLI(t, "domains", "-config", cfg); !strings.Contains(out, "valid") || !strings.Contains(out, "recovered") {
-		t.Errorf("domains table does not show the check:\n%s", out)
+	if out, _ := runCLI(t, "domains", "-config", cfg, "--wide"); !strings.Contains(out, "valid") || !strings.Contains(out, "recovered") {
+		t.Errorf("wide domains table does not show the check:\n%s", out)
+	}
+	if out, _ := runCLI(t, "domains", "-config", cfg); !strings.Contains(out, " recovered\n") {
+		t.Errorf("domains table does not show the recovery:\n%s", out)
 	}
 
 	// Server stopped, route gone again: --check from the file clears the

@@ -100,6 +100,7 @@ Commands:
                storm flags and the last MX check (--check: check 5.4.x domains now)
   suppress     add, remove or list suppressed addresses (suppress add|remove|list)
   storm        domains whose suppressions the storm guard holds (list, holds, release, drop)
+  reclassify   decode the stored messages again with this decoder; print (--apply: make) the changes
   check        verify the database file (with the server stopped)
   salvage      copy what a damaged database still holds into a new file
   backup       write a consistent copy of the database, also while serve runs
@@ -147,6 +148,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.exportCmd(ctx, rest)
 	case "outbox":
 		err = a.outboxCmd(ctx, rest)
+	case "reclassify":
+		err = a.reclassifyCmd(ctx, rest)
 	case "suppress":
 		err = a.suppressCmd(ctx, rest)
 	case "storm":

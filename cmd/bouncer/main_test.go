@@ -455,7 +455,7 @@ func TestParseCommand(t *testing.T) {
 }
 
 func TestHelpAndUsage(t *testing.T) {
-	for _, cmd := range []string{"serve", "parse", "query", "suppressed", "domains"} {
+	for _, cmd := range []string{"serve", "parse", "query", "suppressed", "domains", "reclassify"} {
 		if _, code := runCLI(t, cmd, "--help"); code != 0 {
 			t.Errorf("%s --help: exit %d", cmd, code)
 		}

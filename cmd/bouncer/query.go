@@ -287,13 +287,14 @@ func reasonText(reason string) string {
 }
 
 func (a *app) domainsCmd(ctx context.Context, args []string) error {
-	fs := newFlags("domains", "domains [--status CODE] [--limit N] [--check] [--json]\n\n"+
+	fs := newFlags("domains", "domains [--status CODE] [--limit N] [--wide] [--check] [--json]\n\n"+
 		"Lists the 100 most recently bounced domains (last bounce first) unless --limit says otherwise;\n"+
-		"--limit 0 lists every domain.", a.stderr)
+		"--limit 0 lists every domain. The table fits 80 columns; --wide adds every column.", a.stderr)
 	cfgPath := commonFlags(fs)
 	status := fs.String("status", "", "only domains with records of this status `code`")
 	limit := fs.Int("limit", store.DefaultDomainLimit, "list at most `N` domains, the most recently bounced first (0: all)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	wide := fs.Bool("wide", false, "print every column: all statuses, first and last seen as times, the MTAs, the MX check's time")
 	check := fs.Bool("check", false, "check the MX route of every domain with 5.4.x bounces now and store the results")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -321,16 +322,16 @@ func (a *app) domainsCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listing domains: %w", err)
 	}
+	if !*wide && !*asJSON {
+		return writeNarrowDomains(a.stdout, ds, *status != "", time.Now())
+	}
 	return writeDomains(a.stdout, ds, *asJSON, *status != "")
 }
 
+// writeDomains writes the domains as JSON lines or as the wide table.
 func writeDomains(w io.Writer, ds []store.DomainStat, asJSON, filtered bool) error {
 	const header = "DOMAIN\tTOTAL\tSTATUSES\tFIRST-SEEN\tLAST-SEEN\tREMOTE-MTAS\tREPORTING-MTAS\tSTORM\tLAST-MX-CHECK"
-	empty := "no domain has bounces yet"
-	if filtered {
-		empty = "no domain has bounces of that status"
-	}
-	return writeList(w, ds, asJSON, header, empty, func(d store.DomainStat) string {
+	return writeList(w, ds, asJSON, header, domainsEmpty(filtered), func(d store.DomainStat) string {
 		storm, route := healthColumns(d)
 		return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Domain, d.Total, statusCounts(d.Counts),
 			showTime(d.FirstSeen), showTime(d.LastSeen),

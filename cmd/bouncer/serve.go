@@ -376,6 +376,7 @@ type storeUse struct {
 	onStorm  func(store.Storm)                  // told of each storm started (serve)
 	onLog    func(bolt.LogInfo)                 // told what Open did with bbolt's log
 	onReopen func(error)                        // told of each reopen after a failed write (serve)
+	busyHint string                             // added to the error for a file another process holds
 }
 
 // rules are the store's rules from cfg and the policy.
@@ -410,7 +411,7 @@ func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
 	case err == nil:
 		return db, nil
 	case errors.Is(err, bolt.ErrLocked):
-		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it", cfg.Store.Path)
+		return nil, fmt.Errorf("database %s is busy: another bouncer process holds it%s", cfg.Store.Path, use.busyHint)
 	case errors.Is(err, bolt.ErrDamaged):
 		return nil, damagedError(cfg, err)
 	default:

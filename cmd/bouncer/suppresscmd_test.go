@@ -123,7 +123,7 @@ func TestStormCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Domain != "dead.test" || st.Status != "5.4.3" || st.Held != 3 {
 		t.Fatalf("storm list: exit %d %q", code, out)
 	}
-	if out, _ := runCLI(t, "domains", "-config", cfg); !strings.Contains(out, "5.4.3 held 3") {
+	if out, _ := runCLI(t, "domains", "-config", cfg, "--wide"); !strings.Contains(out, "5.4.3 held 3") {
 		t.Errorf("domains does not show the storm:\n%s", out)
 	}
 	out, code = runCLI(t, "storm", "holds", "-config", cfg, "dead.test")

@@ -45,6 +45,8 @@ func Run(t *testing.T, open Opener) {
 		{"MXRecovery", testMXRecovery},
 		{"Concurrent", testConcurrent},
 		{"Daily", testDaily},
+		{"Reclassify", testReclassify},
+		{"ReclassifyCountsOnce", testReclassifyCountsOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -186,6 +188,11 @@ func testPolicySuppress(t *testing.T, open Opener) {
 	tcheck(t, err, "suppressed")
 	if s.Source != "policy" || s.RecordID != recs[0].ID || s.Status != "5.4.3" {
 		t.Fatalf("suppression %+v", s)
+	}
+	// The reason says what the record is, once: the default rule's
+	// label ("5.4.3") is not appended.
+	if !strings.HasPrefix(s.Reason, "bounce hard 5.4.3") || strings.Count(s.Reason, "5.4.3") != 1 {
+		t.Fatalf("suppression reason %q repeats itself", s.Reason)
 	}
 	recs = Save(t, db, DSN("b@dead.example", "5.1.1", arrival(2)))
 	if recs[0].Suppressed {
