@@ -5,6 +5,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -248,6 +249,9 @@ func testStorm(t *testing.T, open Opener) {
 	if len(holds) != 2 || holds[0].Address != "u2@isp.example" || holds[1].Address != "u3@isp.example" {
 		t.Fatalf("holds %+v", holds)
 	}
+	if st, err := domainStatter(t, db).DomainStat("isp.example"); err != nil || st.Storm == nil || st.Storm.Held != 2 {
+		t.Fatalf("domain stat during the storm: %+v, %v", st, err)
+	}
 	n, err := db.ReleaseHolds("isp.example")
 	tcheck(t, err, "release")
 	if n != 2 {
@@ -355,6 +359,44 @@ func testDomains(t *testing.T, open Opener) {
 	if rs, _ := db.RecentDomains(store.DomainFilter{Status: "5.1.1"}); len(rs) != 2 {
 		t.Fatalf("recent 5.1.1: %+v", rs)
 	}
+	for _, want := range all {
+		checkDomainStat(t, db, want)
+	}
+	if _, err := domainStatter(t, db).DomainStat("none.example"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("domain stat of an unknown domain: %v, want ErrNotFound", err)
+	}
+}
+
+// statter is the one-domain read of the dashboard's domain page (web).
+type statter interface {
+	DomainStat(domain string) (*store.DomainStat, error)
+}
+
+func domainStatter(t *testing.T, db store.Store) statter {
+	t.Helper()
+	s, ok := db.(statter)
+	if !ok {
+		t.Fatalf("%T has no DomainStat", db)
+	}
+	return s
+}
+
+// checkDomainStat checks that DomainStat of want's domain reads what
+// Domains listed, storm flag and route health included.
+func checkDomainStat(t *testing.T, db store.Store, want store.DomainStat) {
+	t.Helper()
+	got, err := domainStatter(t, db).DomainStat(want.Domain)
+	tcheck(t, err, "domain stat "+want.Domain)
+	if g, w := fmt.Sprintf("%+v", jsonOf(t, got)), fmt.Sprintf("%+v", jsonOf(t, &want)); g != w {
+		t.Fatalf("DomainStat(%s)\n got %s\nwant %s", want.Domain, g, w)
+	}
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	tcheck(t, err, "encoding")
+	return string(b)
 }
 
 func testPage(t *testing.T, open Opener) {
@@ -407,6 +449,7 @@ func testMXRecovery(t *testing.T, open Opener) {
 	if len(ds) != 1 || ds[0].LastMX == nil || !ds[0].LastMX.Routed || ds[0].Recovered == nil {
 		t.Fatalf("domain health %+v", ds)
 	}
+	checkDomainStat(t, db, ds[0])
 	if _, _, err := db.SetMXCheck("bad domain", store.MXCheck{}, false); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("invalid domain: %v", err)
 	}
