@@ -116,8 +116,10 @@ func openMoverBolt(path string, source bool) (mover, error) {
 	}
 	db, err := bolt.Open(path, opts)
 	switch {
-	case errors.Is(err, bolt.ErrLocked):
+	case errors.Is(err, bolt.ErrLocked) && source:
 		return nil, fmt.Errorf("database %s is locked: a bouncer process (serve?) has it open; stop it first, or copy from a \"bouncer backup\" of it", path)
+	case errors.Is(err, bolt.ErrLocked):
+		return nil, fmt.Errorf("database %s is locked: a bouncer process (serve?) has it open; stop it first", path)
 	case err != nil:
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
