@@ -23,6 +23,12 @@ type mover interface {
 	Close() error
 }
 
+// finisher is a target with work to do after a bulk copy (postgres.DB:
+// ANALYZE).
+type finisher interface {
+	FinishImport(ctx context.Context) error
+}
+
 const copyUsage = `copy -from STORE -to STORE [-schema S] [-into-nonempty] [-batch N]
 
 Copies everything a store holds into another: records, raw messages,
@@ -178,6 +184,11 @@ func (c *copier) run(ctx context.Context) error {
 	start := time.Now()
 	if err := c.pipe(ctx); err != nil {
 		return err
+	}
+	if f, ok := c.dst.(finisher); ok {
+		if err := f.FinishImport(ctx); err != nil {
+			return err
+		}
 	}
 	c.took = time.Since(start)
 	if c.dstCounts, err = c.dst.Counts(ctx); err != nil {

@@ -478,3 +478,15 @@ func (t *table) write(ctx context.Context, tx pgx.Tx, replace bool) error {
 	}
 	return tx.SendBatch(ctx, &b).Close()
 }
+
+// FinishImport updates the planner's statistics of every table (ANALYZE),
+// so that the queries after a bulk copy get the plans of a database that
+// filled up slowly, without waiting for autovacuum.
+func (db *DB) FinishImport(ctx context.Context) error {
+	var names []string
+	for _, t := range importTables() {
+		names = append(names, t.name)
+	}
+	_, err := db.pool.Exec(ctx, "ANALYZE "+strings.Join(names, ", "))
+	return wrapErr("analyzing the copied tables", err)
+}
