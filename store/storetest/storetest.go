@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 		{"MXRecovery", testMXRecovery},
 		{"Concurrent", testConcurrent},
 		{"Daily", testDaily},
+		{"ImportBadBatch", testImportBadBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -509,5 +510,55 @@ func testDaily(t *testing.T, open Opener) {
 	}
 	if days, _ := db.Daily(c.Now(), c.Now()); len(days) != 1 {
 		t.Fatalf("one day asked, %d given", len(days))
+	}
+}
+
+// mover is the bulk path of bouncer copy (both engines have it).
+type mover interface {
+	Export(ctx context.Context, fn func(*store.Item) error) error
+	Import(ctx context.Context, items []store.Item, replace bool) error
+	Counts(ctx context.Context) (map[string]int, error)
+}
+
+// testImportBadBatch: a batch with one bad item is refused whole, with
+// an error naming the kind, and leaves nothing behind; a good batch
+// exported from another store goes in as it was.
+func testImportBadBatch(t *testing.T, open Opener) {
+	src := open(t, Config{Now: NewClock().Now})
+	Save(t, src, DSN("a@import.example", "5.1.1", arrival(1)))
+	sm, ok := src.(mover)
+	if !ok {
+		t.Fatalf("%T has no Export/Import/Counts", src)
+	}
+	var items []store.Item
+	tcheck(t, sm.Export(context.Background(), func(it *store.Item) error { items = append(items, *it); return nil }), "export")
+	if len(items) < 3 {
+		t.Fatalf("exported %d items, want raw, record, dedupe key and more", len(items))
+	}
+	dst := open(t, Config{Now: NewClock().Now}).(mover)
+	bad := []store.Item{
+		{Record: &store.Record{ID: "not-an-id", MsgID: "x"}},
+		{}, // no field set
+	}
+	for i, b := range bad {
+		err := dst.Import(context.Background(), append(slices.Clone(items), b), false)
+		if err == nil || !strings.Contains(err.Error(), "importing") {
+			t.Fatalf("bad item %d: %v, want an import error", i, err)
+		}
+		n, err := dst.Counts(context.Background())
+		tcheck(t, err, "counts")
+		for k, v := range n {
+			if v != 0 {
+				t.Fatalf("bad item %d: the refused batch left %d %s", i, v, k)
+			}
+		}
+	}
+	tcheck(t, dst.Import(context.Background(), items, false), "import")
+	want, err := sm.Counts(context.Background())
+	tcheck(t, err, "counts")
+	got, err := dst.Counts(context.Background())
+	tcheck(t, err, "counts")
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("counts after import %v, want %v", got, want)
 	}
 }
