@@ -337,6 +337,9 @@ func TestCopyRefuses(t *testing.T) {
 	if !equalCounts(before, again) {
 		t.Fatalf("copy again with -into-nonempty: %v, want the same counts %v", again, before)
 	}
+	if _, code := runCLI(t, "copy", "-from", "bbolt:"+a, "-to", "bbolt:"+dir+"/../"+filepath.Base(dir)+"/a.db"); code != 2 {
+		t.Fatalf("copy of a file onto itself: exit %d, want 2", code)
+	}
 	if _, code := runCLI(t, "copy", "-from", "bbolt:"+filepath.Join(dir, "missing.db"), "-to", url); code != 1 {
 		t.Fatalf("copy from a missing file: exit %d, want 1", code)
 	}

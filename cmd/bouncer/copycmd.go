@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -59,7 +60,7 @@ func (a *app) copyCmd(ctx context.Context, args []string) error {
 	if len(pos) > 0 || *from == "" || *to == "" {
 		return usageError("copy: want -from STORE and -to STORE, and no arguments")
 	}
-	if *from == *to {
+	if sameStore(*from, *to) {
 		return usageError("copy: -from and -to name the same store")
 	}
 	if *batch < 1 || *batch > 100_000 {
@@ -91,6 +92,21 @@ func (a *app) copyCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("copy: closing the target: %w", err)
 	}
 	return c.report(a.stdout)
+}
+
+// sameStore reports whether two store arguments name the same bbolt file
+// or the same PostgreSQL URL (schemas are compared by the caller's flag,
+// which both share).
+func sameStore(a, b string) bool {
+	canon := func(s string) string {
+		if p, ok := strings.CutPrefix(s, "bbolt:"); ok {
+			if abs, err := filepath.Abs(p); err == nil {
+				return "bbolt:" + abs
+			}
+		}
+		return s
+	}
+	return canon(a) == canon(b)
 }
 
 // openMover opens the store spec names: the source read-only where the
@@ -233,7 +249,8 @@ func (c *copier) pipe(ctx context.Context) error {
 		}
 		exportErr <- err
 	}()
-	next := time.Now().Add(10 * time.Second)
+	start := time.Now()
+	next := start.Add(10 * time.Second)
 	for b := range batches {
 		if err := c.dst.Import(ctx, b, c.replace); err != nil {
 			cancel()
@@ -244,7 +261,8 @@ func (c *copier) pipe(ctx context.Context) error {
 		}
 		c.items += len(b)
 		if time.Now().After(next) {
-			fmt.Fprintf(c.progress, "copy: %d items so far (%s)\n", c.items, batchKinds(b))
+			fmt.Fprintf(c.progress, "copy: %d items in %s (%.0f/s), last batch: %s\n", c.items,
+				time.Since(start).Round(time.Second), float64(c.items)/time.Since(start).Seconds(), batchKinds(b))
 			next = time.Now().Add(10 * time.Second)
 		}
 	}
