@@ -337,6 +337,21 @@ func TestCopyRefuses(t *testing.T) {
 	if !equalCounts(before, again) {
 		t.Fatalf("copy again with -into-nonempty: %v, want the same counts %v", again, before)
 	}
+	// The store of a config file (its path relative to the file) as
+	// the source, into a new bbolt file.
+	cfg := writeConfig(t, dir, "[http]\nlisten = \"\"\n[store]\npath = \"a.db\"\n")
+	c := filepath.Join(dir, "c.db")
+	if out, code := runCLI(t, "copy", "-config", cfg, "-from", "config", "-to", "bbolt:"+c); code != 0 {
+		t.Fatalf("copy from the config's store: exit %d\n%s", code, out)
+	}
+	src, cp := openBoltRO(t, a), openBoltRO(t, c)
+	sc, err := src.Counts(context.Background())
+	tcheck(t, err, "counts")
+	cc, err := cp.Counts(context.Background())
+	tcheck(t, err, "counts")
+	if !equalCounts(sc, cc) {
+		t.Fatalf("bbolt to bbolt: counts %v, want %v", cc, sc)
+	}
 	if _, code := runCLI(t, "copy", "-from", "bbolt:"+a, "-to", "bbolt:"+dir+"/../"+filepath.Base(dir)+"/a.db"); code != 2 {
 		t.Fatalf("copy of a file onto itself: exit %d, want 2", code)
 	}
