@@ -52,7 +52,7 @@ func (a *app) copyCmd(ctx context.Context, args []string) error {
 	to := fs.String("to", "", "the store to copy into: bbolt:PATH, postgres://URL or config")
 	schema := fs.String("schema", "bouncer", "PostgreSQL schema of a postgres:// store")
 	intoNonempty := fs.Bool("into-nonempty", false, "copy into a store that holds data already (items with the same key are replaced)")
-	batch := fs.Int("batch", 2000, "items per transaction (1-100000)")
+	batch := fs.Int("batch", 5000, "items per transaction (1-100000)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
