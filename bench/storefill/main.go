@@ -45,6 +45,7 @@ func main() {
 
 type options struct {
 	bouncer, msgFile, dir string
+	config                string
 	cpuProfile            string
 	n, domains, workers   int
 	keep                  bool
@@ -62,8 +63,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.workers, "workers", 1024, "goroutines calling Save")
 	fs.BoolVar(&o.keep, "keep", false, "keep the database")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process store calls to `file`")
+	fs.StringVar(&o.config, "config", "", "no fill: time the query commands of -bouncer against the store of this config `file`\n"+
+		"(e.g. PostgreSQL after bouncer copy of a filled file; -n and -domains must be the fill's)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.config != "" {
+		if o.bouncer == "" {
+			return errors.New("-config needs -bouncer")
+		}
+		fmt.Fprintf(stdout, "query commands against the store of %s (%d records over %d domains)\n", o.config, o.n, o.domains)
+		return timeCommands(o, o.config, stdout)
 	}
 	if o.n < 1 || o.domains < 1 || o.workers < 1 {
 		return errors.New("-n, -domains and -workers must be positive")
@@ -280,10 +290,14 @@ func fillDB(ctx context.Context, path string, o options, raw []byte, rep *parse.
 // timeCommands runs each query command of the bouncer binary a few times
 // against the file (no server running, http.listen "") and prints the
 // wall times, process start and open included.
+// With -config, path is that config file.
 func timeCommands(o options, path string, stdout io.Writer) error {
-	cfg := filepath.Join(o.dir, "bouncer.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[http]\nlisten = \"\"\n\n[store]\npath = %q\n", path)), 0o644); err != nil {
-		return err
+	cfg := o.config
+	if cfg == "" {
+		cfg = filepath.Join(o.dir, "bouncer.toml")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[http]\nlisten = \"\"\n\n[store]\npath = %q\n", path)), 0o644); err != nil {
+			return err
+		}
 	}
 	// Domain 10 has 5.4.3 records when n > 10 (i ≡ 10 mod domains, i ≡ 0 mod 10).
 	dom := fmt.Sprintf("d%d.example", 10%o.domains)

@@ -104,6 +104,7 @@ Commands:
   check        verify the database file (with the server stopped)
   salvage      copy what a damaged database still holds into a new file
   backup       write a consistent copy of the database, also while serve runs
+  copy         copy a whole store between bbolt and PostgreSQL, and compare the counts
   mx           check a domain's MX records and whether each MX answers
   verp         make a signing key, sign a return path, or explain one (verp keygen, sign, verify)
   export       stream the suppression list (csv, json, Postfix map) or bounces (csv, json)
@@ -140,6 +141,8 @@ func (a *app) run(ctx context.Context, args []string) error {
 		err = a.salvageCmd(rest)
 	case "backup":
 		err = a.backupCmd(ctx, rest)
+	case "copy":
+		err = a.copyCmd(ctx, rest)
 	case "verp":
 		err = a.verpCmd(ctx, rest)
 	case "mx":

@@ -63,6 +63,19 @@ func (db *DB) RecentDomains(f store.DomainFilter) ([]store.DomainStat, error) {
 	return db.readDomains(q, args...)
 }
 
+// DomainStat returns the aggregate of one domain with its storm flag and
+// route health, or ErrNotFound; the dashboard's domain page reads it.
+func (db *DB) DomainStat(domain string) (*store.DomainStat, error) {
+	out, err := db.readDomains(domainSelect+" WHERE d.domain = $1", []byte(domain))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, store.ErrNotFound
+	}
+	return &out[0], nil
+}
+
 func (db *DB) readDomains(q string, args ...any) ([]store.DomainStat, error) {
 	ctx, cancel := db.ctx()
 	defer cancel()

@@ -249,6 +249,21 @@ func (db *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	defer conn.Release()
+	// Fast path, one round trip: a schema that is up to date needs no
+	// lock and no DDL (every CLI command opens the store; bouncer query
+	// on PostgreSQL spent most of its time here). A missing schema or
+	// table is an error here and goes the slow way.
+	var have int
+	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_version").Scan(&have); err == nil {
+		if have > len(ms) {
+			return fmt.Errorf("%w: database has %d, this program knows up to %d", ErrSchema, have, len(ms))
+		}
+		if have == len(ms) {
+			return nil
+		}
+	} else if unavailable(err) || ctx.Err() != nil {
+		return err
+	}
 	key := lockKey("migrate", db.opts.Schema)
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
 		return fmt.Errorf("taking migration lock: %w", err)

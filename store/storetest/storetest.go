@@ -5,6 +5,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"Daily", testDaily},
 		{"Reclassify", testReclassify},
 		{"ReclassifyCountsOnce", testReclassifyCountsOnce},
+		{"ImportBadBatch", testImportBadBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -256,6 +258,9 @@ func testStorm(t *testing.T, open Opener) {
 	if len(holds) != 2 || holds[0].Address != "u2@isp.example" || holds[1].Address != "u3@isp.example" {
 		t.Fatalf("holds %+v", holds)
 	}
+	if st, err := domainStatter(t, db).DomainStat("isp.example"); err != nil || st.Storm == nil || st.Storm.Held != 2 {
+		t.Fatalf("domain stat during the storm: %+v, %v", st, err)
+	}
 	n, err := db.ReleaseHolds("isp.example")
 	tcheck(t, err, "release")
 	if n != 2 {
@@ -407,6 +412,44 @@ func testDomains(t *testing.T, open Opener) {
 	if rs, _ := db.RecentDomains(store.DomainFilter{Status: "5.1.1"}); len(rs) != 2 {
 		t.Fatalf("recent 5.1.1: %+v", rs)
 	}
+	for _, want := range all {
+		checkDomainStat(t, db, want)
+	}
+	if _, err := domainStatter(t, db).DomainStat("none.example"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("domain stat of an unknown domain: %v, want ErrNotFound", err)
+	}
+}
+
+// statter is the one-domain read of the dashboard's domain page (web).
+type statter interface {
+	DomainStat(domain string) (*store.DomainStat, error)
+}
+
+func domainStatter(t *testing.T, db store.Store) statter {
+	t.Helper()
+	s, ok := db.(statter)
+	if !ok {
+		t.Fatalf("%T has no DomainStat", db)
+	}
+	return s
+}
+
+// checkDomainStat checks that DomainStat of want's domain reads what
+// Domains listed, storm flag and route health included.
+func checkDomainStat(t *testing.T, db store.Store, want store.DomainStat) {
+	t.Helper()
+	got, err := domainStatter(t, db).DomainStat(want.Domain)
+	tcheck(t, err, "domain stat "+want.Domain)
+	if g, w := fmt.Sprintf("%+v", jsonOf(t, got)), fmt.Sprintf("%+v", jsonOf(t, &want)); g != w {
+		t.Fatalf("DomainStat(%s)\n got %s\nwant %s", want.Domain, g, w)
+	}
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	tcheck(t, err, "encoding")
+	return string(b)
 }
 
 func testPage(t *testing.T, open Opener) {
@@ -459,6 +502,7 @@ func testMXRecovery(t *testing.T, open Opener) {
 	if len(ds) != 1 || ds[0].LastMX == nil || !ds[0].LastMX.Routed || ds[0].Recovered == nil {
 		t.Fatalf("domain health %+v", ds)
 	}
+	checkDomainStat(t, db, ds[0])
 	if _, _, err := db.SetMXCheck("bad domain", store.MXCheck{}, false); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("invalid domain: %v", err)
 	}
@@ -518,5 +562,55 @@ func testDaily(t *testing.T, open Opener) {
 	}
 	if days, _ := db.Daily(c.Now(), c.Now()); len(days) != 1 {
 		t.Fatalf("one day asked, %d given", len(days))
+	}
+}
+
+// mover is the bulk path of bouncer copy (both engines have it).
+type mover interface {
+	Export(ctx context.Context, fn func(*store.Item) error) error
+	Import(ctx context.Context, items []store.Item, replace bool) error
+	Counts(ctx context.Context) (map[string]int, error)
+}
+
+// testImportBadBatch: a batch with one bad item is refused whole, with
+// an error naming the kind, and leaves nothing behind; a good batch
+// exported from another store goes in as it was.
+func testImportBadBatch(t *testing.T, open Opener) {
+	src := open(t, Config{Now: NewClock().Now})
+	Save(t, src, DSN("a@import.example", "5.1.1", arrival(1)))
+	sm, ok := src.(mover)
+	if !ok {
+		t.Fatalf("%T has no Export/Import/Counts", src)
+	}
+	var items []store.Item
+	tcheck(t, sm.Export(context.Background(), func(it *store.Item) error { items = append(items, *it); return nil }), "export")
+	if len(items) < 3 {
+		t.Fatalf("exported %d items, want raw, record, dedupe key and more", len(items))
+	}
+	dst := open(t, Config{Now: NewClock().Now}).(mover)
+	bad := []store.Item{
+		{Record: &store.Record{ID: "not-an-id", MsgID: "x"}},
+		{}, // no field set
+	}
+	for i, b := range bad {
+		err := dst.Import(context.Background(), append(slices.Clone(items), b), false)
+		if err == nil || !strings.Contains(err.Error(), "importing") {
+			t.Fatalf("bad item %d: %v, want an import error", i, err)
+		}
+		n, err := dst.Counts(context.Background())
+		tcheck(t, err, "counts")
+		for k, v := range n {
+			if v != 0 {
+				t.Fatalf("bad item %d: the refused batch left %d %s", i, v, k)
+			}
+		}
+	}
+	tcheck(t, dst.Import(context.Background(), items, false), "import")
+	want, err := sm.Counts(context.Background())
+	tcheck(t, err, "counts")
+	got, err := dst.Counts(context.Background())
+	tcheck(t, err, "counts")
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("counts after import %v, want %v", got, want)
 	}
 }

@@ -51,6 +51,24 @@ type Cluster struct {
 	cmd  *exec.Cmd
 	exit chan error
 	n    atomic.Int64 // databases created
+
+	fsync    string   // "on" or "off"
+	keep     bool     // the directory was given: Close leaves it
+	settings []string // Options.Settings
+}
+
+// Options are for StartClusterWith.
+type Options struct {
+	// Dir holds the data directory (Dir/data) and the server's log
+	// (Dir/postgres.log). It is created if missing, and a data directory
+	// already in it is reused, so a filled database survives a restart.
+	// Empty: a new temporary directory, removed by Close.
+	Dir string
+	// Fsync sets fsync and full_page_writes, as on a production server.
+	Fsync bool
+	// Settings are more server settings, "name=value" each (postgres -c),
+	// after the defaults (shared_buffers=64MB, max_connections=200).
+	Settings []string
 }
 
 // Main starts a cluster into *c, runs the tests and stops the cluster. It
@@ -103,32 +121,53 @@ func version(binDir string) int {
 
 // StartCluster runs initdb into a new temporary directory and starts the
 // server; ErrNoBinaries if there is no initdb.
+// The server runs with fsync off unless PGTEST_FSYNC=on.
 func StartCluster() (*Cluster, error) {
+	return StartClusterWith(Options{Fsync: os.Getenv("PGTEST_FSYNC") == "on"})
+}
+
+// StartClusterWith is StartCluster with the directory and fsync chosen
+// by the caller (bench/pgserver).
+func StartClusterWith(o Options) (*Cluster, error) {
 	bin, err := findBin()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgtest-")
-	if err != nil {
-		return nil, err
+	c := &Cluster{bin: bin, dir: o.Dir, keep: o.Dir != "", fsync: "off", settings: o.Settings}
+	if o.Fsync {
+		c.fsync = "on"
 	}
-	c := &Cluster{bin: bin, dir: dir}
-	if os.Geteuid() == 0 {
-		// initdb and postgres refuse to run as root.
-		if c.cred, err = chownPG(dir); err != nil {
-			os.RemoveAll(dir)
+	if c.keep {
+		if c.dir, err = filepath.Abs(c.dir); err != nil {
 			return nil, err
 		}
+		if err := os.MkdirAll(c.dir, 0o700); err != nil {
+			return nil, err
+		}
+	} else if c.dir, err = os.MkdirTemp("", "pgtest-"); err != nil {
+		return nil, err
 	}
-	out, err := c.command("initdb", "-D", c.data(), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-		"--locale=C", "--no-sync").CombinedOutput()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %w: %s", err, out)
+	fail := func(err error) (*Cluster, error) {
+		if !c.keep {
+			os.RemoveAll(c.dir)
+		}
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		// initdb and postgres refuse to run as root.
+		if c.cred, err = chownPG(c.dir); err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.data(), "PG_VERSION")); err != nil {
+		out, err := c.command("initdb", "-D", c.data(), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+			"--locale=C", "--no-sync").CombinedOutput()
+		if err != nil {
+			return fail(fmt.Errorf("initdb: %w: %s", err, out))
+		}
 	}
 	if err := c.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+		return fail(err)
 	}
 	return c, nil
 }
@@ -196,13 +235,14 @@ func (c *Cluster) Start() error {
 func (c *Cluster) start() error {
 	// Tests need no durability across a crash of the machine; benchmarks
 	// of COMMIT set PGTEST_FSYNC=on.
-	fsync := "off"
-	if os.Getenv("PGTEST_FSYNC") == "on" {
-		fsync = "on"
+	fsync := c.fsync
+	args := []string{"-D", c.data(), "-h", "127.0.0.1", "-p", strconv.Itoa(c.port),
+		"-k", "", "-c", "fsync=" + fsync, "-c", "full_page_writes=" + fsync, "-c", "max_connections=200",
+		"-c", "shared_buffers=64MB"}
+	for _, s := range c.settings {
+		args = append(args, "-c", s)
 	}
-	cmd := c.command("postgres", "-D", c.data(), "-h", "127.0.0.1", "-p", strconv.Itoa(c.port),
-		"-k", "", "-c", "fsync="+fsync, "-c", "full_page_writes="+fsync, "-c", "max_connections=200",
-		"-c", "shared_buffers=64MB")
+	cmd := c.command("postgres", args...)
 	// A process group of its own, which Kill ends as a whole: the
 	// postmaster and every backend.
 	if cmd.SysProcAttr == nil {
@@ -396,14 +436,41 @@ func (c *Cluster) onBackends(ctx context.Context, url, query string, fn func(pid
 	return len(pids), nil
 }
 
-// Close stops the server and removes its directory.
+// Close stops the server and removes its directory, unless the
+// directory was given in Options.
 func (c *Cluster) Close() error {
 	c.Stop()
+	if c.keep {
+		return nil
+	}
 	return os.RemoveAll(c.dir)
 }
 
 // Port is the server's TCP port on 127.0.0.1.
 func (c *Cluster) Port() int { return c.port }
+
+// URL is the connection string of database db on the server.
+func (c *Cluster) URL(db string) string { return c.url(db) }
+
+// CreateDatabase creates database name unless it exists.
+func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.url("postgres"))
+	if err != nil {
+		return fmt.Errorf("connecting to postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", name).Scan(&n); err != nil {
+		return fmt.Errorf("looking up database %s: %w", name, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("creating database %s: %w", name, err)
+	}
+	return nil
+}
 
 func (c *Cluster) url(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
