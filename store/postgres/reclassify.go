@@ -154,29 +154,19 @@ func applyReclass(ctx context.Context, tx pgx.Tx, rc *store.Reclass) error {
 		b.Queue("DELETE FROM suppressions WHERE address = $1", []byte(addr))
 	}
 	for _, u := range rc.Soft {
-		n := len(u.Counter.Events)
-		if n == 0 {
+		if len(u.Counter.Events) == 0 {
 			b.Queue("DELETE FROM soft WHERE address = $1", []byte(u.Addr))
 			continue
 		}
-		j, err := marshal(&u.Counter, "soft counter")
-		if err != nil {
+		if err := queueSoft(b, &u); err != nil {
 			return err
 		}
-		b.Queue(`INSERT INTO soft (address, data, last, win) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (address) DO UPDATE SET data = excluded.data, last = excluded.last, win = excluded.win`,
-			[]byte(u.Addr), j, u.Counter.Events[n-1], u.Counter.Window)
 	}
 	for _, u := range rc.Domains {
-		c := *u.Stat
-		c.Storm, c.LastMX, c.Recovered = nil, nil, nil
-		j, err := marshal(&c, "domain aggregate")
-		if err != nil {
+		if err := queueDomain(b, u.Stat); err != nil {
 			return err
 		}
-		b.Queue(`INSERT INTO domains (domain, data, last_seen) VALUES ($1, $2, $3)
-			ON CONFLICT (domain) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
-			[]byte(c.Domain), j, max(c.LastSeen.UnixNano(), 0))
+		c := u.Stat
 		for _, status := range u.GoneStatuses {
 			b.Queue("DELETE FROM dom_status WHERE status = $1 AND domain = $2", ix(status), []byte(c.Domain))
 		}
@@ -186,14 +176,8 @@ func applyReclass(ctx context.Context, tx pgx.Tx, rc *store.Reclass) error {
 		}
 	}
 	queueDaily(b, rc.Daily)
-	for i := range rc.Events {
-		ev := &rc.Events[i]
-		j, err := marshal(ev, "outbox event")
-		if err != nil {
-			return err
-		}
-		b.Queue("INSERT INTO outbox (seq, target, next_try, data) VALUES (nextval('outbox_seq'), $1, $2, $3) RETURNING seq",
-			ev.Target, nanos(ev.NextTry), j).QueryRow(func(row pgx.Row) error { return row.Scan(&ev.Seq) })
+	if err := queueEvents(b, rc.Events); err != nil {
+		return err
 	}
 	return tx.SendBatch(ctx, b).Close()
 }

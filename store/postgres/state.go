@@ -313,17 +313,9 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 		w.sups[s.Address] = &s
 	}
 	for _, u := range ch.Soft {
-		j, err := marshal(&u.Counter, "soft counter")
-		if err != nil {
+		if err := queueSoft(b, &u); err != nil {
 			return err
 		}
-		last := int64(0)
-		if n := len(u.Counter.Events); n > 0 {
-			last = u.Counter.Events[n-1]
-		}
-		b.Queue(`INSERT INTO soft (address, data, last, win) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (address) DO UPDATE SET data = excluded.data, last = excluded.last, win = excluded.win`,
-			[]byte(u.Addr), j, last, u.Counter.Window)
 		c := u.Counter
 		w.soft[u.Addr] = &c
 	}
@@ -338,8 +330,15 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 		}
 	}
 	queueDaily(b, ch.Daily)
-	for i := range ch.Events {
-		ev := &ch.Events[i]
+	return queueEvents(b, ch.Events)
+}
+
+// queueEvents queues the inserts of new outbox events, numbered by the
+// outbox sequence into their Seq as the batch runs; held ones go to the
+// dead-letter list.
+func queueEvents(b *pgx.Batch, evs []store.OutboxEvent) error {
+	for i := range evs {
+		ev := &evs[i]
 		j, err := marshal(ev, "outbox event")
 		if err != nil {
 			return err
@@ -352,6 +351,37 @@ func (w *txState) apply(ch *store.Changes, msgKey, raw []byte, keys [][]byte, no
 		b.Queue("INSERT INTO outbox (seq, target, next_try, data) VALUES (nextval('outbox_seq'), $1, $2, $3) RETURNING seq",
 			ev.Target, nanos(ev.NextTry), j).QueryRow(scan)
 	}
+	return nil
+}
+
+// queueSoft queues the upsert of a soft counter.
+func queueSoft(b *pgx.Batch, u *store.SoftUpdate) error {
+	j, err := marshal(&u.Counter, "soft counter")
+	if err != nil {
+		return err
+	}
+	last := int64(0)
+	if n := len(u.Counter.Events); n > 0 {
+		last = u.Counter.Events[n-1]
+	}
+	b.Queue(`INSERT INTO soft (address, data, last, win) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (address) DO UPDATE SET data = excluded.data, last = excluded.last, win = excluded.win`,
+		[]byte(u.Addr), j, last, u.Counter.Window)
+	return nil
+}
+
+// queueDomain queues the upsert of a domain aggregate; its storm flag and
+// route health live in their own tables.
+func queueDomain(b *pgx.Batch, st *store.DomainStat) error {
+	c := *st
+	c.Storm, c.LastMX, c.Recovered = nil, nil, nil
+	j, err := marshal(&c, "domain aggregate")
+	if err != nil {
+		return err
+	}
+	b.Queue(`INSERT INTO domains (domain, data, last_seen) VALUES ($1, $2, $3)
+		ON CONFLICT (domain) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
+		[]byte(c.Domain), j, max(c.LastSeen.UnixNano(), 0))
 	return nil
 }
 
@@ -418,16 +448,10 @@ func (w *txState) queueStorm(b *pgx.Batch, ch *store.Changes, now time.Time) err
 // generator in one round trip.
 func (w *txState) finish() error {
 	b := w.wb
-	for dom, st := range w.domains {
-		c := *st
-		c.Storm, c.LastMX, c.Recovered = nil, nil, nil
-		j, err := marshal(&c, "domain aggregate")
-		if err != nil {
+	for _, st := range w.domains {
+		if err := queueDomain(b, st); err != nil {
 			return err
 		}
-		b.Queue(`INSERT INTO domains (domain, data, last_seen) VALUES ($1, $2, $3)
-			ON CONFLICT (domain) DO UPDATE SET data = excluded.data, last_seen = excluded.last_seen`,
-			[]byte(dom), j, max(st.LastSeen.UnixNano(), 0))
 	}
 	b.Queue("UPDATE idgen SET nanos = $1, seq = $2", w.ids.nanos, w.ids.seq)
 	return w.tx.SendBatch(w.ctx, b).Close()
