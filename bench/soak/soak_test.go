@@ -75,9 +75,8 @@ func TestGrows(t *testing.T) {
 }
 
 // TestDBGrows: a file that grows by the same bytes per record in both
-// halves passes, one that grows four times as fast per record in the second
-// half (four times the bytes per record) fails, and so does one with no records stored in
-// a half.
+// halves passes, one that grows four times as fast per record in the
+// second half fails, and so does one with no records stored in a half.
 func TestDBGrows(t *testing.T) {
 	const n = 60
 	records := make([]float64, n)
