@@ -60,14 +60,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "time", 10*time.Minute, "how long intake runs")
 	fs.DurationVar(&o.every, "every", 0, "sampling interval (0: a 60th of -time, between 1s and 10s)")
 	fs.DurationVar(&o.queryEvery, "query-every", 2*time.Second, "interval between queries (API; every fifth one through the CLI)")
-	fs.DurationVar(&o.exportEvery, "export-every", 2*time.Minute, "interval between exports (CLI)")
+	fs.DurationVar(&o.exportEvery, "export-every", 0, "interval between exports through the CLI (0: a fifth of -time, between 2s and 2m)")
 	fs.Float64Var(&o.rate, "rate", 50, "messages per second, over all sessions")
 	fs.IntVar(&o.sessions, "sessions", 4, "SMTP sessions in parallel")
 	fs.IntVar(&o.perConn, "per-conn", 5, "most messages per connection (each connection sends 1 to this many)")
 	fs.IntVar(&o.domains, "domains", 5000, "recipient domains the copies spread over")
 	fs.IntVar(&o.seed, "seed", -1, "raw messages stored before the start, dated so that pruning deletes them during the run (-1: rate × time / 4, at most 50000)")
 	fs.IntVar(&o.failEvery, "push-fail-every", 100, "answer every `N`-th push request 503, so that retries run (0: never)")
-	fs.BoolVar(&o.keep, "keep", false, "keep the work folder")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work folder (database, log, config, samples.tsv)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -76,11 +76,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-bouncer is required (make soak builds it)")
 	case o.rate <= 0 || o.sessions < 1 || o.perConn < 1 || o.domains < 1:
 		return o, errors.New("-rate, -sessions, -per-conn and -domains must be positive")
-	case o.duration < time.Second || o.every < 0 || o.queryEvery <= 0 || o.exportEvery <= 0:
+	case o.duration < time.Second || o.every < 0 || o.queryEvery <= 0 || o.exportEvery < 0:
 		return o, errors.New("-time must be at least 1s, and the intervals positive")
 	}
 	if o.every == 0 {
 		o.every = min(max(o.duration/60, time.Second), 10*time.Second)
+	}
+	if o.exportEvery == 0 {
+		o.exportEvery = min(max(o.duration/5, 2*time.Second), 2*time.Minute)
 	}
 	if o.seed < 0 {
 		o.seed = min(int(o.rate*o.duration.Seconds()/4), 50_000)
@@ -113,13 +116,18 @@ func (s *soak) errorCount() int {
 	return s.in.errs.count() + s.queryErrs.count() + s.exportErrs.count() + s.sampleErrs.count() + s.log.nerr
 }
 
-// retention and pruneEvery are the soak config's: raw_retention may not
-// be below an hour, so the seed is dated from an hour before the start.
+// retention is the soak config's raw_retention: it may not be below an
+// hour, so the seed is dated from an hour before the start.
 const (
-	retention  = time.Hour
-	pruneEvery = time.Minute
-	secret     = "soak-webhook-secret-of-some-length"
+	retention = time.Hour
+	secret    = "soak-webhook-secret-of-some-length"
 )
+
+// pruneEvery is the soak config's prune_interval: a tenth of the run, at
+// most a minute, so that even a short run prunes several times.
+func pruneEvery(d time.Duration) time.Duration {
+	return min(max(d/10, time.Second), time.Minute).Round(time.Second)
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseOptions(args, stderr)
@@ -159,7 +167,7 @@ func (s *soak) run(ctx context.Context, samples []*sample, stdout io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "seed: %d raw messages (%d records) dated %s to %s ago in %v, pruned as the run goes (raw_retention %v, prune_interval %v)\n",
-		o.seed, s.seeded, retention, retention-o.duration, time.Since(t0).Round(time.Millisecond), retention, pruneEvery)
+		o.seed, s.seeded, retention, retention-o.duration, time.Since(t0).Round(time.Millisecond), retention, pruneEvery(o.duration))
 
 	s.rv = newReceiver(secret, o.failEvery)
 	hookURL, closeHook, err := s.rv.serve()
@@ -204,7 +212,7 @@ func (s *soak) run(ctx context.Context, samples []*sample, stdout io.Writer) err
 	if err := s.log.read(); err != nil {
 		return err
 	}
-	return s.report(stdout, pts, acc, errors.Join(accErr, stopErr))
+	return s.report(stdout, pts, acc, errors.Join(accErr, stopErr, writeSamples(filepath.Join(s.dir, "samples.tsv"), pts)))
 }
 
 // soakConfig is bouncer's config for the soak.
@@ -246,7 +254,7 @@ events = ["hard", "soft", "complaint", "suppressed"]
 
 [log]
 level = "info"
-`, o.sessions+20, httpAddr, retention.String(), pruneEvery.String(), hookURL, secret)
+`, o.sessions+20, httpAddr, retention.String(), pruneEvery(o.duration).String(), hookURL, secret)
 }
 
 // drive runs intake, queries, exports and sampling for the soak's time,
@@ -379,5 +387,20 @@ func (s *soak) report(w io.Writer, pts []point, acc accounting, err error) error
 		return fmt.Errorf("%d problems", len(problems))
 	}
 	fmt.Fprintln(w, "\nverdict: ok (nothing grows without bound, no errors, every 250 has its records, every push arrived)")
+	return nil
+}
+
+// writeSamples writes every sample as a line of tab-separated values,
+// for a look at a run after the table (with -keep or -dir).
+func writeSamples(path string, pts []point) error {
+	var b strings.Builder
+	b.WriteString("seconds\trss\trss_anon\trss_file\tfds\tgoroutines\tdb\twal\trecords\taccepted\tpushes\tqueued\traw_pruned\terrors\n")
+	for _, p := range pts {
+		fmt.Fprintf(&b, "%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\n", p.at.Seconds(),
+			p.rss, p.anon, p.file, p.fds, p.goroutines, p.dbSize, p.walSize, p.records, p.accepted, p.pushes, p.queued, p.rawPruned, p.errors)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("writing the samples: %w", err)
+	}
 	return nil
 }
