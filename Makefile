@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS = -X main.version=$(VERSION)
 
-.PHONY: build test check check-unit fuzz bench release
+.PHONY: build test check check-unit fuzz bench soak release
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/bouncer ./cmd/bouncer
@@ -63,3 +63,17 @@ fuzz:
 # Needs Debian's postfix package (smtp-sink, smtp-source). See BENCHMARKS.md.
 bench:
 	sh bench/run.sh
+
+# Issue 20's soak: bouncer serve under intake, queries, exports, pushes to
+# a webhook and raw pruning at once for SOAK_TIME; prints RSS, open files,
+# goroutines and database size at start and end, and fails if one grows
+# without bound or anything acknowledged is lost. See BENCHMARKS.md (Soak).
+SOAK_TIME ?= 10m
+SOAK_RATE ?= 50
+SOAK_FLAGS ?=
+soak:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/bouncer ./cmd/bouncer
+	$(GO) build -o bin/soak ./bench/soak
+	@echo "commit: $$(git describe --always --dirty 2>/dev/null || echo 'not a git checkout')"
+	@echo "machine: $$(nproc) CPUs, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $$(awk '/MemTotal/ {printf "%.1f GiB", $$2/1048576}' /proc/meminfo) RAM; $$(uptime)"
+	bin/soak -bouncer bin/bouncer -time $(SOAK_TIME) -rate $(SOAK_RATE) $(SOAK_FLAGS)

@@ -2,6 +2,10 @@
 // format. Everything is registered on a registry the caller passes in
 // (cmd builds one per serve); nothing is global.
 //
+// The Go runtime's and the process's standard gauges (go_goroutines,
+// go_memstats_*, process_resident_memory_bytes, process_open_fds) are
+// registered too.
+//
 // Counters kept by other packages (server.Stats, the store's outbox,
 // push.Worker.Stats, mailbox.Reader.Stats) are read at scrape time by a collector; records and
 // commit latency are observed by Saver, which wraps the store's Save.
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/bouncer/bouncer/mailbox"
 	"github.com/bouncer/bouncer/push"
@@ -185,7 +190,11 @@ func New(reg prometheus.Registerer, src Sources) (*Metrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.suppressed, m.commit, collector{src}} {
+	// The Go runtime's (go_goroutines, go_memstats_*) and the process's
+	// (process_resident_memory_bytes, process_open_fds) gauges, so that a
+	// leak shows on the same endpoint (make soak reads them).
+	runtime := []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	for _, c := range append([]prometheus.Collector{m.records, m.suppressed, m.commit, collector{src}}, runtime...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

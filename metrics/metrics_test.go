@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -152,5 +153,43 @@ func TestStoreFaults(t *testing.T) {
 		if v := value(got, c.name, c.labels); v != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
 		}
+	}
+}
+
+// TestRuntimeGauges: go_goroutines counts goroutines this test starts and
+// process_open_fds the files it holds open.
+func TestRuntimeGauges(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := New(reg, Sources{}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	before := scrape(t, srv.URL)
+	stop := make(chan struct{})
+	for range 50 {
+		go func() { <-stop }()
+	}
+	var files []*os.File
+	for range 20 {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	after := scrape(t, srv.URL)
+	close(stop)
+	for _, f := range files {
+		f.Close()
+	}
+	if g0, g1 := value(before, "go_goroutines", nil), value(after, "go_goroutines", nil); g0 <= 0 || g1 < g0+50 {
+		t.Errorf("go_goroutines %v, then %v with 50 more", g0, g1)
+	}
+	if f0, f1 := value(before, "process_open_fds", nil), value(after, "process_open_fds", nil); f0 <= 0 || f1 < f0+20 {
+		t.Errorf("process_open_fds %v, then %v with 20 more", f0, f1)
+	}
+	if v := value(after, "process_resident_memory_bytes", nil); v <= 0 {
+		t.Errorf("process_resident_memory_bytes %v", v)
 	}
 }

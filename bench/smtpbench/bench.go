@@ -221,10 +221,10 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	stopped := false
 	defer func() {
 		if !stopped {
-			p.stop()
+			p.Stop()
 		}
 	}()
-	cpu0, err := p.cpuTime()
+	cpu0, err := p.CPUTime()
 	if err != nil {
 		return r, err
 	}
@@ -240,7 +240,7 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	if err != nil {
 		return r, err
 	}
-	cpu1, err := p.cpuTime()
+	cpu1, err := p.CPUTime()
 	if err != nil {
 		return r, err
 	}
@@ -251,11 +251,11 @@ func measure(ctx context.Context, f benchFlags, self, server string, sessions, r
 	if r.load.FirstErr != nil {
 		return r, fmt.Errorf("go load generator: %d failed, first: %w", r.load.Failed, r.load.FirstErr)
 	}
-	if r.peak, err = p.peakRSS(); err != nil {
+	if r.peak, err = p.PeakRSS(); err != nil {
 		return r, err
 	}
 	stopped = true
-	if err := p.stop(); err != nil {
+	if err := p.Stop(); err != nil {
 		return r, fmt.Errorf("stopping %s: %w (log %s)", server, err, logPath)
 	}
 	if strings.HasPrefix(server, "bouncer") {
@@ -333,8 +333,8 @@ func measureRSS(ctx context.Context, f benchFlags, big []byte) (rssResult, error
 	}
 	res.load = runLoad(ctx, loadOptions{Addr: p.addr, Sessions: f.rssSessions, Count: f.rssCount, Rcpt: rcpt,
 		Data: dataPayload(big), Timeout: 5 * time.Minute})
-	peak, perr := p.peakRSS()
-	serr := p.stop()
+	peak, perr := p.PeakRSS()
+	serr := p.Stop()
 	if res.load.FirstErr != nil {
 		return res, fmt.Errorf("%d failed, first: %w", res.load.Failed, res.load.FirstErr)
 	}
