@@ -17,7 +17,6 @@ import (
 	"github.com/bouncer/bouncer/policy"
 	"github.com/bouncer/bouncer/server"
 	"github.com/bouncer/bouncer/store"
-	"github.com/bouncer/bouncer/store/bolt"
 	"github.com/bouncer/bouncer/verp"
 )
 
@@ -172,9 +171,10 @@ type StoreConfig struct {
 	Schema      string   `toml:"schema"`
 	Path        string   `toml:"path"`
 	LockTimeout Duration `toml:"lock_timeout"`
-	// CommitInterval is how long acknowledged deliveries may wait in the
-	// write-ahead log before the database file holds them (0: no log,
-	// every group is committed to the file before its 250).
+	// CommitInterval, when set, selects the write-ahead log: how long
+	// acknowledged deliveries may wait in it before the database file
+	// holds them. 0 (the default): no log, every group is committed to
+	// the file before its 250.
 	CommitInterval Duration `toml:"commit_interval"`
 	// RawRetention is how long raw messages are kept (0: forever).
 	RawRetention Duration `toml:"raw_retention"`
@@ -228,7 +228,7 @@ func defaultConfig() Config {
 			Guard: GuardConfig{MaxBad: 5, Window: Duration(10 * time.Minute), Ban: Duration(time.Hour)},
 		},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:8025", Tokens: []string{}, Hosts: []string{}},
-		Store: StoreConfig{Driver: "bbolt", Schema: "bouncer", Path: "bouncer.db", LockTimeout: Duration(5 * time.Second), CommitInterval: Duration(bolt.DefaultCommitInterval),
+		Store: StoreConfig{Driver: "bbolt", Schema: "bouncer", Path: "bouncer.db", LockTimeout: Duration(5 * time.Second),
 			RawRetention: Duration(DefaultRawRetention), MinFreeBytes: 256 << 20,
 			DedupeWindow: Duration(store.DefaultDedupeWindow), PruneInterval: Duration(time.Hour)},
 		Log:    LogConfig{Level: "info"},

@@ -397,9 +397,6 @@ func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
 		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog, OnReopen: use.onReopen,
 		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow,
 		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
-	if opts.CommitInterval == 0 {
-		opts.CommitInterval = -1 // store's "no log"
-	}
 	if onLog == nil {
 		opts.OnLog = func(li bolt.LogInfo) { fmt.Fprintf(os.Stderr, "bouncer: database %s\n", li) }
 	}

@@ -59,11 +59,13 @@
 //
 // All writes of one message (raw, records, indexes, counters, suppressions,
 // domain aggregates) happen in one transaction. Saves are queued to one
-// writer goroutine that applies everything queued to its open transaction
-// (group commit), appends the group to the write-ahead log PATH-wal and
-// syncs it, and only then lets Save return; the transaction itself is
-// committed every Options.CommitInterval, and Open replays the log after a
-// crash (wal.go). Readers in this process see every Save that returned.
+// writer goroutine that applies everything queued to a transaction
+// (group commit), commits it (bbolt syncs the file), and only then lets
+// Save return. With Options.CommitInterval > 0 (off by default) it
+// instead appends the group to the write-ahead log PATH-wal, syncs it and
+// lets Save return, committing the transaction every CommitInterval;
+// Open replays a log after a crash either way (wal.go). Readers in this
+// process see every Save that returned.
 // When a group can't be made durable, each delivery in it is retried
 // alone, so one bad delivery fails only its own caller; but when a write
 // or sync of the log or of the file fails (EIO, ENOSPC), nothing is
@@ -227,10 +229,12 @@ type Options struct {
 	// RawRetention is how long raw messages are kept; Prune deletes older
 	// ones (records stay). 0 keeps them forever.
 	RawRetention time.Duration
-	// CommitInterval is how long the writer keeps its transaction open
-	// while acknowledged deliveries wait in the log (default
-	// DefaultCommitInterval). Negative: no log; every group of deliveries
-	// is committed to the file before Save returns.
+	// CommitInterval, when positive, selects the write-ahead log: the
+	// writer keeps its transaction open that long while acknowledged
+	// deliveries wait in the log. 0 (the default) or negative: no log;
+	// every group of deliveries is committed to the file (one bbolt
+	// transaction, synced by bbolt) before Save returns. A log left by
+	// an earlier run is applied by Open either way.
 	CommitInterval time.Duration
 	// Compressors caps how many raw messages Save compresses at once
 	// (default GOMAXPROCS); each compressor holds about 1 MB of zstd
@@ -302,10 +306,6 @@ type DB struct {
 	faults  faultCounters
 }
 
-// DefaultCommitInterval is how long acknowledged deliveries may wait in
-// the log before the writer commits them to the file.
-const DefaultCommitInterval = 50 * time.Millisecond
-
 // Open opens or creates the database at path. It fails with ErrLocked
 // (wrapped) when another process holds the file longer than
 // opts.LockTimeout, and with ErrSchema when the file was written by a
@@ -343,8 +343,8 @@ func open(path string, opts Options) (*DB, error) {
 	if opts.Compressors <= 0 {
 		opts.Compressors = runtime.GOMAXPROCS(0)
 	}
-	if opts.CommitInterval == 0 {
-		opts.CommitInterval = DefaultCommitInterval
+	if opts.CommitInterval <= 0 {
+		opts.CommitInterval = -1 // no log
 	}
 	db := &DB{opts: opts, now: opts.Now, path: path, faultc: make(chan error, 1)}
 	db.rules = store.Rules{Decide: opts.Decide, Storm: opts.Storm, DedupeWindow: opts.DedupeWindow}
@@ -443,8 +443,11 @@ func (db *DB) prepare(path string) (err error) {
 }
 
 // replayWAL opens the log and commits the deliveries it holds that the
-// file lacks (acknowledged before a crash). Without a log
-// (CommitInterval < 0) an existing log is still applied, then closed.
+// file lacks (acknowledged before a crash). Without a log (the default)
+// an existing log, left by an older version or a run with the log on,
+// is still applied, then closed and removed: the commit holds its
+// frames' number, so a copy of it that survives a crash is never
+// applied again.
 func (db *DB) replayWAL(path string) error {
 	if db.opts.CommitInterval < 0 {
 		if _, err := os.Stat(walPath(path)); errors.Is(err, os.ErrNotExist) {
@@ -473,6 +476,9 @@ func (db *DB) replayWAL(path string) error {
 	if err == nil && db.opts.CommitInterval < 0 {
 		err = db.wal.close()
 		db.wal = nil
+		if err == nil {
+			err = os.Remove(walPath(path))
+		}
 	}
 	if err == nil && db.opts.OnLog != nil && (info.Applied > 0 || info.Torn || info.Damaged != "") {
 		db.opts.OnLog(info)

@@ -96,9 +96,9 @@ func TestDiskFaults(t *testing.T) {
 		// trigger makes the fault happen; nil: the next delivery does.
 		trigger func(db *DB)
 	}{
-		{"log write EIO", 0, OpLogWrite, func(fs *faultFS, on bool) { fs.setLog(errIf(on, syscall.EIO), nil) }, nil},
-		{"log fsync EIO", 0, OpLogSync, func(fs *faultFS, on bool) { fs.setLog(nil, errIf(on, syscall.EIO)) }, nil},
-		{"commit ENOSPC without log", -1, OpCommit, (*faultFS).setDBFull, nil},
+		{"log write EIO", 50 * time.Millisecond, OpLogWrite, func(fs *faultFS, on bool) { fs.setLog(errIf(on, syscall.EIO), nil) }, nil},
+		{"log fsync EIO", 50 * time.Millisecond, OpLogSync, func(fs *faultFS, on bool) { fs.setLog(nil, errIf(on, syscall.EIO)) }, nil},
+		{"commit ENOSPC without log (the default)", 0, OpCommit, (*faultFS).setDBFull, nil},
 		// The deliveries acknowledged from the log are committed when
 		// a reader asks: that commit fails, and they must come back
 		// from the log when the disk has room again.

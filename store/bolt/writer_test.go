@@ -606,3 +606,35 @@ func TestPanicInGroup(t *testing.T) {
 	}
 	tcheck(t, db.Check(), "check")
 }
+
+// TestFailedSaveFreesWriteLock: without the log, a delivery whose group
+// fails (here its commit) leaves no transaction open behind it: a write
+// of its own (a suppression by hand) goes through at once, not after
+// the next delivery.
+func TestFailedSaveFreesWriteLock(t *testing.T) {
+	t.Parallel()
+	db, _ := mustOpen(t, Options{beforeCommit: func(batch []*request) error {
+		for _, r := range batch {
+			if r.d.Envelope.MailFrom == "poison@example.com" {
+				return errors.New("poisoned")
+			}
+		}
+		return nil
+	}})
+	d := bounce("u@x.example", "5.1.1", parse.KindBounce, parse.ClassHard)
+	d.Envelope.MailFrom = "poison@example.com"
+	if _, err := db.Save(context.Background(), d); err == nil {
+		t.Fatal("the poisoned save succeeded")
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- db.AddSuppression(store.Suppression{Address: "hand@example.net", Reason: "by hand", Source: "test"})
+	}()
+	select {
+	case err := <-done:
+		tcheck(t, err, "adding a suppression after the failed save")
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write after a failed save waited for the writer's transaction (still open)")
+	}
+	save(t, db, bounce("after@x.example", "5.1.1", parse.KindBounce, parse.ClassHard))
+}
