@@ -170,8 +170,11 @@ func TestDiskFaults(t *testing.T) {
 			if len(told) == 0 || told[len(told)-1] != nil {
 				t.Fatalf("OnReopen was told %v, want a successful reopen last", told)
 			}
-			if c.op == OpCommit && told[0] == nil {
+			if c.op == OpCommit && c.commit == 0 && told[0] == nil {
 				// bbolt's file cannot be opened while the disk is full.
+				// (Behind the log the first reopen may come between the
+				// failed sync and the next write, and succeed: it is not
+				// checked there; the 451s above are.)
 				t.Fatalf("OnReopen was told %v, want a failed reopen first", told)
 			}
 			checkDeliveries(t, db, acked, refused)
