@@ -184,7 +184,7 @@ func (s *soak) run(ctx context.Context, samples []*sample, stdout io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "limits: loopback is not a trusted relay here (so the storm guard counts only each domain's own addresses);"+
-		" message_rate, byte_rate and connect_rate are set far above the soak's rate, so nothing is throttled\n")
+		" message_rate, byte_rate, push_rate and connect_rate are set far above the soak's rate, so nothing is throttled or held\n")
 	if s.proc, err = benchproc.Start("bouncer", s.logPath, nil, o.bouncer, "serve", "-config", s.cfgPath); err != nil {
 		return err
 	}
@@ -228,6 +228,7 @@ connect_burst = 10000
 message_rate = 1e7
 message_burst = 1000000
 byte_rate = 1099511627776
+push_rate = 1e9
 trusted_relays = []
 
 [http]

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"regexp"
@@ -152,6 +154,9 @@ func (s *soak) take() (point, error) {
 		v    *float64
 	}{{s.dbPath, &p.dbSize}, {s.dbPath + "-wal", &p.walSize}} {
 		fi, err := os.Stat(f.path)
+		if errors.Is(err, fs.ErrNotExist) && f.v == &p.walSize {
+			continue // no write-ahead log: store.commit_interval = 0, the default
+		}
 		if err != nil {
 			return p, err
 		}
