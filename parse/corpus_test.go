@@ -42,17 +42,24 @@ type corpusRow struct {
 
 func loadCorpusRows(t testing.TB) []corpusRow {
 	t.Helper()
-	f, err := os.Open(filepath.Join(corpusDir, "expected.jsonl"))
-	tcheck(t, err, "opening expected.jsonl")
+	return readJSONL[corpusRow](t, filepath.Join(corpusDir, "expected.jsonl"))
+}
+
+// readJSONL reads a file of one JSON value a line (a sample set's
+// expected.jsonl).
+func readJSONL[T any](t testing.TB, path string) []T {
+	t.Helper()
+	f, err := os.Open(path)
+	tcheck(t, err, "opening "+filepath.Base(path))
 	defer f.Close()
-	var rows []corpusRow
+	var rows []T
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var r corpusRow
-		tcheck(t, json.Unmarshal(sc.Bytes(), &r), "decoding expected.jsonl")
+		var r T
+		tcheck(t, json.Unmarshal(sc.Bytes(), &r), "decoding "+filepath.Base(path))
 		rows = append(rows, r)
 	}
-	tcheck(t, sc.Err(), "reading expected.jsonl")
+	tcheck(t, sc.Err(), "reading "+filepath.Base(path))
 	return rows
 }
 

@@ -1,9 +1,7 @@
 package parse
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,17 +48,7 @@ const noticeHeader = "From: Mail Delivery System <MAILER-DAEMON@notice.invalid>\
 
 func loadSampleRows(t *testing.T, dir string) []sampleRow {
 	t.Helper()
-	f, err := os.Open(filepath.Join(dir, "expected.jsonl"))
-	tcheck(t, err, "opening expected.jsonl")
-	defer f.Close()
-	var rows []sampleRow
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var r sampleRow
-		tcheck(t, json.Unmarshal(sc.Bytes(), &r), "decoding expected.jsonl")
-		rows = append(rows, r)
-	}
-	tcheck(t, sc.Err(), "reading expected.jsonl")
+	rows := readJSONL[sampleRow](t, filepath.Join(dir, "expected.jsonl"))
 	if len(rows) == 0 {
 		t.Fatal("no rows in expected.jsonl")
 	}
