@@ -107,6 +107,12 @@ func checkOpenPages(path string) error {
 	if _, err := w.meta(); err != nil {
 		return &DamageError{Path: path, Detail: err.Error(), Problems: w.problems}
 	}
+	// A file shorter than the pages its meta page counts is truncated:
+	// bbolt maps it anyway, and reading a page past the end is a fault
+	// (SIGBUS or SIGSEGV) that no recover catches.
+	if pages := uint64(fi.Size()) / uint64(w.pageSize); pages < w.maxPage {
+		return &DamageError{Path: path, Page: pages, Detail: fmt.Sprintf("file ends at page %d, the database says %d pages (truncated)", pages, w.maxPage)}
+	}
 	free := w.freelist
 	if free == noFreelist {
 		return nil
