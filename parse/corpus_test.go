@@ -23,7 +23,7 @@ const corpusDir = "testdata/sisimai"
 // Ratchet floors, in percent: the corpus test fails below them. Raise them
 // when the decoder gets better; never lower them.
 const (
-	floorRecipient = 99.3
+	floorRecipient = 99.5
 	floorStatus    = 99.7
 	floorPermTemp  = 98.3
 	floorNonBounce = 100.0
@@ -96,9 +96,20 @@ func pseudoStatus(r corpusRow) bool {
 
 // placeholderRecipient reports the address the corpus library writes
 // when it found no recipient (undisclosed-recipient-in-headers@
-// libsisimai.org.invalid): not an address a bounce names.
+// libsisimai.org.invalid): not an address a bounce names. Such a row
+// counts as found when the decoder finds no address in the file either.
 func placeholderRecipient(a string) bool {
 	return strings.HasSuffix(strings.ToLower(a), ".invalid")
+}
+
+// anyAddress reports whether a record of rep names an address.
+func anyAddress(rep *Report) bool {
+	for i := range rep.Recipients {
+		if rep.Recipients[i].Address() != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func findRecipient(rep *Report, addr string, index int) (*Recipient, bool) {
@@ -152,10 +163,14 @@ func TestCorpus(t *testing.T) {
 			t.Fatalf("%s: listed in expected.jsonl but missing", r.File)
 		}
 		rc, found := findRecipient(rep, r.Recipient, r.Index)
-		rcpt.add(found)
-		if !placeholderRecipient(r.Recipient) {
+		if placeholderRecipient(r.Recipient) {
+			// The corpus library found no recipient: the rows agree
+			// when the decoder finds none either.
+			found = !anyAddress(rep)
+		} else {
 			rcptReal.add(found)
 		}
+		rcpt.add(found)
 		if !found {
 			bad = append(bad, fmt.Sprintf("recipient %s #%d: want %s, got %v (%s)", r.File, r.Index, r.Recipient, addrs(rep), r.MTA))
 		}
