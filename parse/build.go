@@ -224,9 +224,31 @@ func (d *decoder) setKind() {
 }
 
 // indexFold is strings.Index ignoring ASCII case; sub must be lower case.
+// When sub has a byte that case does not change (":" of a field name,
+// "@" of an address), the candidates are found by strings.IndexByte on
+// that byte, which skips text many bytes at a time; else every position
+// whose byte is sub's first letter in either case is tried.
 func indexFold(s, sub string) int {
 	if len(sub) == 0 {
 		return 0
+	}
+	if k := foldAnchor(sub); k >= 0 {
+		c := sub[k]
+		for off := k; off < len(s); {
+			j := strings.IndexByte(s[off:], c)
+			if j < 0 {
+				return -1
+			}
+			i := off + j - k
+			if i+len(sub) > len(s) {
+				return -1
+			}
+			if strings.EqualFold(s[i:i+len(sub)], sub) {
+				return i
+			}
+			off += j + 1
+		}
+		return -1
 	}
 	first := sub[0]
 	upper := first
@@ -243,4 +265,24 @@ func indexFold(s, sub string) int {
 		}
 	}
 	return -1
+}
+
+// foldAnchor returns the offset in sub of an ASCII byte that is no
+// letter, preferring one that text has few of (not a space, a dot or a
+// line end), or -1.
+func foldAnchor(sub string) int {
+	k := -1
+	for j := 0; j < len(sub); j++ {
+		c := sub[j]
+		if c >= 0x80 || isLetter(c) {
+			continue
+		}
+		if c != ' ' && c != '.' && c != '\n' {
+			return j
+		}
+		if k < 0 {
+			k = j
+		}
+	}
+	return k
 }

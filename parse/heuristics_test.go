@@ -384,3 +384,24 @@ func TestForwardedBounce(t *testing.T) {
 		t.Errorf("recipients %v by %v, want gone@example.net without %s", addrs(rep), rep.Recipients, ruleOuterNotice)
 	}
 }
+
+// TestIndexFold checks indexFold against strings.Index on lower-cased
+// ASCII text, for needles with and without a byte to anchor on.
+func TestIndexFold(t *testing.T) {
+	texts := []string{
+		"", "a", "Final-Recipient: rfc822; User@Example.COM\nStatus: 5.1.1\n",
+		"status status: STATUS:x", "mail from <A@B.C> to <a@b.c>", "boundary=\"x\" BOUNDARY=y",
+		"aaaa@", "@aaaa", "no match here at all", "ab\nab\nAB:",
+	}
+	subs := []string{
+		"final-recipient:", "status:", "user@example.com", "a@b.c", "boundary=", "@", "a@", "@a",
+		"\nab:", "match", "xyz", "status", " ", "ab\n",
+	}
+	for _, s := range texts {
+		for _, sub := range subs {
+			if got, want := indexFold(s, sub), strings.Index(strings.ToLower(s), sub); got != want {
+				t.Errorf("indexFold(%q, %q) = %d, want %d", s, sub, got, want)
+			}
+		}
+	}
+}

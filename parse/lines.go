@@ -20,21 +20,31 @@ func (l *lineReader) Read(p []byte) (int, error) {
 		if !l.cr && bytes.IndexByte(p[:n], '\r') < 0 {
 			return n, err
 		}
-		j := 0
-		for i := 0; i < n; i++ {
-			c := p[i]
-			if l.cr {
-				l.cr = false
-				if c == '\n' {
-					continue
-				}
+		// Move the bytes between CRs down over the dropped ones, a run
+		// at a time: a CR becomes LF, and an LF right after a CR (here
+		// or at the end of the last read) is dropped.
+		j, i := 0, 0
+		if l.cr && n > 0 {
+			l.cr = false
+			if p[0] == '\n' {
+				i = 1
 			}
-			if c == '\r' {
-				l.cr = true
-				c = '\n'
+		}
+		for i < n {
+			k := bytes.IndexByte(p[i:n], '\r')
+			if k < 0 {
+				j += copy(p[j:], p[i:n])
+				break
 			}
-			p[j] = c
+			j += copy(p[j:], p[i:i+k])
+			p[j] = '\n'
 			j++
+			i += k + 1
+			if i == n {
+				l.cr = true
+			} else if p[i] == '\n' {
+				i++
+			}
 		}
 		if j > 0 || err != nil || n == 0 {
 			return j, err

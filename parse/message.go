@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
@@ -104,7 +105,12 @@ type dsnPart struct {
 }
 
 func (d *decoder) run(r io.Reader) error {
-	br := bufio.NewReaderSize(newLineReader(r), bufferSize(r))
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(newLineReader(r))
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
 	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop, &d.hdr)
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
@@ -115,21 +121,12 @@ func (d *decoder) run(r io.Reader) error {
 	return d.entity(h, &src{br: br}, 0, "")
 }
 
-// bufferSize returns the size of the message's read buffer: 4 KB, or
-// less when r is an in-memory reader with less to read (the server passes
-// a *bytes.Reader), so that a short message does not allocate 4 KB. A
-// buffer that holds all of the input never fills, so ReadSlice and Peek
-// return what they would with a larger one.
-func bufferSize(r io.Reader) int {
-	n := 4096
-	switch r := r.(type) {
-	case *bytes.Reader:
-		n = min(n, r.Len()+1)
-	case *strings.Reader:
-		n = min(n, r.Len()+1)
-	}
-	return n
-}
+// readerPool holds the 4 KB read buffers of messages being decoded, for
+// the next message: a buffer is used only while its message is read,
+// and what the Report keeps is copied out of it. A buffer that holds all
+// of a short message never fills, so ReadSlice and Peek return what they
+// would with a larger one.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
 func (d *decoder) warn(format string, args ...any) {
 	if len(d.rep.Warnings) < 20 {
@@ -143,12 +140,28 @@ func decodeWords(v string) string {
 	if !strings.Contains(v, "=?") {
 		return v
 	}
-	dec := mime.WordDecoder{CharsetReader: charset.Reader}
+	dec := mime.WordDecoder{CharsetReader: wordCharsetReader}
 	s, err := dec.DecodeHeader(v)
 	if err != nil {
 		return v
 	}
 	return s
+}
+
+// wordCharsetReader is charset.Reader for the text of one encoded word,
+// decoded at once: mime.WordDecoder copies from the reader it returns
+// with io.Copy, which allocates a 32 KB buffer for a reader that is not
+// an io.WriterTo, as a *bytes.Reader is.
+func wordCharsetReader(cs string, input io.Reader) (io.Reader, error) {
+	r, err := charset.Reader(cs, input)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(b), nil
 }
 
 // entity decodes one MIME entity whose header is h and whose body is read

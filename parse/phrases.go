@@ -5,6 +5,7 @@ package parse
 // bytes at each position that does not follow a letter or digit, so a
 // phrase matches at the start of a word (or of a run of punctuation).
 type phraseSet struct {
+	first [256]bool // the first bytes of the phrases, in both cases
 	pairs pairBits
 	m     map[[2]byte][]string
 }
@@ -15,6 +16,10 @@ func newPhraseSet(phrases ...string) *phraseSet {
 		k := [2]byte{p[0], p[1]}
 		ps.m[k] = append(ps.m[k], p)
 		ps.pairs.set(k)
+		ps.first[p[0]] = true
+		if isLetter(p[0]) {
+			ps.first[p[0]&^0x20] = true
+		}
 	}
 	return ps
 }
@@ -23,7 +28,7 @@ func newPhraseSet(phrases ...string) *phraseSet {
 // ignoring ASCII case, or -1.
 func (ps *phraseSet) index(s string) int {
 	for i := 0; i+1 < len(s); i++ {
-		if i > 0 && isAlnum(s[i-1]) {
+		if !ps.first[s[i]] || i > 0 && alnumByte[s[i-1]] {
 			continue
 		}
 		k := [2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}
@@ -56,3 +61,12 @@ func (b *pairBits) has(k [2]byte) bool {
 	n := int(k[0])<<8 | int(k[1])
 	return b[n/64]&(1<<(n%64)) != 0
 }
+
+// alnumByte marks the ASCII letters and digits: the phrase scanners test
+// the byte before each position, and a table is cheaper than the ranges.
+var alnumByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isAlnum(byte(c))
+	}
+	return t
+}()

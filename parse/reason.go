@@ -182,17 +182,22 @@ func classify(status string, text Reason) Reason {
 // phraseIndex maps the first two bytes of each phrase of textReasons to
 // the phrases, so textReason looks only at the phrases that can start at
 // each word of the text; phrasePairs has a bit for each of those keys.
-var phraseIndex, phrasePairs = func() (map[[2]byte][]phraseRef, *pairBits) {
+var phraseIndex, phrasePairs, phraseFirst = func() (map[[2]byte][]phraseRef, *pairBits, *[256]bool) {
 	m := map[[2]byte][]phraseRef{}
 	var pairs pairBits
+	var first [256]bool // first bytes of the phrases, in both cases
 	for i, tr := range textReasons {
 		for _, p := range tr.phrases {
 			k := [2]byte{p[0], p[1]}
 			m[k] = append(m[k], phraseRef{rule: i, phrase: p})
 			pairs.set(k)
+			first[p[0]] = true
+			if isLetter(p[0]) {
+				first[p[0]&^0x20] = true
+			}
 		}
 	}
-	return m, &pairs
+	return m, &pairs, &first
 }()
 
 type phraseRef struct {
@@ -205,7 +210,7 @@ type phraseRef struct {
 func textReason(s string) Reason {
 	best := len(textReasons)
 	for i := 0; i+1 < len(s); i++ {
-		if i > 0 && isAlnum(s[i-1]) {
+		if !phraseFirst[s[i]] || i > 0 && alnumByte[s[i-1]] {
 			continue
 		}
 		k := [2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}

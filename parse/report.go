@@ -7,8 +7,9 @@
 // MTAs still send. Enhanced status codes follow RFC 3463.
 //
 // The package is pure: it does no I/O beyond reading the message it is
-// given, keeps no state, and does not log. Problems that do not stop decoding
-// (an unknown charset, a malformed field) are returned as Report.Warnings.
+// given, keeps no state (but a pool of read buffers, see readerPool), and
+// does not log. Problems that do not stop decoding (an unknown charset, a
+// malformed field) are returned as Report.Warnings.
 //
 // Decoding streams the message once (message.go, mime.go): header blocks
 // and text parts are read up to the Limits, everything else is skipped.
