@@ -53,7 +53,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 		}
 		n += len(line)
 		if n > max {
-			return makeFields(fs, val), errHeaderSize
+			return sc.makeFields(fs, val), errHeaderSize
 		}
 		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
 			line = line[:len(line)-1]
@@ -94,7 +94,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 	if err == io.EOF {
 		err = nil
 	}
-	return makeFields(fs, val), err
+	return sc.makeFields(fs, val), err
 }
 
 // headerScratch is where readHeaderUntil gathers a header block. The
@@ -104,6 +104,10 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 type headerScratch struct {
 	f [16]headerField
 	v [256]byte
+	// arena holds the fields of the blocks read so far, each block a
+	// full slice of it (no append reaches the next): one allocation for
+	// the blocks of most messages instead of one each.
+	arena []headerField
 }
 
 // fields is a header block as read: canonical keys and values in order.
@@ -119,12 +123,17 @@ type headerField struct {
 }
 
 // makeFields returns the fields fs, the last one with the value val.
-func makeFields(fs []headerField, val []byte) fields {
+func (sc *headerScratch) makeFields(fs []headerField, val []byte) fields {
 	if len(fs) == 0 {
 		return fields{}
 	}
 	fs[len(fs)-1].value = string(val)
-	return fields{f: append([]headerField(nil), fs...)}
+	if cap(sc.arena)-len(sc.arena) < len(fs) {
+		sc.arena = make([]headerField, 0, max(48, len(fs)))
+	}
+	start := len(sc.arena)
+	sc.arena = append(sc.arena, fs...)
+	return fields{f: sc.arena[start:len(sc.arena):len(sc.arena)]}
 }
 
 // canonicalKeys are the canonical forms (textproto.CanonicalMIMEHeaderKey)

@@ -24,7 +24,8 @@ import (
 func Message(r io.Reader, lim Limits) (*Report, error) {
 	lim = lim.withDefaults()
 	rep := &Report{Kind: KindUnknown}
-	d := &decoder{lim: lim, rep: rep}
+	d := newDecoder(lim, rep)
+	defer d.release()
 	err := d.run(r)
 	d.finish()
 	if err != nil {
@@ -105,12 +106,8 @@ type dsnPart struct {
 }
 
 func (d *decoder) run(r io.Reader) error {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(newLineReader(r))
-	defer func() {
-		br.Reset(nil)
-		readerPool.Put(br)
-	}()
+	br := getReader(newLineReader(r))
+	defer putReader(br)
 	h, err := readHeader(br, d.lim.MaxHeaderBytes, keepTop, &d.hdr)
 	if err != nil {
 		return fmt.Errorf("reading message header: %w", err)
@@ -127,6 +124,49 @@ func (d *decoder) run(r io.Reader) error {
 // of a short message never fills, so ReadSlice and Peek return what they
 // would with a larger one.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// getReader returns a pooled read buffer reading r; putReader gives it
+// back once nothing reads from it.
+func getReader(r io.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readerPool.Put(br)
+}
+
+// decoderPool holds decoders for the next message, for their buffers:
+// readAll's scratch buffer and the field arena of headerScratch. What a
+// decoder held of its message is dropped when it is released; a buffer
+// that grew past maxPooled bytes is left to the collector.
+var decoderPool = sync.Pool{New: func() any { return new(decoder) }}
+
+const maxPooled = 64 << 10
+
+func newDecoder(lim Limits, rep *Report) *decoder {
+	d := decoderPool.Get().(*decoder)
+	d.lim, d.rep = lim, rep
+	return d
+}
+
+// release clears d but for its buffers and puts it back in the pool.
+func (d *decoder) release() {
+	scratch, arena := d.scratch[:0], d.hdr.arena
+	clear(arena)
+	arena = arena[:0]
+	if cap(scratch) > maxPooled {
+		scratch = nil
+	}
+	if cap(arena) > maxPooled/32 { // a headerField is two strings, 32 bytes
+		arena = nil
+	}
+	*d = decoder{scratch: scratch}
+	d.hdr.arena = arena
+	decoderPool.Put(d)
+}
 
 func (d *decoder) warn(format string, args ...any) {
 	if len(d.rep.Warnings) < 20 {
@@ -345,8 +385,9 @@ func (d *decoder) preamble(mt string, s *src, kept []byte, depth int) error {
 		}
 	}
 	if bd := findDelimiter(kept); bd != "" && depth < d.lim.MaxDepth {
-		inner := &src{br: bufio.NewReader(bytes.NewReader(kept))}
-		return d.multipart(&mediaType{typ: mt, boundary: bd}, inner, depth+1)
+		br := getReader(bytes.NewReader(kept))
+		defer putReader(br)
+		return d.multipart(&mediaType{typ: mt, boundary: bd}, &src{br: br}, depth+1)
 	}
 	d.addText("text/plain", kept)
 	return nil
@@ -514,7 +555,9 @@ func (d *decoder) returnedMessage(h fields, s *src, b *body, depth int, mt strin
 			d.warn("%v", err)
 			return nil
 		}
-		in = &src{br: bufio.NewReader(newLineReader(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes))))}
+		br := getReader(newLineReader(io.LimitReader(e.Body, int64(d.lim.MaxPartBytes))))
+		defer putReader(br)
+		in = &src{br: br}
 	}
 	ih, err := readHeaderUntil(in, d.lim.MaxHeaderBytes, keepReturned, &d.hdr)
 	if err != nil {

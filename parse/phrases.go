@@ -28,16 +28,23 @@ func newPhraseSet(phrases ...string) *phraseSet {
 // ignoring ASCII case, or -1.
 func (ps *phraseSet) index(s string) int {
 	for i := 0; i+1 < len(s); i++ {
-		if !ps.first[s[i]] || i > 0 && alnumByte[s[i-1]] {
-			continue
+		c := s[i]
+		if ps.first[c] {
+			k := [2]byte{lowerASCII(c), lowerASCII(s[i+1])}
+			if ps.pairs.has(k) {
+				for _, p := range ps.m[k] {
+					if hasPrefixFoldString(s[i:], p) {
+						return i
+					}
+				}
+			}
 		}
-		k := [2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}
-		if !ps.pairs.has(k) {
-			continue
-		}
-		for _, p := range ps.m[k] {
-			if hasPrefixFoldString(s[i:], p) {
-				return i
+		if alnumByte[c] {
+			// The rest of the word, and the byte after it, follow a
+			// letter or digit: no phrase starts there.
+			i++
+			for i+1 < len(s) && alnumByte[s[i]] {
+				i++
 			}
 		}
 	}

@@ -210,16 +210,21 @@ type phraseRef struct {
 func textReason(s string) Reason {
 	best := len(textReasons)
 	for i := 0; i+1 < len(s); i++ {
-		if !phraseFirst[s[i]] || i > 0 && alnumByte[s[i-1]] {
-			continue
+		c := s[i]
+		if phraseFirst[c] {
+			if k := [2]byte{lowerASCII(c), lowerASCII(s[i+1])}; phrasePairs.has(k) {
+				for _, ref := range phraseIndex[k] {
+					if ref.rule < best && hasPrefixFoldString(s[i:], ref.phrase) {
+						best = ref.rule
+					}
+				}
+			}
 		}
-		k := [2]byte{lowerASCII(s[i]), lowerASCII(s[i+1])}
-		if !phrasePairs.has(k) {
-			continue
-		}
-		for _, ref := range phraseIndex[k] {
-			if ref.rule < best && hasPrefixFoldString(s[i:], ref.phrase) {
-				best = ref.rule
+		if alnumByte[c] {
+			// No phrase starts inside a word or right after it.
+			i++
+			for i+1 < len(s) && alnumByte[s[i]] {
+				i++
 			}
 		}
 	}

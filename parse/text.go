@@ -1,7 +1,6 @@
 package parse
 
 import (
-	"bufio"
 	"strings"
 )
 
@@ -543,7 +542,9 @@ func inlineHeader(body string, sc *headerScratch) (fields, bool) {
 				}
 			}
 			if n >= 2 {
-				h, _ := readHeader(bufio.NewReader(strings.NewReader(blk+"\n\n")), 1<<20, keepReturned, sc)
+				br := getReader(strings.NewReader(blk + "\n\n"))
+				h, _ := readHeader(br, 1<<20, keepReturned, sc)
+				putReader(br)
 				if h.len() > 0 {
 					return h, true
 				}
