@@ -33,3 +33,20 @@ func TestLineReader(t *testing.T) {
 		}
 	}
 }
+
+// TestCollapseSpace checks collapseSpace against strings.Fields and
+// strings.Join on random texts of letters, ASCII and Unicode spaces.
+func TestCollapseSpace(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	parts := []string{"a", "b", " ", "  ", "\t", "\n", "\u00a0", "\u3000", "é", "\xff"}
+	for n := 0; n < 20000; n++ {
+		var sb strings.Builder
+		for k := rng.IntN(10); k > 0; k-- {
+			sb.WriteString(parts[rng.IntN(len(parts))])
+		}
+		s := sb.String()
+		if got, want := collapseSpace(s), strings.Join(strings.Fields(s), " "); got != want {
+			t.Fatalf("collapseSpace(%q) = %q, want %q", s, got, want)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package parse
 
 import (
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // bounceText is the human-readable part of a plain-text bounce.
@@ -354,7 +356,7 @@ func (t *bounceText) diagnostic(addr string) string {
 		return truncate(p+" "+l, 1000)
 	}
 	if p == "" {
-		p = strings.Join(strings.Fields(truncate(t.text, 1000)), " ")
+		p = collapseSpace(truncate(t.text, 1000))
 	}
 	return truncate(p, 1000)
 }
@@ -369,7 +371,7 @@ func lineAround(s string, i, n int) string {
 	if findReplyCode(before) != "" || findEnhanced(before) != "" || textReason(before) != "" {
 		// "554 <addr>... reason", "Unknown user: addr": the line
 		// before the address says what happened.
-		return strings.Join(strings.Fields(before), " ") + " " + paragraphAfter(s, i+n, false)
+		return collapseSpace(before) + " " + paragraphAfter(s, i+n, false)
 	}
 	return paragraphAfter(s, i+n, true)
 }
@@ -388,10 +390,10 @@ func codeLine(s string) string {
 			continue
 		}
 		if c[0] != '2' {
-			return strings.Join(strings.Fields(line), " ")
+			return collapseSpace(line)
 		}
 		if any == "" {
-			any = strings.Join(strings.Fields(line), " ")
+			any = collapseSpace(line)
 		}
 	}
 	return any
@@ -504,7 +506,7 @@ func paragraphAfter(s string, i int, extend bool) string {
 		}
 		s = p
 	}
-	return strings.Join(strings.Fields(s), " ")
+	return collapseSpace(s)
 }
 
 // letters counts the ASCII letters of s.
@@ -614,4 +616,64 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// asciiSpace marks the bytes strings.Fields splits on below utf8.RuneSelf.
+var asciiSpace = [utf8.RuneSelf]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
+
+// collapseSpace returns collapseSpace(s): s with its
+// runs of white space (unicode.IsSpace) made one space and its ends
+// trimmed, in one pass and one allocation, none when s is so already.
+func collapseSpace(s string) string {
+	var b []byte // nil while s needs no change
+	start := 0   // s[start:i] is not copied to b yet
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf && !asciiSpace[c] {
+			i++
+			continue
+		}
+		j := spaceEnd(s, i)
+		if j == i {
+			_, n := utf8.DecodeRuneInString(s[i:])
+			i += n
+			continue
+		}
+		// s[i:j] is white space: it stays as it is only when it is one
+		// plain space between two words.
+		if s[i] != ' ' || j != i+1 || i == 0 || j == len(s) {
+			if b == nil {
+				b = make([]byte, 0, len(s))
+			}
+			b = append(b, s[start:i]...)
+			if len(b) > 0 && j < len(s) {
+				b = append(b, ' ')
+			}
+			start = j
+		}
+		i = j
+	}
+	if b == nil {
+		return s
+	}
+	return string(append(b, s[start:]...))
+}
+
+// spaceEnd returns the end of the run of white space at s[i:], i when
+// there is none.
+func spaceEnd(s string, i int) int {
+	for i < len(s) {
+		if c := s[i]; c < utf8.RuneSelf {
+			if !asciiSpace[c] {
+				break
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsSpace(r) {
+			break
+		}
+		i += n
+	}
+	return i
 }
