@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"mime"
-	"net/textproto"
 	"strings"
 
 	"github.com/emersion/go-message"
@@ -29,12 +28,14 @@ func readHeader(br *bufio.Reader, max int, keep func(key []byte) bool, sc *heade
 func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScratch) (fields, error) {
 	br := s.br
 	skipping := false
-	// Fields are gathered in sc and copied once, at their count, into
-	// the result; the value of the last field stays in val while folded
-	// lines may follow, and becomes a string when the next field starts
-	// (or the header ends).
+	// The keys that need a string of their own and the values of the
+	// fields kept are gathered in sc.b, and spans into it in sc.spans;
+	// the block becomes one string at the end, and each key and value a
+	// part of it (makeFields): one allocation for the block instead of
+	// one for each value.
 	fs := sc.f[:0]
-	val := sc.v[:0]
+	sc.b = sc.b[:0]
+	sc.spans = sc.spans[:0]
 	n := 0
 	var err error
 	for {
@@ -53,7 +54,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 		}
 		n += len(line)
 		if n > max {
-			return sc.makeFields(fs, val), errHeaderSize
+			return sc.makeFields(fs), errHeaderSize
 		}
 		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
 			line = line[:len(line)-1]
@@ -67,10 +68,12 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 				break
 			}
 			if t := bytes.TrimSpace(line); len(t) > 0 {
-				if len(val) > 0 {
-					val = append(val, ' ')
+				sp := &sc.spans[len(sc.spans)-1]
+				if len(sc.b) > sp.v0 {
+					sc.b = append(sc.b, ' ')
 				}
-				val = append(val, t...)
+				sc.b = append(sc.b, t...)
+				sp.v1 = len(sc.b)
 			}
 		default:
 			i := bytes.IndexByte(line, ':')
@@ -80,11 +83,18 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 			key := trimRightASCII(line[:i], " \t")
 			skipping = !keep(key) || !validKey(key)
 			if !skipping {
-				if len(fs) > 0 {
-					fs[len(fs)-1].value = string(val)
+				var sp fieldSpan
+				k := internedKey(key)
+				if k == "" {
+					sp.k0 = len(sc.b)
+					sc.b = appendCanonicalKey(sc.b, key)
+					sp.k1 = len(sc.b)
 				}
-				fs = append(fs, headerField{key: canonicalKey(key)})
-				val = append(val[:0], bytes.TrimSpace(line[i+1:])...)
+				sp.v0 = len(sc.b)
+				sc.b = append(sc.b, bytes.TrimSpace(line[i+1:])...)
+				sp.v1 = len(sc.b)
+				fs = append(fs, headerField{key: k})
+				sc.spans = append(sc.spans, sp)
 			}
 		}
 		if err != nil {
@@ -94,7 +104,7 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 	if err == io.EOF {
 		err = nil
 	}
-	return sc.makeFields(fs, val), err
+	return sc.makeFields(fs), err
 }
 
 // headerScratch is where readHeaderUntil gathers a header block. The
@@ -102,12 +112,38 @@ func readHeaderUntil(s *src, max int, keep func(key []byte) bool, sc *headerScra
 // made readHeaderUntil's frame 1.2 KB, at the bottom of the recursive
 // entity/multipart path, where it made the goroutine's stack grow.
 type headerScratch struct {
-	f [16]headerField
-	v [256]byte
+	f     [16]headerField
+	b     []byte      // the block's keys (those not interned) and values
+	spans []fieldSpan // where in b each field's key and value are
 	// arena holds the fields of the blocks read so far, each block a
 	// full slice of it (no append reaches the next): one allocation for
 	// the blocks of most messages instead of one each.
 	arena []headerField
+}
+
+// fieldSpan is where a field's key (when it has no interned string) and
+// value are in headerScratch.b.
+type fieldSpan struct{ k0, k1, v0, v1 int }
+
+// makeFields returns the fields fs with their keys and values from sc.
+func (sc *headerScratch) makeFields(fs []headerField) fields {
+	if len(fs) == 0 {
+		return fields{}
+	}
+	all := string(sc.b)
+	for i := range fs {
+		sp := sc.spans[i]
+		if fs[i].key == "" {
+			fs[i].key = all[sp.k0:sp.k1]
+		}
+		fs[i].value = all[sp.v0:sp.v1]
+	}
+	if cap(sc.arena)-len(sc.arena) < len(fs) {
+		sc.arena = make([]headerField, 0, max(48, len(fs)))
+	}
+	start := len(sc.arena)
+	sc.arena = append(sc.arena, fs...)
+	return fields{f: sc.arena[start:len(sc.arena):len(sc.arena)]}
 }
 
 // fields is a header block as read: canonical keys and values in order.
@@ -122,20 +158,6 @@ type headerField struct {
 	value string
 }
 
-// makeFields returns the fields fs, the last one with the value val.
-func (sc *headerScratch) makeFields(fs []headerField, val []byte) fields {
-	if len(fs) == 0 {
-		return fields{}
-	}
-	fs[len(fs)-1].value = string(val)
-	if cap(sc.arena)-len(sc.arena) < len(fs) {
-		sc.arena = make([]headerField, 0, max(48, len(fs)))
-	}
-	start := len(sc.arena)
-	sc.arena = append(sc.arena, fs...)
-	return fields{f: sc.arena[start:len(sc.arena):len(sc.arena)]}
-}
-
 // canonicalKeys are the canonical forms (textproto.CanonicalMIMEHeaderKey)
 // of the fields that are kept most often, so that these need no string of
 // their own.
@@ -144,16 +166,53 @@ var canonicalKeys = [...]string{
 	"From", "To", "Subject", "Date", "Message-Id", "Return-Path", "Auto-Submitted", "Precedence",
 }
 
-// canonicalKey returns textproto.CanonicalMIMEHeaderKey(string(b)). A key
-// of letters and dashes that matches a canonical form regardless of case
-// has that form.
+// canonicalKey returns textproto.CanonicalMIMEHeaderKey(string(b)): an
+// interned canonical form, else a string of its own.
 func canonicalKey(b []byte) string {
+	if k := internedKey(b); k != "" {
+		return k
+	}
+	return string(appendCanonicalKey(nil, b))
+}
+
+// internedKey returns the canonical form among canonicalKeys of a key
+// that matches it regardless of case, or "".
+func internedKey(b []byte) string {
 	for _, k := range canonicalKeys[:] { // [:]: ranging over the array copied it to the stack
 		if len(b) == len(k) && foldEqual(b, k) {
 			return k
 		}
 	}
-	return textproto.CanonicalMIMEHeaderKey(string(b))
+	return ""
+}
+
+// appendCanonicalKey appends textproto.CanonicalMIMEHeaderKey(string(b))
+// to dst: a key made only of token bytes (RFC 7230 §3.2.6) with its first
+// letter and each letter after a dash in upper case and the others in
+// lower case, any other key as it is.
+func appendCanonicalKey(dst, b []byte) []byte {
+	for _, c := range b {
+		if !isHeaderTokenByte(c) {
+			return append(dst, b...)
+		}
+	}
+	upper := true
+	for _, c := range b {
+		if upper && c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+		upper = c == '-'
+	}
+	return dst
+}
+
+// isHeaderTokenByte reports a tchar of RFC 7230 §3.2.6, the bytes
+// textproto.CanonicalMIMEHeaderKey changes a key of.
+func isHeaderTokenByte(c byte) bool {
+	return isAlnum(c) || c < 0x80 && strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // foldEqual reports whether b and s are equal, ignoring ASCII case.

@@ -154,17 +154,22 @@ func newDecoder(lim Limits, rep *Report) *decoder {
 
 // release clears d but for its buffers and puts it back in the pool.
 func (d *decoder) release() {
-	scratch, arena := d.scratch[:0], d.hdr.arena
-	clear(arena)
-	arena = arena[:0]
+	scratch, hdr := d.scratch[:0], d.hdr
+	clear(hdr.arena)
 	if cap(scratch) > maxPooled {
 		scratch = nil
 	}
-	if cap(arena) > maxPooled/32 { // a headerField is two strings, 32 bytes
-		arena = nil
+	if cap(hdr.arena) > maxPooled/32 { // a headerField is two strings, 32 bytes
+		hdr.arena = nil
+	}
+	if cap(hdr.b) > maxPooled {
+		hdr.b = nil
+	}
+	if cap(hdr.spans) > maxPooled/32 {
+		hdr.spans = nil
 	}
 	*d = decoder{scratch: scratch}
-	d.hdr.arena = arena
+	d.hdr = headerScratch{arena: hdr.arena[:0], b: hdr.b[:0], spans: hdr.spans[:0]}
 	decoderPool.Put(d)
 }
 

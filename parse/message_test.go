@@ -382,6 +382,13 @@ func TestCanonicalKey(t *testing.T) {
 	for _, k := range canonicalKeys {
 		keys = append(keys, k, strings.ToLower(k), strings.ToUpper(k), strings.ToUpper(k[:1])+strings.ToLower(k[1:]))
 	}
+	for n := 0; n < 5000; n++ {
+		b := make([]byte, n%9)
+		for i := range b {
+			b[i] = "aZ-_(@/\"x9~.:"[(n*7+i*13+i*i)%13]
+		}
+		keys = append(keys, string(b))
+	}
 	for _, k := range keys {
 		if got, want := canonicalKey([]byte(k)), textproto.CanonicalMIMEHeaderKey(k); got != want {
 			t.Errorf("canonicalKey(%q) = %q, want %q", k, got, want)
