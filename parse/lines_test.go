@@ -50,3 +50,18 @@ func TestCollapseSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestASCIILower checks asciiLower against a byte-wise lower-casing.
+func TestASCIILower(t *testing.T) {
+	for _, s := range []string{"", "a", "A", "abc", "ABC", "aBc D", "Ünïcode É", "\xffX", "x-Failed-Recipients: USER@EXAMPLE.COM"} {
+		b := []byte(s)
+		for i, c := range b {
+			if c >= 'A' && c <= 'Z' {
+				b[i] = c + 32
+			}
+		}
+		if got := asciiLower(s); got != string(b) {
+			t.Errorf("asciiLower(%q) = %q, want %q", s, got, b)
+		}
+	}
+}

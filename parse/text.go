@@ -609,19 +609,32 @@ func headerBlock(s string) string {
 // asciiLower lower-cases ASCII letters only, so offsets in the result are
 // offsets in s (strings.ToLower may change the length of invalid UTF-8).
 func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
+	i := 0
+	for i < len(s) && (s[i] < 'A' || s[i] > 'Z') {
+		i++
 	}
-	return string(b)
+	if i == len(s) {
+		return s // nothing to change: no allocation
+	}
+	var b strings.Builder // one allocation; runs without capitals are copied whole
+	b.Grow(len(s))
+	b.WriteString(s[:i])
+	for i < len(s) {
+		b.WriteByte(s[i] + 'a' - 'A') // s[i] is an upper-case letter
+		j := i + 1
+		for j < len(s) && (s[j] < 'A' || s[j] > 'Z') {
+			j++
+		}
+		b.WriteString(s[i+1 : j])
+		i = j
+	}
+	return b.String()
 }
 
 // asciiSpace marks the bytes strings.Fields splits on below utf8.RuneSelf.
 var asciiSpace = [utf8.RuneSelf]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
 
-// collapseSpace returns collapseSpace(s): s with its
+// collapseSpace returns strings.Join(strings.Fields(s), " "): s with its
 // runs of white space (unicode.IsSpace) made one space and its ends
 // trimmed, in one pass and one allocation, none when s is so already.
 func collapseSpace(s string) string {
