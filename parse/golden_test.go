@@ -145,6 +145,26 @@ func TestGoldenFacts(t *testing.T) {
 			t.Errorf("recipients %+v", rep.Recipients)
 		}
 	})
+	t.Run("list server's refusal in the subject", func(t *testing.T) {
+		// LISTSERV names the list it refused the posting to only in
+		// its subject; the text names the sender and the list owners.
+		rep, err := decode("listserv-rejected.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "CATS-L@LISTS.EXAMPLE.EDU" ||
+			rep.Recipients[0].DecodedBy != ruleSubjectName || rep.Recipients[0].Kind != KindBounce {
+			t.Errorf("recipients %+v", rep.Recipients)
+		}
+	})
+	t.Run("list manager's rejection", func(t *testing.T) {
+		// Sympa's "Authorization denied": the list is near "not a
+		// subscriber"; its -request address is a contact.
+		rep, err := decode("sympa-rejected.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "dogs@lists.example.net" ||
+			rep.Recipients[0].DecodedBy != ruleNearName || rep.Recipients[0].Kind != KindBounce {
+			t.Errorf("recipients %+v", rep.Recipients)
+		}
+	})
 	t.Run("exim alias expansion", func(t *testing.T) {
 		rep, err := decode("exim-generated.eml")
 		tcheck(t, err, "decoding")

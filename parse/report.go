@@ -75,12 +75,22 @@
 //
 //   - a notice that no other test recognises as a failure notice, when it
 //     comes from a machine or list-manager address (noreply, owner-list,
-//     list-admin, list-request, list-bounces, or a list server's X-MLServer
-//     or X-ML-Name header) and its subject has an error word (error, alert,
-//     loop, rejected, refused, failed, 拒否, エラー, 失敗);
+//     list-admin, list-request, list-bounces, listserv, sympa, or a list
+//     server's X-MLServer or X-ML-Name header) and its subject has an
+//     error word (error, alert, loop, rejected, refused, denied, failed,
+//     拒否, エラー, 失敗): Sympa's refusal of a posting, "Message
+//     distribution: Authorization denied", says the sender "is not a
+//     subscriber of" the list;
 //   - a failure notice whose text names several addresses and no layout
 //     rule lists any: of every address of the text (text/any), those near
 //     a failure word, if that is some but not all of them.
+//
+// When no rule finds an address in such a notice's text, the one address
+// of its subject is taken if the subject has a failure word and the
+// address is none of the bounce's own nor a role address: text/subject.
+// A list server that refuses a posting may name the list only there
+// (LISTSERV's "Rejected posting to LIST@host", whose text names the
+// sender's own address and the list owners').
 //
 // A multipart/report of type delivery-status (RFC 6522 §3) is a failure
 // notice by its type: when its delivery-status part has no recipient
