@@ -177,6 +177,20 @@ func TestGoldenFacts(t *testing.T) {
 			t.Errorf("recipient %+v", rc)
 		}
 	})
+	t.Run("header names only the alias", func(t *testing.T) {
+		// X-Failed-Recipients names the list address that the notice
+		// says the failed member was generated from.
+		rep, err := decode("exim-alias-header.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 {
+			t.Fatalf("recipients %v", addrs(rep))
+		}
+		rc := rep.Recipients[0]
+		if rc.FinalRecipient != "bob@members.example.net" || rc.OriginalRecipient != "team@example.com" ||
+			rc.DecodedBy != "text/exim+over-alias+expanded" || rc.Kind != KindBounce || rc.Status != "5.1.1" {
+			t.Errorf("recipient %+v", rc)
+		}
+	})
 	t.Run("vacation", func(t *testing.T) {
 		rep, err := decode("vacation.eml")
 		tcheck(t, err, "decoding")

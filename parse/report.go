@@ -32,8 +32,12 @@
 //     X-Failed-Recipients header (Exim's, also added by relays and
 //     list managers) when the header names none of the notice's addresses
 //     and none of its own addresses has an error in the notice:
-//     "+over-header". Otherwise the header wins: it is strong when nothing
-//     in the notice contradicts it.
+//     "+over-header". When the header names only addresses that the
+//     notice says its failed addresses were expanded from (rule 3), the
+//     notice's addresses win too: "+over-alias" (a relay or list manager
+//     that writes the list address it was given, where Exim's own header
+//     names the member). Otherwise the header wins: it is strong when
+//     nothing in the notice contradicts it.
 //  2. Addresses the notice lists in its MTA's layout (text/qmail ...
 //     text/listed) outrank every address of the text (text/any), which
 //     outranks the returned message's To (text/original-to, one To only).
