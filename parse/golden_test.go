@@ -191,6 +191,23 @@ func TestGoldenFacts(t *testing.T) {
 			t.Errorf("recipient %+v", rc)
 		}
 	})
+	t.Run("translated notices", func(t *testing.T) {
+		// A Japanese notice whose reason is a full mailbox is soft; a
+		// German one that says delivery will still be tried is a delay,
+		// though it quotes a 5.x.x.
+		rep, err := decode("jp-mailbox-full.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "hana@example.jp" ||
+			rep.Recipients[0].Reason != ReasonMailboxFull || rep.Recipients[0].Class != ClassSoft {
+			t.Errorf("japanese: %+v", rep.Recipients)
+		}
+		rep, err = decode("de-delay.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "hans@example.de" ||
+			rep.Recipients[0].Kind != KindDelay || rep.Recipients[0].Status != "4.7.1" {
+			t.Errorf("german: %+v", rep.Recipients)
+		}
+	})
 	t.Run("vacation", func(t *testing.T) {
 		rep, err := decode("vacation.eml")
 		tcheck(t, err, "decoding")

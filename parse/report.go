@@ -130,11 +130,16 @@
 //     class, so the status of a delay that quotes 5.x.x becomes 4.x.x
 //     (the quoted code stays in the diagnostic and StatusLiteral).
 //     "before giving up" in such a warning does not make it final.
+//     Translated warnings say it too: 再試行されます, 引き続き再試行
+//     (Japanese), "wird weiterhin versucht", "weitere Zustellversuche"
+//     (German), "se seguirá intentando" (Spanish).
 //   - full-soft: a full mailbox (reason mailbox_full) is a soft failure
 //     whatever class the reporting MTA gave it: RFC 3463 §3.3 says of
 //     X.2.2 "This code should be used as a persistent transient failure",
 //     and the policy table counts it (its soft rule) rather than
-//     suppressing at once. The status keeps the reported code.
+//     suppressing at once. The status keeps the reported code. A full
+//     mailbox is read in translated notices too (メールボックスがいっぱい,
+//     容量オーバー, "Postfach ist voll", "boîte aux lettres pleine").
 //
 // The corpus test (corpus_test.go) decodes a copy of the sisimai sample
 // set and keeps accuracy figures above a ratchet.
