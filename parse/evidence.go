@@ -11,6 +11,7 @@ const (
 	ruleExpanded    = "+expanded"     // an alias the notice expanded is the original recipient, not a record
 	ruleReportText  = "+report-text"  // a delivery-status report without a recipient block, read as a notice
 	ruleOuterNotice = "+outer-notice" // a bounce of a bounce: the notice's own text, not the returned bounce's
+	ruleOverAlias   = "+over-alias"   // X-Failed-Recipients named only the alias the failed addresses were expanded from
 )
 
 // rank runs the text rules and weighs what the first one that finds
@@ -34,6 +35,9 @@ func (t *bounceText) rank() ([]Recipient, string) {
 		}
 		if won := t.contradicting(header, rs); len(won) > 0 {
 			return won, r.name + ruleOverHeader
+		}
+		if t.aliasesOf(header, rs) {
+			return rs, r.name + ruleOverAlias
 		}
 		break
 	}
@@ -64,6 +68,28 @@ func (t *bounceText) contradicting(header, rs []Recipient) []Recipient {
 		}
 	}
 	return won
+}
+
+// aliasesOf reports whether every address of the header is one that the
+// notice says an address of rs was expanded from: the header names the
+// list or forwarding address, the notice the more specific member that
+// failed (a relay that writes the address it was given).
+func (t *bounceText) aliasesOf(header, rs []Recipient) bool {
+	aliases := map[string]bool{}
+	for _, rc := range rs {
+		if a := t.expandedFrom(rc.FinalRecipient); a != "" && !strings.EqualFold(a, rc.FinalRecipient) {
+			aliases[strings.ToLower(a)] = true
+		}
+	}
+	if len(aliases) == 0 {
+		return false
+	}
+	for _, h := range header {
+		if !aliases[strings.ToLower(h.FinalRecipient)] {
+			return false
+		}
+	}
+	return true
 }
 
 // errorAttached reports whether the notice attaches an error to addr:

@@ -145,6 +145,26 @@ func TestGoldenFacts(t *testing.T) {
 			t.Errorf("recipients %+v", rep.Recipients)
 		}
 	})
+	t.Run("list server's refusal in the subject", func(t *testing.T) {
+		// LISTSERV names the list it refused the posting to only in
+		// its subject; the text names the sender and the list owners.
+		rep, err := decode("listserv-rejected.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "CATS-L@LISTS.EXAMPLE.EDU" ||
+			rep.Recipients[0].DecodedBy != ruleSubjectName || rep.Recipients[0].Kind != KindBounce {
+			t.Errorf("recipients %+v", rep.Recipients)
+		}
+	})
+	t.Run("list manager's rejection", func(t *testing.T) {
+		// Sympa's "Authorization denied": the list is near "not a
+		// subscriber"; its -request address is a contact.
+		rep, err := decode("sympa-rejected.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "dogs@lists.example.net" ||
+			rep.Recipients[0].DecodedBy != ruleNearName || rep.Recipients[0].Kind != KindBounce {
+			t.Errorf("recipients %+v", rep.Recipients)
+		}
+	})
 	t.Run("exim alias expansion", func(t *testing.T) {
 		rep, err := decode("exim-generated.eml")
 		tcheck(t, err, "decoding")
@@ -155,6 +175,37 @@ func TestGoldenFacts(t *testing.T) {
 		if rc.FinalRecipient != "kijitora@example.org" || rc.OriginalRecipient != "nekochan@example.org" ||
 			rc.DecodedBy != "header/x-failed-recipients+expanded" || rc.Kind != KindBounce || rc.Status != "4.4.7" {
 			t.Errorf("recipient %+v", rc)
+		}
+	})
+	t.Run("header names only the alias", func(t *testing.T) {
+		// X-Failed-Recipients names the list address that the notice
+		// says the failed member was generated from.
+		rep, err := decode("exim-alias-header.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 {
+			t.Fatalf("recipients %v", addrs(rep))
+		}
+		rc := rep.Recipients[0]
+		if rc.FinalRecipient != "bob@members.example.net" || rc.OriginalRecipient != "team@example.com" ||
+			rc.DecodedBy != "text/exim+over-alias+expanded" || rc.Kind != KindBounce || rc.Status != "5.1.1" {
+			t.Errorf("recipient %+v", rc)
+		}
+	})
+	t.Run("translated notices", func(t *testing.T) {
+		// A Japanese notice whose reason is a full mailbox is soft; a
+		// German one that says delivery will still be tried is a delay,
+		// though it quotes a 5.x.x.
+		rep, err := decode("jp-mailbox-full.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "hana@example.jp" ||
+			rep.Recipients[0].Reason != ReasonMailboxFull || rep.Recipients[0].Class != ClassSoft {
+			t.Errorf("japanese: %+v", rep.Recipients)
+		}
+		rep, err = decode("de-delay.eml")
+		tcheck(t, err, "decoding")
+		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "hans@example.de" ||
+			rep.Recipients[0].Kind != KindDelay || rep.Recipients[0].Status != "4.7.1" {
+			t.Errorf("german: %+v", rep.Recipients)
 		}
 	})
 	t.Run("vacation", func(t *testing.T) {

@@ -28,6 +28,9 @@ func (d *decoder) heuristics() {
 		t.readWhole()
 		rs, by = rank()
 	}
+	if len(rs) == 0 {
+		rs, by = ruleSubject(t), ruleSubjectName
+	}
 	if t.byReport {
 		by += ruleReportText
 	}

@@ -405,3 +405,28 @@ func TestIndexFold(t *testing.T) {
 		}
 	}
 }
+
+// TestSubjectRefuses checks that text/subject takes no address that the
+// subject does not present as failed, nor the bounce's own addresses, nor
+// one of several.
+func TestSubjectRefuses(t *testing.T) {
+	const from = "LISTSERV <LISTSERV@lists.example.edu>"
+	const body = "Your posting was refused by the list server.\n"
+	for _, subject := range []string{
+		"Rejected posting to sender@example.org", // the bounce's own To
+		"Rejected posting to postmaster@lists.example.edu",
+		"Rejected: a@lists.example.edu and b@lists.example.edu",
+		"Error: your posting to CATS-L",
+	} {
+		msg := plain(from, subject, body)
+		rep, _ := Message(strings.NewReader(msg), Limits{})
+		for _, rc := range rep.Recipients {
+			t.Errorf("%q: %s by %s", subject, rc.FinalRecipient, rc.DecodedBy)
+		}
+	}
+	msg := plain(from, "Rejected posting to CATS-L@lists.example.edu", body)
+	rep, _ := Message(strings.NewReader(msg), Limits{})
+	if len(rep.Recipients) != 1 || rep.Recipients[0].DecodedBy != ruleSubjectName {
+		t.Errorf("the list address was not taken: %v", addrs(rep))
+	}
+}

@@ -14,7 +14,7 @@ import "strings"
 var nearWords = []string{
 	"unknown", "rejected", "refused", "filtered", "denied", "blocked", "undeliverable", "not delivered",
 	"could not be delivered", "cannot be delivered", "failed", "failure", "invalid", "does not exist",
-	"doesn't exist", "no such", "not found", "not a member", "not allowed", "bounced", "returned", "loop",
+	"doesn't exist", "no such", "not found", "not a member", "not a subscriber", "not subscribed", "not allowed", "bounced", "returned", "loop",
 	"duplicate", "disabled", "suspended", "over quota", "unavailable",
 	// Japanese
 	"宛先不明", "存在しません", "存在しない", "見つかりません", "受信拒否", "拒否", "届きません", "届けられません",
@@ -33,13 +33,13 @@ const ruleNearName = "text/near-failure"
 
 // noticeSubjectWords, in the subject of a message from a machine or list
 // manager sender, make it a notice even without English failure words.
-var noticeSubjectWords = []string{"error", "alert", "loop", "reject", "refus", "fail", "undeliver", "unknown",
+var noticeSubjectWords = []string{"error", "alert", "loop", "reject", "refus", "denied", "fail", "undeliver", "unknown",
 	"not delivered", "returned", "bounce", "filter", "拒否", "エラー", "不明", "失敗", "配信", "不达", "退信"}
 
 // listManagerParts are local-part fragments of mailing-list managers'
 // own addresses (owner-list, list-admin, list-request, list-bounces).
 var listManagerParts = []string{"owner-", "-owner", "-admin", "-request", "-bounces", "-errors",
-	"listserv", "majordomo", "mailman", "fml"}
+	"listserv", "majordomo", "mailman", "fml", "sympa", "listproc", "ecartis"}
 
 // isNoticeSender reports a message that may be a failure notice in an
 // unknown layout: from a machine or list-manager address (or marked by a
@@ -69,6 +69,27 @@ func (d *decoder) isNoticeSender() bool {
 		}
 	}
 	return false
+}
+
+// ruleSubjectName is the name of ruleSubject in Recipient.DecodedBy.
+const ruleSubjectName = "text/subject"
+
+// ruleSubject takes the one address of a notice's subject when the
+// subject has a failure word and no rule found an address in the text: a
+// list server that refuses a posting names the list only there
+// (LISTSERV's "Rejected posting to LIST@host"). The bounce's own From,
+// To and Return-Path and role addresses are left out.
+func ruleSubject(t *bounceText) []Recipient {
+	s := t.d.rep.Subject
+	as := scanAddresses(s)
+	if len(as) != 1 {
+		return nil
+	}
+	k := strings.ToLower(as[0].addr)
+	if t.skip[k] || isRoleAddress(k) || !nearSet.contains(asciiLower(s)) {
+		return nil
+	}
+	return recipients([]string{as[0].addr})
 }
 
 // headerLineKeys start lines that quote a header of the returned message;

@@ -83,7 +83,10 @@ var textReasons = []struct {
 		"overquota", "quota exceeded", "exceeded storage", "exceeds quota", "quota", "mailbox size limit", "full mailbox",
 		"mailfolder is full", "mailbox is over", "too much mail", "box is full", "storage allocation",
 		"has exceeded the storage", "user is over", "mailbox exceeds", "mailbox exceeded", "exceeds allowed size",
-		"number of messages in"}},
+		"number of messages in",
+		// Japanese, German, French, Spanish
+		"メールボックスがいっぱい", "メールボックスが一杯", "容量がいっぱい", "容量オーバー", "容量超過", "容量が不足",
+		"postfach ist voll", "postfach voll", "boîte aux lettres pleine", "buzón lleno"}},
 	{ReasonMailboxDisabled, []string{"account disabled", "account has been disabled", "mailbox disabled", "is disabled",
 		"has been disabled", "inactive", "suspended", "deactivated", "account is locked", "account has expired",
 		"mailbox is frozen", "not active", "account expired", "temporarily locked", "blocked account", "disabled"}},

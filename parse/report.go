@@ -33,8 +33,12 @@
 //     X-Failed-Recipients header (Exim's, also added by relays and
 //     list managers) when the header names none of the notice's addresses
 //     and none of its own addresses has an error in the notice:
-//     "+over-header". Otherwise the header wins: it is strong when nothing
-//     in the notice contradicts it.
+//     "+over-header". When the header names only addresses that the
+//     notice says its failed addresses were expanded from (rule 3), the
+//     notice's addresses win too: "+over-alias" (a relay or list manager
+//     that writes the list address it was given, where Exim's own header
+//     names the member). Otherwise the header wins: it is strong when
+//     nothing in the notice contradicts it.
 //  2. Addresses the notice lists in its MTA's layout (text/qmail ...
 //     text/listed) outrank every address of the text (text/any), which
 //     outranks the returned message's To (text/original-to, one To only).
@@ -76,12 +80,22 @@
 //
 //   - a notice that no other test recognises as a failure notice, when it
 //     comes from a machine or list-manager address (noreply, owner-list,
-//     list-admin, list-request, list-bounces, or a list server's X-MLServer
-//     or X-ML-Name header) and its subject has an error word (error, alert,
-//     loop, rejected, refused, failed, 拒否, エラー, 失敗);
+//     list-admin, list-request, list-bounces, listserv, sympa, or a list
+//     server's X-MLServer or X-ML-Name header) and its subject has an
+//     error word (error, alert, loop, rejected, refused, denied, failed,
+//     拒否, エラー, 失敗): Sympa's refusal of a posting, "Message
+//     distribution: Authorization denied", says the sender "is not a
+//     subscriber of" the list;
 //   - a failure notice whose text names several addresses and no layout
 //     rule lists any: of every address of the text (text/any), those near
 //     a failure word, if that is some but not all of them.
+//
+// When no rule finds an address in such a notice's text, the one address
+// of its subject is taken if the subject has a failure word and the
+// address is none of the bounce's own nor a role address: text/subject.
+// A list server that refuses a posting may name the list only there
+// (LISTSERV's "Rejected posting to LIST@host", whose text names the
+// sender's own address and the list owners').
 //
 // A multipart/report of type delivery-status (RFC 6522 §3) is a failure
 // notice by its type: when its delivery-status part has no recipient
@@ -117,11 +131,16 @@
 //     class, so the status of a delay that quotes 5.x.x becomes 4.x.x
 //     (the quoted code stays in the diagnostic and StatusLiteral).
 //     "before giving up" in such a warning does not make it final.
+//     Translated warnings say it too: 再試行されます, 引き続き再試行
+//     (Japanese), "wird weiterhin versucht", "weitere Zustellversuche"
+//     (German), "se seguirá intentando" (Spanish).
 //   - full-soft: a full mailbox (reason mailbox_full) is a soft failure
 //     whatever class the reporting MTA gave it: RFC 3463 §3.3 says of
 //     X.2.2 "This code should be used as a persistent transient failure",
 //     and the policy table counts it (its soft rule) rather than
-//     suppressing at once. The status keeps the reported code.
+//     suppressing at once. The status keeps the reported code. A full
+//     mailbox is read in translated notices too (メールボックスがいっぱい,
+//     容量オーバー, "Postfach ist voll", "boîte aux lettres pleine").
 //
 // The corpus test (corpus_test.go) decodes a copy of the sisimai sample
 // set and keeps accuracy figures above a ratchet.

@@ -132,14 +132,18 @@ func isDelayText(subject, lower string) bool {
 	return delaySet.contains(lower)
 }
 
-// delaySet holds the wording of a warning that delivery is only delayed,
+// delaySet holds the wording of a warning that delivery is only delayed
+// (in English and in translated notices: "will still be retried"),
 // Gmail's "Delivery incomplete ... There was a temporary problem
 // delivering your message to ... Gmail will retry for 47 more hours.
 // You'll be notified if the delivery fails permanently." among them.
 var delaySet = newPhraseSet("has been delayed", "will keep trying", "will continue trying", "will be retried",
 	"still trying", "delivery attempts will continue", "no action is required", "warning only",
 	"still being retried", "do not need to resend", "will retry for", "temporary problem delivering",
-	"if the delivery fails permanently", "delivery incomplete")
+	"if the delivery fails permanently", "delivery incomplete",
+	// Japanese, German ("further delivery attempts"), Spanish
+	"再試行されます", "引き続き再試行", "再送を試みます", "wird weiterhin versucht", "weitere zustellversuche",
+	"se seguirá intentando")
 
 // returnedMarkers introduce the copy of the returned message in a
 // plain-text bounce, or start it: a header quoted with "> " begins with
