@@ -61,7 +61,7 @@ func (v variant) keys(tag string) string {
 func parseVariant(s string) (variant, error) {
 	name, keys, ok := strings.Cut(s, "=")
 	if !ok || name == "" || strings.ContainsAny(name, " \t") {
-		return variant{}, fmt.Errorf("-variant %q: want NAME=KEYS, e.g. nolog='commit_interval = \"0s\"'", s)
+		return variant{}, fmt.Errorf("-variant %q: want NAME=KEYS, e.g. keepraw='raw_retention = \"0s\"'", s)
 	}
 	return variant{name: name, storeKeys: strings.ReplaceAll(keys, `\n`, "\n")}, nil
 }
@@ -96,7 +96,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.rssCount, "rss-m", 600, "messages of the memory check")
 	fs.IntVar(&f.rssSize, "rss-size", 1<<20, "message size of the memory check, bytes")
 	fs.BoolVar(&f.keep, "keep", false, "keep the work folder")
-	fs.StringVar(&f.storeExtra, "store", "", "more [store] `keys` for bouncer, e.g. 'commit_interval = \"0s\"' (the durability seam of issue 15)")
+	fs.StringVar(&f.storeExtra, "store", "", "more [store] `keys` for bouncer, e.g. 'raw_retention = \"0s\"'")
 	fs.BoolVar(&f.rssOnly, "rss-only", false, "run only the memory check")
 	fs.Func("variant", "another bouncer measured in the same rounds, as `NAME=KEYS`: [store] keys instead of -store's, \\n between lines, {round} replaced by a name unique to the round (repeatable); e.g. pg='driver = \"postgres\"\\nurl = \"postgres://...\"\\nschema = \"b_{round}\"'",
 		func(s string) error {

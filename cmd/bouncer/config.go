@@ -171,11 +171,11 @@ type StoreConfig struct {
 	Schema      string   `toml:"schema"`
 	Path        string   `toml:"path"`
 	LockTimeout Duration `toml:"lock_timeout"`
-	// CommitInterval, when set, selects the write-ahead log: how long
-	// acknowledged deliveries may wait in it before the database file
-	// holds them. 0 (the default): no log, every group is committed to
-	// the file before its 250.
-	CommitInterval Duration `toml:"commit_interval"`
+	// CommitInterval selected the write-ahead log of older versions,
+	// which is gone: the key is still read, so that their config files
+	// load, and ignored with a warning (Config.warnings). nil when the
+	// file does not set it.
+	CommitInterval *Duration `toml:"commit_interval"`
 	// RawRetention is how long raw messages are kept (0: forever).
 	RawRetention Duration `toml:"raw_retention"`
 	// MinFreeBytes is the free space the database's file system must
@@ -433,7 +433,6 @@ func (c *Config) checkBounds() error {
 		{"verp.guard.window", c.VERP.Guard.Window, time.Second, 30 * day, false},
 		{"verp.guard.ban", c.VERP.Guard.Ban, time.Second, 30 * day, false},
 		{"store.lock_timeout", c.Store.LockTimeout, time.Millisecond, 10 * time.Minute, false},
-		{"store.commit_interval", c.Store.CommitInterval, time.Millisecond, 10 * time.Second, true},
 		{"store.raw_retention", c.Store.RawRetention, time.Hour, 100 * 365 * day, true},
 		{"store.dedupe_window", c.Store.DedupeWindow, time.Minute, 10 * 365 * day, false},
 		{"store.prune_interval", c.Store.PruneInterval, time.Second, 30 * day, true},
@@ -495,7 +494,7 @@ func checkDurationUnits(raw map[string]any, typ reflect.Type, prefix string) err
 			continue
 		}
 		switch {
-		case f.Type == reflect.TypeFor[Duration]():
+		case f.Type == reflect.TypeFor[Duration]() || f.Type == reflect.TypeFor[*Duration]():
 			if _, isStr := v.(string); !isStr {
 				return fmt.Errorf("config: %s%s = %v: a duration needs a unit, e.g. \"%vs\"", prefix, name, v, v)
 			}
@@ -518,6 +517,16 @@ func checkDurationUnits(raw map[string]any, typ reflect.Type, prefix string) err
 		}
 	}
 	return nil
+}
+
+// warnings are what serve logs at startup about keys the file sets that
+// no longer do anything, one line each.
+func (c *Config) warnings() []string {
+	var w []string
+	if c.Store.CommitInterval != nil {
+		w = append(w, fmt.Sprintf("config: store.commit_interval (%s) is ignored: the write-ahead log was removed, every group of deliveries is committed to the database file before its 250; delete the key", time.Duration(*c.Store.CommitInterval)))
+	}
+	return w
 }
 
 // verpOptions turns the config into the decoder's options.

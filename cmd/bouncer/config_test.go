@@ -109,3 +109,34 @@ func TestSignedVERPRequiredOffLoopback(t *testing.T) {
 		t.Error("on loopback, signed return paths are required by default")
 	}
 }
+
+// TestConfigCommitIntervalIgnored: store.commit_interval, which selected
+// the write-ahead log of older versions, still loads (their files must
+// not fail) and gives one warning line saying the log was removed; a
+// file without it gives none.
+func TestConfigCommitIntervalIgnored(t *testing.T) {
+	for _, v := range []string{`"0s"`, `"50ms"`, `"1h"`} {
+		cfg, err := loadConfig(writeConfig(t, t.TempDir(), tomlAt("store.commit_interval", v)))
+		if err != nil {
+			t.Fatalf("commit_interval = %s: %v", v, err)
+		}
+		w := cfg.warnings()
+		if len(w) != 1 || strings.Contains(w[0], "\n") || !strings.Contains(w[0], "store.commit_interval") ||
+			!strings.Contains(w[0], "write-ahead log was removed") {
+			t.Fatalf("commit_interval = %s: warnings %q, want one line saying the write-ahead log was removed", v, w)
+		}
+	}
+	// Still a duration: a bare number is refused as before.
+	if _, err := loadConfig(writeConfig(t, t.TempDir(), tomlAt("store.commit_interval", "50"))); err == nil {
+		t.Fatal("commit_interval = 50 (no unit) was accepted")
+	}
+	for _, file := range []string{"", "../../config.example.toml"} {
+		cfg, err := loadConfig(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := cfg.warnings(); len(w) != 0 {
+			t.Fatalf("config %q: warnings %q, want none", file, w)
+		}
+	}
+}

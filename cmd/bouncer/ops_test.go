@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -66,6 +68,27 @@ func TestServeLogsAbsoluteDBPath(t *testing.T) {
 	want := "db=" + filepath.Join(dir, "rel.db")
 	if !filepath.IsAbs(dir) || !strings.Contains(log, `msg="bouncer listening"`) || !strings.Contains(log+" ", want+" ") && !strings.Contains(log, want+"\n") {
 		t.Errorf("start line does not say %s:\n%s", want, log)
+	}
+}
+
+// TestServeWarnsCommitInterval: a config file of an older version that
+// sets store.commit_interval starts serve, which logs one warning line
+// saying the write-ahead log was removed, and writes no log.
+func TestServeWarnsCommitInterval(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"\"\n[store]\npath = \"old.db\"\ncommit_interval = \"50ms\"\n")
+	log := serveLog(t, cfg)
+	var warned []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "commit_interval") {
+			warned = append(warned, line)
+		}
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "level=WARN") || !strings.Contains(warned[0], "write-ahead log was removed") {
+		t.Fatalf("lines about commit_interval: %q, want one warning saying the write-ahead log was removed; log:\n%s", warned, log)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "old.db-wal")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a write-ahead log was written: %v", err)
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 func damagedDatabase(t *testing.T, dir string, n int) (cfg string, sups int) {
 	t.Helper()
 	path := filepath.Join(dir, "bouncer.db")
-	db, err := bolt.Open(path, bolt.Options{CommitInterval: -1})
+	db, err := bolt.Open(path, bolt.Options{})
 	tcheck(t, err, "open")
 	for i := range n {
 		d := storetest.Delivery(t, storetest.DSN(fmt.Sprintf("u%d@d%d.example", i, i%50), "5.1.1",

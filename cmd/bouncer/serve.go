@@ -43,6 +43,9 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.warnings() {
+		logger.Warn(w)
+	}
 	tuneGC(cfg.SMTP.MaxDataMemory)
 	table, err := policy.Compile(cfg.Policy.Rules)
 	if err != nil {
@@ -395,8 +398,7 @@ func openStoreWith(cfg Config, use storeUse) (store.Store, error) {
 	rules := cfg.rules(use.decide)
 	opts := bolt.Options{LockTimeout: time.Duration(cfg.Store.LockTimeout), ReadOnly: readOnly, Decide: rules.Decide,
 		Storm: rules.Storm, OnStorm: use.onStorm, OnLog: onLog, OnReopen: use.onReopen,
-		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow,
-		CommitInterval: time.Duration(cfg.Store.CommitInterval)}
+		RawRetention: time.Duration(cfg.Store.RawRetention), DedupeWindow: rules.DedupeWindow}
 	if onLog == nil {
 		opts.OnLog = func(li bolt.LogInfo) { fmt.Fprintf(os.Stderr, "bouncer: database %s\n", li) }
 	}

@@ -41,8 +41,8 @@
 //	seen        dedupe key (16 bytes) → K of the first record with it
 //	meta "raw_pruned_before" → Unix nanoseconds (decimal) before which
 //	            PruneRaw deleted raw messages
-//	meta "wal_seq" → number (decimal) of the last write-ahead log frame
-//	            committed to the file (wal.go)
+//	meta "wal_seq" → number (decimal) of the last frame of an old
+//	            version's write-ahead log committed to the file (wal.go)
 //
 // Buckets created on first use, described in the file that owns them:
 //
@@ -61,16 +61,14 @@
 // domain aggregates) happen in one transaction. Saves are queued to one
 // writer goroutine that applies everything queued to a transaction
 // (group commit), commits it (bbolt syncs the file), and only then lets
-// Save return. With Options.CommitInterval > 0 (off by default) it
-// instead appends the group to the write-ahead log PATH-wal, syncs it and
-// lets Save return, committing the transaction every CommitInterval;
-// Open replays a log after a crash either way (wal.go). Readers in this
-// process see every Save that returned.
-// When a group can't be made durable, each delivery in it is retried
+// Save return; readers see every Save that returned. Older versions
+// could instead acknowledge from a write-ahead log PATH-wal: Open still
+// applies such a log and removes it (wal.go).
+// When a group can't be committed, each delivery in it is retried
 // alone, so one bad delivery fails only its own caller; but when a write
-// or sync of the log or of the file fails (EIO, ENOSPC), nothing is
-// retried: every Save fails (ErrFailed) until the writer has closed both
-// files and opened them again from disk, replaying the log (reopen.go). The writer
+// or sync of the file fails (EIO, ENOSPC), nothing is retried: every
+// Save fails (ErrFailed) until the writer has closed the file and opened
+// it again from disk (reopen.go). The writer
 // compresses raw messages of up to 8 KB (S2 with a dictionary); Save
 // compresses larger ones (zstd with the same dictionary) in the caller's
 // goroutine with one of at most Options.Compressors pooled encoders (about
@@ -172,8 +170,9 @@ var (
 	// SchemaVersion.
 	ErrSchema = errors.New("unsupported database schema version")
 	// ErrUnapplied is returned by a read-only Open when the write-ahead
-	// log holds acknowledged deliveries that the file lacks (the writer
-	// stopped before committing them) and they could not be applied.
+	// log of an older version holds acknowledged deliveries that the
+	// file lacks (its writer stopped before committing them) and they
+	// could not be applied.
 	ErrUnapplied = errors.New("database log not applied")
 )
 
@@ -229,20 +228,13 @@ type Options struct {
 	// RawRetention is how long raw messages are kept; Prune deletes older
 	// ones (records stay). 0 keeps them forever.
 	RawRetention time.Duration
-	// CommitInterval, when positive, selects the write-ahead log: the
-	// writer keeps its transaction open that long while acknowledged
-	// deliveries wait in the log. 0 (the default) or negative: no log;
-	// every group of deliveries is committed to the file (one bbolt
-	// transaction, synced by bbolt) before Save returns. A log left by
-	// an earlier run is applied by Open either way.
-	CommitInterval time.Duration
 	// Compressors caps how many raw messages Save compresses at once
 	// (default GOMAXPROCS); each compressor holds about 1 MB of zstd
 	// tables and window, and its output buffer. Further Saves wait for one.
 	Compressors int
-	// OnLog, if set, is told what Open did with the write-ahead log when
-	// it applied frames from it or found it damaged (wal.go); the caller
-	// logs it.
+	// OnLog, if set, is told what Open did with a write-ahead log left
+	// by an older version when it applied frames from it or found it
+	// damaged (wal.go); the caller logs it.
 	OnLog func(LogInfo)
 	// OnReopen, if set, is told the outcome of each attempt to open the
 	// files again after a failed write (reopen.go): nil once the DB
@@ -250,16 +242,15 @@ type Options struct {
 	// It is called from the writer goroutine: keep it quick.
 	OnReopen func(error)
 
-	// files, if set, opens the log and bbolt's file (tests inject disk
-	// faults through it: faultfs_test.go).
+	// files, if set, opens bbolt's file (tests inject disk faults
+	// through it: faultfs_test.go).
 	files *fileHooks
 
 	// beforeCommit, if set, runs after a group of requests is applied
-	// and before it is made durable (logged, or committed without a log),
-	// with the group; an error fails the group as a failed log write or
-	// commit would. With a log it also runs, with nil, before each commit
-	// of the file, whose failure it then stands for. Tests use it to
-	// inject failures.
+	// and before it is committed, with the group; an error fails the
+	// group as a failed commit would. Tests use it to inject failures
+	// and to see each request as applied (an old log's frames are built
+	// from them: legacylog_test.go).
 	beforeCommit func(batch []*request) error
 }
 
@@ -279,23 +270,16 @@ type DB struct {
 	compressors chan *compressor
 	rawPart     int // largest raw part (rawPartSize of the file's pages)
 	closeMu     sync.Mutex
-	closeErr    error // the writer's last commit, read after done
 
-	// The writer's state (wal.go, writer.go); only the writer goroutine
-	// uses it once Open has returned.
-	wal          *wal
-	tx           *bbolt.Tx   // open write transaction, nil between commits
-	txw          *txWriter   // writes into tx
-	txStart      time.Time   // when tx began
-	pending      []*request  // logged and acknowledged, not yet committed
-	pendingBytes int         // raw bytes of pending
-	dirty        atomic.Bool // pending is not empty: readers ask for a commit
-	flushReq     chan chan error
+	// The writer's state (writer.go); only the writer goroutine uses it
+	// once Open has returned.
+	tx  *bbolt.Tx // write transaction of the group being applied, else nil
+	txw *txWriter // writes into tx
 
 	// The failed state (reopen.go). failErr, retryAt and backoff belong
 	// to the writer; failed mirrors failErr for other goroutines.
 	// fileMu is held for reading by view and update, and for writing by
-	// the writer while it closes and opens bolt and wal again.
+	// the writer while it closes and opens bolt again.
 	path    string
 	fileMu  sync.RWMutex
 	failErr *failedError
@@ -343,9 +327,6 @@ func open(path string, opts Options) (*DB, error) {
 	if opts.Compressors <= 0 {
 		opts.Compressors = runtime.GOMAXPROCS(0)
 	}
-	if opts.CommitInterval <= 0 {
-		opts.CommitInterval = -1 // no log
-	}
 	db := &DB{opts: opts, now: opts.Now, path: path, faultc: make(chan error, 1)}
 	db.rules = store.Rules{Decide: opts.Decide, Storm: opts.Storm, DedupeWindow: opts.DedupeWindow}
 	if db.now == nil {
@@ -361,16 +342,15 @@ func open(path string, opts Options) (*DB, error) {
 	if !opts.ReadOnly {
 		db.queue = store.NewQueue[*request](opts.QueueLen)
 		db.done = make(chan struct{})
-		db.flushReq = make(chan chan error)
 		go db.writer()
 	}
 	return db, nil
 }
 
-// openFiles opens bbolt's file and, read-write, the log: it checks or
-// creates the schema and applies the log's frames the file lacks. Open
-// calls it, and the writer again after a failed write (reopen.go). On
-// failure nothing is left open.
+// openFiles opens bbolt's file: it checks or creates the schema and,
+// read-write, applies the frames of an old version's log that the file
+// lacks. Open calls it, and the writer again after a failed write
+// (reopen.go). On failure nothing is left open.
 func (db *DB) openFiles() error {
 	opts, path := db.opts, db.path
 	bopts := &bbolt.Options{
@@ -400,21 +380,13 @@ func (db *DB) openFiles() error {
 		err = bdb.View(db.idgen.init)
 	}
 	if err == nil && !opts.ReadOnly {
-		err = db.replayWAL(path)
+		err = db.applyOldLog(path)
 	}
 	if err == nil && opts.ReadOnly {
 		err = db.checkWAL(path)
 	}
 	if err != nil {
-		if db.tx != nil {
-			db.tx.Rollback()
-			db.tx, db.txw = nil, nil
-		}
-		db.pending, db.pendingBytes = nil, 0
-		if db.wal != nil {
-			db.wal.close()
-			db.wal = nil
-		}
+		db.rollback()
 		bdb.Close()
 		db.bolt = nil
 		return fmt.Errorf("opening %s: %w", path, err)
@@ -442,48 +414,50 @@ func (db *DB) prepare(path string) (err error) {
 	return db.bolt.Update(initSchema)
 }
 
-// replayWAL opens the log and commits the deliveries it holds that the
-// file lacks (acknowledged before a crash). Without a log (the default)
-// an existing log, left by an older version or a run with the log on,
-// is still applied, then closed and removed: the commit holds its
-// frames' number, so a copy of it that survives a crash is never
-// applied again.
-func (db *DB) replayWAL(path string) error {
-	if db.opts.CommitInterval < 0 {
-		if _, err := os.Stat(walPath(path)); errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
+// applyOldLog commits the deliveries that a write-ahead log left by an
+// older version (PATH-wal, wal.go) holds and the file lacks: they were
+// acknowledged before the process stopped. Then it removes the log: the
+// commit holds the number of its last frame, so a copy of the log that
+// survives a crash before the removal is not applied again.
+func (db *DB) applyOldLog(path string) error {
+	reqs, info, err := readOldLog(path, db.appliedSeq(), db.now())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	l, reqs, info, err := openWAL(path, db.appliedSeq(), db.now(), db.opts.files)
 	if err != nil {
 		return err
 	}
-	db.wal = l
-	if len(reqs) == 0 {
-		err = l.reset()
-	} else {
-		db.pending = reqs
-		if err = db.beginTx(); err == nil {
-			err = db.commitOpen()
-		}
-		if err == nil && db.failErr != nil {
-			err = db.failErr // the log could not be reset
-		}
-		if err != nil {
+	if len(reqs) > 0 {
+		if err := db.replay(reqs); err != nil {
 			return fmt.Errorf("replaying log: %w", err)
 		}
 	}
-	if err == nil && db.opts.CommitInterval < 0 {
-		err = db.wal.close()
-		db.wal = nil
-		if err == nil {
-			err = os.Remove(walPath(path))
-		}
+	if err := os.Remove(walPath(path)); err != nil {
+		return fmt.Errorf("removing the applied log: %w", err)
 	}
-	if err == nil && db.opts.OnLog != nil && (info.Applied > 0 || info.Torn || info.Damaged != "") {
+	if db.opts.OnLog != nil && (info.Applied > 0 || info.Torn || info.Damaged != "") {
 		db.opts.OnLog(info)
 	}
-	return err
+	return nil
+}
+
+// replay applies the frames reqs, in order, in one transaction with the
+// number of the last, and commits it.
+func (db *DB) replay(reqs []*request) error {
+	if err := db.beginTx(); err != nil {
+		return err
+	}
+	for _, r := range reqs {
+		if _, err := db.applyAgain(r); err != nil {
+			db.rollback()
+			return fmt.Errorf("applying logged delivery %d: %w", r.seq, err)
+		}
+	}
+	if err := putAppliedSeq(db.tx, reqs[len(reqs)-1].seq); err != nil {
+		db.rollback()
+		return err
+	}
+	return db.commit()
 }
 
 // appliedSeq reads meta "wal_seq" in a transaction of its own.
@@ -608,21 +582,10 @@ func (db *DB) Close() error {
 	if db.done != nil {
 		<-db.done
 	}
-	var walErr error
-	if db.wal != nil {
-		walErr = db.wal.close()
-	}
 	if db.bolt != nil {
 		if err := db.bolt.Close(); err != nil {
 			return fmt.Errorf("closing database: %w", err)
 		}
-	}
-	if db.closeErr != nil {
-		// What was acknowledged is in the log; the next Open applies it.
-		return fmt.Errorf("closing database: %w", db.closeErr)
-	}
-	if walErr != nil {
-		return fmt.Errorf("closing database log: %w", walErr)
 	}
 	return nil
 }

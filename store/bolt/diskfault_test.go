@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -80,29 +79,20 @@ func want451(t *testing.T, err error, what string) {
 	}
 }
 
-// TestDiskFaults makes a write of the log or of bbolt's file fail while
+// TestDiskFaults makes a write of bbolt's file fail while
 // a real SMTP server stores into the DB: the delivery gets 451 4.3.0,
 // so does every delivery while the disk keeps failing, the failure is
 // counted in the metrics, and once the disk works again the DB has
-// reopened its files from disk and stores again without being restarted.
+// reopened its file from disk and stores again without being restarted.
 // Every delivery that got 250 is there, once, after a restart.
 func TestDiskFaults(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name   string
-		commit time.Duration // Options.CommitInterval
-		op     string
-		set    func(fs *faultFS, on bool)
-		// trigger makes the fault happen; nil: the next delivery does.
-		trigger func(db *DB)
+		name string
+		op   string
+		set  func(fs *faultFS, on bool)
 	}{
-		{"log write EIO", 50 * time.Millisecond, OpLogWrite, func(fs *faultFS, on bool) { fs.setLog(errIf(on, syscall.EIO), nil) }, nil},
-		{"log fsync EIO", 50 * time.Millisecond, OpLogSync, func(fs *faultFS, on bool) { fs.setLog(nil, errIf(on, syscall.EIO)) }, nil},
-		{"commit ENOSPC without log (the default)", 0, OpCommit, (*faultFS).setDBFull, nil},
-		// The deliveries acknowledged from the log are committed when
-		// a reader asks: that commit fails, and they must come back
-		// from the log when the disk has room again.
-		{"commit ENOSPC behind the log", time.Hour, OpCommit, (*faultFS).setDBFull, (*DB).sync},
+		{"commit ENOSPC", OpCommit, (*faultFS).setDBFull},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -110,7 +100,7 @@ func TestDiskFaults(t *testing.T) {
 			fs := newFaultFS(t)
 			var mu sync.Mutex
 			var reopens []error // what OnReopen was told
-			db, path := mustOpen(t, Options{files: fs.hooks(), CommitInterval: c.commit, LockTimeout: time.Second,
+			db, path := mustOpen(t, Options{files: fs.hooks(), LockTimeout: time.Second,
 				OnReopen: func(err error) { mu.Lock(); reopens = append(reopens, err); mu.Unlock() }})
 			reg := prometheus.NewRegistry()
 			_, err := metrics.New(reg, metrics.Sources{StoreFaults: func() metrics.StoreFaults {
@@ -134,9 +124,6 @@ func TestDiskFaults(t *testing.T) {
 				tcheck(t, send(fmt.Sprintf("before%d@example.net", i)), "delivering before the fault")
 			}
 			c.set(fs, true)
-			if c.trigger != nil {
-				c.trigger(db)
-			}
 			want451(t, send("during0@example.net"), "delivery on the failing disk")
 			want451(t, send("during1@example.net"), "second delivery on the failing disk")
 			if _, err := db.Save(context.Background(), bounce("direct@example.net", "5.1.1", parse.KindBounce, parse.ClassHard)); !errors.Is(err, ErrFailed) || !errors.Is(err, store.ErrUnavailable) {
@@ -170,11 +157,8 @@ func TestDiskFaults(t *testing.T) {
 			if len(told) == 0 || told[len(told)-1] != nil {
 				t.Fatalf("OnReopen was told %v, want a successful reopen last", told)
 			}
-			if c.op == OpCommit && c.commit == 0 && told[0] == nil {
+			if told[0] == nil {
 				// bbolt's file cannot be opened while the disk is full.
-				// (Behind the log the first reopen may come between the
-				// failed sync and the next write, and succeed: it is not
-				// checked there; the 451s above are.)
 				t.Fatalf("OnReopen was told %v, want a failed reopen first", told)
 			}
 			checkDeliveries(t, db, acked, refused)
@@ -187,13 +171,6 @@ func TestDiskFaults(t *testing.T) {
 			checkDeliveries(t, again, acked, refused)
 		})
 	}
-}
-
-func errIf(on bool, err error) error {
-	if on {
-		return err
-	}
-	return nil
 }
 
 // metricValue reads the counter name{...=label} from reg.
@@ -289,7 +266,7 @@ func TestUpdateCommitFault(t *testing.T) {
 func TestReopenBacksOff(t *testing.T) {
 	t.Parallel()
 	fs := newFaultFS(t)
-	db, _ := mustOpen(t, Options{files: fs.hooks(), CommitInterval: -1, LockTimeout: time.Second})
+	db, _ := mustOpen(t, Options{files: fs.hooks(), LockTimeout: time.Second})
 	save(t, db, bounce("before@example.net", "5.1.1", parse.KindBounce, parse.ClassHard))
 	fs.setDBFull(true)
 	// Save until the third reopen attempt has failed: the first is at

@@ -9,18 +9,12 @@ import (
 	"testing"
 )
 
-// faultFS opens a DB's files so that a test can make them fail where the
-// kernel cannot be asked to: the log's writes and syncs fail with the
-// error set, and bbolt's file is made to write to /dev/full (ENOSPC from
-// the kernel, in bbolt's own commit).
+// faultFS opens a DB's file so that a test can make it fail where the
+// kernel cannot be asked to: bbolt's file is made to write to /dev/full
+// (ENOSPC from the kernel, in bbolt's own commit).
 type faultFS struct {
 	t  testing.TB
 	mu sync.Mutex
-	// logWrite and logSync, while set, fail the log's WriteAt and
-	// Datasync. A failed sync also loses what was written since the
-	// last good one (zeros on the file), as a kernel that dropped the
-	// dirty pages would.
-	logWrite, logSync error
 	// dbFull sends the writes of bbolt's open files to /dev/full and
 	// fails opening it again with ENOSPC.
 	dbFull bool
@@ -37,13 +31,7 @@ func newFaultFS(t testing.TB) *faultFS {
 // hooks are the Options.files of a DB on fs. The large mmap keeps bbolt
 // from mapping its file again while it points to /dev/full.
 func (fs *faultFS) hooks() *fileHooks {
-	return &fileHooks{openLog: fs.openLog, openDB: fs.openDB, mmapSize: 64 << 20}
-}
-
-func (fs *faultFS) setLog(write, sync error) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	fs.logWrite, fs.logSync = write, sync
+	return &fileHooks{openDB: fs.openDB, mmapSize: 64 << 20}
 }
 
 // setDBFull sends bbolt's open file to /dev/full, so that its writes
@@ -99,52 +87,4 @@ func (fs *faultFS) openDB(name string, flag int, perm os.FileMode) (*os.File, er
 		fs.dbFd = int(f.Fd())
 	}
 	return f, err
-}
-
-func (fs *faultFS) openLog(name string) (logFile, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	return &faultLog{osFile: osFile{f}, fs: fs}, nil
-}
-
-// faultLog is a log file on a faultFS.
-type faultLog struct {
-	osFile
-	fs    *faultFS
-	dirty [][2]int64 // ranges written since the last good sync
-}
-
-func (l *faultLog) WriteAt(b []byte, off int64) (int, error) {
-	l.fs.mu.Lock()
-	err := l.fs.logWrite
-	l.fs.mu.Unlock()
-	if err != nil {
-		return 0, &os.PathError{Op: "write", Path: l.Name(), Err: err}
-	}
-	l.dirty = append(l.dirty, [2]int64{off, int64(len(b))})
-	return l.osFile.WriteAt(b, off)
-}
-
-func (l *faultLog) Datasync() error {
-	l.fs.mu.Lock()
-	err := l.fs.logSync
-	l.fs.mu.Unlock()
-	if err != nil {
-		for _, d := range l.dirty {
-			l.osFile.WriteAt(make([]byte, d[1]), d[0])
-		}
-		l.dirty = nil
-		return &os.PathError{Op: "fdatasync", Path: l.Name(), Err: err}
-	}
-	l.dirty = nil
-	return l.osFile.Datasync()
-}
-
-func (l *faultLog) Sync() error {
-	if err := l.Datasync(); err != nil {
-		return err
-	}
-	return l.osFile.Sync()
 }

@@ -20,7 +20,7 @@ import (
 func filled(t *testing.T, n int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bouncer.db")
-	db, err := bolt.Open(path, bolt.Options{CommitInterval: -1})
+	db, err := bolt.Open(path, bolt.Options{})
 	tcheck(t, err, "open")
 	for i := range n {
 		d := storetest.Delivery(t, storetest.DSN(fmt.Sprintf("u%d@d%d.example", i, i%50), "5.4.3", fmt.Sprintf("Mon, 2 Feb 2026 00:%02d:%02d +0000", i/60%60, i%60)))

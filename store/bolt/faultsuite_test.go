@@ -4,7 +4,6 @@ package bolt
 
 import (
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -13,15 +12,12 @@ import (
 )
 
 // TestFaultSuite runs the engines' fault-injection suite on a real file
-// whose log and bbolt writes fail through faultFS.
+// whose bbolt writes fail through faultFS.
 func TestFaultSuite(t *testing.T) {
 	t.Parallel()
-	// open opens a DB on fs: with the log (commit > 0) at a short commit
-	// interval, so that the file is committed while the savers run, not
-	// only the log synced; or without it (0, the default).
-	open := func(t *testing.T, path string, fs *faultFS, commit time.Duration) *DB {
+	open := func(t *testing.T, path string, fs *faultFS) *DB {
 		t.Helper()
-		db, err := Open(path, Options{files: fs.hooks(), CommitInterval: commit, LockTimeout: time.Second})
+		db, err := Open(path, Options{files: fs.hooks(), LockTimeout: time.Second})
 		tcheck(t, err, "open")
 		t.Cleanup(func() { db.Close() })
 		return db
@@ -33,11 +29,10 @@ func TestFaultSuite(t *testing.T) {
 		t.Cleanup(func() { db.Close() })
 		return db
 	}
-	const withLog = 2 * time.Millisecond
-	disk := func(name string, commit time.Duration, set func(fs *faultFS, on bool)) faulttest.Fault {
+	disk := func(name string, set func(fs *faultFS, on bool)) faulttest.Fault {
 		return faulttest.Fault{Name: name, Persistent: true, Open: func(t *testing.T) (store.Store, faulttest.Injector) {
 			fs := newFaultFS(t)
-			db := open(t, filepath.Join(t.TempDir(), "bouncer.db"), fs, commit)
+			db := open(t, filepath.Join(t.TempDir(), "bouncer.db"), fs)
 			return db, faulttest.Injector{
 				Start:  func(*testing.T) { set(fs, true) },
 				Stop:   func(*testing.T) store.Store { set(fs, false); return db },
@@ -46,37 +41,25 @@ func TestFaultSuite(t *testing.T) {
 		}}
 	}
 	// stopped: the process dies mid-commit: from one instant nothing
-	// more reaches the disk (what the log had not synced is lost), then
-	// a new process opens the files.
-	stopped := func(name string, commit time.Duration) faulttest.Fault {
+	// more reaches the disk, then a new process opens the file.
+	stopped := func(name string) faulttest.Fault {
 		return faulttest.Fault{Name: name, Persistent: true, Open: func(t *testing.T) (store.Store, faulttest.Injector) {
 			fs := newFaultFS(t)
 			path := filepath.Join(t.TempDir(), "bouncer.db")
-			db := open(t, path, fs, commit)
+			db := open(t, path, fs)
 			return db, faulttest.Injector{
-				Start: func(*testing.T) {
-					// bbolt's file first: setDBFull reads its
-					// descriptor, which a reopen after a failed
-					// log write would close.
-					fs.setDBFull(true)
-					fs.setLog(syscall.EIO, syscall.EIO)
-				},
+				Start: func(*testing.T) { fs.setDBFull(true) },
 				Stop: func(t *testing.T) store.Store {
 					db.Close()
-					fs.setLog(nil, nil)
 					fs.setDBFull(false)
-					return open(t, path, newFaultFS(t), commit)
+					return open(t, path, newFaultFS(t))
 				},
 				Reopen: reopen,
 			}
 		}}
 	}
 	faulttest.Run(t, []faulttest.Fault{
-		disk("commit ENOSPC", 0, (*faultFS).setDBFull),
-		stopped("process stopped mid-commit", 0),
-		disk("log write EIO", withLog, func(fs *faultFS, on bool) { fs.setLog(errIf(on, syscall.EIO), nil) }),
-		disk("log fsync EIO", withLog, func(fs *faultFS, on bool) { fs.setLog(nil, errIf(on, syscall.EIO)) }),
-		disk("commit ENOSPC behind the log", withLog, (*faultFS).setDBFull),
-		stopped("process stopped mid-commit behind the log", withLog),
+		disk("commit ENOSPC", (*faultFS).setDBFull),
+		stopped("process stopped mid-commit"),
 	})
 }

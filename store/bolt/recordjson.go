@@ -7,8 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/bouncer/bouncer/store"
-
 	"github.com/bouncer/bouncer/parse"
 )
 
@@ -86,11 +84,6 @@ func appendRecipient(b []byte, o int, rc *parse.Recipient) []byte {
 	b = appendString(appendKey(b, o, "class"), string(rc.Class))
 	b = appendOptString(b, o, "reason", string(rc.Reason))
 	return appendString(appendKey(b, o, "decoded_by"), rc.DecodedBy)
-}
-
-// appendDiskEnvelope appends the JSON object of e.
-func appendDiskEnvelope(b []byte, e *diskEnvelope) []byte {
-	return appendEnvelopeAs(b, (*store.Envelope)(e), true)
 }
 
 // appendOriginal appends the JSON object of g, its X- headers in the
@@ -250,46 +243,14 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendWALMeta appends the JSON of m: the bytes json.Marshal(m) returns,
-// as appendDiskRecord does for a record (a log frame carries one per
-// delivery, and decodeFrame reads it with encoding/json). A field added
-// to walMeta, Envelope or parse.Report must be added here too;
-// TestWALMetaJSONAllFields fails until it is.
-func appendWALMeta(b []byte, m *walMeta) ([]byte, error) {
-	start := len(b)
+// appendDiskEnvelope appends the JSON object of e as diskEnvelope's tags
+// say: an empty sender and an empty or nil recipient list left out.
+func appendDiskEnvelope(b []byte, e *diskEnvelope) []byte {
 	b = append(b, '{')
 	o := len(b) - 1
-	var err error
-	if b, err = appendTime(appendKey(b, o, "received"), m.Received); err != nil {
-		return b[:start], err
-	}
-	b = appendEnvelope(appendKey(b, o, "envelope"), &m.Envelope)
-	if m.Report != nil {
-		b = appendReport(appendKey(b, o, "report"), m.Report)
-	}
-	b = appendOptString(b, o, "parse_error", m.ParseError)
-	return append(b, '}'), nil
-}
-
-// appendEnvelope appends the JSON object of e (Envelope's own tags: the
-// sender and the recipient list are always written, null for no list).
-func appendEnvelope(b []byte, e *store.Envelope) []byte { return appendEnvelopeAs(b, e, false) }
-
-// appendEnvelopeAs appends the JSON object of e as Envelope's tags say, or
-// with disk set as diskEnvelope's do: an empty sender and an empty or nil
-// recipient list left out.
-func appendEnvelopeAs(b []byte, e *store.Envelope, disk bool) []byte {
-	b = append(b, '{')
-	o := len(b) - 1
-	switch {
-	case !disk:
-		b = appendString(appendKey(b, o, "mail_from"), e.MailFrom)
+	b = appendOptString(b, o, "mail_from", e.MailFrom)
+	if len(e.RcptTo) > 0 {
 		b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
-	default:
-		b = appendOptString(b, o, "mail_from", e.MailFrom)
-		if len(e.RcptTo) > 0 {
-			b = appendStrings(appendKey(b, o, "rcpt_to"), e.RcptTo)
-		}
 	}
 	b = appendOptString(b, o, "client_ip", e.ClientIP)
 	b = appendOptString(b, o, "helo", e.Helo)
@@ -298,43 +259,6 @@ func appendEnvelopeAs(b []byte, e *store.Envelope, disk bool) []byte {
 	b = appendOptString(b, o, "campaign", e.Campaign)
 	b = appendOptBool(b, o, "relay", e.Relay)
 	b = appendOptString(b, o, "source", e.Source)
-	return append(b, '}')
-}
-
-// appendReport appends the JSON object of r.
-func appendReport(b []byte, r *parse.Report) []byte {
-	b = append(b, '{')
-	o := len(b) - 1
-	b = appendString(appendKey(b, o, "kind"), string(r.Kind))
-	b = appendOptString(b, o, "reporting_mta", r.ReportingMTA)
-	b = appendOptString(b, o, "reporting_mta_type", r.ReportingMTAType)
-	b = appendOptString(b, o, "original_envelope_id", r.OriginalEnvelopeID)
-	b = appendOptString(b, o, "dsn_gateway", r.DSNGateway)
-	b = appendOptString(b, o, "received_from_mta", r.ReceivedFromMTA)
-	b = appendOptString(b, o, "arrival_date", r.ArrivalDate)
-	if len(r.Recipients) > 0 {
-		b = append(appendKey(b, o, "recipients"), '[')
-		for i := range r.Recipients {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, '{')
-			b = appendRecipient(b, len(b)-1, &r.Recipients[i])
-			b = append(b, '}')
-		}
-		b = append(b, ']')
-	}
-	if r.Original != nil {
-		b = appendOriginal(appendKey(b, o, "original"), r.Original)
-	}
-	if r.Feedback != nil {
-		b = appendFeedback(appendKey(b, o, "feedback"), r.Feedback)
-	}
-	b = appendOptString(b, o, "subject", r.Subject)
-	b = appendOptString(b, o, "from", r.From)
-	if len(r.Warnings) > 0 {
-		b = appendStrings(appendKey(b, o, "warnings"), r.Warnings)
-	}
 	return append(b, '}')
 }
 

@@ -8,19 +8,16 @@ import (
 
 // The failed state.
 //
-// A write or sync of the log or of bbolt's file that fails (EIO, ENOSPC)
-// leaves the DB in doubt: the open transaction holds changes nobody can
-// vouch for, and after a failed fsync the kernel may have dropped the
-// dirty pages or kept them marked clean (PostgreSQL's "fsyncgate", 2018:
-// a retried fsync then succeeds without writing them). So the writer
+// A write or sync of bbolt's file that fails (EIO, ENOSPC) leaves the DB
+// in doubt: after a failed fsync the kernel may have dropped the dirty
+// pages or kept them marked clean (PostgreSQL's "fsyncgate", 2018: a
+// retried fsync then succeeds without writing them), and bbolt may have
+// written some pages of the commit, maybe its meta page. So the writer
 // does not retry the write. It enters the failed state: the deliveries
 // of the group and every Save queued or arriving get a *failedError
-// (server: 451 4.3.0), the transaction is dropped, and so are the logged
-// deliveries kept for the next commit, because the log on disk has them.
-// Then it closes bbolt and the log, asks the kernel to drop their cached
-// pages (dropCache), and opens both again as Open does: bbolt reads its
-// last committed meta page, the log replays every frame synced after it
-// (each was acknowledged). Only once that replay is committed does a
+// (server: 451 4.3.0). Then it closes bbolt, asks the kernel to drop the
+// file's cached pages (dropCache), and opens it again as Open does: bbolt
+// reads its last committed meta page. Only once that succeeds does a
 // Save succeed again. A reopen that fails (the disk still failing)
 // leaves the files closed and is tried again after a back-off that
 // doubles up to maxBackoff; a reopen that succeeds while the next write
@@ -35,8 +32,8 @@ const (
 
 // Faults counts the DB's failed writes and reopens since Open.
 type Faults struct {
-	// WriteErrors counts failed writes and syncs by operation: OpLogWrite,
-	// OpLogSync, OpCommit.
+	// WriteErrors counts failed writes and syncs by operation: OpCommit
+	// (the only one since the write-ahead log is gone).
 	WriteErrors map[string]int64
 	// Reopens counts the times the files were opened again after a
 	// failure; ReopenErrors the attempts that failed.
@@ -47,48 +44,25 @@ type Faults struct {
 
 // faultCounters are the counters behind Faults.
 type faultCounters struct {
-	logWrite, logSync, commit atomic.Int64
-	reopens, reopenErrors     atomic.Int64
+	commit                atomic.Int64
+	reopens, reopenErrors atomic.Int64
 }
 
 // Faults returns the counters of failed writes and reopens.
 func (db *DB) Faults() Faults {
 	c := &db.faults
 	return Faults{
-		WriteErrors: map[string]int64{OpLogWrite: c.logWrite.Load(), OpLogSync: c.logSync.Load(), OpCommit: c.commit.Load()},
+		WriteErrors: map[string]int64{OpCommit: c.commit.Load()},
 		Reopens:     c.reopens.Load(), ReopenErrors: c.reopenErrors.Load(),
 		Failed: db.failed.Load() != nil,
-	}
-}
-
-// count counts a failed operation.
-func (c *faultCounters) count(op string) {
-	switch op {
-	case OpLogWrite:
-		c.logWrite.Add(1)
-	case OpLogSync:
-		c.logSync.Add(1)
-	default:
-		c.commit.Add(1)
 	}
 }
 
 // enterFailed puts the DB in the failed state after err, a *diskError
 // (from the writer goroutine). Called again while failed it only counts.
 func (db *DB) enterFailed(err error) {
-	op := OpCommit
-	if de, ok := err.(*diskError); ok {
-		op = de.Op
-	}
-	db.faults.count(op)
-	if db.tx != nil {
-		db.tx.Rollback()
-		db.tx, db.txw = nil, nil
-	}
-	// The log on disk holds them; what the writer remembers is not
-	// what it reads back.
-	db.pending, db.pendingBytes = nil, 0
-	db.dirty.Store(false)
+	db.faults.commit.Add(1)
+	db.rollback()
 	if db.failErr != nil {
 		return
 	}
@@ -109,19 +83,18 @@ func (db *DB) failedErr() error {
 	return &failedError{cause: errNotOpen}
 }
 
-// reopen closes the files and opens them again from the disk, replaying
-// the log (from the writer goroutine, while failed). Readers wait for it.
+// reopen closes the file and opens it again from the disk (from the
+// writer goroutine, while failed). Readers wait for it.
 func (db *DB) reopen() {
 	db.fileMu.Lock()
 	defer db.fileMu.Unlock()
 	db.closeFiles()
 	dropCache(db.path)
-	dropCache(walPath(db.path))
 	fe, backoff := db.failErr, db.backoff
-	db.failErr = nil // commitOpen refuses while it is set
+	db.failErr = nil
 	err := db.openFiles()
 	if err != nil {
-		// A failed commit of the replay entered the state again:
+		// A failed commit in openFiles entered the state again:
 		// this attempt is what counts.
 		db.closeFiles()
 		db.faults.reopenErrors.Add(1)
@@ -136,24 +109,17 @@ func (db *DB) reopen() {
 	}
 	db.faults.reopens.Add(1)
 	db.failed.Store(nil)
-	// The replay's commit is no proof that the disk works again: only
-	// a new group made durable resets the back-off (process).
+	// Opening the file is no proof that the disk works again: only a
+	// new group made durable resets the back-off (process).
 	db.backoff = backoff
 	if db.opts.OnReopen != nil {
 		db.opts.OnReopen(nil)
 	}
 }
 
-// closeFiles closes the log and bbolt, if open (from the writer).
+// closeFiles closes bbolt, if open (from the writer).
 func (db *DB) closeFiles() {
-	if db.tx != nil {
-		db.tx.Rollback()
-		db.tx, db.txw = nil, nil
-	}
-	if db.wal != nil {
-		db.wal.close()
-		db.wal = nil
-	}
+	db.rollback()
 	if db.bolt != nil {
 		db.bolt.Close()
 		db.bolt = nil

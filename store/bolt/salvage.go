@@ -94,7 +94,7 @@ func Salvage(from, to string, opts Options) (*SalvageReport, error) {
 	}
 	rep := &SalvageReport{From: from, To: to, Problems: s.problems, Orphans: s.orphans, Stale: !s.freeOK}
 	wopts := opts
-	wopts.ReadOnly, wopts.CommitInterval = false, -1
+	wopts.ReadOnly = false
 	db, err := Open(to, wopts)
 	if err != nil {
 		return nil, fmt.Errorf("salvaging to %s: %w", to, err)
@@ -625,7 +625,7 @@ func salvageLog(from, to string, s *salvaged, opts Options, rep *SalvageReport) 
 		return err
 	}
 	var info LogInfo
-	opts.ReadOnly, opts.CommitInterval = false, -1
+	opts.ReadOnly = false
 	opts.OnLog = func(li LogInfo) { info = li }
 	db, err := Open(to, opts)
 	if err != nil {

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -19,15 +20,15 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// The write-ahead log.
+// The write-ahead log of older versions.
 //
-// A delivery is acknowledged once it is in the log and the log is synced;
-// the writer keeps one bbolt write transaction open across many groups and
-// commits it (with bbolt's own two syncs) every Options.CommitInterval.
-// Without the log, every group of deliveries cost a bbolt commit: about 30
-// dirty 16 KB pages written and two fdatasyncs for ten deliveries of a few
-// KB. With it a group costs one append of its deliveries and one
-// fdatasync, and the bbolt commit is shared by a few hundred deliveries.
+// Up to issue 15, a delivery was acknowledged once it was in this log and
+// the log was synced; the writer kept one bbolt write transaction open
+// across many groups and committed it every commit interval. Measured in
+// the same runs, one bbolt commit per group (writer.go) came within 10 %
+// of its ingest rate, so the log's write side is gone. What is left reads
+// a log such a version left behind, so that its acknowledged deliveries
+// are not lost: Open applies it, then removes it (bolt.go).
 //
 // The log is the file PATH-wal beside the database, a sequence of frames:
 //
@@ -42,14 +43,17 @@ import (
 //	        meta    JSON: received time, envelope, report, parse error
 //	        raw     the rest: codec byte and stored raw message
 //
-// Each commit of the bbolt transaction stores in meta "wal_seq" the number
-// of the last frame it holds, in the same transaction; after the commit the
-// log is emptied (truncated to 0). Open replays frames numbered above
-// wal_seq in order, from the same clock and key-generator state, so the
-// replayed transaction writes the same keys and reaches the same verdicts
-// (it starts from the same committed state). Reading stops at the first
-// frame that is short, fails its CRC or does not follow its predecessor's
-// number: a frame torn by a crash was never acknowledged.
+// Each commit of the bbolt transaction stored in meta "wal_seq" the number
+// of the last frame it held, in the same transaction; after the commit the
+// log was written again from its start, leaving older frames after the
+// new ones. Open replays frames numbered above wal_seq in order, from the
+// same clock and key-generator state, so the replayed transaction writes
+// the same keys and reaches the same verdicts (it starts from the same
+// committed state). Reading stops at the first frame that is short, fails
+// its CRC or does not follow its predecessor's number: a frame torn by a
+// crash was never acknowledged. A frame damaged with good ones after it
+// (never a crash) is reported, and the log kept aside as
+// PATH-wal.damaged-TIME.
 
 // keyWALSeq is the meta key of the last log frame applied to the file.
 var keyWALSeq = []byte("wal_seq")
@@ -64,33 +68,6 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // walPath is the log file of the database at path.
 func walPath(path string) string { return path + "-wal" }
 
-// wal is an open log file. Only the writer goroutine uses it (and Open
-// before the writer starts).
-type wal struct {
-	f    logFile
-	seq  uint64 // number of the last frame written
-	size int64  // bytes of whole frames in the file
-	buf  []byte // frames being appended
-
-	// written is how far the file has been written, zeros or frames.
-	// Frames are written over that space from the start after each
-	// reset, so that syncing a group does not change the file's size
-	// (on ext4 that is a journal commit: an append and fdatasync of 20
-	// KB took 97 µs of CPU against 58 µs for the same write inside the
-	// file). Old frames after the last new one end the log when read:
-	// their numbers don't follow.
-	written int64
-}
-
-// walPrealloc is how much of the log file is written with zeros when it
-// is opened: more than the frames of one commit interval at a few
-// thousand deliveries a second. The file grows beyond it when needed and
-// keeps that size, up to walMaxKept.
-const (
-	walPrealloc = 1 << 20
-	walMaxKept  = 16 << 20
-)
-
 // walMeta is the JSON part of a frame.
 type walMeta struct {
 	Received   time.Time      `json:"received"`
@@ -99,73 +76,36 @@ type walMeta struct {
 	ParseError string         `json:"parse_error,omitempty"`
 }
 
-// openWAL opens (or creates) the log of the database at path and reads the
-// frames numbered above applied. The file is left empty of stale frames
-// only after the caller has committed the returned requests. A damaged
-// log (a bad frame with good ones after it, or frames that do not
-// follow the file's) is copied aside first; info says what was applied
-// and dropped.
-func openWAL(path string, applied uint64, now time.Time, files *fileHooks) (*wal, []*request, LogInfo, error) {
+// readOldLog reads the log of the database at path and returns the
+// frames numbered above applied; an error wrapping os.ErrNotExist when
+// there is no log. A damaged log (a bad frame with good ones after it, or
+// frames that do not follow the file's) is copied aside first; info says
+// what was applied and dropped.
+func readOldLog(path string, applied uint64, now time.Time) ([]*request, LogInfo, error) {
 	p := walPath(path)
 	info := LogInfo{Path: p}
-	_, statErr := os.Stat(p)
-	f, err := files.openLogFile(p)
+	data, err := os.ReadFile(p)
 	if err != nil {
-		return nil, nil, info, fmt.Errorf("opening log: %w", err)
+		return nil, info, fmt.Errorf("reading log: %w", err)
 	}
-	if errors.Is(statErr, os.ErrNotExist) {
-		// A new file's directory entry must survive a crash too.
-		if err := syncDir(filepath.Dir(p)); err != nil {
-			f.Close()
-			return nil, nil, info, err
+	first, err := firstFrame(bytes.NewReader(data), int64(len(data)))
+	if err != nil || !(first > applied || first == 0 && len(data) > 0) {
+		// Frames were written from the start after each commit: when
+		// the first is applied, so are all the whole ones after it.
+		return nil, info, err
+	}
+	sc := scanFrames(data, applied)
+	if sc.damaged == "" && first > applied+1 && len(sc.reqs) > 0 {
+		sc.damaged = fmt.Sprintf("the log starts at frame %d, the database holds frames up to %d: frames between are missing (applied the log anyway: its deliveries were acknowledged)", first, applied)
+	}
+	info.Damaged, info.Dropped, info.Torn = sc.damaged, sc.dropped, sc.torn
+	if sc.damaged != "" {
+		if info.KeptAs, err = keepDamagedLog(p, data, now); err != nil {
+			return nil, info, fmt.Errorf("reading log: %w", err)
 		}
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, info, fmt.Errorf("reading log: %w", err)
-	}
-	var sc logScan
-	first, err := firstFrame(f, fi.Size())
-	if err == nil && (first > applied || first == 0 && fi.Size() > 0) {
-		// Frames are written from the start after each commit: when the
-		// first is applied, so are all the whole ones after it.
-		var data []byte
-		if data, err = io.ReadAll(io.NewSectionReader(f, 0, fi.Size())); err == nil {
-			sc = scanFrames(data, applied)
-			if sc.damaged == "" && first > applied+1 && len(sc.reqs) > 0 {
-				sc.damaged = fmt.Sprintf("the log starts at frame %d, the database holds frames up to %d: frames between are missing (applied the log anyway: its deliveries were acknowledged)", first, applied)
-			}
-			info.Damaged, info.Dropped, info.Torn = sc.damaged, sc.dropped, sc.torn
-			if sc.damaged != "" {
-				info.KeptAs, err = keepDamagedLog(p, data, now)
-			}
-			if err == nil && sc.damaged != "" {
-				// The copy holds the rest: clear it from the log, so
-				// that the next open does not find it again.
-				err = clearFrom(f, sc.end, fi.Size())
-			}
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, nil, info, fmt.Errorf("reading log: %w", err)
 	}
 	info.Applied = len(sc.reqs)
-	l := &wal{f: f, seq: max(sc.last, applied), written: fi.Size()}
-	l.prealloc(walPrealloc)
-	return l, sc.reqs, info, nil
-}
-
-// clearFrom writes zeros over the log from off to size and syncs it.
-func clearFrom(f logFile, off, size int64) error {
-	if _, err := f.WriteAt(make([]byte, size-off), off); err != nil {
-		return fmt.Errorf("clearing the damaged frames: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("clearing the damaged frames: %w", err)
-	}
-	return nil
+	return sc.reqs, info, nil
 }
 
 // keepDamagedLog writes a copy of a damaged log beside it, as
@@ -191,24 +131,6 @@ func keepDamagedLog(p string, data []byte, now time.Time) (string, error) {
 		return "", fmt.Errorf("keeping the damaged log: %w", err)
 	}
 	return name, nil
-}
-
-// prealloc writes zeros up to n bytes of the file and syncs it. It is
-// only an optimisation: on a full disk the file is left as it was.
-func (l *wal) prealloc(n int64) {
-	if l.written >= n {
-		return
-	}
-	zeros := make([]byte, n-l.written)
-	_, err := l.f.WriteAt(zeros, l.written)
-	if err == nil {
-		err = l.f.Sync()
-	}
-	if err != nil {
-		l.f.Truncate(l.written)
-		return
-	}
-	l.written = n
 }
 
 // firstFrame returns the number of the first frame of the log file f of
@@ -262,7 +184,6 @@ func readFrames(data []byte, applied uint64) ([]*request, uint64, error) {
 type logScan struct {
 	reqs []*request // frames numbered above applied, in order
 	last uint64     // number of the last good frame
-	end  int64      // bytes of the good frames
 	// damaged says why reading stopped before the end of the frames
 	// ("" when they simply end: zeros, a torn tail, older frames);
 	// dropped counts the frames not applied, numbered above last: the
@@ -305,7 +226,6 @@ func scanFrames(data []byte, applied uint64) logScan {
 		}
 		off += 8 + int(n)
 	}
-	sc.end = int64(off)
 	// Older frames left after the new ones are numbered at most applied.
 	later := laterFrames(data, off+1, max(sc.last, applied))
 	switch {
@@ -357,35 +277,7 @@ func laterFrames(data []byte, from int, after uint64) int {
 // frameHead is the fixed part of a frame body.
 const frameHead = 8 + 8 + 8 + 4 + sha256.Size + 4
 
-// appendFrame appends r's frame, numbered seq, to b. On failure it returns
-// b as it was.
-func appendFrame(b []byte, seq uint64, r *request) ([]byte, error) {
-	start := len(b)
-	b = binary.BigEndian.AppendUint32(b, 0) // length, below
-	b = binary.BigEndian.AppendUint32(b, 0) // CRC, below
-	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.now.UnixNano()))
-	b = binary.BigEndian.AppendUint64(b, r.ids.nanos)
-	b = binary.BigEndian.AppendUint32(b, r.ids.seq)
-	b = append(b, r.body[:]...)
-	m := len(b)
-	b = binary.BigEndian.AppendUint32(b, 0) // metadata length, below
-	b, err := appendWALMeta(b, &walMeta{Received: r.d.Received, Envelope: r.d.Envelope, Report: r.d.Report, ParseError: r.d.ParseError})
-	if err != nil {
-		return b[:start], fmt.Errorf("encoding log frame: %w", err)
-	}
-	binary.BigEndian.PutUint32(b[m:], uint32(len(b)-m-4))
-	n := len(b) - start - 8 + len(r.raw)
-	if n > maxFrame {
-		return b[:start], fmt.Errorf("encoding log frame: %d bytes is too large", n)
-	}
-	b = append(b, r.raw...)
-	binary.BigEndian.PutUint32(b[start:], uint32(n))
-	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], crcTable))
-	return b, nil
-}
-
-// decodeFrame reads a frame body written by appendFrame.
+// decodeFrame reads a frame body.
 func decodeFrame(body []byte) (*request, uint64, error) {
 	if len(body) < frameHead {
 		return nil, 0, errors.New("short frame")
@@ -409,66 +301,6 @@ func decodeFrame(body []byte) (*request, uint64, error) {
 	r.raw = append([]byte(nil), rest[m:]...)
 	return r, seq, nil
 }
-
-// append writes the frames of reqs (numbering them) and syncs the log. A
-// failed write or sync is a *diskError; the frames written are zeroed, as
-// far as the file lets that happen.
-func (l *wal) append(reqs []*request) error {
-	b := l.buf[:0]
-	seq := l.seq
-	for _, r := range reqs {
-		seq++
-		var err error
-		if b, err = appendFrame(b, seq, r); err != nil {
-			return err
-		}
-	}
-	l.buf = b
-	if cap(l.buf) > 4<<20 {
-		l.buf = nil
-	}
-	var err error
-	if _, werr := l.f.WriteAt(b, l.size); werr != nil {
-		err = &diskError{Op: OpLogWrite, Err: werr}
-	} else if serr := l.f.Datasync(); serr != nil {
-		err = &diskError{Op: OpLogSync, Err: serr}
-	}
-	if err != nil {
-		// Whatever was written after the last whole frame must not
-		// read as frames: zero it (it may have been a complete frame
-		// whose sync failed, so the file's data is unknown). The
-		// writer then reopens the files (reopen.go), which reads the
-		// log back from the disk.
-		l.f.WriteAt(make([]byte, len(b)), l.size)
-		return err
-	}
-	l.written = max(l.written, l.size+int64(len(b)))
-	for i, r := range reqs {
-		r.seq = l.seq + uint64(i) + 1
-	}
-	l.seq = seq
-	l.size += int64(len(b))
-	return nil
-}
-
-// reset starts the log over after its frames were committed to the
-// database: the next frames are written from the start of the file. The
-// frames left after them are numbered at most the database's wal_seq, so
-// they are never replayed. A file grown past walMaxKept (a burst
-// of large messages) is cut back.
-func (l *wal) reset() error {
-	if l.written > walMaxKept {
-		if err := l.f.Truncate(walPrealloc); err != nil {
-			return &diskError{Op: OpLogWrite, Err: fmt.Errorf("cutting back: %w", err)}
-		}
-		l.written = walPrealloc
-	}
-	l.size = 0
-	return nil
-}
-
-// close closes the log file.
-func (l *wal) close() error { return l.f.Close() }
 
 // appliedSeq reads meta "wal_seq".
 func appliedSeq(tx *bbolt.Tx) uint64 {

@@ -7,21 +7,20 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/bouncer/bouncer/parse"
-	bbolt "go.etcd.io/bbolt"
 )
 
-// loggedOnly saves n deliveries (one record each) that stay in the log
-// and returns a crashed copy of the database.
+// loggedOnly saves n deliveries (one record each) that only an old log
+// holds and returns the crashed copy of the database.
 func loggedOnly(t *testing.T, n int) string {
 	t.Helper()
-	live, path := mustOpen(t, Options{CommitInterval: time.Hour})
-	for i := range n {
-		save(t, live, bounce(fmt.Sprintf("u%d@d.example", i), "5.1.1", parse.KindBounce, parse.ClassHard))
-	}
-	return snapshot(t, path)
+	_, crashed := withOldLog(t, Options{}, func(db *DB) {
+		for i := range n {
+			save(t, db, bounce(fmt.Sprintf("u%d@d.example", i), "5.1.1", parse.KindBounce, parse.ClassHard))
+		}
+	})
+	return crashed
 }
 
 // openLogged opens path and returns what OnLog was told (zero if not
@@ -137,19 +136,19 @@ func TestLogTornTails(t *testing.T) {
 // acknowledged, so they are applied, and the log is kept and reported.
 func TestLogLongerThanFile(t *testing.T) {
 	t.Parallel()
-	live, path := mustOpen(t, Options{CommitInterval: time.Hour})
+	var l oldLog
+	live, path := mustOpen(t, Options{beforeCommit: l.collect})
 	for i := range 3 {
 		save(t, live, bounce(fmt.Sprintf("u%d@d.example", i), "5.1.1", parse.KindBounce, parse.ClassHard))
 	}
-	live.sync() // commits frames 1-3
+	l.take()
+	crashed := snapshot(t, path) // frames 1-3 committed
+	// The file says it holds frame 1 only.
+	setAppliedSeq(t, crashed, 1)
 	for i := 3; i < 5; i++ {
 		save(t, live, bounce(fmt.Sprintf("u%d@d.example", i), "5.1.1", parse.KindBounce, parse.ClassHard))
 	}
-	crashed := snapshot(t, path)
-	b, err := bbolt.Open(crashed, 0o600, nil)
-	tcheck(t, err, "bbolt open")
-	tcheck(t, b.Update(func(tx *bbolt.Tx) error { return putAppliedSeq(tx, 1) }), "setting wal_seq")
-	tcheck(t, b.Close(), "bbolt close")
+	tcheck(t, os.WriteFile(walPath(crashed), oldLogFile(frames(t, 4, l.take())), 0o600), "writing log")
 	info, n := openLogged(t, crashed)
 	if n != 5 || info.Applied != 2 || !strings.Contains(info.Damaged, "starts at frame 4") || info.KeptAs == "" {
 		t.Fatalf("%d records, %+v", n, info)

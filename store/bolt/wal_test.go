@@ -1,11 +1,11 @@
 package bolt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,17 +15,14 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// snapshot copies the database file and its log as they are on disk now
-// into a new folder, as a crash would leave them, and returns the copy's
-// path.
+// snapshot copies the database file as it is on disk now into a new
+// folder, as a crash would leave it, and returns the copy's path.
 func snapshot(t *testing.T, path string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "bouncer.db")
-	for _, suffix := range []string{"", "-wal"} {
-		b, err := os.ReadFile(path + suffix)
-		tcheck(t, err, "reading "+path+suffix)
-		tcheck(t, os.WriteFile(dst+suffix, b, 0o600), "writing copy")
-	}
+	b, err := os.ReadFile(path)
+	tcheck(t, err, "reading "+path)
+	tcheck(t, os.WriteFile(dst, b, 0o600), "writing copy")
 	return dst
 }
 
@@ -79,37 +76,20 @@ func sameContents(t *testing.T, what string, got, want *DB) {
 	}
 }
 
-// TestLogReplaysAfterCrash acknowledges deliveries that are only in the
-// log (the writer's transaction is never committed), copies the files as
-// a crash would leave them, and opens the copy: the replay must give the
-// same records (same IDs, verdicts, duplicates), suppressions and
-// aggregates as the live database, once.
+// TestLogReplaysAfterCrash: a read-only open (bouncer query) of a file
+// whose old log holds acknowledged deliveries applies the log through a
+// read-write open, there being no writer on the file: it answers with
+// the same records as the live database, and the log is gone.
 func TestLogReplaysAfterCrash(t *testing.T) {
 	t.Parallel()
 	clock := newClock()
-	opts := Options{CommitInterval: time.Hour, Now: clock.Now}
-	live, path := mustOpen(t, opts)
-	saveMix(t, live, 0, 30)
-	crashed := snapshot(t, path)
-	if n := len(mustRecords(t, crashed, Options{CommitInterval: -1, ReadOnly: true, Now: clock.Now})); n != 30 {
-		// The read-only open applied the log (through a read-write
-		// open, there being no writer on the copy).
-		t.Fatalf("read-only open of the crashed copy: %d records, want 30", n)
-	}
-
-	crashed = snapshot(t, path)
-	db, err := Open(crashed, opts)
-	tcheck(t, err, "opening the crashed copy")
-	sameContents(t, "replayed", db, live)
-	tcheck(t, db.Check(), "check after replay")
-	saveMix(t, db, 30, 3)
-	tcheck(t, db.Close(), "closing")
-
-	db, err = Open(crashed, opts)
-	tcheck(t, err, "reopening")
+	live, crashed := withOldLog(t, Options{Now: clock.Now}, func(db *DB) { saveMix(t, db, 0, 30) })
+	db, err := Open(crashed, Options{ReadOnly: true, Now: clock.Now})
+	tcheck(t, err, "read-only open of the crashed copy")
 	defer db.Close()
-	if recs, _, _ := contents(t, db); len(recs) != 33 {
-		t.Fatalf("after a second open: %d records, want 33 (replayed twice?)", len(recs))
+	sameContents(t, "read-only, replayed", db, live)
+	if _, err := os.Stat(walPath(crashed)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the log is still there after the read-only open applied it: %v", err)
 	}
 }
 
@@ -123,34 +103,24 @@ func mustRecords(t *testing.T, path string, opts Options) []string {
 	return recs
 }
 
-// TestLogTornTail damages the last frame of the log (a crash in the
+// TestLogTornTail damages the last frame of an old log (a crash in the
 // middle of its write, which was therefore never acknowledged): the
 // frames before it are replayed, the damaged one is not, and the file
 // opens.
 func TestLogTornTail(t *testing.T) {
 	t.Parallel()
-	live, path := mustOpen(t, Options{CommitInterval: time.Hour})
-	saveMix(t, live, 0, 4)
-	// The log's frames so far, then one more.
-	before, err := os.ReadFile(walPath(path))
+	_, crashed := withOldLog(t, Options{}, func(db *DB) { saveMix(t, db, 0, 5) })
+	log, err := os.ReadFile(walPath(crashed))
 	tcheck(t, err, "reading log")
-	reqs, _, err := readFrames(before, 0)
-	tcheck(t, err, "reading frames")
-	if len(reqs) != 4 {
-		t.Fatalf("log holds %d frames, want 4", len(reqs))
-	}
-	saveMix(t, live, 4, 1)
 	for name, damage := range map[string]func(b []byte, end int){
 		"cut":     func(b []byte, end int) { clear(b[end-10:]) },
 		"changed": func(b []byte, end int) { b[end-20] ^= 0xff },
 	} {
-		crashed := snapshot(t, path)
-		b, err := os.ReadFile(walPath(crashed))
-		tcheck(t, err, "reading log")
-		end := frameEnd(t, b, 5)
-		damage(b, end)
-		tcheck(t, os.WriteFile(walPath(crashed), b, 0o600), "damaging log")
-		if n := len(mustRecords(t, crashed, Options{})); n != 4 {
+		path := snapshot(t, crashed)
+		b := bytes.Clone(log)
+		damage(b, frameEnd(t, b, 5))
+		tcheck(t, os.WriteFile(walPath(path), b, 0o600), "damaging log")
+		if n := len(mustRecords(t, path, Options{})); n != 4 {
 			t.Errorf("%s last frame: %d records, want 4", name, n)
 		}
 	}
@@ -169,43 +139,45 @@ func frameEnd(t *testing.T, b []byte, n int) int {
 	return off
 }
 
-// TestLogStaleFramesIgnored commits, then logs fewer frames than before
-// over the start of the log: the older frames after them (already in the
-// file) must not be applied again.
+// TestLogStaleFramesIgnored: an old log was written from its start
+// again after each commit, so a log may hold fewer new frames than before
+// followed by older ones, already in the file: those must not be applied
+// again.
 func TestLogStaleFramesIgnored(t *testing.T) {
 	t.Parallel()
-	live, path := mustOpen(t, Options{CommitInterval: time.Hour})
+	var l oldLog
+	live, path := mustOpen(t, Options{beforeCommit: l.collect})
 	saveMix(t, live, 0, 6)
-	if _, err := live.Query(store.Filter{}); err != nil { // commits
-		t.Fatal(err)
-	}
+	old := frames(t, 1, l.take())
+	crashed := snapshot(t, path) // frames 1-6 committed
+	setAppliedSeq(t, crashed, 6)
 	saveMix(t, live, 6, 2)
-	crashed := snapshot(t, path)
-	b, err := os.ReadFile(walPath(crashed))
-	tcheck(t, err, "reading log")
+	b := append(frames(t, 7, l.take()), old[frameEnd(t, old, 2):]...)
+	tcheck(t, os.WriteFile(walPath(crashed), oldLogFile(b), 0o600), "writing log")
 	if _, last, err := readFrames(b, 0); err != nil || last != 8 {
 		t.Fatalf("log's last frame %d (%v), want 8", last, err)
 	}
-	// The two new frames are the size of the first two old ones, so
-	// old frames 3 to 6 follow them whole: what must stop the replay is
-	// their numbers.
+	// Old frames 3 to 6 follow the new ones whole: what must stop the
+	// replay is their numbers.
 	if _, last, err := readFrames(b[frameEnd(t, b, 2):], 0); err != nil || last != 6 {
 		t.Fatalf("stale frames after the new ones: last %d (%v), want 6", last, err)
 	}
-	db, err := Open(crashed, Options{})
+	var infos []LogInfo
+	db, err := Open(crashed, Options{OnLog: func(li LogInfo) { infos = append(infos, li) }})
 	tcheck(t, err, "opening the crashed copy")
 	defer db.Close()
 	sameContents(t, "replayed", db, live)
+	if len(infos) != 1 || infos[0].Applied != 2 || infos[0].Damaged != "" {
+		t.Errorf("OnLog told %+v, want 2 frames applied", infos)
+	}
 }
 
-// TestLogUnappliedReadOnly: a read-only open of a file whose log holds
-// deliveries, while another reader holds the file so that the log can't
-// be applied, says so instead of answering without them.
+// TestLogUnappliedReadOnly: a read-only open of a file whose old log
+// holds deliveries, while another reader holds the file so that the log
+// can't be applied, says so instead of answering without them.
 func TestLogUnappliedReadOnly(t *testing.T) {
 	t.Parallel()
-	live, path := mustOpen(t, Options{CommitInterval: time.Hour})
-	saveMix(t, live, 0, 2)
-	crashed := snapshot(t, path)
+	_, crashed := withOldLog(t, Options{}, func(db *DB) { saveMix(t, db, 0, 2) })
 	holder, err := bbolt.Open(crashed, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
 	tcheck(t, err, "holding the file")
 	_, err = Open(crashed, Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
@@ -215,29 +187,6 @@ func TestLogUnappliedReadOnly(t *testing.T) {
 	holder.Close()
 	if n := len(mustRecords(t, crashed, Options{ReadOnly: true})); n != 2 {
 		t.Fatalf("once the file is free: %d records, want 2", n)
-	}
-}
-
-// TestCommitFailureKeepsLogged fails every commit of the file after the
-// deliveries were logged and acknowledged: Close reports it, and the
-// next Open applies them from the log.
-func TestCommitFailureKeepsLogged(t *testing.T) {
-	t.Parallel()
-	fail := errors.New("disk on fire")
-	path := filepath.Join(t.TempDir(), "bouncer.db")
-	db, err := Open(path, Options{CommitInterval: time.Hour, beforeCommit: func(batch []*request) error {
-		if batch == nil { // the commit of the file, not a group
-			return fail
-		}
-		return nil
-	}})
-	tcheck(t, err, "open")
-	saveMix(t, db, 0, 3)
-	if err := db.Close(); !errors.Is(err, fail) {
-		t.Fatalf("close: %v, want %v", err, fail)
-	}
-	if n := len(mustRecords(t, path, Options{})); n != 3 {
-		t.Fatalf("after reopening: %d records, want 3", n)
 	}
 }
 
@@ -274,26 +223,4 @@ func FuzzReadFrames(f *testing.F) {
 			}
 		}
 	})
-}
-
-// TestCommitRetried: after a failed commit of the file, a reader's next
-// request commits the logged deliveries, so it sees them.
-func TestCommitRetried(t *testing.T) {
-	t.Parallel()
-	var failing atomic.Bool
-	failing.Store(true)
-	db, _ := mustOpen(t, Options{CommitInterval: time.Hour, beforeCommit: func(batch []*request) error {
-		if batch == nil && failing.Load() {
-			return errors.New("disk on fire")
-		}
-		return nil
-	}})
-	saveMix(t, db, 0, 3)
-	if recs, _ := db.Query(store.Filter{}); len(recs) != 0 {
-		t.Fatalf("%d records visible while every commit fails", len(recs))
-	}
-	failing.Store(false)
-	if recs, err := db.Query(store.Filter{}); err != nil || len(recs) != 3 {
-		t.Fatalf("after the disk recovered: %d records (%v), want 3", len(recs), err)
-	}
 }

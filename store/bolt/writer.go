@@ -25,11 +25,11 @@ type request struct {
 	store.Ticket                   // queue state: Take, Done
 
 	// Set by the writer when it first applies the request, and kept so
-	// that applying it again (after a rollback, or from the log at Open)
-	// writes the same keys.
+	// that applying it again (after a rollback) writes the same keys. A
+	// frame of an old version's log (wal.go) carries them from its run.
 	now time.Time // the writer's clock for this delivery
 	ids idGen     // the key generator before it
-	seq uint64    // its log frame, once logged
+	seq uint64    // its frame number, for a frame of an old log
 
 	recs   []store.Record // outcome, valid after done is closed
 	storms []store.Storm  // storms it started, for Options.OnStorm
@@ -95,24 +95,19 @@ func (db *DB) newRequest(ctx context.Context, d *store.Delivery) (*request, erro
 	return r, nil
 }
 
-// writer applies queued requests until the queue is closed. It keeps one
-// bbolt write transaction open across groups: each group is applied to
-// it, made durable (appended to the log and synced, or, without a log,
-// committed), and only then acknowledged. The transaction is committed
-// when it is Options.CommitInterval old, when the log holds too much,
-// when a reader asks (sync) and when the writer stops.
+// writer applies queued requests until the queue is closed: each group
+// of queued requests is applied to one bbolt write transaction and
+// committed (bbolt syncs the file), and only then acknowledged. While
+// the DB is failed it answers every request at once and tries to open the
+// files again after a back-off (reopen.go).
 func (db *DB) writer() {
 	defer close(db.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		var timeout <-chan time.Time
-		switch {
-		case db.failErr != nil:
+		if db.failErr != nil {
 			timer.Reset(time.Until(db.retryAt))
-			timeout = timer.C
-		case db.tx != nil:
-			timer.Reset(time.Until(db.txStart.Add(db.opts.CommitInterval)))
 			timeout = timer.C
 		}
 		var req *request
@@ -120,14 +115,7 @@ func (db *DB) writer() {
 		select {
 		case req, ok = <-db.queue.C():
 		case <-timeout:
-			if db.failErr != nil {
-				db.reopen()
-			} else {
-				db.commitOpen()
-			}
-			continue
-		case ch := <-db.flushReq:
-			ch <- db.commitOpen()
+			db.reopen()
 			continue
 		case err := <-db.faultc:
 			if db.failErr == nil {
@@ -136,7 +124,6 @@ func (db *DB) writer() {
 			continue
 		}
 		if !ok {
-			db.closeErr = db.commitOpen()
 			return
 		}
 		if db.failErr != nil {
@@ -162,18 +149,8 @@ func (db *DB) writer() {
 			}
 		}
 		db.group(batch)
-		if db.tx != nil && (len(db.pending) >= maxPending || db.pendingBytes >= maxPendingBytes ||
-			time.Since(db.txStart) >= db.opts.CommitInterval) {
-			db.commitOpen()
-		}
 	}
 }
-
-// Bounds on what the log holds before the writer commits early.
-const (
-	maxPending      = 4096
-	maxPendingBytes = 32 << 20
-)
 
 // group applies and makes durable the requests of batch that are still
 // queued, and wakes their callers. If the group cannot be made durable,
@@ -193,6 +170,8 @@ func (db *DB) group(batch []*request) {
 	if len(taken) > 0 {
 		db.process(taken)
 	}
+	// Nothing left open holds bbolt's write lock against update.
+	db.rollback()
 }
 
 // process is group for requests already taken.
@@ -238,7 +217,7 @@ func (db *DB) process(taken []*request) {
 		}
 		return
 	}
-	// Undo the group: back to the last durable state.
+	// Undo the group: back to the last committed state.
 	db.rollback()
 	if len(applied) == 1 {
 		db.fail(applied[0], err)
@@ -252,18 +231,18 @@ func (db *DB) process(taken []*request) {
 // applyAll applies reqs to the open transaction (beginning one if need
 // be) and returns those applied; the others have failed. A failed apply
 // leaves the transaction half written, so it is rolled back and the
-// requests applied before are applied again.
+// requests applied before are applied again to a new one.
 func (db *DB) applyAll(reqs []*request) []*request {
-	if db.tx == nil {
-		if err := db.beginTx(); err != nil {
-			for _, r := range reqs {
-				db.fail(r, err)
-			}
-			return nil
-		}
-	}
 	applied := reqs[:0:0]
 	for _, r := range reqs {
+		if db.tx == nil {
+			// None yet, or reapply could not begin one: those applied
+			// before have failed.
+			if err := db.beginTx(); err != nil {
+				db.fail(r, err)
+				continue
+			}
+		}
 		err := db.apply(r)
 		if err == nil {
 			applied = append(applied, r)
@@ -280,11 +259,11 @@ func (db *DB) applyAll(reqs []*request) []*request {
 	return applied
 }
 
-// reapply rolls the transaction back to the logged requests and applies
-// reqs to it again, stopping at the first that fails; on failure the
-// transaction holds the logged requests only.
+// reapply rolls the transaction back and applies reqs to a new one,
+// stopping at the first that fails; on failure no transaction is open.
 func (db *DB) reapply(reqs []*request) error {
-	if err := db.rollback(); err != nil {
+	db.rollback()
+	if err := db.beginTx(); err != nil {
 		return err
 	}
 	for _, r := range reqs {
@@ -318,7 +297,8 @@ func (db *DB) apply(r *request) error {
 }
 
 // applyAgain writes r into the open transaction and returns its records,
-// leaving r's own alone: r may be a logged request whose caller has them.
+// leaving r's own alone: r may be a frame of an old log (bolt.go), with
+// no caller.
 func (db *DB) applyAgain(r *request) (recs []store.Record, err error) {
 	defer func() {
 		// A panic (say in a policy's Decide) fails this request
@@ -335,135 +315,65 @@ func (db *DB) applyAgain(r *request) (recs []store.Record, err error) {
 	return db.txw.write(r)
 }
 
-// durable makes the applied group reqs durable: appended to the log and
-// synced, or, without a log, committed with everything before it.
+// durable makes the applied group reqs durable: it commits the open
+// transaction.
 func (db *DB) durable(reqs []*request) error {
 	if db.opts.beforeCommit != nil {
 		if err := db.opts.beforeCommit(reqs); err != nil {
 			return err
 		}
 	}
-	if db.wal != nil {
-		err := db.wal.append(reqs)
-		if err != nil {
-			var de *diskError
-			if errors.As(err, &de) {
-				db.enterFailed(err)
-			}
-			return err
-		}
-		db.pending = append(db.pending, reqs...)
-		for _, r := range reqs {
-			db.pendingBytes += len(r.raw)
-		}
-		db.dirty.Store(true)
-		return nil
-	}
-	return db.commitOpen()
+	return db.commit()
 }
 
-// beginTx begins the writer's transaction and applies the logged,
-// uncommitted requests to it again.
+// beginTx begins the writer's transaction.
 func (db *DB) beginTx() error {
 	tx, err := db.bolt.Begin(true)
 	if err != nil {
 		return err
 	}
-	db.tx, db.txw, db.txStart = tx, newTxWriter(db, tx), time.Now()
-	for _, r := range db.pending {
-		if _, err := db.applyAgain(r); err != nil {
-			tx.Rollback()
-			db.tx, db.txw = nil, nil
-			return fmt.Errorf("applying logged delivery again: %w", err)
-		}
-	}
+	db.tx, db.txw = tx, newTxWriter(db, tx)
 	return nil
 }
 
-// rollback drops the open transaction and begins another with the logged
-// requests.
-func (db *DB) rollback() error {
+// rollback drops the open transaction, if any.
+func (db *DB) rollback() {
 	if db.tx != nil {
 		db.tx.Rollback()
 		db.tx, db.txw = nil, nil
 	}
-	return db.beginTx()
 }
 
-// commitOpen commits the open transaction, if any, with the number of the
-// last logged request in it, and empties the log. On failure the
-// transaction is gone but the logged requests stay pending, to be applied
-// again to the next one.
-func (db *DB) commitOpen() error {
-	if db.failErr != nil {
-		return db.failErr
-	}
-	if db.tx == nil && len(db.pending) > 0 {
-		// An earlier commit failed: try again with the logged requests.
-		if err := db.beginTx(); err != nil {
-			return fmt.Errorf("committing deliveries: %w", err)
-		}
-	}
+// commit commits the open transaction. A failed commit of bbolt's file
+// puts the DB in the failed state; either way the transaction is gone.
+func (db *DB) commit() error {
 	if db.tx == nil {
-		return nil
+		return errors.New("committing deliveries: no transaction open")
 	}
 	tx := db.tx
 	err := db.txw.flushDomains()
 	if err == nil {
 		err = db.txw.flushDaily()
 	}
-	if n := len(db.pending); err == nil && n > 0 && db.pending[n-1].seq > 0 {
-		err = putAppliedSeq(tx, db.pending[n-1].seq)
-	}
-	if err == nil && db.opts.beforeCommit != nil && db.wal != nil {
-		err = db.opts.beforeCommit(nil)
-	}
-	if err == nil {
-		if cerr := tx.Commit(); cerr != nil {
-			// bbolt has written some pages, maybe its meta page: what
-			// the file holds now is known only by reading it again.
-			err = &diskError{Op: OpCommit, Err: cerr}
-			db.tx, db.txw = nil, nil
-			db.enterFailed(err)
-		}
-	} else {
-		tx.Rollback()
-	}
-	db.tx, db.txw = nil, nil
 	if err != nil {
+		db.rollback()
 		return fmt.Errorf("committing deliveries: %w", err)
 	}
-	db.pending, db.pendingBytes = nil, 0
-	db.dirty.Store(false)
-	db.backoff = 0
-	if db.wal != nil {
-		if err := db.wal.reset(); err != nil {
-			// The commit holds everything: only the log is in doubt.
-			db.enterFailed(err)
-		}
+	db.tx, db.txw = nil, nil
+	if cerr := tx.Commit(); cerr != nil {
+		// bbolt has written some pages, maybe its meta page: what the
+		// file holds now is known only by reading it again.
+		err := &diskError{Op: OpCommit, Err: cerr}
+		db.enterFailed(err)
+		return fmt.Errorf("committing deliveries: %w", err)
 	}
 	return nil
-}
-
-// sync asks the writer to commit what it has acknowledged, so that a
-// reader sees every delivery Save has returned.
-func (db *DB) sync() {
-	if db.opts.ReadOnly || !db.dirty.Load() {
-		return
-	}
-	ch := make(chan error, 1)
-	select {
-	case db.flushReq <- ch:
-		<-ch
-	case <-db.done:
-	}
 }
 
 // view runs fn in a read transaction that sees every acknowledged Save.
 // While the writer reopens the file (reopen.go) it waits; when the file
 // could not be opened again it fails with the writer's error.
 func (db *DB) view(fn func(*bbolt.Tx) error) (err error) {
-	db.sync()
 	db.fileMu.RLock()
 	defer db.fileMu.RUnlock()
 	if db.bolt == nil {
@@ -473,11 +383,10 @@ func (db *DB) view(fn func(*bbolt.Tx) error) (err error) {
 	return db.bolt.View(fn)
 }
 
-// update runs fn in a write transaction of its own, after the writer's.
+// update runs fn in a write transaction of its own, between the writer's.
 // It fails while the DB is failed; a failed commit puts it in the failed
 // state, as a failed commit of the writer does.
 func (db *DB) update(fn func(*bbolt.Tx) error) (err error) {
-	db.sync()
 	db.fileMu.RLock()
 	defer db.fileMu.RUnlock()
 	if fe := db.failed.Load(); fe != nil || db.bolt == nil {

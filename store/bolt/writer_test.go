@@ -228,10 +228,6 @@ func TestGroupFailureRetriesAlone(t *testing.T) {
 	var mu sync.Mutex
 	sizes := []int{}
 	opts := Options{beforeCommit: func(batch []*request) error {
-		if batch == nil {
-			// A commit of the file (every CommitInterval), not a group.
-			return nil
-		}
 		g.wait()
 		mu.Lock()
 		sizes = append(sizes, len(batch))
@@ -531,7 +527,7 @@ func TestCheckFindsDamage(t *testing.T) {
 }
 
 // fill writes reqs in one transaction of the calling goroutine, bypassing
-// the writer and its log: tests and benchmarks fill large databases with
+// the writer: tests and benchmarks fill large databases with
 // it (the writer must be idle).
 func (db *DB) fill(reqs []*request) error {
 	return db.update(func(tx *bbolt.Tx) error {
@@ -552,14 +548,14 @@ func (db *DB) fill(reqs []*request) error {
 }
 
 // TestPanicInGroup: a delivery whose policy panics in the middle of a
-// group, with logged deliveries already in the open transaction, fails
-// alone; the transaction is rolled back to the logged ones and the group's
-// others are applied again and stored once.
+// group fails alone; the transaction is rolled back and the group's
+// others (those before it applied again to a new one) are stored once,
+// beside what an earlier group committed.
 func TestPanicInGroup(t *testing.T) {
 	t.Parallel()
 	g := newGate()
 	var gated atomic.Bool
-	db, _ := mustOpen(t, Options{CommitInterval: time.Hour,
+	db, _ := mustOpen(t, Options{
 		Decide: func(r *store.Record) store.Decision {
 			if r.Addr == "boom@x.example" {
 				panic("policy bug")
@@ -567,7 +563,7 @@ func TestPanicInGroup(t *testing.T) {
 			return store.DefaultDecide(r)
 		},
 		beforeCommit: func(batch []*request) error {
-			if batch != nil && gated.CompareAndSwap(false, true) {
+			if gated.CompareAndSwap(false, true) {
 				g.wait()
 			}
 			return nil
@@ -607,7 +603,7 @@ func TestPanicInGroup(t *testing.T) {
 	tcheck(t, db.Check(), "check")
 }
 
-// TestFailedSaveFreesWriteLock: without the log, a delivery whose group
+// TestFailedSaveFreesWriteLock: a delivery whose group
 // fails (here its commit) leaves no transaction open behind it: a write
 // of its own (a suppression by hand) goes through at once, not after
 // the next delivery.
