@@ -43,8 +43,8 @@ type Sources struct {
 // StoreFaults are the failed writes of a store on a local disk and its
 // reopens after them.
 type StoreFaults struct {
-	// WriteErrors counts failed writes and syncs by operation (log_write,
-	// log_sync, commit).
+	// WriteErrors counts failed writes and syncs by operation (commit: a
+	// failed bbolt commit).
 	WriteErrors map[string]int64
 	// Reopens counts the reopens from disk after a failure;
 	// ReopenErrors the attempts that failed (the disk still failing).
@@ -73,7 +73,7 @@ var (
 	descMbMessages = prometheus.NewDesc("bouncer_mailbox_messages_total", "Messages read from a mailbox, by outcome: stored, not_bounce (left or moved), refused (recipient check), too_large (left).", []string{"mailbox", "outcome"}, nil)
 	descMbErrors   = prometheus.NewDesc("bouncer_mailbox_errors_total", "Mailbox sessions ended by an error (connection, login, command, save).", []string{"mailbox"}, nil)
 	descMbUp       = prometheus.NewDesc("bouncer_mailbox_connected", "1 while the mailbox reader is logged in.", []string{"mailbox"}, nil)
-	descWriteErrs  = prometheus.NewDesc("bouncer_store_write_errors_total", "Failed writes and syncs of the database's files, by operation: log_write, log_sync, commit. Each puts the store in the failed state until it has reopened its files from disk.", []string{"op"}, nil)
+	descWriteErrs  = prometheus.NewDesc("bouncer_store_write_errors_total", "Failed writes and syncs of the database's file, by operation (commit). Each puts the store in the failed state until it has reopened its files from disk.", []string{"op"}, nil)
 	descReopens    = prometheus.NewDesc("bouncer_store_reopens_total", "Reopens of the database's files from disk after a failed write, by result: ok, error (the disk still failing; tried again after a back-off).", []string{"result"}, nil)
 	descFailed     = prometheus.NewDesc("bouncer_store_failed", "1 while the store refuses deliveries (451) after a failed write, until it has reopened from disk.", nil, nil)
 )
