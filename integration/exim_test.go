@@ -80,7 +80,8 @@ func TestExim(t *testing.T) {
 	waitListen(t, addr, 20*time.Second)
 
 	e := expect{mta: "exim", reporting: "exim.example.test", literal543: "5.0.0", final: 2 * time.Minute,
-		list: "list@alias.test", fwd: "fwd@fwd.test", dsnNamesAlias: true}
+		list: "list@alias.test", fwd: "fwd@fwd.test", dsnNamesAlias: true,
+		nobody: "no-such-user@alias.test", nobodyStatus: "5.0.0"}
 	sendScenario(t, addr, e)
 	sendShapes(t, addr, e)
 	checkScenario(t, b, e)

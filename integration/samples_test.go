@@ -74,6 +74,19 @@ func TestSamples(t *testing.T) {
 			{unknownM1, "failed", "5.1.1", "5.0.0", "bounce", "hard", "", "list@alias.test", "rfc3464+expanded"},
 			{fullM3, "failed", "5.2.2", "5.0.0", "bounce", "soft", "", "list@alias.test", "rfc3464+expanded+full-soft"},
 		}},
+		// A deferred member: delayed, then failed after the queue lifetime.
+		{"postfix-alias-delayed.eml", []want{
+			{laterM4, "delayed", "4.4.3", "4.4.3", "delay", "soft", "", "list@alias.test", "rfc3464"},
+		}},
+		{"postfix-alias-failed.eml", []want{
+			{laterM4, "failed", "4.4.3", "4.4.3", "bounce", "soft", "", "list@alias.test", "rfc3464"},
+		}},
+		{"exim-alias-delayed.eml", []want{
+			{laterM4, "delayed", "4.4.3", "4.0.0", "delay", "soft", "", "list@alias.test", "rfc3464+expanded"},
+		}},
+		{"exim-alias-failed.eml", []want{
+			{laterM4, "failed", "4.4.3", "5.0.0", "bounce", "soft", "", "list@alias.test", "rfc3464+expanded"},
+		}},
 		{"exim-forward-5.1.1.eml", []want{
 			{unknownF, "failed", "5.1.1", "5.0.0", "bounce", "hard", "", "fwd@fwd.test", "rfc3464+expanded"},
 		}},
@@ -102,6 +115,15 @@ func TestSamples(t *testing.T) {
 		{"exim-mixed-failed.eml", []want{
 			{laterX, "failed", "4.4.3", "5.0.0", "bounce", "soft", "", "", ""},
 			{laterY, "failed", "4.4.3", "5.0.0", "bounce", "soft", "", "", ""},
+		}},
+		// An address of the MTA's own domain that does not exist: Postfix's
+		// local(8) says "unknown user" (5.1.1), Exim "Unrouteable
+		// address" with its generic 5.0.0 and no remote reply.
+		{"postfix-local-unknown.eml", []want{
+			{"no-such-user@local.test", "failed", "5.1.1", "5.1.1", "bounce", "hard", "", "", "rfc3464"},
+		}},
+		{"exim-local-unknown.eml", []want{
+			{"no-such-user@alias.test", "failed", "5.0.0", "5.0.0", "bounce", "hard", "", "", "rfc3464"},
 		}},
 		// Refused after DATA as too large.
 		{"postfix-5.3.4-too-big.eml", []want{

@@ -34,6 +34,9 @@ type expect struct {
 	// alias, not the member, as Final-Recipient (Exim writes the topmost
 	// parent address); the member is then read from the notice's text.
 	dsnNamesAlias bool
+	// nobody is an address of the MTA's own domains that does not
+	// exist; nobodyStatus the status bouncer records for its bounce.
+	nobody, nobodyStatus string
 }
 
 // Addresses at dead.test; the stub answers by local part (stubReply).

@@ -17,6 +17,7 @@ var (
 	unknownM1 = "unknown-m1@" + deadDomain // a list member the stub refuses (5.1.1)
 	okM2      = "ok-m2@" + deadDomain      // a list member the stub accepts
 	fullM3    = "full-m3@" + deadDomain    // a list member whose mailbox is full (552 5.2.2)
+	laterM4   = "later-m4@" + deadDomain   // a list member deferred (451 4.4.3) until the queue lifetime ends
 	unknownF  = "unknown-f@" + deadDomain  // the dead target of a forwarding address (5.1.1)
 	unknownX  = "unknown-x@" + deadDomain  // mixed message: 550 5.1.1
 	fullX     = "full-x@" + deadDomain     // mixed message: 552 5.2.2 mailbox full
@@ -27,12 +28,16 @@ var (
 )
 
 // sendShapes submits the messages of the shapes to the MTA at addr:
-//   - to e.list: the MTA expands it to unknownM1, okM2 and fullM3; the
-//     stub refuses the first and the last;
+//   - to e.list: the MTA expands it to unknownM1, okM2, fullM3 and
+//     laterM4; the stub refuses the first and the third and defers the
+//     last;
 //   - to e.fwd: forwarded to unknownF, refused;
 //   - to unknownX, fullX, laterX, laterY and okX in one message, from a
 //     plain return path, so the MTA reports them from its own records;
-//   - to bigY from its VERP address: refused after DATA.
+//   - to bigY from its VERP address: refused after DATA;
+//   - to e.nobody from its VERP address: an address of the MTA's own
+//     domain that does not exist, so the MTA fails it without asking
+//     the stub.
 func sendShapes(t *testing.T, addr string, e expect) {
 	t.Helper()
 	// A plain return path: with a VERP one bouncer records the VERP
@@ -45,6 +50,7 @@ func sendShapes(t *testing.T, addr string, e expect) {
 		to:   []string{unknownX, fullX, laterX, laterY, okX},
 	})
 	submit(t, addr, message{from: verpFrom(bigY), to: []string{bigY}})
+	submit(t, addr, message{from: verpFrom(e.nobody), to: []string{e.nobody}})
 }
 
 // checkShapes checks what bouncer recorded for the shapes. It runs after
@@ -92,6 +98,17 @@ func checkShapes(t *testing.T, b *bouncerProc, e expect) {
 	if m1.MsgID != m3.MsgID {
 		t.Errorf("alias: %s and %s came in different messages (%s, %s), want one DSN", unknownM1, fullM3, m1.MsgID, m3.MsgID)
 	}
+	// A deferred member: a delay notice, then the final failure at the
+	// end of the queue lifetime, both for the member (checked below,
+	// after the scenario's own wait for that lifetime).
+	m4 := b.waitRecord(t, laterM4, time.Minute, "alias delay DSN", func(r record) bool { return r.Action == "delayed" })
+	if !strings.HasPrefix(m4.Status, "4.") || m4.Kind != "delay" || m4.Class != "soft" || !strings.EqualFold(m4.OriginalRecipient, e.list) {
+		t.Errorf("alias: %s: delay notice recorded as %s, want a 4.x.x delay with original recipient %s", laterM4, m4, e.list)
+	}
+	if e.dsnNamesAlias && !strings.Contains(m4.DecodedBy, "+expanded") {
+		t.Errorf("alias: %s: delay notice decoded_by %q, want +expanded", laterM4, m4.DecodedBy)
+	}
+	saveSample(t, e.mta+"-alias-delayed.eml", b.raw(t, m4.ID))
 	if recs := b.query(t, "--recipient", okM2); len(recs) != 0 {
 		t.Errorf("alias: %d records for %s, which the stub accepted: %v", len(recs), okM2, recs)
 	}
@@ -150,6 +167,22 @@ func checkShapes(t *testing.T, b *bouncerProc, e expect) {
 	if recs := b.query(t, "--recipient", okX); len(recs) != 0 {
 		t.Errorf("%d records for %s, which the stub accepted: %v", len(recs), okX, recs)
 	}
+
+	// The deferred list member's final failure.
+	m4f := b.waitRecord(t, laterM4, e.final, "alias final failed DSN", failed)
+	checkRecord(t, m4f, "4.4.3", "", "bounce", "soft")
+	if !strings.EqualFold(m4f.OriginalRecipient, e.list) || e.dsnNamesAlias && !strings.Contains(m4f.DecodedBy, "+expanded") {
+		t.Errorf("alias: %s: final failure recorded as %s, want original recipient %s", laterM4, m4f, e.list)
+	}
+	if recs := b.query(t, "--recipient", e.list); len(recs) != 0 {
+		t.Errorf("alias: %d records for the alias %s, want none: %v", len(recs), e.list, recs)
+	}
+	saveSample(t, e.mta+"-alias-failed.eml", b.raw(t, m4f.ID))
+
+	// An address of the MTA's own domain that does not exist.
+	nb := b.waitRecord(t, e.nobody, time.Minute, "failed DSN", failed)
+	checkRecord(t, nb, e.nobodyStatus, "", "bounce", "hard")
+	saveSample(t, e.mta+"-local-unknown.eml", b.raw(t, nb.ID))
 
 	// Refused after DATA as too large.
 	by := b.waitRecord(t, bigY, time.Minute, "failed DSN", failed)
