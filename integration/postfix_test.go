@@ -44,7 +44,7 @@ func TestPostfix(t *testing.T) {
 
 	e := expect{mta: "postfix", reporting: "mta.example.test", literal543: "5.4.3", final: 2 * time.Minute,
 		list: "list@alias.test", fwd: "fwd@local.test",
-		nobody: "no-such-user@local.test", nobodyStatus: "5.1.1"}
+		nobody: "no-such-user@local.test", nobodyStatus: "5.1.1", softBounce: "unknown-s@soft.test"}
 	sendScenario(t, smtpd, e)
 	sendShapes(t, smtpd, e)
 	checkScenario(t, b, e)

@@ -125,6 +125,15 @@ func TestSamples(t *testing.T) {
 		{"exim-local-unknown.eml", []want{
 			{"no-such-user@alias.test", "failed", "5.0.0", "5.0.0", "bounce", "hard", "", "", "rfc3464"},
 		}},
+		// Postfix with soft_bounce = yes: Status 4.1.1 for the stub's 550
+		// 5.1.1, delayed (+retrying) and then failed, where the remote's
+		// reply outranks the Status field's class.
+		{"postfix-soft-bounce-delayed.eml", []want{
+			{"unknown-s@soft.test", "delayed", "4.1.1", "4.1.1", "delay", "soft", "", "", "rfc3464+retrying"},
+		}},
+		{"postfix-soft-bounce-failed.eml", []want{
+			{"unknown-s@soft.test", "failed", "5.1.1", "4.1.1", "bounce", "hard", "", "", "rfc3464"},
+		}},
 		// Refused after DATA as too large.
 		{"postfix-5.3.4-too-big.eml", []want{
 			{bigY, "failed", "5.3.4", "5.3.4", "bounce", "hard", "", "", "rfc3464"},

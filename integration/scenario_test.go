@@ -37,6 +37,9 @@ type expect struct {
 	// nobody is an address of the MTA's own domains that does not
 	// exist; nobodyStatus the status bouncer records for its bounce.
 	nobody, nobodyStatus string
+	// softBounce is an address the MTA sends to the stub with soft_bounce
+	// on (Postfix only), or "".
+	softBounce string
 }
 
 // Addresses at dead.test; the stub answers by local part (stubReply).

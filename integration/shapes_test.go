@@ -37,7 +37,9 @@ var (
 //   - to bigY from its VERP address: refused after DATA;
 //   - to e.nobody from its VERP address: an address of the MTA's own
 //     domain that does not exist, so the MTA fails it without asking
-//     the stub.
+//     the stub;
+//   - to e.softBounce, if the MTA has one: the stub refuses it with 550
+//     5.1.1, which the MTA's soft_bounce turns into a deferral.
 func sendShapes(t *testing.T, addr string, e expect) {
 	t.Helper()
 	// A plain return path: with a VERP one bouncer records the VERP
@@ -51,6 +53,9 @@ func sendShapes(t *testing.T, addr string, e expect) {
 	})
 	submit(t, addr, message{from: verpFrom(bigY), to: []string{bigY}})
 	submit(t, addr, message{from: verpFrom(e.nobody), to: []string{e.nobody}})
+	if e.softBounce != "" {
+		submit(t, addr, message{from: "bounces@" + bounceDomain, to: []string{e.softBounce}})
+	}
 }
 
 // checkShapes checks what bouncer recorded for the shapes. It runs after
@@ -178,6 +183,27 @@ func checkShapes(t *testing.T, b *bouncerProc, e expect) {
 		t.Errorf("alias: %d records for the alias %s, want none: %v", len(recs), e.list, recs)
 	}
 	saveSample(t, e.mta+"-alias-failed.eml", b.raw(t, m4f.ID))
+
+	// soft_bounce: the stub's 550 5.1.1 deferred until the queue
+	// lifetime ends. Postfix writes Status 4.1.1 with the stub's reply
+	// in Diagnostic-Code. The delay notice quotes a 5.x.x but will be
+	// retried: a delay, 4.1.1 (+retrying), not suppressed. The final
+	// failure gives the remote server's reply, which contradicts the
+	// Status field's class: the reply is what happened, 5.1.1 hard.
+	if e.softBounce != "" {
+		sd := b.waitRecord(t, e.softBounce, 0, "soft_bounce delay DSN", delayed)
+		checkRecord(t, sd, "4.1.1", "4.1.1", "delay", "soft")
+		if !strings.Contains(sd.DecodedBy, "+retrying") || !strings.Contains(sd.DiagnosticCode, "550 5.1.1") {
+			t.Errorf("%s: delay notice decoded_by %q diagnostic %q, want +retrying with the stub's 550 5.1.1", e.softBounce, sd.DecodedBy, sd.DiagnosticCode)
+		}
+		saveSample(t, e.mta+"-soft-bounce-delayed.eml", b.raw(t, sd.ID))
+		sf := b.waitRecord(t, e.softBounce, e.final, "soft_bounce final failed DSN", failed)
+		checkRecord(t, sf, "5.1.1", "4.1.1", "bounce", "hard")
+		if !b.suppressed(t, e.softBounce) {
+			t.Errorf("bouncer suppressed %s: exit 1 after the final 550 5.1.1, want 0", e.softBounce)
+		}
+		saveSample(t, e.mta+"-soft-bounce-failed.eml", b.raw(t, sf.ID))
+	}
 
 	// An address of the MTA's own domain that does not exist.
 	nb := b.waitRecord(t, e.nobody, time.Minute, "failed DSN", failed)
