@@ -74,6 +74,14 @@ func TestSamples(t *testing.T) {
 			{unknownM1, "failed", "5.1.1", "5.0.0", "bounce", "hard", "", "list@alias.test", "rfc3464+expanded"},
 			{fullM3, "failed", "5.2.2", "5.0.0", "bounce", "soft", "", "list@alias.test", "rfc3464+expanded+full-soft"},
 		}},
+		// An alias of an alias: Exim's report names the first alias, its
+		// text "(ultimately generated from chain@alias.test)".
+		{"postfix-chain-5.1.1.eml", []want{
+			{unknownC, "failed", "5.1.1", "5.1.1", "bounce", "hard", "", chain, "rfc3464"},
+		}},
+		{"exim-chain-5.1.1.eml", []want{
+			{unknownC, "failed", "5.1.1", "5.0.0", "bounce", "hard", "", chain, "rfc3464+expanded"},
+		}},
 		// A deferred member: delayed, then failed after the queue lifetime.
 		{"postfix-alias-delayed.eml", []want{
 			{laterM4, "delayed", "4.4.3", "4.4.3", "delay", "soft", "", "list@alias.test", "rfc3464"},

@@ -19,6 +19,8 @@ var (
 	fullM3    = "full-m3@" + deadDomain    // a list member whose mailbox is full (552 5.2.2)
 	laterM4   = "later-m4@" + deadDomain   // a list member deferred (451 4.4.3) until the queue lifetime ends
 	unknownF  = "unknown-f@" + deadDomain  // the dead target of a forwarding address (5.1.1)
+	unknownC  = "unknown-c@" + deadDomain  // the dead target of an alias of an alias (5.1.1)
+	chain     = "chain@alias.test"         // an alias of inner@alias.test, an alias of unknownC
 	unknownX  = "unknown-x@" + deadDomain  // mixed message: 550 5.1.1
 	fullX     = "full-x@" + deadDomain     // mixed message: 552 5.2.2 mailbox full
 	laterX    = "later-x@" + deadDomain    // mixed message: 451 4.4.3 until the queue lifetime ends
@@ -32,6 +34,7 @@ var (
 //     laterM4; the stub refuses the first and the third and defers the
 //     last;
 //   - to e.fwd: forwarded to unknownF, refused;
+//   - to chain: expanded to inner@alias.test, then to unknownC, refused;
 //   - to unknownX, fullX, laterX, laterY and okX in one message, from a
 //     plain return path, so the MTA reports them from its own records;
 //   - to bigY from its VERP address: refused after DATA;
@@ -47,6 +50,7 @@ func sendShapes(t *testing.T, addr string, e expect) {
 	// names; the report's recipient is under test.
 	submit(t, addr, message{from: "bounces@" + bounceDomain, to: []string{e.list}})
 	submit(t, addr, message{from: "bounces@" + bounceDomain, to: []string{e.fwd}})
+	submit(t, addr, message{from: "bounces@" + bounceDomain, to: []string{chain}})
 	submit(t, addr, message{
 		from: "bounces@" + bounceDomain,
 		to:   []string{unknownX, fullX, laterX, laterY, okX},
@@ -76,6 +80,7 @@ func checkShapes(t *testing.T, b *bouncerProc, e expect) {
 		{"alias", e.list, unknownM1, "5.1.1", "hard"},
 		{"alias", e.list, fullM3, "5.2.2", "soft"},
 		{"forward", e.fwd, unknownF, "5.1.1", "hard"},
+		{"chain", chain, unknownC, "5.1.1", "hard"},
 	} {
 		r := b.waitRecord(t, c.member, time.Minute, c.name+" DSN", failed)
 		checkRecord(t, r, c.status, "", "bounce", c.class)
@@ -114,8 +119,10 @@ func checkShapes(t *testing.T, b *bouncerProc, e expect) {
 		t.Errorf("alias: %s: delay notice decoded_by %q, want +expanded", laterM4, m4.DecodedBy)
 	}
 	saveSample(t, e.mta+"-alias-delayed.eml", b.raw(t, m4.ID))
-	if recs := b.query(t, "--recipient", okM2); len(recs) != 0 {
-		t.Errorf("alias: %d records for %s, which the stub accepted: %v", len(recs), okM2, recs)
+	for _, addr := range []string{okM2, "inner@alias.test"} {
+		if recs := b.query(t, "--recipient", addr); len(recs) != 0 {
+			t.Errorf("alias: %d records for %s, want none: %v", len(recs), addr, recs)
+		}
 	}
 
 	// One message, mixed results: the 5.x.x refusals come in one DSN as
