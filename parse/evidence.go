@@ -250,14 +250,22 @@ func (d *decoder) expandedRecords() {
 }
 
 // mayExpand reports whether a text part of the message, as it came,
-// has the wording of expansionWords: the text rules' work is done only
-// for those.
+// has the wording of expansionWords in the lower case Postfix and Exim
+// write it ("expanded from", "generated from"): the text rules' work is
+// done only for those. One fast scan per part, for the rarer "from".
 func (d *decoder) mayExpand() bool {
 	for i := range d.texts {
-		for _, w := range expansionWords {
-			if indexFold(d.texts[i].raw, w[1:]) >= 0 {
+		raw := d.texts[i].raw
+		for off := 0; ; {
+			j := strings.Index(raw[off:], "from")
+			if j < 0 {
+				break
+			}
+			j += off
+			if strings.HasSuffix(raw[:j], "expanded ") || strings.HasSuffix(raw[:j], "generated ") {
 				return true
 			}
+			off = j + len("from")
 		}
 	}
 	return false
