@@ -176,9 +176,12 @@ func (d *decoder) expandedRecords() {
 		return
 	}
 	t := d.newBounceText()
-	finals := map[string][]int{} // lower-case Final-Recipient -> its records
+	finals := map[string][]int{} // lower-case Final-Recipient -> its failed or delayed records
 	for i, rc := range rs {
-		if rc.Kind == "" && isAddress(rc.FinalRecipient) {
+		// An alias is rightly the Final-Recipient of an "expanded"
+		// record (RFC 3464 §2.3.3), as of "delivered" and "relayed" ones.
+		failing := rc.Action == "" || rc.Action == Failed || rc.Action == Delayed
+		if rc.Kind == "" && failing && isAddress(rc.FinalRecipient) {
 			k := strings.ToLower(rc.FinalRecipient)
 			finals[k] = append(finals[k], i)
 		}

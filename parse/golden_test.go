@@ -201,6 +201,17 @@ func TestGoldenFacts(t *testing.T) {
 				t.Errorf("without a diagnostic: %s by %s, want list@example.org as reported", rc.FinalRecipient, rc.DecodedBy)
 			}
 		}
+
+		// An "expanded" record names the alias rightly (RFC 3464 §2.3.3).
+		exp := bytes.ReplaceAll(raw, []byte("Action: failed\nFinal-Recipient: rfc822;list@example.org"),
+			[]byte("Action: expanded\nFinal-Recipient: rfc822;list@example.org"))
+		rep, err = Message(bytes.NewReader(exp), Limits{})
+		tcheck(t, err, "decoding")
+		for _, rc := range rep.Recipients[1:] {
+			if rc.Action != Expanded || rc.FinalRecipient != "list@example.org" || strings.Contains(rc.DecodedBy, ruleExpanded) {
+				t.Errorf("expanded: %s %s by %s, want list@example.org as reported", rc.Action, rc.FinalRecipient, rc.DecodedBy)
+			}
+		}
 	})
 	t.Run("vacation", func(t *testing.T) {
 		rep, err := decode("vacation.eml")

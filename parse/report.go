@@ -56,7 +56,8 @@
 //     one record, else the member whose text has the record's
 //     Diagnostic-Code (Exim's text and report list the members in
 //     different orders). A record no member's text matches leaves the
-//     alias's records as they are.
+//     alias's records as they are, and so does Action "expanded"
+//     (RFC 3464 §2.3.3: there the alias is the recipient).
 //  4. The bounce's own From, To and Return-Path, and the returned
 //     message's From, never outrank the header and are never taken by the
 //     weak rules or the near-failure rule below. (The listing rules may
