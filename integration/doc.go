@@ -8,6 +8,11 @@
 //
 //	go test -tags integration -v ./integration/
 //
+// Besides the scenario (scenario_test.go) each MTA makes the shapes of
+// shapes_test.go: an alias expanded to several members, a forwarding
+// address, one message whose recipients fail in different ways, and a
+// message refused as too large.
+//
 // With -update they save the DSNs they received into testdata/*.eml,
 // which TestSamples then checks through "bouncer parse" on any machine.
 // Without the MTAs the MTA tests skip with the reason. The MTA configs in

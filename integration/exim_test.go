@@ -55,6 +55,9 @@ func TestExim(t *testing.T) {
 		tcheck(t, os.Mkdir(filepath.Join(dir, d), 0o750), "making "+d)
 		tcheck(t, os.Chown(filepath.Join(dir, d), uid, gid), "chown "+d)
 	}
+	tcheck(t, os.Mkdir(filepath.Join(dir, "forward"), 0o755), "making forward")
+	fill(t, "exim-aliases", filepath.Join(dir, "aliases"), nil)
+	fill(t, "exim-forward", filepath.Join(dir, "forward", "fwd"), nil)
 	conf := filepath.Join(dir, "exim.conf")
 	fill(t, "exim.conf", conf, map[string]string{
 		"DIR":          dir,
@@ -76,9 +79,13 @@ func TestExim(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", p)
 	waitListen(t, addr, 20*time.Second)
 
-	e := expect{mta: "exim", reporting: "exim.example.test", literal543: "5.0.0", final: 2 * time.Minute}
+	e := expect{mta: "exim", reporting: "exim.example.test", literal543: "5.0.0", final: 2 * time.Minute,
+		list: "list@alias.test", fwd: "fwd@fwd.test", dsnNamesAlias: true,
+		nobody: "no-such-user@alias.test", nobodyStatus: "5.0.0"}
 	sendScenario(t, addr, e)
+	sendShapes(t, addr, e)
 	checkScenario(t, b, e)
+	checkShapes(t, b, e)
 }
 
 // startExim runs the daemon in the foreground (-bdf) with queue runs every

@@ -72,6 +72,10 @@ type record struct {
 	DiagnosticCode     string `json:"diagnostic_code"`
 	OriginalEnvelopeID string `json:"original_envelope_id"`
 	OriginalRecipient  string `json:"original_recipient"`
+	Reason             string `json:"reason"`
+	DecodedBy          string `json:"decoded_by"`
+	Verdict            string `json:"verdict"`
+	Mismatch           string `json:"mismatch"`
 	Suppressed         bool   `json:"suppressed"`
 	Envelope           struct {
 		MailFrom string `json:"mail_from"`
@@ -82,8 +86,9 @@ type record struct {
 }
 
 func (r record) String() string {
-	return fmt.Sprintf("%s %s action=%s status=%s (literal %s) kind=%s class=%s envid=%q diag=%q",
-		r.ID, r.Recipient, r.Action, r.Status, r.StatusLiteral, r.Kind, r.Class, r.OriginalEnvelopeID, r.DiagnosticCode)
+	return fmt.Sprintf("%s %s orig=%s action=%s status=%s (literal %s) kind=%s class=%s reason=%s by=%s verdict=%s envid=%q diag=%q",
+		r.ID, r.Recipient, r.OriginalRecipient, r.Action, r.Status, r.StatusLiteral, r.Kind, r.Class, r.Reason, r.DecodedBy, r.Verdict,
+		r.OriginalEnvelopeID, r.DiagnosticCode)
 }
 
 // bouncerProc is a running "bouncer serve".
@@ -289,6 +294,22 @@ func stubReply(local string) *smtp.SMTPError {
 	case strings.HasPrefix(local, "later"):
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 3},
 			Message: "Routing server temporarily unreachable, try again later"}
+	case strings.HasPrefix(local, "full"):
+		return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2},
+			Message: "Mailbox full, quota exceeded"}
+	}
+	return nil
+}
+
+// stubDataReply is the stub's answer at the end of DATA for a message
+// whose accepted recipients have these local parts: a message for big*
+// is refused as too large (552 5.3.4), for all its recipients.
+func stubDataReply(locals []string) *smtp.SMTPError {
+	for _, l := range locals {
+		if strings.HasPrefix(l, "big") {
+			return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+				Message: "Message size exceeds fixed maximum message size"}
+		}
 	}
 	return nil
 }
@@ -319,9 +340,12 @@ func (s *stub) note(format string, args ...any) {
 	s.mu.Unlock()
 }
 
-type stubSession struct{ s *stub }
+type stubSession struct {
+	s      *stub
+	locals []string // local parts of the accepted recipients
+}
 
-func (ss *stubSession) Reset()        {}
+func (ss *stubSession) Reset()        { ss.locals = nil }
 func (ss *stubSession) Logout() error { return nil }
 func (ss *stubSession) Mail(from string, _ *smtp.MailOptions) error {
 	ss.s.note("MAIL FROM:<%s>", from)
@@ -336,12 +360,20 @@ func (ss *stubSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return err
 	}
 	ss.s.note("RCPT TO:<%s> -> 250", to)
+	ss.locals = append(ss.locals, strings.ToLower(local))
 	return nil
 }
 
 func (ss *stubSession) Data(r io.Reader) error {
-	_, err := io.Copy(io.Discard, r)
-	return err
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	if err := stubDataReply(ss.locals); err != nil {
+		ss.s.note("DATA for %v -> %d %v %s", ss.locals, err.Code, err.EnhancedCode, err.Message)
+		return err
+	}
+	ss.s.note("DATA for %v -> 250", ss.locals)
+	return nil
 }
 
 // message is one submission to the MTA under test.

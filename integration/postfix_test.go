@@ -42,9 +42,13 @@ func TestPostfix(t *testing.T) {
 		}
 	})
 
-	e := expect{mta: "postfix", reporting: "mta.example.test", literal543: "5.4.3", final: 2 * time.Minute}
+	e := expect{mta: "postfix", reporting: "mta.example.test", literal543: "5.4.3", final: 2 * time.Minute,
+		list: "list@alias.test", fwd: "fwd@local.test",
+		nobody: "no-such-user@local.test", nobodyStatus: "5.1.1", softBounce: "unknown-s@soft.test"}
 	sendScenario(t, smtpd, e)
+	sendShapes(t, smtpd, e)
 	checkScenario(t, b, e)
+	checkShapes(t, b, e)
 }
 
 // startPostfix fills the testdata templates into a fresh config folder,
@@ -57,6 +61,8 @@ func startPostfix(t *testing.T, postfix string, vars map[string]string) string {
 	fill(t, "postfix-main.cf", filepath.Join(dir, "main.cf"), vars)
 	fill(t, "postfix-master.cf", filepath.Join(dir, "master.cf"), vars)
 	fill(t, "postfix-transport", filepath.Join(dir, "transport"), vars)
+	fill(t, "postfix-virtual", filepath.Join(dir, "virtual"), vars)
+	fill(t, "postfix-aliases", filepath.Join(dir, "aliases"), vars)
 	tcheck(t, os.Mkdir(filepath.Join(dir, "queue"), 0o755), "making queue folder")
 
 	// "postfix start" runs postfix-script check, which creates the queue

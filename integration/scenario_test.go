@@ -27,6 +27,19 @@ type expect struct {
 	// final is how long to wait for the 4.4.3 message's final failure,
 	// after its delay notice.
 	final time.Duration
+	// list and fwd are the MTA's alias that expands to unknownM1 and
+	// okM2, and its forwarding address to unknownF (shapes_test.go).
+	list, fwd string
+	// dsnNamesAlias says that the MTA's delivery-status part names the
+	// alias, not the member, as Final-Recipient (Exim writes the topmost
+	// parent address); the member is then read from the notice's text.
+	dsnNamesAlias bool
+	// nobody is an address of the MTA's own domains that does not
+	// exist; nobodyStatus the status bouncer records for its bounce.
+	nobody, nobodyStatus string
+	// softBounce is an address the MTA sends to the stub with soft_bounce
+	// on (Postfix only), or "".
+	softBounce string
 }
 
 // Addresses at dead.test; the stub answers by local part (stubReply).

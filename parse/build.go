@@ -26,6 +26,7 @@ func (d *decoder) finish() {
 		d.heuristics()
 	}
 	d.repairAddresses()
+	d.expandedRecords()
 	d.finishRecipients()
 	d.setKind()
 }

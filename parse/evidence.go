@@ -182,3 +182,120 @@ func (t *bounceText) expandedFrom(addr string) string {
 	}
 	return ""
 }
+
+// expandedRecords applies the alias rule to delivery-status records:
+// Exim writes the topmost parent address (the alias or forwarding
+// address) as Final-Recipient of a member that failed, and names the
+// member only in its text, "member@example.net\n (generated from
+// list@example.org)". A record whose Final-Recipient the text gives as
+// the address other addresses were expanded from stands for one of those
+// members: the member becomes the final recipient, and the alias the
+// original recipient when the record has none. With one member and one
+// record of that alias the two go together; with more, each record goes
+// to the member whose text has the record's Diagnostic-Code (Exim lists
+// the members in its text and its report in different orders). When a
+// record matches no member left, the records of that alias are left as
+// they are: which member is which record would be a guess.
+func (d *decoder) expandedRecords() {
+	rs := d.rep.Recipients
+	if len(rs) == 0 || !d.mayExpand() {
+		return
+	}
+	t := d.newBounceText()
+	finals := map[string][]int{} // lower-case Final-Recipient -> its failed or delayed records
+	for i, rc := range rs {
+		// An alias is rightly the Final-Recipient of an "expanded"
+		// record (RFC 3464 §2.3.3), as of "delivered" and "relayed" ones.
+		failing := rc.Action == "" || rc.Action == Failed || rc.Action == Delayed
+		if rc.Kind == "" && failing && isAddress(rc.FinalRecipient) {
+			k := strings.ToLower(rc.FinalRecipient)
+			finals[k] = append(finals[k], i)
+		}
+	}
+	type member struct {
+		addr string
+		at   int // offset of its listing in t.text
+	}
+	members := map[string][]member{} // lower-case alias -> its members, in text order
+	var starts []int
+	for _, a := range t.listed(t.text) {
+		k := strings.ToLower(a)
+		if len(finals[k]) > 0 {
+			continue
+		}
+		if x := strings.ToLower(t.expandedFrom(a)); x != "" && x != k && len(finals[x]) > 0 {
+			at := listedAt(t.text, k)
+			members[x] = append(members[x], member{a, at})
+			starts = append(starts, at)
+		}
+	}
+	// The text about a member: from its listing to the next member's or
+	// the end of its paragraph, blanks collapsed.
+	about := func(m member) string {
+		end := len(t.text)
+		if i := strings.Index(t.text[m.at:], "\n\n"); i >= 0 {
+			end = m.at + i
+		}
+		for _, s := range starts {
+			if s > m.at && s < end {
+				end = s
+			}
+		}
+		return collapseSpace(asciiLower(t.text[m.at:end]))
+	}
+	for x, ms := range members {
+		idx := finals[x]
+		pick := make([]string, len(idx))
+		if len(idx) == 1 && len(ms) == 1 {
+			pick[0] = ms[0].addr
+		} else {
+			used := make([]bool, len(ms))
+			for n, i := range idx {
+				diag := collapseSpace(asciiLower(rs[i].DiagnosticCode))
+				for j, m := range ms {
+					if !used[j] && diag != "" && strings.Contains(about(m), diag) {
+						used[j], pick[n] = true, m.addr
+						break
+					}
+				}
+				if pick[n] == "" {
+					pick = nil
+					break
+				}
+			}
+		}
+		for n, i := range idx {
+			if pick == nil {
+				break
+			}
+			rc := &rs[i]
+			if rc.OriginalRecipient == "" {
+				rc.OriginalRecipient, rc.OriginalRecipientType = rc.FinalRecipient, rc.FinalRecipientType
+			}
+			rc.FinalRecipient, rc.FinalRecipientType = pick[n], "rfc822"
+			rc.DecodedBy += ruleExpanded
+		}
+	}
+}
+
+// mayExpand reports whether a text part of the message, as it came,
+// has the wording of expansionWords in the lower case Postfix and Exim
+// write it ("expanded from", "generated from"): the text rules' work is
+// done only for those. One fast scan per part, for the rarer "from".
+func (d *decoder) mayExpand() bool {
+	for i := range d.texts {
+		raw := d.texts[i].raw
+		for off := 0; ; {
+			j := strings.Index(raw[off:], "from")
+			if j < 0 {
+				break
+			}
+			j += off
+			if strings.HasSuffix(raw[:j], "expanded ") || strings.HasSuffix(raw[:j], "generated ") {
+				return true
+			}
+			off = j + len("from")
+		}
+	}
+	return false
+}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -206,6 +207,61 @@ func TestGoldenFacts(t *testing.T) {
 		if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "hans@example.de" ||
 			rep.Recipients[0].Kind != KindDelay || rep.Recipients[0].Status != "4.7.1" {
 			t.Errorf("german: %+v", rep.Recipients)
+		}
+	})
+	t.Run("exim report naming the alias", func(t *testing.T) {
+		// Exim's delivery-status part names the alias (the topmost parent)
+		// for each member that failed; its text names the members, in
+		// another order than the report: the Diagnostic-Code tells
+		// which record is which member.
+		raw, err := os.ReadFile("testdata/golden/exim-dsn-generated.eml")
+		tcheck(t, err, "reading sample")
+		rep, err := Message(bytes.NewReader(raw), Limits{})
+		tcheck(t, err, "decoding")
+		type rec struct{ final, orig, status string }
+		var got []rec
+		for _, rc := range rep.Recipients {
+			got = append(got, rec{rc.FinalRecipient, rc.OriginalRecipient, rc.Status})
+		}
+		want := []rec{
+			{"shironeko@example.com", "", "5.4.3"},
+			{"kijitora@example.net", "list@example.org", "5.1.1"},
+			{"mikeneko@example.net", "list@example.org", "5.2.2"},
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("records %v, want %v", got, want)
+		}
+		if by := rep.Recipients[0].DecodedBy; by != "rfc3464" {
+			t.Errorf("%s: decoded_by %q, want rfc3464", want[0].final, by)
+		}
+		if a, b := rep.Recipients[1], rep.Recipients[2]; a.DecodedBy != "rfc3464+expanded" || a.Class != ClassHard ||
+			b.DecodedBy != "rfc3464+expanded+full-soft" || b.Class != ClassSoft {
+			t.Errorf("members: %s %s, %s %s", a.DecodedBy, a.Class, b.DecodedBy, b.Class)
+		}
+
+		// A record whose diagnostic matches no member: which member is
+		// which record is a guess, so both keep the alias.
+		cut := bytes.Replace(raw, []byte("Diagnostic-Code: smtp; 552 5.2.2 Mailbox full, quota exceeded\n"), nil, 1)
+		if bytes.Equal(cut, raw) {
+			t.Fatal("sample has no 552 Diagnostic-Code to cut")
+		}
+		rep, err = Message(bytes.NewReader(cut), Limits{})
+		tcheck(t, err, "decoding")
+		for _, rc := range rep.Recipients[1:] {
+			if rc.FinalRecipient != "list@example.org" || strings.Contains(rc.DecodedBy, ruleExpanded) {
+				t.Errorf("without a diagnostic: %s by %s, want list@example.org as reported", rc.FinalRecipient, rc.DecodedBy)
+			}
+		}
+
+		// An "expanded" record names the alias rightly (RFC 3464 §2.3.3).
+		exp := bytes.ReplaceAll(raw, []byte("Action: failed\nFinal-Recipient: rfc822;list@example.org"),
+			[]byte("Action: expanded\nFinal-Recipient: rfc822;list@example.org"))
+		rep, err = Message(bytes.NewReader(exp), Limits{})
+		tcheck(t, err, "decoding")
+		for _, rc := range rep.Recipients[1:] {
+			if rc.Action != Expanded || rc.FinalRecipient != "list@example.org" || strings.Contains(rc.DecodedBy, ruleExpanded) {
+				t.Errorf("expanded: %s %s by %s, want list@example.org as reported", rc.Action, rc.FinalRecipient, rc.DecodedBy)
+			}
 		}
 	})
 	t.Run("vacation", func(t *testing.T) {

@@ -52,7 +52,17 @@
 //     <list@example.org>):", Exim "(generated from list@example.org)") is
 //     a mailing-list alias or a forwarding address: it becomes that
 //     record's OriginalRecipient, as RFC 3464 §2.3.1 has it, and is not
-//     a failed recipient of its own: "+expanded".
+//     a failed recipient of its own: "+expanded". The rule also reads
+//     delivery-status records: Exim writes the topmost parent address,
+//     the alias, as the Final-Recipient of each member that failed, and
+//     names the members only in its text. Such a record becomes the
+//     member's, with the alias as OriginalRecipient when it has none
+//     ("rfc3464+expanded"): the one member when the text names one for
+//     one record, else the member whose text has the record's
+//     Diagnostic-Code (Exim's text and report list the members in
+//     different orders). A record no member's text matches leaves the
+//     alias's records as they are, and so does Action "expanded"
+//     (RFC 3464 §2.3.3: there the alias is the recipient).
 //  4. The bounce's own From, To and Return-Path, and the returned
 //     message's From, never outrank the header and are never taken by the
 //     weak rules or the near-failure rule below. (The listing rules may
