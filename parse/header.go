@@ -349,9 +349,32 @@ func keepPart(k []byte) bool { return hasPrefixFold(k, "content-") }
 
 // keepTop keeps the fields of the outer header that decoding reads.
 func keepTop(k []byte) bool {
-	return hasPrefixFold(k, "content-") || keepAny(k, "subject", "from", "to", "return-path",
-		"auto-submitted", "x-failed-recipients", "x-autoreply", "x-autorespond", "x-autoresponder",
-		"x-vacation", "x-mailer-autoreply", "precedence", "x-auto-response-suppress", "x-mlserver", "x-ml-name")
+	if len(k) == 0 {
+		return false
+	}
+	// By first letter: most fields of a header (Received, DKIM-Signature,
+	// ARC-*, Authentication-Results) are then ruled out with one or two
+	// comparisons.
+	switch k[0] | 0x20 {
+	case 'c':
+		return hasPrefixFold(k, "content-")
+	case 's':
+		return equalFold(k, "subject")
+	case 'f':
+		return equalFold(k, "from")
+	case 't':
+		return equalFold(k, "to")
+	case 'r':
+		return equalFold(k, "return-path")
+	case 'a':
+		return equalFold(k, "auto-submitted")
+	case 'p':
+		return equalFold(k, "precedence")
+	case 'x':
+		return keepAny(k, "x-failed-recipients", "x-autoreply", "x-autorespond", "x-autoresponder",
+			"x-vacation", "x-mailer-autoreply", "x-auto-response-suppress", "x-mlserver", "x-ml-name")
+	}
+	return false
 }
 
 // keepReturned keeps the fields of a returned message that go into

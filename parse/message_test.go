@@ -489,3 +489,24 @@ func TestBufferSize(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepTop checks keepTop's switch against the list of fields it keeps.
+func TestKeepTop(t *testing.T) {
+	kept := []string{"subject", "from", "to", "return-path", "auto-submitted", "x-failed-recipients", "x-autoreply",
+		"x-autorespond", "x-autoresponder", "x-vacation", "x-mailer-autoreply", "precedence",
+		"x-auto-response-suppress", "x-mlserver", "x-ml-name"}
+	keys := []string{"Received", "DKIM-Signature", "Content-Type", "content-transfer-encoding", "Content-", "Contents",
+		"X-Mailer", "Reply-To", "Cc", "T", "", "@", "TO ", "ARC-Seal", "Precedence", "Sender"}
+	for _, k := range kept {
+		keys = append(keys, k, strings.ToUpper(k), strings.ToUpper(k[:1])+k[1:], k+"x", k[:len(k)-1])
+	}
+	for _, k := range keys {
+		want := strings.HasPrefix(strings.ToLower(k), "content-")
+		for _, n := range kept {
+			want = want || strings.EqualFold(k, n)
+		}
+		if got := keepTop([]byte(k)); got != want {
+			t.Errorf("keepTop(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
