@@ -178,13 +178,25 @@ func canonicalKey(b []byte) string {
 // internedKey returns the canonical form among canonicalKeys of a key
 // that matches it regardless of case, or "".
 func internedKey(b []byte) string {
-	for _, k := range canonicalKeys[:] { // [:]: ranging over the array copied it to the stack
-		if len(b) == len(k) && foldEqual(b, k) {
+	if len(b) >= len(keysByLen) {
+		return ""
+	}
+	for _, k := range keysByLen[len(b)] {
+		if foldEqual(b, k) {
 			return k
 		}
 	}
 	return ""
 }
+
+// keysByLen holds canonicalKeys by their length, so that a key is
+// compared with those of its length only.
+var keysByLen = func() (t [32][]string) {
+	for _, k := range canonicalKeys {
+		t[len(k)] = append(t[len(k)], k)
+	}
+	return t
+}()
 
 // appendCanonicalKey appends textproto.CanonicalMIMEHeaderKey(string(b))
 // to dst: a key made only of token bytes (RFC 7230 §3.2.6) with its first
