@@ -213,8 +213,9 @@ func (d *decoder) expandedRecords() {
 		}
 	}
 	type member struct {
-		addr string
-		at   int // offset of its listing in t.text
+		addr  string
+		at    int    // offset of its listing in t.text
+		about string // the text about it, once the members are known
 	}
 	members := map[string][]member{} // lower-case alias -> its members, in text order
 	var starts []int
@@ -225,23 +226,26 @@ func (d *decoder) expandedRecords() {
 		}
 		if x := strings.ToLower(t.expandedFrom(a)); x != "" && x != k && len(finals[x]) > 0 {
 			at := listedAt(t.text, k)
-			members[x] = append(members[x], member{a, at})
+			members[x] = append(members[x], member{addr: a, at: at})
 			starts = append(starts, at)
 		}
 	}
 	// The text about a member: from its listing to the next member's or
 	// the end of its paragraph, blanks collapsed.
-	about := func(m member) string {
-		end := len(t.text)
-		if i := strings.Index(t.text[m.at:], "\n\n"); i >= 0 {
-			end = m.at + i
-		}
-		for _, s := range starts {
-			if s > m.at && s < end {
-				end = s
+	for _, ms := range members {
+		for j := range ms {
+			m := &ms[j]
+			end := len(t.text)
+			if i := strings.Index(t.text[m.at:], "\n\n"); i >= 0 {
+				end = m.at + i
 			}
+			for _, s := range starts {
+				if s > m.at && s < end {
+					end = s
+				}
+			}
+			m.about = collapseSpace(asciiLower(t.text[m.at:end]))
 		}
-		return collapseSpace(asciiLower(t.text[m.at:end]))
 	}
 	for x, ms := range members {
 		idx := finals[x]
@@ -253,7 +257,7 @@ func (d *decoder) expandedRecords() {
 			for n, i := range idx {
 				diag := collapseSpace(asciiLower(rs[i].DiagnosticCode))
 				for j, m := range ms {
-					if !used[j] && diag != "" && strings.Contains(about(m), diag) {
+					if !used[j] && diag != "" && strings.Contains(m.about, diag) {
 						used[j], pick[n] = true, m.addr
 						break
 					}
@@ -279,22 +283,15 @@ func (d *decoder) expandedRecords() {
 }
 
 // mayExpand reports whether a text part of the message, as it came,
-// has the wording of expansionWords in the lower case Postfix and Exim
-// write it ("expanded from", "generated from"): the text rules' work is
-// done only for those. One fast scan per part, for the rarer "from".
+// has one of expansionWords (ignoring case, as expandedFrom does): the
+// text rules' work is done only for those. indexFold finds each by its
+// "(", which few texts have many of.
 func (d *decoder) mayExpand() bool {
 	for i := range d.texts {
-		raw := d.texts[i].raw
-		for off := 0; ; {
-			j := strings.Index(raw[off:], "from")
-			if j < 0 {
-				break
-			}
-			j += off
-			if strings.HasSuffix(raw[:j], "expanded ") || strings.HasSuffix(raw[:j], "generated ") {
+		for _, w := range expansionWords {
+			if indexFold(d.texts[i].raw, w) >= 0 {
 				return true
 			}
-			off = j + len("from")
 		}
 	}
 	return false

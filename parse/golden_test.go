@@ -253,6 +253,22 @@ func TestGoldenFacts(t *testing.T) {
 			}
 		}
 
+		// The wording in another case is the same wording: the gate that
+		// looks for it before the rule runs ignores case, as the rule does.
+		upper := bytes.ReplaceAll(raw, []byte("(generated from"), []byte("(Generated From"))
+		if bytes.Equal(upper, raw) {
+			t.Fatal("sample has no \"(generated from\" to capitalise")
+		}
+		rep, err = Message(bytes.NewReader(upper), Limits{})
+		tcheck(t, err, "decoding")
+		var upperGot []rec
+		for _, rc := range rep.Recipients {
+			upperGot = append(upperGot, rec{rc.FinalRecipient, rc.OriginalRecipient, rc.Status})
+		}
+		if !slices.Equal(upperGot, want) {
+			t.Errorf("capitalised wording: records %v, want %v", upperGot, want)
+		}
+
 		// An "expanded" record names the alias rightly (RFC 3464 §2.3.3).
 		exp := bytes.ReplaceAll(raw, []byte("Action: failed\nFinal-Recipient: rfc822;list@example.org"),
 			[]byte("Action: expanded\nFinal-Recipient: rfc822;list@example.org"))

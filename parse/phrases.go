@@ -40,12 +40,7 @@ func (ps *phraseSet) index(s string) int {
 			}
 		}
 		if alnumByte[c] {
-			// The rest of the word, and the byte after it, follow a
-			// letter or digit: no phrase starts there.
-			i++
-			for i+1 < len(s) && alnumByte[s[i]] {
-				i++
-			}
+			i = skipWord(s, i)
 		}
 	}
 	return -1
@@ -67,6 +62,18 @@ func (b *pairBits) set(k [2]byte) {
 func (b *pairBits) has(k [2]byte) bool {
 	n := int(k[0])<<8 | int(k[1])
 	return b[n/64]&(1<<(n%64)) != 0
+}
+
+// skipWord returns, for a word (letters and digits) starting at s[i],
+// the offset of the byte after it: the rest of the word, and that byte,
+// follow a letter or digit, so no phrase starts there, and a scan that
+// goes on after the returned offset skips them.
+func skipWord(s string, i int) int {
+	i++
+	for i+1 < len(s) && alnumByte[s[i]] {
+		i++
+	}
+	return i
 }
 
 // alnumByte marks the ASCII letters and digits: the phrase scanners test

@@ -224,11 +224,7 @@ func textReason(s string) Reason {
 			}
 		}
 		if alnumByte[c] {
-			// No phrase starts inside a word or right after it.
-			i++
-			for i+1 < len(s) && alnumByte[s[i]] {
-				i++
-			}
+			i = skipWord(s, i)
 		}
 	}
 	if best == len(textReasons) {
