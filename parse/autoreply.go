@@ -110,7 +110,7 @@ func (d *decoder) looksLikeBounce() bool {
 		}
 	}
 	if a := firstAddress(from); systemSenders[localPart(a)] &&
-		hasFailureWords(strings.ToLower(d.firstText())) {
+		hasFailureWords(d.firstText()) { // the phrases ignore ASCII case
 		return true
 	}
 	return isBounceSubject(d.rep.Subject)

@@ -244,7 +244,7 @@ func indexFold(s, sub string) int {
 			if i+len(sub) > len(s) {
 				return -1
 			}
-			if strings.EqualFold(s[i:i+len(sub)], sub) {
+			if hasPrefixFoldString(s[i:], sub) {
 				return i
 			}
 			off += j + 1
@@ -261,7 +261,18 @@ func indexFold(s, sub string) int {
 		if c != first && c != upper {
 			continue
 		}
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
+		if hasPrefixFoldString(s[i:], sub) {
+			return i
+		}
+	}
+	return -1
+}
+
+// lastIndexFold is strings.LastIndex ignoring ASCII case; sub must be
+// lower case.
+func lastIndexFold(s, sub string) int {
+	for i := len(s) - len(sub); i >= 0; i-- {
+		if hasPrefixFoldString(s[i:], sub) {
 			return i
 		}
 	}

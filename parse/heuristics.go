@@ -379,13 +379,18 @@ var permanentSet = newPhraseSet("permanent error", "permanent failure", "failed 
 // searched.
 func reportingHost(text string) string {
 	head := truncate(text, 600)
-	for _, line := range strings.Split(head, "\n") {
-		l := asciiLower(line)
-		i := strings.Index(l, "this is the ")
+	for len(head) > 0 {
+		line := head
+		if k := strings.IndexByte(head, '\n'); k >= 0 {
+			line, head = head[:k], head[k+1:]
+		} else {
+			head = ""
+		}
+		i := indexFold(line, "this is the ")
 		if i < 0 {
 			continue
 		}
-		j := strings.LastIndex(l, " at ")
+		j := lastIndexFold(line, " at ")
 		if j < i {
 			continue
 		}
@@ -406,9 +411,8 @@ func reportingHost(text string) string {
 // [192.0.2.1]" (Exim), "mx.example.com [192.0.2.1] did not like our RCPT
 // TO" (DragonFly), "remote host 192.0.2.32 said:" (qmail).
 func remoteHost(diag string) string {
-	l := asciiLower(diag)
-	for off := 0; off < len(l); {
-		i := strings.Index(l[off:], "host ")
+	for off := 0; off < len(diag); {
+		i := indexFold(diag[off:], "host ")
 		if i < 0 {
 			break
 		}

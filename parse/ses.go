@@ -40,9 +40,18 @@ type sesEvent struct {
 // It reports whether it found one.
 func (d *decoder) sesNotification() bool {
 	for _, t := range d.textBodies() {
+		// The cheap scans first: most bodies have no "{", or no "Type\""
+		// after it, and LastIndexByte goes a byte at a time.
 		i := strings.IndexByte(t.body, '{')
+		if i < 0 {
+			continue
+		}
+		k := strings.Index(t.body[i:], "Type\"")
+		if k < 0 {
+			continue
+		}
 		j := strings.LastIndexByte(t.body, '}')
-		if i < 0 || j < i || !strings.Contains(t.body[i:j], "Type\"") {
+		if j < i+k+len("Type\"") {
 			continue
 		}
 		raw := t.body[i : j+1]

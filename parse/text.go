@@ -575,7 +575,7 @@ func startsWithKey(line string) bool {
 		return false
 	}
 	for _, k := range blockStartKeys {
-		if len(line) >= len(k) && strings.EqualFold(line[:len(k)], k) {
+		if hasPrefixFoldString(line, k) {
 			return true
 		}
 	}
