@@ -182,44 +182,35 @@ func classify(status string, text Reason) Reason {
 	return ""
 }
 
-// phraseIndex maps the first two bytes of each phrase of textReasons to
-// the phrases, so textReason looks only at the phrases that can start at
-// each word of the text; phrasePairs has a bit for each of those keys.
-var phraseIndex, phrasePairs, phraseFirst = func() (map[[2]byte][]phraseRef, *pairBits, *[256]bool) {
-	m := map[[2]byte][]phraseRef{}
-	var pairs pairBits
-	var first [256]bool // first bytes of the phrases, in both cases
+// reasonPhrases holds the phrases of textReasons by their first two
+// bytes, so textReason looks only at the phrases that can start at each
+// word of the text.
+var reasonPhrases = func() *phraseTable {
+	var refs []phraseRef
 	for i, tr := range textReasons {
 		for _, p := range tr.phrases {
-			k := [2]byte{p[0], p[1]}
-			m[k] = append(m[k], phraseRef{rule: i, phrase: p})
-			pairs.set(k)
-			first[p[0]] = true
-			if isLetter(p[0]) {
-				first[p[0]&^0x20] = true
-			}
+			refs = append(refs, phraseRef{rule: i, phrase: p})
 		}
 	}
-	return m, &pairs, &first
+	return newPhraseTable(refs)
 }()
-
-type phraseRef struct {
-	rule   int
-	phrase string
-}
 
 // textReason applies textReasons to s: the first rule with a phrase that
 // starts a word of s (case-insensitive) wins.
 func textReason(s string) Reason {
 	best := len(textReasons)
+	t := reasonPhrases
 	for i := 0; i+1 < len(s); i++ {
 		c := s[i]
-		if phraseFirst[c] {
-			if k := [2]byte{lowerASCII(c), lowerASCII(s[i+1])}; phrasePairs.has(k) {
-				for _, ref := range phraseIndex[k] {
-					if ref.rule < best && hasPrefixFoldString(s[i:], ref.phrase) {
-						best = ref.rule
-					}
+		if t.first[c] {
+			// A key's phrases are in rule order: none after one of a
+			// rule no earlier than the best can win.
+			for _, ref := range t.at(c, s[i+1]) {
+				if ref.rule >= best {
+					break
+				}
+				if hasRestFold(s[i:], ref.phrase) {
+					best = ref.rule
 				}
 			}
 		}
