@@ -49,6 +49,7 @@ var sampleSets = []sampleSet{
 	{dir: "testdata/bounced", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 	{dir: "testdata/rubymail", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 	{dir: "testdata/flanker", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
+	{dir: "testdata/commcare", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 }
 
 // noticeHeader is the header given to a notice text without one: a
