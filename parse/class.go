@@ -54,8 +54,7 @@ func saysGivenUp(lower string) bool {
 			return false
 		}
 		i += off
-		before := strings.TrimRight(lower[max(0, i-8):i], " \t\n")
-		if !strings.HasSuffix(before, "before") && !strings.HasSuffix(before, "until") {
+		if !delayBefore(lower, i) {
 			return true
 		}
 		off = i + 1
@@ -63,14 +62,26 @@ func saysGivenUp(lower string) bool {
 	return false
 }
 
+// delayBefore reports whether the given-up wording at s[i:] follows
+// "before" or "until" (in any case).
+func delayBefore(s string, i int) bool {
+	before := strings.TrimRight(s[max(0, i-8):i], " \t\n")
+	for _, w := range []string{"before", "until"} {
+		if len(before) >= len(w) && hasPrefixFoldString(before[len(before)-len(w):], w) {
+			return true
+		}
+	}
+	return false
+}
+
 // textAction decides the Action of the records of a plain-text notice
-// (RFC 3464 §2.3.3 failed or delayed) from its subject and text, both in
-// lower case, and names the rule when a given-up wording overrode a delay
-// wording.
-func textAction(subject, lower string) (Action, string) {
-	delay := isDelayText(subject, lower)
+// (RFC 3464 §2.3.3 failed or delayed) from its subject in lower case and
+// whether its text has delay wording and given-up wording, and names the
+// rule when a given-up wording overrode a delay wording.
+func textAction(subject string, delayWords, givenUp bool) (Action, string) {
+	delay := isDelaySubject(subject) || delayWords
 	switch {
-	case saysGivenUp(lower):
+	case givenUp:
 		if delay {
 			return Failed, ruleExpiredFinal
 		}

@@ -37,3 +37,41 @@ func TestPhraseSetIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestScanNotice checks that the one pass of scanNotice finds what
+// returnedSet, delaySet and saysGivenUp find one by one, on texts made
+// of their phrases, words around them and case changes.
+func TestScanNotice(t *testing.T) {
+	parts := []string{"will be retried", "retry timeout exceeded", "before giving up", "until", "gave up",
+		"copy of the message", "> received:", "has been delayed", "the", "mail", "\n", " ", "x", "-", "queue"}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for n := 0; n < 20000; n++ {
+		var b strings.Builder
+		for range rng.IntN(8) {
+			p := parts[rng.IntN(len(parts))]
+			if rng.IntN(3) == 0 {
+				p = strings.ToUpper(p)
+			}
+			b.WriteString(p)
+			if rng.IntN(2) == 0 {
+				b.WriteByte(' ')
+			}
+		}
+		s := b.String()
+		w := scanNotice(s)
+		if want := returnedSet.index(s); w.returned != want {
+			t.Fatalf("scanNotice(%q).returned = %d, want %d", s, w.returned, want)
+		}
+		text := s
+		if w.returned >= 0 {
+			text = s[:w.returned]
+		}
+		lower := asciiLower(text)
+		if want := delaySet.index(lower); w.delay != want && (want >= 0 || w.delayEnd <= len(text)) {
+			t.Fatalf("scanNotice(%q).delay = %d, want %d", s, w.delay, want)
+		}
+		if got, want := w.givenUp >= 0 && w.givenUpEnd <= len(text), saysGivenUp(lower); got != want {
+			t.Fatalf("scanNotice(%q) given up %v, want %v", s, got, want)
+		}
+	}
+}

@@ -73,7 +73,12 @@ func (d *decoder) newBounceText() *bounceText {
 		b.WriteString(body)
 	}
 	t := &bounceText{d: d, all: b.String(), action: Failed}
-	t.text = cutReturned(t.all)
+	words := scanNotice(t.all)
+	if words.returned >= 0 {
+		t.text = cutHeaderBlock(t.all[:words.returned])
+	} else {
+		t.text = cutHeaderBlock(t.all)
+	}
 	if outer > 0 && outer < len(t.text) {
 		// A notice that returns another bounce (a bounce of a bounce):
 		// when its own text is a failure notice, the returned bounce's
@@ -94,7 +99,16 @@ func (d *decoder) newBounceText() *bounceText {
 		// recipient block, so its text says who failed.
 		t.bounce, t.byReport = true, true
 	}
-	t.action, t.actionBy = textAction(strings.ToLower(d.rep.Subject), t.lower)
+	// The wordings scanNotice found count when they lie within t.text;
+	// one cut by its end, or another text, is read again.
+	delay, givenUp := words.delay >= 0, words.givenUp >= 0
+	if t.outerNotice || delay && words.delayEnd > len(t.text) {
+		delay = delaySet.contains(t.lower)
+	}
+	if t.outerNotice || givenUp && words.givenUpEnd > len(t.text) {
+		givenUp = saysGivenUp(t.lower)
+	}
+	t.action, t.actionBy = textAction(strings.ToLower(d.rep.Subject), delay, givenUp)
 	// Addresses that are never the failed recipient: the sender of the
 	// report, its recipient (the original sender), the original From.
 	t.skip = map[string]bool{}
@@ -123,13 +137,11 @@ var failureSet = newPhraseSet(failureWords...)
 
 func hasFailureWords(s string) bool { return failureSet.contains(s) }
 
-// isDelayText reports a warning that delivery is only delayed.
-func isDelayText(subject, lower string) bool {
-	if strings.Contains(subject, "delay") ||
-		strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") && !hasFailureWords(subject) {
-		return true
-	}
-	return delaySet.contains(lower)
+// isDelaySubject reports a subject (in lower case) that calls the notice
+// a delay warning.
+func isDelaySubject(subject string) bool {
+	return strings.Contains(subject, "delay") ||
+		strings.Contains(subject, "warning") && !strings.Contains(subject, "fail") && !hasFailureWords(subject)
 }
 
 // delaySet holds the wording of a warning that delivery is only delayed
@@ -137,13 +149,15 @@ func isDelayText(subject, lower string) bool {
 // Gmail's "Delivery incomplete ... There was a temporary problem
 // delivering your message to ... Gmail will retry for 47 more hours.
 // You'll be notified if the delivery fails permanently." among them.
-var delaySet = newPhraseSet("has been delayed", "will keep trying", "will continue trying", "will be retried",
+var delaySet = newPhraseSet(delayPhrases...)
+
+var delayPhrases = []string{"has been delayed", "will keep trying", "will continue trying", "will be retried",
 	"still trying", "delivery attempts will continue", "no action is required", "warning only",
 	"still being retried", "do not need to resend", "will retry for", "temporary problem delivering",
 	"if the delivery fails permanently", "delivery incomplete",
 	// Japanese, German ("further delivery attempts"), Spanish
 	"再試行されます", "引き続き再試行", "再送を試みます", "wird weiterhin versucht", "weitere zustellversuche",
-	"se seguirá intentando")
+	"se seguirá intentando"}
 
 // returnedMarkers introduce the copy of the returned message in a
 // plain-text bounce, or start it: a header quoted with "> " begins with
@@ -166,10 +180,78 @@ func cutReturned(s string) string {
 	if i := returnedSet.index(s); i >= 0 {
 		end = i
 	}
-	if i := headerBlockStart(s[:end]); i >= 0 {
-		end = i
+	return cutHeaderBlock(s[:end])
+}
+
+// cutHeaderBlock cuts s before its first quoted header block.
+func cutHeaderBlock(s string) string {
+	if i := headerBlockStart(s); i >= 0 {
+		return s[:i]
 	}
-	return s[:end]
+	return s
+}
+
+// noticeWords is what one pass over a notice's text finds (scanNotice):
+// where the returned message starts, and the first delay wording
+// (delaySet) and given-up wording (saysGivenUp) before it. Each is an
+// offset, or -1; delayEnd and givenUpEnd are where those wordings end.
+type noticeWords struct {
+	returned            int
+	delay, delayEnd     int
+	givenUp, givenUpEnd int
+}
+
+// The rules of noticeTable's phrases.
+const (
+	noticeReturned = iota
+	noticeDelay
+	noticeGivenUp
+)
+
+// noticeTable holds returnedMarkers, the delay wording and the given-up
+// wording in one table, so that the text of a notice is read once for
+// all three.
+var noticeTable = func() *phraseTable {
+	var refs []phraseRef
+	for _, set := range []struct {
+		rule    int
+		phrases []string
+	}{{noticeReturned, returnedMarkers}, {noticeDelay, delayPhrases}, {noticeGivenUp, givenUpPhrases}} {
+		for _, p := range set.phrases {
+			refs = append(refs, phraseRef{rule: set.rule, phrase: p})
+		}
+	}
+	return newPhraseTable(refs)
+}()
+
+// scanNotice reads s as returnedSet.index, delaySet.index and
+// saysGivenUp would, in one pass that stops at the returned message.
+func scanNotice(s string) noticeWords {
+	w := noticeWords{returned: -1, delay: -1, givenUp: -1}
+	t := noticeTable
+	for i := 0; i+1 < len(s); i++ {
+		c := s[i]
+		if t.first[c] {
+			for _, p := range t.at(c, s[i+1]) {
+				if !hasRestFold(s[i:], p.phrase) {
+					continue
+				}
+				switch {
+				case p.rule == noticeReturned:
+					w.returned = i
+					return w
+				case p.rule == noticeDelay && w.delay < 0:
+					w.delay, w.delayEnd = i, i+len(p.phrase)
+				case p.rule == noticeGivenUp && w.givenUp < 0 && !delayBefore(s, i):
+					w.givenUp, w.givenUpEnd = i, i+len(p.phrase)
+				}
+			}
+		}
+		if alnumByte[c] {
+			i = skipWord(s, i)
+		}
+	}
+	return w
 }
 
 // headerBlockStart returns the offset of the first quoted header block
