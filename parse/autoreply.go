@@ -102,14 +102,14 @@ func isVacationSubject(s string) bool {
 // auto-replies, even with Auto-Submitted: auto-replied (Postfix sets it on
 // its bounces).
 func (d *decoder) looksLikeBounce() bool {
-	from := strings.ToLower(d.rep.From)
+	from := d.rep.From
 	for _, w := range []string{"mailer-daemon", "postmaster", "mail delivery", "mail-daemon", "mailer_daemon",
 		"post_master", "mailerdaemon"} {
-		if strings.Contains(from, w) {
+		if indexFold(from, w) >= 0 {
 			return true
 		}
 	}
-	if a := firstAddress(from); systemSenders[localPart(a)] &&
+	if a := firstAddress(from); systemSenders[asciiLower(localPart(a))] &&
 		hasFailureWords(d.firstText()) { // the phrases ignore ASCII case
 		return true
 	}

@@ -22,6 +22,11 @@ func (s *src) atDelim() int {
 	if len(s.delims) == 0 {
 		return -1
 	}
+	// Every delimiter starts with "--" (RFC 2046 §5.1.1): most lines are
+	// ruled out by one short Peek.
+	if p, _ := s.br.Peek(2); len(p) < 2 || p[0] != '-' || p[1] != '-' {
+		return -1
+	}
 	for i, d := range s.delims {
 		if p, _ := s.br.Peek(len(d) + 1); isDelim(p, d) {
 			return i
