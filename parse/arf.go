@@ -113,7 +113,7 @@ func (d *decoder) isJMRP() bool {
 			return true
 		}
 	}
-	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(d.rep.Subject)), "complaint about message")
+	return hasPrefixFoldString(strings.TrimSpace(d.rep.Subject), "complaint about message")
 }
 
 // unsubscribe recognises a one-line unsubscribe request sent by a mail
@@ -121,7 +121,7 @@ func (d *decoder) isJMRP() bool {
 // mailto: List-Unsubscribe, RFC 2369 §3.2): a complaint of type opt-out by
 // the From address.
 func (d *decoder) unsubscribe() bool {
-	subj := strings.ToLower(strings.TrimSpace(d.rep.Subject))
+	subj := asciiLower(strings.TrimSpace(d.rep.Subject))
 	if subj != "unsubscribe" && !strings.HasPrefix(subj, "unsubscribe ") {
 		return false
 	}

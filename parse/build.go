@@ -83,10 +83,7 @@ func isAddress(a string) bool {
 // delivery-status part was labelled text/plain, or pasted into the body.
 func (d *decoder) mistypedDSN() {
 	for _, t := range d.textBodies() {
-		i := indexFold(t.body, "final-recipient:")
-		if i < 0 {
-			i = indexFold(t.body, "original-recipient:")
-		}
+		i := recipientField(t.body)
 		if i < 0 || indexFold(t.body, "status:") < 0 && indexFold(t.body, "action:") < 0 {
 			continue
 		}
@@ -104,6 +101,28 @@ func (d *decoder) mistypedDSN() {
 			return
 		}
 	}
+}
+
+// recipientField returns the offset of the first "Final-Recipient:" in
+// s, else of the first "Original-Recipient:" (either in any case), or
+// -1. One scan for "-recipient:" finds both in a text that has neither.
+func recipientField(s string) int {
+	orig := -1
+	for off := 0; off < len(s); {
+		j := indexFold(s[off:], "-recipient:")
+		if j < 0 {
+			break
+		}
+		j += off
+		switch {
+		case j >= 5 && hasPrefixFoldString(s[j-5:], "final"):
+			return j - 5
+		case orig < 0 && j >= 8 && hasPrefixFoldString(s[j-8:], "original"):
+			orig = j - 8
+		}
+		off = j + 1
+	}
+	return orig
 }
 
 // setOriginal fills Report.Original from the first returned message

@@ -320,7 +320,14 @@ func validKey(b []byte) bool {
 // ASCII bytes, without the set those build on every call with a cutset of
 // more than one byte: header and DSN lines are trimmed this way.
 func trimRightASCII[T string | []byte](s T, cutset string) T {
-	for len(s) > 0 && strings.IndexByte(cutset, s[len(s)-1]) >= 0 {
+	for len(s) > 0 {
+		c, cut := s[len(s)-1], false
+		for i := 0; i < len(cutset); i++ { // a loop: the cutsets are a byte or two
+			cut = cut || cutset[i] == c
+		}
+		if !cut {
+			break
+		}
 		s = s[:len(s)-1]
 	}
 	return s

@@ -430,3 +430,21 @@ func TestSubjectRefuses(t *testing.T) {
 		t.Errorf("the list address was not taken: %v", addrs(rep))
 	}
 }
+
+// TestRecipientField checks the one scan of recipientField against the
+// two searches it replaces.
+func TestRecipientField(t *testing.T) {
+	for _, s := range []string{
+		"", "Final-Recipient: rfc822; a@b.c", "Original-Recipient: rfc822;a@b.c\nFinal-Recipient: rfc822;d@e.f",
+		"x-recipient: nothing", "ORIGINAL-RECIPIENT:a\nfinal-RECIPIENT:b", "al-recipient:", "inal-recipient:",
+		"Original-Recipient: only", "text final-recipient: late, original-recipient: earlier? no",
+	} {
+		want := indexFold(s, "final-recipient:")
+		if want < 0 {
+			want = indexFold(s, "original-recipient:")
+		}
+		if got := recipientField(s); got != want {
+			t.Errorf("recipientField(%q) = %d, want %d", s, got, want)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func parseMediaType(v string) (mediaType, bool) {
 			return m, false
 		}
 	}
-	m.typ = strings.ToLower(base)
+	m.typ = asciiLower(base)
 	// Parameters: "; name=value" (RFC 2045 §5.1), as mime.ParseMediaType
 	// reads them. seen holds those so far, for its duplicate check.
 	var seen [4]struct{ name, value string }

@@ -304,7 +304,7 @@ func guessBoundary(ct string) string {
 func (d *decoder) multipart(ct *mediaType, s *src, depth int) error {
 	mt, boundary := ct.typ, ct.boundary
 	if mt == "multipart/report" && d.reportTyp == "" {
-		d.reportTyp = strings.ToLower(ct.reportType)
+		d.reportTyp = asciiLower(ct.reportType)
 	}
 	if boundary == "" {
 		d.warn("%s without boundary", mt)
@@ -464,7 +464,7 @@ func (d *decoder) checkTruncated(body string) {
 // or is text/* in a charset go-message passes through (UTF-8, US-ASCII).
 // A delivery-status part and most text parts are such parts.
 func plainBody(h fields) bool {
-	switch strings.ToLower(h.get("Content-Transfer-Encoding")) {
+	switch asciiLower(h.get("Content-Transfer-Encoding")) {
 	case "", "7bit", "8bit", "binary":
 	default:
 		return false
@@ -480,7 +480,7 @@ func plainBody(h fields) bool {
 	if !ok {
 		return false // left to message.New
 	}
-	cs := strings.ToLower(m.charset)
+	cs := asciiLower(m.charset)
 	return !m.hasCharset || cs == "utf-8" || cs == "us-ascii"
 }
 
@@ -552,7 +552,7 @@ func (d *decoder) textBodies() []textPart {
 // third part) and, when it is itself a report, decodes its body too.
 func (d *decoder) returnedMessage(h fields, s *src, b *body, depth int, mt string) error {
 	in := s
-	if cte := strings.ToLower(strings.TrimSpace(h.get("Content-Transfer-Encoding"))); cte != "" &&
+	if cte := asciiLower(strings.TrimSpace(h.get("Content-Transfer-Encoding"))); cte != "" &&
 		cte != "7bit" && cte != "8bit" && cte != "binary" {
 		// A transfer-encoded message: decode it into a reader of its own.
 		e, err := message.New(h.header(), b)

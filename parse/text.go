@@ -108,7 +108,7 @@ func (d *decoder) newBounceText() *bounceText {
 	if t.outerNotice || givenUp && words.givenUpEnd > len(t.text) {
 		givenUp = saysGivenUp(t.lower)
 	}
-	t.action, t.actionBy = textAction(strings.ToLower(d.rep.Subject), delay, givenUp)
+	t.action, t.actionBy = textAction(asciiLower(d.rep.Subject), delay, givenUp)
 	// Addresses that are never the failed recipient: the sender of the
 	// report, its recipient (the original sender), the original From.
 	t.skip = map[string]bool{}
