@@ -53,6 +53,7 @@ var sampleSets = []sampleSet{
 	{dir: "testdata/froide", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 	{dir: "testdata/mimekit", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 	{dir: "testdata/zammad", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
+	{dir: "testdata/wikimedia", byStatus: true, floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 }
 
 // noticeHeader is the header given to a notice text without one: a
