@@ -51,6 +51,9 @@ var sampleSets = []sampleSet{
 	{dir: "testdata/flanker", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 	{dir: "testdata/commcare", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 	{dir: "testdata/froide", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
+	{dir: "testdata/mimekit", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
+	{dir: "testdata/zammad", floorRecipient: 100, floorCls: 100, floorPrecision: 100},
+	{dir: "testdata/wikimedia", byStatus: true, floorRecipient: 100, floorCls: 100, floorPrecision: 100},
 }
 
 // noticeHeader is the header given to a notice text without one: a
